@@ -1,0 +1,296 @@
+"""Config: one frozen dataclass for every knob, its presets, validation and stable key.
+
+Field names are the parameter names everywhere (papermill ``-p``, sweep grids, CLI flags,
+widget labels, store columns), so this module is the single place that validates them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
+
+# Bump when a field's meaning changes so old cache entries and store rows stop matching.
+SCHEMA_VERSION = 1
+
+DATASETS = ("digits", "mnist1d", "teacher", "mnist", "fashion_mnist")
+ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
+WEIGHT_DECAY_MODES = ("norm", "squared")
+PAIRINGS = ("input", "feature", "knn", "random")
+DTYPES = ("float32", "float64")
+DEVICES = ("cpu", "cuda", "auto")
+ALGORITHMS = ("sgd", "ssgd", "dpsgd", "local_sgd")
+TOPOLOGIES = ("ring", "full", "torus", "gossip")
+
+
+class ConfigError(ValueError):
+    """A Config field got a value outside what it allows."""
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"Config.{name}={value!r} is not allowed: expected {allowed}")
+
+
+def _to_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    _fail(name, value, "a boolean (true/false)")
+
+
+def _to_int(name: str, value: Any, allowed: str) -> int:
+    if isinstance(value, bool):
+        _fail(name, value, allowed)
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            _fail(name, value, allowed)
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            _fail(name, value, allowed)
+        value = int(value)
+    if not isinstance(value, int):
+        _fail(name, value, allowed)
+    return value
+
+
+def _to_float(name: str, value: Any, allowed: str) -> float:
+    if isinstance(value, bool):
+        _fail(name, value, allowed)
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            _fail(name, value, allowed)
+    if not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        _fail(name, value, allowed)
+    return float(value)
+
+
+def _to_choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+    def convert(name: str, value: Any) -> str:
+        if not isinstance(value, str) or value not in choices:
+            _fail(name, value, "one of " + ", ".join(repr(c) for c in choices))
+        return value
+
+    return convert
+
+
+def _int_range(lo: int, hi: int | None = None) -> Callable[[str, Any], int]:
+    allowed = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+
+    def convert(name: str, value: Any) -> int:
+        v = _to_int(name, value, allowed)
+        if v < lo or (hi is not None and v > hi):
+            _fail(name, value, allowed)
+        return v
+
+    return convert
+
+
+def _float_range(lo: float, hi: float, lo_open=False, hi_open=False) -> Callable[[str, Any], float]:
+    allowed = f"a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+    def convert(name: str, value: Any) -> float:
+        v = _to_float(name, value, allowed)
+        if v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
+            _fail(name, value, allowed)
+        return v
+
+    return convert
+
+
+def _optional_int(lo: int) -> Callable[[str, Any], int | None]:
+    inner = _int_range(lo)
+
+    def convert(name: str, value: Any) -> int | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+            return None
+        try:
+            return inner(name, value)
+        except ConfigError:
+            _fail(name, value, f"None (every epoch) or an integer >= {lo}")
+
+    return convert
+
+
+def _widths(name: str, value: Any) -> tuple[int, ...]:
+    allowed = "a non-empty list of positive integers, e.g. [30, 30]"
+    if isinstance(value, str):
+        text = value.strip().strip("[]()")
+        value = [p for p in text.replace(" ", "").split(",") if p]
+    if not isinstance(value, (list, tuple)) or len(value) == 0:
+        _fail(name, value, allowed)
+    out = tuple(_to_int(name, v, allowed) for v in value)
+    if any(w < 1 for w in out):
+        _fail(name, value, allowed)
+    return out
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        _fail(name, value, "a string (a folder path, may be empty)")
+    return value
+
+
+# One converter per field: it coerces (papermill and YAML hand over strings and lists) and
+# raises ConfigError naming the field, the value and what is allowed.
+_CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
+    "dataset": _to_choice(DATASETS),
+    "data_dir": _text,
+    "n_train": _int_range(10),
+    "n_test": _int_range(1),
+    "label_noise": _float_range(0.0, 0.9),
+    "widths": _widths,
+    "activation": _to_choice(ACTIVATIONS),
+    "bias": _to_bool,
+    "dropout": _float_range(0.0, 1.0, hi_open=True),
+    "init_scale": _float_range(0.0, 1e3, lo_open=True),
+    "lr": _float_range(0.0, 1e3, lo_open=True),
+    "batch_size": _int_range(1),
+    "momentum": _float_range(0.0, 1.0, hi_open=True),
+    "weight_decay": _float_range(0.0, 1e3),
+    "weight_decay_mode": _to_choice(WEIGHT_DECAY_MODES),
+    "weight_decay_epochs": _optional_int(0),
+    "max_epochs": _int_range(1),
+    "stop_loss": _float_range(0.0, 1e3, lo_open=True),
+    "stop_acc": _float_range(0.0, 1.0),
+    "stop_window": _int_range(1),
+    "seed": _int_range(0, 2**31 - 1),
+    "layer": _text,
+    "pairing": _to_choice(PAIRINGS),
+    "pairing_k": _int_range(1),
+    "n_sharp": _int_range(1),
+    "dtype": _to_choice(DTYPES),
+    "device": _to_choice(DEVICES),
+    "n_learners": _int_range(1),
+    "algorithm": _to_choice(ALGORITHMS),
+    "topology": _to_choice(TOPOLOGIES),
+    "local_steps": _int_range(1),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every knob of one awbench run. Immutable; build variants with ``replace``."""
+
+    dataset: str = "digits"  # digits | mnist1d | teacher | mnist | fashion_mnist
+    data_dir: str = ""  # folder with IDX files for mnist / fashion_mnist
+    n_train: int = 1297  # clean training samples (label noise adds extra corrupted ones)
+    n_test: int = 500  # test samples
+    label_noise: float = 0.0  # fraction of the training set with a wrong label
+    widths: tuple[int, ...] = (30, 30)  # hidden layer widths
+    activation: str = "relu"
+    bias: bool = False
+    dropout: float = 0.0  # dropout probability after the first hidden layer
+    init_scale: float = 1.0  # every weight is multiplied by this after default init
+    lr: float = 0.1
+    batch_size: int = 25
+    momentum: float = 0.0
+    weight_decay: float = 0.0  # beta
+    weight_decay_mode: str = "norm"  # norm: beta*||theta||_2 (paper); squared: classic L2
+    weight_decay_epochs: int | None = 200  # weight decay only in the first N epochs (None: all)
+    max_epochs: int = 1000
+    stop_loss: float = 1e-3  # stop when clean-train loss is below this ...
+    stop_acc: float = 0.99  # ... and mean clean-train accuracy over the window above this
+    stop_window: int = 9  # epochs averaged for the accuracy part of the stopping rule
+    seed: int = 0  # init, batch order and dropout (the data subset is fixed)
+    layer: str = "fc2"  # analysed fully connected layer
+    pairing: str = "input"  # input | feature | knn | random
+    pairing_k: int = 1  # neighbours per test sample for pairing="knn"
+    n_sharp: int = 10  # directions (by sigma_g) counted as the sharp part of the gap
+    dtype: str = "float32"  # training dtype; analysis is always float64
+    device: str = "cpu"  # cpu | cuda | auto
+    n_learners: int = 1  # multi-learner training (1: plain SGD)
+    algorithm: str = "sgd"  # sgd | ssgd | dpsgd | local_sgd
+    topology: str = "ring"  # mixing graph for dpsgd
+    local_steps: int = 8  # averaging period H for local_sgd
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            object.__setattr__(self, f.name, _CONVERTERS[f.name](f.name, getattr(self, f.name)))
+        n_layers = len(self.widths) + 1
+        allowed_layers = [f"fc{i}" for i in range(1, n_layers + 1)]
+        if self.layer not in allowed_layers:
+            _fail("layer", self.layer, "one of " + ", ".join(allowed_layers) + " for these widths")
+        if self.dropout > 0 and len(self.widths) < 1:
+            _fail("dropout", self.dropout, "0 for a network without hidden layers")
+        if self.algorithm == "sgd" and self.n_learners != 1:
+            _fail("algorithm", self.algorithm, "'ssgd', 'dpsgd' or 'local_sgd' when n_learners > 1")
+
+    # --- construction -------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str) -> "Config":
+        if name not in PRESETS:
+            raise ConfigError(f"preset={name!r} is not known: expected one of {', '.join(PRESETS)}")
+        return cls(**PRESETS[name])
+
+    def replace(self, **changes: Any) -> "Config":
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise ConfigError(
+                f"unknown Config field(s) {', '.join(unknown)}: expected any of "
+                + ", ".join(f.name for f in fields(self))
+            )
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown Config field(s) {', '.join(unknown)}: expected any of {', '.join(sorted(known))}"
+            )
+        return cls(**d)
+
+    def key(self) -> str:
+        """Stable hash of the canonical JSON of every field plus the schema version."""
+        payload = json.dumps(
+            {"schema": SCHEMA_VERSION, **self.to_dict()}, sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def diff(self, other: "Config | None" = None) -> dict[str, Any]:
+        """Fields that differ from ``other`` (default: the dataclass defaults)."""
+        base = (other or Config()).to_dict()
+        return {k: v for k, v in self.to_dict().items() if base[k] != v}
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+FIELD_NAMES = tuple(f.name for f in fields(Config))
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # PAPER.md section 4 on the bundled digits (1297 train / 500 test, 64 -> 30 -> 30 -> 10).
+    "paper": {},
+    # The authors' exact demo protocol on user-supplied MNIST IDX files.
+    "paper-mnist": {"dataset": "mnist", "n_train": 4000, "n_test": 1000},
+    # MNIST-1D: 40 inputs; 30-wide layers plateau near loss 0.45, so the net is wider.
+    "mnist1d": {"dataset": "mnist1d", "n_train": 4000, "n_test": 1000, "widths": (64, 64)},
+    # Seconds-fast, for tests and notebook smoke runs.
+    "smoke": {
+        "n_train": 400,
+        "n_test": 200,
+        "widths": (20, 20),
+        "max_epochs": 40,
+        "weight_decay_epochs": 20,
+    },
+}

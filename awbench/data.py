@@ -1,0 +1,285 @@
+"""Datasets and the paper's label-noise scheme.
+
+Every dataset is split into a fixed test block and a fixed training pool; a run takes the first
+samples of the pool, so the data subset never depends on ``Config.seed`` (only init, batch order
+and dropout do), as in the authors' demo.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config, ConfigError
+
+# Fixed seeds for everything about the data: the subset and the corrupted labels stay the same
+# across Config.seed, which only moves init, batch order and dropout.
+DATA_SEED = 20220321
+MNIST1D_TEST_SEED = 42  # the package's own default seed: its standard 1000 test samples
+TEACHER_FEATURES, TEACHER_HIDDEN, TEACHER_CLASSES = 20, 64, 10
+
+
+@dataclass(frozen=True)
+class Data:
+    """Tensors of one run. ``clean`` marks training samples whose label was not corrupted."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    clean: torch.Tensor
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(self.y_train.max().item(), self.y_test.max().item()) + 1)
+
+    @property
+    def x_clean(self) -> torch.Tensor:
+        return self.x_train[self.clean]
+
+    @property
+    def y_clean(self) -> torch.Tensor:
+        return self.y_train[self.clean]
+
+
+class DataError(ValueError):
+    """A dataset could not be read or does not hold what the Config asks for."""
+
+
+# --- sources: each returns (x_pool, y_pool, x_test, y_test) as float32 / int64 numpy ------
+
+
+def _digits(n_pool: int) -> tuple[np.ndarray, ...]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0).astype(np.float32)
+    y = bunch.target.astype(np.int64)
+    order = np.random.default_rng(DATA_SEED).permutation(len(y))
+    test, pool = order[:500], order[500:]
+    return x[pool], y[pool], x[test], y[test]
+
+
+def _mnist1d_chunk(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = seed
+    d = make_dataset(args)
+    return (
+        d["x"].astype(np.float32),
+        d["y"].astype(np.int64),
+        d["x_test"].astype(np.float32),
+        d["y_test"].astype(np.int64),
+    )
+
+
+def _mnist1d(n_pool: int) -> tuple[np.ndarray, ...]:
+    # The standard dataset (seed 42) gives 4000 train / 1000 test; larger pools append the
+    # samples of further generator seeds so the first 4000 and the test set never change.
+    cached = _cached_mnist1d_chunk(MNIST1D_TEST_SEED)
+    xs, ys = [cached[0], cached[2][:0]], [cached[1], cached[3][:0]]
+    x_test, y_test = cached[2], cached[3]
+    seed = MNIST1D_TEST_SEED
+    while sum(len(a) for a in ys) < n_pool:
+        seed += 1
+        chunk = _cached_mnist1d_chunk(seed)
+        xs += [chunk[0], chunk[2]]
+        ys += [chunk[1], chunk[3]]
+    return np.concatenate(xs), np.concatenate(ys), x_test, y_test
+
+
+def _cached_mnist1d_chunk(seed: int) -> tuple[np.ndarray, ...]:
+    from .cache import cache_dir
+
+    path = cache_dir() / "data" / f"mnist1d_seed{seed}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                return z["x"], z["y"], z["x_test"], z["y_test"]
+        except Exception:
+            path.unlink(missing_ok=True)  # corrupt cache entry: regenerate below
+    x, y, xt, yt = _mnist1d_chunk(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, x=x, y=y, x_test=xt, y_test=yt)
+    os.replace(tmp, path)
+    return x, y, xt, yt
+
+
+def _teacher(n_pool: int, n_test: int) -> tuple[np.ndarray, ...]:
+    """Gaussian inputs labelled by the argmax of a fixed random tanh teacher MLP."""
+    rng = np.random.default_rng(DATA_SEED)
+    w1 = rng.standard_normal((TEACHER_FEATURES, TEACHER_HIDDEN)) / np.sqrt(TEACHER_FEATURES)
+    w2 = rng.standard_normal((TEACHER_HIDDEN, TEACHER_CLASSES)) / np.sqrt(TEACHER_HIDDEN)
+
+    def draw(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        x = np.random.default_rng(seed).standard_normal((n, TEACHER_FEATURES))
+        y = np.argmax(np.tanh(x @ w1) @ w2, axis=1)
+        return x.astype(np.float32), y.astype(np.int64)
+
+    x_pool, y_pool = draw(n_pool, DATA_SEED + 1)
+    x_test, y_test = draw(n_test, DATA_SEED + 2)
+    return x_pool, y_pool, x_test, y_test
+
+
+# --- IDX files (MNIST, Fashion-MNIST) ------------------------------------------------------
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_HOW_TO_GET = (
+    "download the four IDX files of {name} (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+    "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; raw or .gz) on a machine with internet "
+    "access and put them in data_dir"
+)
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file (raw or gzip) into a numpy array, checking magic number and size."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read IDX file {path}: {exc}") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(
+            f"{path} is not an IDX file: bad magic number {raw[:4].hex() or '(empty)'} "
+            "(expected 0x0000 then a type byte 08/09/0B/0C/0D/0E and the number of dimensions)"
+        )
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path} is truncated: header needs {header} bytes, file has {len(raw)}")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{path} is truncated or padded: shape {shape} needs {expected} data bytes, "
+            f"file has {len(raw) - header}"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def _find_idx(data_dir: Path, stem: str, name: str) -> Path:
+    for candidate in (data_dir / stem, data_dir / f"{stem}.gz"):
+        if candidate.exists():
+            return candidate
+    raise DataError(
+        f"dataset={name!r} needs {stem} (or {stem}.gz) in data_dir={str(data_dir)!r}, "
+        "which does not have it: " + _HOW_TO_GET.format(name=name)
+    )
+
+
+def _idx_dataset(name: str, data_dir: str) -> tuple[np.ndarray, ...]:
+    if not data_dir:
+        raise DataError(
+            f"dataset={name!r} needs data_dir, the folder with its IDX files: "
+            + _HOW_TO_GET.format(name=name)
+        )
+    folder = Path(data_dir).expanduser()
+    arrays = {k: read_idx(_find_idx(folder, stem, name)) for k, stem in IDX_FILES.items()}
+    for split in ("train", "test"):
+        imgs, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if imgs.ndim != 3 or labels.ndim != 1 or len(imgs) != len(labels):
+            raise DataError(
+                f"{name} {split} IDX files disagree: images {imgs.shape}, labels {labels.shape} "
+                "(expected (N, rows, cols) images and N labels)"
+            )
+    flat = lambda a: (a.reshape(len(a), -1).astype(np.float32) / 255.0)  # noqa: E731
+    x_train, y_train = flat(arrays["train_images"]), arrays["train_labels"].astype(np.int64)
+    # The demo's training subset: a fixed random draw from the 60k training images.
+    order = np.random.default_rng(DATA_SEED).permutation(len(y_train))
+    return (
+        x_train[order],
+        y_train[order],
+        flat(arrays["test_images"]),
+        arrays["test_labels"].astype(np.int64),
+    )
+
+
+# --- assembling a run's data --------------------------------------------------------------
+
+
+def n_total_train(n_train: int, label_noise: float) -> int:
+    """Training samples including the corrupted extras, so that ``n_train`` stay clean."""
+    return int(round(n_train / (1.0 - label_noise)))
+
+
+def corrupt_labels(y: np.ndarray, label_noise: float, n_classes: int, seed: int = DATA_SEED):
+    """Give a fraction ``label_noise`` of ``y`` a wrong label (never the true one).
+
+    Returns the new labels and the clean mask.
+    """
+    n = len(y)
+    n_noisy = n - int(round(n * (1.0 - label_noise)))
+    rng = np.random.default_rng(seed)
+    noisy = rng.choice(n, size=n_noisy, replace=False)
+    y_new = y.copy()
+    y_new[noisy] = (y[noisy] + rng.integers(1, n_classes, size=n_noisy)) % n_classes
+    clean = np.ones(n, dtype=bool)
+    clean[noisy] = False
+    return y_new, clean
+
+
+@functools.lru_cache(maxsize=8)
+def _load(dataset: str, data_dir: str, n_train: int, n_test: int, label_noise: float) -> Data:
+    n_total = n_total_train(n_train, label_noise)
+    if dataset == "digits":
+        x_pool, y_pool, x_test, y_test = _digits(n_total)
+    elif dataset == "mnist1d":
+        x_pool, y_pool, x_test, y_test = _mnist1d(n_total)
+    elif dataset == "teacher":
+        x_pool, y_pool, x_test, y_test = _teacher(n_total, n_test)
+    else:
+        x_pool, y_pool, x_test, y_test = _idx_dataset(dataset, data_dir)
+    if n_total > len(y_pool):
+        need = (
+            f"n_train={n_train}" if label_noise == 0
+            else f"n_train={n_train} clean + {n_total - n_train} corrupted for label_noise={label_noise}"
+        )
+        raise ConfigError(
+            f"Config.n_train={n_train} is not allowed for dataset={dataset!r}: {need} needs "
+            f"{n_total} training samples, the dataset has {len(y_pool)}"
+        )
+    if n_test > len(y_test):
+        raise ConfigError(
+            f"Config.n_test={n_test} is not allowed for dataset={dataset!r}: "
+            f"expected at most {len(y_test)} test samples"
+        )
+    n_classes = int(max(y_pool.max(), y_test.max()) + 1)
+    y_train, clean = y_pool[:n_total], np.ones(n_total, dtype=bool)
+    if label_noise > 0:
+        y_train, clean = corrupt_labels(y_train, label_noise, n_classes)
+    return Data(
+        name=dataset,
+        x_train=torch.from_numpy(np.ascontiguousarray(x_pool[:n_total])),
+        y_train=torch.from_numpy(np.ascontiguousarray(y_train)),
+        x_test=torch.from_numpy(np.ascontiguousarray(x_test[:n_test])),
+        y_test=torch.from_numpy(np.ascontiguousarray(y_test[:n_test])),
+        clean=torch.from_numpy(clean),
+    )
+
+
+def load_data(cfg: Config) -> Data:
+    """The training and test tensors ``cfg`` asks for (cached in process; never mutate)."""
+    return _load(cfg.dataset, cfg.data_dir, cfg.n_train, cfg.n_test, cfg.label_noise)

@@ -1,0 +1,238 @@
+"""The paper's training protocol: plain SGD over pre-built tensors, the demo's stopping rule.
+
+No DataLoader: a batch is one index into tensors already in memory, which is what makes small
+MLPs fast. The parameter update is a foreach SGD step written out here so that momentum, the
+norm-type weight decay and divergence checks stay visible in one place.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Config
+from .data import Data, load_data
+from .models import MLP, build_model
+from .progress import progress
+
+STATUSES = ("converged", "max_epochs", "diverged")
+
+
+@dataclass
+class Run:
+    """A trained model and how it got there."""
+
+    config: Config
+    model: nn.Module
+    data: Data
+    history: pd.DataFrame
+    status: str  # converged | max_epochs | diverged
+    reason: str = ""
+    train_seconds: float = 0.0
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def epochs(self) -> int:
+        return int(len(self.history))
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "diverged"
+
+
+def weight_penalty(model: nn.Module, cfg: Config) -> torch.Tensor:
+    """beta*||theta||_2 over all weights ("norm", the paper's) or beta/2*||theta||^2."""
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
+    sq = torch.stack([w.pow(2).sum() for w in weights]).sum()
+    if cfg.weight_decay_mode == "norm":
+        return cfg.weight_decay * sq.sqrt()
+    return 0.5 * cfg.weight_decay * sq
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy in eval mode; restores the caller's mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(x)
+        loss = F.cross_entropy(logits, y).item()
+        acc = (logits.argmax(1) == y).double().mean().item()
+    finally:
+        model.train(was_training)
+    return loss, acc
+
+
+def stopping_rule_met(history: list[dict], cfg: Config) -> bool:
+    """Demo rule: mean clean-train accuracy over the last window > stop_acc, loss < stop_loss."""
+    if len(history) < cfg.stop_window:
+        return False
+    recent = history[-cfg.stop_window :]
+    mean_acc = sum(h["train_acc"] for h in recent) / len(recent)
+    return mean_acc > cfg.stop_acc and history[-1]["train_loss"] < cfg.stop_loss
+
+
+_ACT_GRADS = {
+    # d act / d z written in terms of (z, h=act(z)); whichever is cheaper.
+    "relu": lambda z, h: (z > 0).to(z.dtype),
+    "tanh": lambda z, h: 1.0 - h * h,
+    "sigmoid": lambda z, h: h * (1.0 - h),
+    "gelu": lambda z, h: 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+    + z * torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi),
+}
+
+
+def mlp_gradients(
+    model: MLP, x: torch.Tensor, y: torch.Tensor, dropout_gen: torch.Generator | None = None
+) -> list[torch.Tensor]:
+    """Gradients of the mean cross-entropy w.r.t. ``model.parameters()`` by explicit backprop.
+
+    Writing the MLP's backward pass out avoids autograd's per-op bookkeeping, which dominates
+    the cost of a step for nets this small. Dropout masks are drawn from ``dropout_gen``
+    (inverted dropout, as nn.Dropout). Checked against autograd in the tests.
+    """
+    act = model.act
+    act_grad = _ACT_GRADS[model.activation]
+    layers = [getattr(model, name) for name in model.layer_names]
+    p_drop = model.dropout_p if model.training else 0.0
+    inputs, pre, mask = [], [], None
+    h = x
+    for i, layer in enumerate(layers):
+        inputs.append(h)
+        z = F.linear(h, layer.weight, layer.bias)
+        if i == len(layers) - 1:
+            break
+        pre.append(z)
+        h = act(z)
+        if i == 0 and p_drop > 0:
+            keep = torch.rand(h.shape, generator=dropout_gen, device=h.device, dtype=h.dtype)
+            mask = (keep >= p_drop).to(h.dtype) / (1.0 - p_drop)
+            pre[-1] = (z, h)
+            h = h * mask
+        else:
+            pre[-1] = (z, h)
+    dz = torch.softmax(z, dim=1)
+    dz[torch.arange(len(y), device=y.device), y] -= 1.0
+    dz /= len(y)
+    grads: list[torch.Tensor] = []
+    for i in range(len(layers) - 1, -1, -1):
+        layer = layers[i]
+        layer_grads = [dz.T @ inputs[i]]
+        if layer.bias is not None:
+            layer_grads.append(dz.sum(0))
+        grads[:0] = layer_grads
+        if i == 0:
+            break
+        dh = dz @ layer.weight
+        if i == 1 and mask is not None:
+            dh = dh * mask
+        z_prev, h_prev = pre[i - 1]
+        dz = dh * act_grad(z_prev, act(z_prev) if mask is not None and i == 1 else h_prev)
+    return grads
+
+
+def add_weight_decay_gradient(grads: list[torch.Tensor], model: nn.Module, cfg: Config) -> None:
+    """Add the gradient of :func:`weight_penalty` to ``grads`` (ordered as parameters())."""
+    names = [name for name, _ in model.named_parameters()]
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
+    if cfg.weight_decay_mode == "norm":
+        norm = torch.sqrt(sum(w.pow(2).sum() for w in weights))
+        if norm == 0:
+            return  # the norm is not differentiable at 0; its subgradient 0 is the natural pick
+        scale = cfg.weight_decay / norm
+    else:
+        scale = cfg.weight_decay
+    for g, name, p in zip(grads, names, model.parameters()):
+        if name.endswith("weight"):
+            g.add_(p, alpha=float(scale))
+
+
+def train(cfg: Config, data: Data | None = None, show_progress: bool | None = None) -> Run:
+    """Train ``cfg``'s MLP with the paper's protocol and return a :class:`Run`.
+
+    A non-finite loss ends the run with status "diverged" and its reason instead of raising,
+    so that a sweep records it and goes on.
+    """
+    if cfg.n_learners > 1 or cfg.algorithm != "sgd":
+        from .multilearner import train_multilearner
+
+        return train_multilearner(cfg, data=data, show_progress=show_progress)
+    data = data if data is not None else load_data(cfg)
+    model = build_model(cfg, data.n_features, data.n_classes)
+    start = time.perf_counter()
+    with torch.no_grad():
+        history, status, reason = _sgd_epochs(cfg, model, data, show_progress)
+    model.eval()
+    return Run(
+        config=cfg,
+        model=model,
+        data=data,
+        history=pd.DataFrame(history),
+        status=status,
+        reason=reason,
+        train_seconds=time.perf_counter() - start,
+    )
+
+
+def _sgd_epochs(cfg: Config, model: MLP, data: Data, show_progress: bool | None):
+    device = cfg.resolved_device()
+    dtype = getattr(torch, cfg.dtype)
+    x, y = data.x_train.to(device, dtype), data.y_train.to(device)
+    clean = data.clean.to(device)
+    x_clean, y_clean = x[clean], y[clean]
+    x_test, y_test = data.x_test.to(device, dtype), data.y_test.to(device)
+    params = list(model.parameters())
+    velocity = [torch.zeros_like(p) for p in params] if cfg.momentum > 0 else None
+    batch_gen = torch.Generator().manual_seed(cfg.seed)
+    dropout_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    n = x.shape[0]
+    history: list[dict] = []
+    status, reason = "max_epochs", f"stopping rule not met within max_epochs={cfg.max_epochs}"
+    bar = progress(range(cfg.max_epochs), desc=f"train {cfg.key()[:8]}", enabled=show_progress)
+    try:
+        for epoch in bar:
+            decay_on = cfg.weight_decay > 0 and (
+                cfg.weight_decay_epochs is None or epoch < cfg.weight_decay_epochs
+            )
+            model.train()
+            order = torch.randperm(n, generator=batch_gen).to(device)
+            for start_idx in range(0, n, cfg.batch_size):
+                idx = order[start_idx : start_idx + cfg.batch_size]
+                grads = mlp_gradients(model, x[idx], y[idx], dropout_gen)
+                if decay_on:
+                    add_weight_decay_gradient(grads, model, cfg)
+                if velocity is not None:
+                    torch._foreach_mul_(velocity, cfg.momentum)
+                    torch._foreach_add_(velocity, grads)
+                    grads = velocity
+                torch._foreach_add_(params, grads, alpha=-cfg.lr)
+            train_loss, train_acc = evaluate(model, x_clean, y_clean)
+            test_loss, test_acc = evaluate(model, x_test, y_test)
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": train_loss,
+                    "train_acc": train_acc,
+                    "test_loss": test_loss,
+                    "test_acc": test_acc,
+                }
+            )
+            if not (math.isfinite(train_loss) and all(torch.isfinite(p).all() for p in params)):
+                status = "diverged"
+                reason = f"non-finite training loss ({train_loss}) at epoch {epoch + 1} with lr={cfg.lr}"
+                break
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{train_loss:.2e}", acc=f"{train_acc:.3f}", refresh=False)
+            if stopping_rule_met(history, cfg):
+                status, reason = "converged", f"stopping rule met at epoch {epoch + 1}"
+                break
+    finally:
+        if hasattr(bar, "close"):
+            bar.close()
+    return history, status, reason
