@@ -223,17 +223,20 @@ def duality_check(
 ) -> torch.Tensor:
     """Per pair, max |logits(x'_k, W) - logits(x_k, W + dW*_k)| (eval mode, model's dtype).
 
-    ``x_train[k]`` is the partner of ``x_test[k]``. Zero training activities raise
-    :class:`ZeroActivityError`.
+    ``x_train[k]`` is the partner of ``x_test[k]``. A pair whose training activity is zero
+    has no dual weight: its entry is NaN (count them with ``torch.isnan``).
     """
     module = _layer(model, layer)
     a_tr, a_te = layer_inputs(model, layer, x_train), layer_inputs(model, layer, x_test)
     W = layer_matrix(module)
     if module.bias is not None:
         a_tr, a_te = augment(a_tr), augment(a_te)
-    delta = dual_weights(W, a_tr, a_te)
+    ok = (a_tr * a_tr).sum(1) > 0
+    delta = dual_weights(W, a_tr[ok], a_te[ok])
     with torch.no_grad(), eval_mode(model):
-        direct = model(x_test)
+        direct = model(x_test[ok])
         with per_sample_weights(model, layer, delta):
-            dual = model(x_train)
-    return (direct - dual).abs().amax(dim=1)
+            dual = model(x_train[ok])
+    err = torch.full((len(x_test),), float("nan"), dtype=direct.dtype)
+    err[ok] = (direct - dual).abs().amax(dim=1)
+    return err
