@@ -145,16 +145,21 @@ def run_experiment(cfg: Config, cache: bool = True, show_progress: bool | None =
             return hit
     run = train(cfg, show_progress=show_progress)
     scalars, directions, analyze_seconds = {}, None, 0.0
+    status, reason = run.status, run.reason
     if run.ok:
         start = time.perf_counter()
-        an = analyze(run)
+        try:
+            an = analyze(run)
+        except ValueError as exc:  # e.g. a dead ReLU layer leaves no pair with a dual weight
+            status, reason = "failed", f"analysis failed after training ({run.reason}): {exc}"
+        else:
+            scalars = {k: _json_scalar(v) for k, v in an.scalars().items()}
+            directions = an.directions
         analyze_seconds = time.perf_counter() - start
-        scalars = {k: _json_scalar(v) for k, v in an.scalars().items()}
-        directions = an.directions
     res = Result(
         config=cfg,
-        status=run.status,
-        reason=run.reason,
+        status=status,
+        reason=reason,
         epochs=run.epochs,
         train_seconds=run.train_seconds,
         analyze_seconds=analyze_seconds,

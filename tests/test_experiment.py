@@ -1,0 +1,71 @@
+"""run_experiment: train + analyze, cached by Config.key(), robust to bad cache entries."""
+
+import pytest
+import torch
+
+import awbench as aw
+from awbench import experiment
+
+
+@pytest.fixture()
+def cfg():
+    return aw.Config.preset("smoke").replace(max_epochs=4, seed=7)
+
+
+def test_second_call_is_a_cache_hit_with_identical_numbers(cfg):
+    first = aw.run_experiment(cfg)
+    assert not first.cached and first.ok
+    assert first.scalars["identity_error"] <= 1e-10
+    again = aw.run_experiment(cfg)
+    assert again.cached
+    assert again.scalars == first.scalars
+    assert again.directions.equals(first.directions)
+    assert again.history.equals(first.history)
+    # The cached model rebuilds the same analysis.
+    an = again.analysis()
+    assert an.pair_gap == pytest.approx(first.scalars["pair_gap"], abs=1e-15)
+
+
+def test_corrupt_cache_entry_is_recomputed(cfg):
+    aw.run_experiment(cfg)
+    path = experiment._path(cfg)
+    path.write_bytes(b"not a torch file")
+    with pytest.warns(UserWarning, match="unreadable cache entry"):
+        res = aw.run_experiment(cfg)
+    assert not res.cached and res.ok
+    assert aw.run_experiment(cfg).cached  # rewritten whole
+
+
+def test_stale_or_foreign_entries_are_not_trusted(cfg):
+    res = aw.run_experiment(cfg)
+    blob = experiment._encode(res)
+    path = experiment._path(cfg)
+    torch.save(dict(blob, schema=-1), path)
+    assert experiment.load_cached(cfg) is None
+    other = cfg.replace(seed=8)
+    torch.save(dict(blob, key=other.key()), path)
+    assert experiment.load_cached(cfg) is None
+
+
+def test_divergence_is_a_result_not_an_exception(cfg):
+    # (1 - lr * weight_decay) = -2: the weights double in size and flip sign every step.
+    bad = cfg.replace(weight_decay=30.0, weight_decay_mode="squared", max_epochs=8)
+    res = aw.run_experiment(bad)
+    assert res.status == "diverged"
+    assert "non-finite" in res.reason
+    assert res.scalars == {} and res.directions is None
+    assert aw.run_experiment(bad).cached
+
+
+def test_no_temporary_files_left_behind(cfg):
+    aw.run_experiment(cfg.replace(seed=9))
+    leftovers = [p for p in experiment._path(cfg).parent.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_a_dead_network_is_recorded_as_failed_with_its_reason(cfg):
+    dead = cfg.replace(lr=500.0, init_scale=20.0)  # ReLU units all die: no activity at fc2
+    res = aw.run_experiment(dead)
+    assert res.status == "failed" and not res.ok
+    assert "no test sample could be paired" in res.reason
+    assert res.scalars == {}
