@@ -1,0 +1,65 @@
+"""The install paths agree: pyproject (source of truth), environment.yml, Makefile, CI."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRED_RUNTIME = {
+    "torch", "numpy", "scipy", "pandas", "pyarrow", "plotly", "ipywidgets", "anywidget",
+    "jupyterlab", "papermill", "tqdm", "scikit-learn", "mnist1d",
+}
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].strip().lower()
+
+
+def pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_runtime_dependencies_and_extras():
+    project = pyproject()["project"]
+    names = {_name(r) for r in project["dependencies"]}
+    assert REQUIRED_RUNTIME <= names, REQUIRED_RUNTIME - names
+    for req in project["dependencies"]:
+        assert "<" not in req, f"needless upper cap: {req}"
+    extras = project["optional-dependencies"]
+    assert {"dev", "dask", "browser", "export"} <= set(extras)
+    dev = {_name(r) for r in extras["dev"]}
+    assert {"pytest", "jupytext", "nbstripout", "ruff"} <= dev
+    assert project["scripts"]["awbench"] == "awbench.cli:main"
+    assert project["requires-python"] == ">=3.10"
+
+
+def test_environment_yml_installs_the_same_thing_through_pip():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    pip_block = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
+    assert "-e .[dev]" in pip_block
+    torch_pins = [p for p in pip_block if _name(p) == "torch"]
+    makefile = (ROOT / "Makefile").read_text()
+    make_pin = re.search(r"pip install[^\n]*?(torch==[\d.]+)", makefile).group(1)
+    assert torch_pins == [make_pin], "environment.yml and Makefile must pin the same torch"
+    py = next(d for d in deps if isinstance(d, str) and d.startswith("python"))
+    version = tuple(int(x) for x in py.split("=")[-1].split("."))
+    assert version >= (3, 10)
+    # Nothing installed by conda that pyproject does not know about (pip is the install path).
+    conda_only = [d for d in deps if isinstance(d, str) and _name(d) not in ("python", "pip")]
+    assert conda_only == []
+
+
+def test_makefile_targets_and_ci_entry_point():
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("setup", "test", "reproduce", "lab", "bench"):
+        assert re.search(rf"^{target}:", makefile, re.M), target
+    # torch goes in before the project so pip never resolves an unpinned (CUDA) torch.
+    assert makefile.index("torch==") < makefile.index("-e '.[")
+    assert "ipykernel install --sys-prefix --name python3" in makefile
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci
+    readme = (ROOT / "README.md").read_text()
+    assert "make reproduce" in readme and "make test" in readme
