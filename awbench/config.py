@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
@@ -34,7 +35,15 @@ def _fail(name: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"Config.{name}={value!r} is not allowed: expected {allowed}")
 
 
+def _plain(value: Any) -> Any:
+    """numpy/pandas scalars (sweep grids, parquet rows) as the Python number they hold."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()
+    return value
+
+
 def _to_bool(name: str, value: Any) -> bool:
+    value = _plain(value)
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
@@ -45,6 +54,7 @@ def _to_bool(name: str, value: Any) -> bool:
 
 
 def _to_int(name: str, value: Any, allowed: str) -> int:
+    value = _plain(value)
     if isinstance(value, bool):
         _fail(name, value, allowed)
     if isinstance(value, str):
@@ -62,6 +72,7 @@ def _to_int(name: str, value: Any, allowed: str) -> int:
 
 
 def _to_float(name: str, value: Any, allowed: str) -> float:
+    value = _plain(value)
     if isinstance(value, bool):
         _fail(name, value, allowed)
     if isinstance(value, str):
@@ -102,7 +113,7 @@ def _float_range(lo: float, hi: float, lo_open=False, hi_open=False) -> Callable
         v = _to_float(name, value, allowed)
         if v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
             _fail(name, value, allowed)
-        return v
+        return v + 0.0  # -0.0 -> 0.0, so equal configs have equal keys
 
     return convert
 
@@ -123,9 +134,11 @@ def _optional_int(lo: int) -> Callable[[str, Any], int | None]:
 
 def _widths(name: str, value: Any) -> tuple[int, ...]:
     allowed = "a non-empty list of positive integers, e.g. [30, 30]"
+    if hasattr(value, "tolist"):
+        value = value.tolist()
     if isinstance(value, str):
         text = value.strip().strip("[]()")
-        value = [p for p in text.replace(" ", "").split(",") if p]
+        value = [p for p in re.split(r"[,\s]+", text) if p]
     if not isinstance(value, (list, tuple)) or len(value) == 0:
         _fail(name, value, allowed)
     out = tuple(_to_int(name, v, allowed) for v in value)
@@ -224,6 +237,21 @@ class Config:
             _fail("dropout", self.dropout, "0 for a network without hidden layers")
         if self.algorithm == "sgd" and self.n_learners != 1:
             _fail("algorithm", self.algorithm, "'ssgd', 'dpsgd' or 'local_sgd' when n_learners > 1")
+        if self.n_learners > self.n_train:
+            _fail(
+                "n_learners",
+                self.n_learners,
+                f"at most n_train={self.n_train} (every learner needs its own data shard)",
+            )
+        if self.algorithm == "dpsgd" and self.topology == "torus":
+            side = math.isqrt(self.n_learners)
+            if side * side != self.n_learners:
+                _fail(
+                    "topology",
+                    self.topology,
+                    f"'ring', 'full' or 'gossip' for n_learners={self.n_learners}: a torus needs "
+                    "a square number of learners (1, 4, 9, 16, ...)",
+                )
 
     # --- construction -------------------------------------------------------------------
     @classmethod

@@ -36,14 +36,17 @@ class Data:
     x_test: torch.Tensor
     y_test: torch.Tensor
     clean: torch.Tensor
+    # Classes of the whole dataset, not of this subset (a small subset may miss the last one).
+    n_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_classes is None:
+            seen = int(max(self.y_train.max().item(), self.y_test.max().item()) + 1)
+            object.__setattr__(self, "n_classes", seen)
 
     @property
     def n_features(self) -> int:
         return int(self.x_train.shape[1])
-
-    @property
-    def n_classes(self) -> int:
-        return int(max(self.y_train.max().item(), self.y_test.max().item()) + 1)
 
     @property
     def x_clean(self) -> torch.Tensor:
@@ -277,6 +280,7 @@ def _load(dataset: str, data_dir: str, n_train: int, n_test: int, label_noise: f
         x_test=torch.from_numpy(np.ascontiguousarray(x_test[:n_test])),
         y_test=torch.from_numpy(np.ascontiguousarray(y_test[:n_test])),
         clean=torch.from_numpy(clean),
+        n_classes=n_classes,
     )
 
 

@@ -80,7 +80,7 @@ def stopping_rule_met(history: list[dict], cfg: Config) -> bool:
 
 _ACT_GRADS = {
     # d act / d z written in terms of (z, h=act(z)); whichever is cheaper.
-    "relu": lambda z, h: (z > 0).to(z.dtype),
+    "relu": lambda z, h: torch.sign(h),  # h = relu(z) >= 0, so sign(h) is the 0/1 mask
     "tanh": lambda z, h: 1.0 - h * h,
     "sigmoid": lambda z, h: h * (1.0 - h),
     "gelu": lambda z, h: 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
@@ -101,24 +101,22 @@ def mlp_gradients(
     act_grad = _ACT_GRADS[model.activation]
     layers = [getattr(model, name) for name in model.layer_names]
     p_drop = model.dropout_p if model.training else 0.0
-    inputs, pre, mask = [], [], None
+    inputs, pre, mask = [], [], None  # pre[i] = (z, act(z)) of hidden layer i, before dropout
     h = x
     for i, layer in enumerate(layers):
         inputs.append(h)
         z = F.linear(h, layer.weight, layer.bias)
         if i == len(layers) - 1:
             break
-        pre.append(z)
         h = act(z)
+        pre.append((z, h))
         if i == 0 and p_drop > 0:
             keep = torch.rand(h.shape, generator=dropout_gen, device=h.device, dtype=h.dtype)
             mask = (keep >= p_drop).to(h.dtype) / (1.0 - p_drop)
-            pre[-1] = (z, h)
             h = h * mask
-        else:
-            pre[-1] = (z, h)
     dz = torch.softmax(z, dim=1)
-    dz[torch.arange(len(y), device=y.device), y] -= 1.0
+    # scatter_add_ is several times cheaper than advanced-index assignment at this size.
+    dz.scatter_add_(1, y[:, None], torch.full((len(y), 1), -1.0, dtype=dz.dtype, device=dz.device))
     dz /= len(y)
     grads: list[torch.Tensor] = []
     for i in range(len(layers) - 1, -1, -1):
@@ -133,7 +131,7 @@ def mlp_gradients(
         if i == 1 and mask is not None:
             dh = dh * mask
         z_prev, h_prev = pre[i - 1]
-        dz = dh * act_grad(z_prev, act(z_prev) if mask is not None and i == 1 else h_prev)
+        dz = dh * act_grad(z_prev, h_prev)
     return grads
 
 
@@ -142,7 +140,7 @@ def add_weight_decay_gradient(grads: list[torch.Tensor], model: nn.Module, cfg: 
     names = [name for name, _ in model.named_parameters()]
     weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
     if cfg.weight_decay_mode == "norm":
-        norm = torch.sqrt(sum(w.pow(2).sum() for w in weights))
+        norm = torch.sqrt(sum(w.detach().pow(2).sum() for w in weights))
         if norm == 0:
             return  # the norm is not differentiable at 0; its subgradient 0 is the natural pick
         scale = cfg.weight_decay / norm
@@ -183,15 +181,15 @@ def train(cfg: Config, data: Data | None = None, show_progress: bool | None = No
 def _sgd_epochs(cfg: Config, model: MLP, data: Data, show_progress: bool | None):
     device = cfg.resolved_device()
     dtype = getattr(torch, cfg.dtype)
-    x, y = data.x_train.to(device, dtype), data.y_train.to(device)
+    x_all, y_all = data.x_train.to(device, dtype), data.y_train.to(device)
     clean = data.clean.to(device)
-    x_clean, y_clean = x[clean], y[clean]
+    x_clean, y_clean = x_all[clean], y_all[clean]
     x_test, y_test = data.x_test.to(device, dtype), data.y_test.to(device)
     params = list(model.parameters())
     velocity = [torch.zeros_like(p) for p in params] if cfg.momentum > 0 else None
     batch_gen = torch.Generator().manual_seed(cfg.seed)
     dropout_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    n = x.shape[0]
+    n = x_all.shape[0]
     history: list[dict] = []
     status, reason = "max_epochs", f"stopping rule not met within max_epochs={cfg.max_epochs}"
     bar = progress(range(cfg.max_epochs), desc=f"train {cfg.key()[:8]}", enabled=show_progress)
@@ -202,9 +200,11 @@ def _sgd_epochs(cfg: Config, model: MLP, data: Data, show_progress: bool | None)
             )
             model.train()
             order = torch.randperm(n, generator=batch_gen).to(device)
+            # One gather per epoch; each batch is then a view.
+            x, y = x_all[order], y_all[order]
             for start_idx in range(0, n, cfg.batch_size):
-                idx = order[start_idx : start_idx + cfg.batch_size]
-                grads = mlp_gradients(model, x[idx], y[idx], dropout_gen)
+                end = start_idx + cfg.batch_size
+                grads = mlp_gradients(model, x[start_idx:end], y[start_idx:end], dropout_gen)
                 if decay_on:
                     add_weight_decay_gradient(grads, model, cfg)
                 if velocity is not None:
