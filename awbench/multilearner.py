@@ -1,0 +1,454 @@
+"""Several learners in one process: synchronous SGD, decentralized parallel SGD, local SGD.
+
+The learners' parameters live in one ``(n, P)`` buffer (rows ordered like
+``model.parameters()``); every layer is a view ``(n, out, in)`` of it, the forward and backward
+passes are batched matmuls over the learner axis, and mixing is one ``(n, n) @ (n, P)`` product.
+No learner is a Python object of its own.
+
+Algorithms (``cfg.algorithm``), one step = every learner takes one batch of its shard:
+
+- ``ssgd``: all-reduce SGD. The learners' gradients are combined into the gradient of the union
+  of their batches (each learner's mean weighted by its batch size, which is the plain average
+  whenever the batches are equal) and every learner takes that same step.
+- ``dpsgd``: each learner steps on its own gradient, then mixes its parameters with its
+  neighbours: ``X <- M (X - lr G)`` with a doubly stochastic ``M`` (:func:`mixing_matrix`,
+  ``cfg.topology``). Because ``1ᵀM = 1ᵀ`` the average moves exactly like the average gradient
+  step, ``mean(X') = mean(X) - lr mean(G)``; the learners' spread around it is the extra,
+  landscape-dependent noise of the paper's claim.
+- ``local_sgd``: each learner steps on its own gradient; every ``cfg.local_steps`` steps
+  (counted across epochs) all learners are replaced by their average.
+
+Scaling with the number of learners n (the choice made here, no extra Config field):
+
+- ``cfg.batch_size`` is the batch of one learner (b). One step consumes n*b samples, so SSGD
+  with n learners is SGD at batch n*b: the "large batch" of the paper's comparison.
+- ``cfg.lr`` is every learner's step size as given; nothing is rescaled with n. For the
+  linear-scaling rule set ``lr`` to n times the single-learner value yourself.
+- An epoch is one pass of all learners together over the training set:
+  ``ceil(N / (n*b))`` steps. Weight decay, its epoch limit and momentum act per learner.
+
+Shards: each epoch draws ``order = randperm(N)`` from the same generator as single-learner SGD
+(seed ``cfg.seed``) and learner r takes positions r, r+n, r+2n, ... of it (the interleaving of
+torch's DistributedSampler). So the shards partition the training set, are redrawn every
+epoch, and the batches of step k of all learners together are exactly positions
+``[k*n*b, (k+1)*n*b)`` of the order: the batch single-learner SGD with batch n*b takes at step
+k. When N is not a multiple of n*b the last step's batches are short (some may be empty: that
+learner takes no gradient step and only mixes).
+
+All learners start from the single-learner initialisation (``build_model(cfg)``). The
+analysed model ``Run.model`` is the average of the learners at the end; per epoch the history
+records the average's clean-train and test loss/accuracy (the stopping rule reads these), the
+consensus distance ``sqrt(mean_i ||theta_i - mean(theta)||^2)`` and the learners' own mean
+clean-train loss. ``Run.extras`` holds the final values and every learner's parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .config import TOPOLOGIES, Config, ConfigError
+from .data import Data, load_data
+from .models import MLP, build_model
+from .progress import progress
+from .train import _ACT_GRADS, Run, evaluate, stopping_rule_met
+
+__all__ = ["Learners", "mixing_matrix", "shard_positions", "train_multilearner"]
+
+
+# --- mixing matrices -----------------------------------------------------------------------
+
+
+def mixing_matrix(topology: str, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Doubly stochastic, symmetric ``(n, n)`` float64 mixing matrix of a DPSGD topology.
+
+    ring: self and the two ring neighbours, 1/3 each. torus: a sqrt(n) x sqrt(n) wrap-around
+    grid, self and four neighbours, 1/5 each. full: 1/n everywhere (one step reaches
+    consensus). gossip: a random perfect matching drawn from ``generator`` (a fresh one every
+    step); each matched pair averages, an unmatched learner (odd n) keeps its parameters.
+    On small graphs coinciding neighbours add up (ring of 2, torus of 2 x 2), which keeps the
+    matrix doubly stochastic.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"Config.n_learners={n!r} is not allowed: expected an integer >= 1")
+    if topology not in TOPOLOGIES:
+        raise ConfigError(
+            f"Config.topology={topology!r} is not allowed: expected one of "
+            + ", ".join(repr(t) for t in TOPOLOGIES)
+        )
+    M = torch.zeros(n, n, dtype=torch.float64)
+    i = torch.arange(n)
+    if topology == "full":
+        M.fill_(1.0 / n)
+    elif topology == "ring":
+        for shift in (0, 1, -1):
+            M.index_put_(
+                (i, (i + shift) % n), torch.full((n,), 1.0 / 3.0, dtype=M.dtype), accumulate=True
+            )
+    elif topology == "torus":
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ConfigError(
+                f"Config.topology='torus' is not allowed: expected 'ring', 'full' or 'gossip' for "
+                f"n_learners={n}: a torus needs a square number of learners (1, 4, 9, 16, ...)"
+            )
+        row, col = i // side, i % side
+        for dr, dc in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+            j = ((row + dr) % side) * side + (col + dc) % side
+            M.index_put_((i, j), torch.full((n,), 0.2, dtype=M.dtype), accumulate=True)
+    else:  # gossip
+        perm = torch.randperm(n, generator=generator)
+        M[i, i] = 1.0
+        a, b = perm[0 : n - 1 : 2], perm[1:n:2]
+        M[a, a] = M[b, b] = M[a, b] = M[b, a] = 0.5
+    return M
+
+
+# --- data shards ---------------------------------------------------------------------------
+
+
+def shard_positions(
+    n_samples: int, n_learners: int, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions into an epoch's order for every step, learner and batch slot.
+
+    Returns ``(pos, valid)``, both ``(steps, n_learners, batch_size)``: learner r's j-th sample
+    at step k is at position ``r + n*(k*b + j)`` (clamped to the last sample where ``valid`` is
+    False, past the end of the epoch).
+    """
+    n, b = n_learners, batch_size
+    steps = -(-n_samples // (n * b))
+    pos = torch.arange(steps * n * b).view(steps, b, n).transpose(1, 2)
+    valid = pos < n_samples
+    return pos.clamp(max=n_samples - 1).contiguous(), valid.contiguous()
+
+
+# --- the stacked learners ------------------------------------------------------------------
+
+
+def _linear(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``h @ Wᵀ + b`` per learner: h (n, B, in) or (B, in) shared, W (n, out, in), b (n, out)."""
+    if h.dim() == 2:
+        h = h.expand(W.shape[0], *h.shape)
+    if b is None:
+        return torch.bmm(h, W.transpose(1, 2))
+    return torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))
+
+
+class Learners:
+    """``cfg.n_learners`` copies of an MLP in one ``(n, P)`` buffer, stepped together.
+
+    ``params[k]`` is a view ``(n, *shape)`` of ``flat`` for the k-th entry of
+    ``model.parameters()``. :meth:`step` is one step of ``cfg.algorithm`` for all learners.
+    """
+
+    def __init__(self, cfg: Config, model: MLP, n_learners: int | None = None):
+        self.cfg = cfg
+        self.n = n = cfg.n_learners if n_learners is None else n_learners
+        self.activation = model.activation
+        self.act = model.act
+        self.act_grad = _ACT_GRADS[model.activation]
+        self.dropout_p = model.dropout_p
+        named = list(model.named_parameters())
+        self.names = [name for name, _ in named]
+        self.shapes = [tuple(p.shape) for _, p in named]
+        first = named[0][1]
+        self.flat = torch.cat([p.detach().reshape(1, -1) for _, p in named], dim=1).repeat(n, 1)
+        self.params = self._views(self.flat)
+        self.is_weight = torch.cat(
+            [
+                torch.full((p.numel(),), name.endswith("weight"), device=first.device)
+                for name, p in named
+            ]
+        )
+        self.all_weights = bool(self.is_weight.all())
+        # (W, b or None) per layer, in order fc1..fcL
+        self.layers: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        by_name = dict(zip(self.names, self.params))
+        for layer in model.layer_names:
+            self.layers.append((by_name[f"{layer}.weight"], by_name.get(f"{layer}.bias")))
+        self.velocity: torch.Tensor | None = None
+        self.mixing: torch.Tensor | None = None
+        if cfg.algorithm == "dpsgd" and cfg.topology != "gossip" and n > 1:
+            self.mixing = mixing_matrix(cfg.topology, n).to(self.flat.device, self.flat.dtype)
+        self.gossip_gen = torch.Generator().manual_seed(cfg.seed + 2)
+        self.steps_taken = 0
+
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        views, offset = [], 0
+        for shape in self.shapes:
+            size = math.prod(shape)
+            views.append(flat[:, offset : offset + size].view(flat.shape[0], *shape))
+            offset += size
+        return views
+
+    # -- forward / backward -----------------------------------------------------------------
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval-mode logits of every learner, ``(n, B, classes)``; x is (B, in) or (n, B, in)."""
+        h = x
+        for i, (W, b) in enumerate(self.layers):
+            h = _linear(h, W, b)
+            if i < len(self.layers) - 1:
+                h = self.act(h)
+        return h
+
+    def gradients(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        divisor: torch.Tensor | float | None = None,
+        dropout_gen: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Per-learner gradients of the cross-entropy, ``(n, P)``, by explicit batched backprop.
+
+        x (n, B, in), y (n, B). Learner i's gradient is the sum over its samples where ``valid``
+        is True, divided by ``divisor`` (one number, or ``divisor[i]`` per learner; default: its
+        number of valid samples, i.e. the mean loss; a learner without a sample gets a zero
+        gradient). Dropout (training mode, after the first hidden layer) draws masks
+        ``(n, B, width)`` from ``dropout_gen``.
+        """
+        n, B = y.shape
+        layers = self.layers
+        inputs, pre, mask = [], [], None
+        h = x
+        for i, (W, b) in enumerate(layers):
+            inputs.append(h)
+            z = _linear(h, W, b)
+            if i == len(layers) - 1:
+                break
+            a = self.act(z)
+            pre.append((z, a))
+            if i == 0 and self.dropout_p > 0:
+                keep = torch.rand(a.shape, generator=dropout_gen, device=a.device, dtype=a.dtype)
+                mask = (keep >= self.dropout_p).to(a.dtype) / (1.0 - self.dropout_p)
+                a = a * mask
+            h = a
+        dz = torch.softmax(z, dim=2)
+        dz -= F.one_hot(y, dz.shape[2]).to(dz.dtype)
+        if valid is not None:
+            dz *= valid.unsqueeze(2).to(dz.dtype)
+        if divisor is None:
+            if valid is None:
+                divisor = float(B)
+            else:
+                divisor = valid.sum(1).clamp(min=1)
+        dz /= divisor if isinstance(divisor, float) else divisor.to(dz.dtype).view(n, 1, 1)
+        grad = self.flat.new_empty(n, self.flat.shape[1])
+        by_name = dict(zip(self.names, self._views(grad)))
+        for i in range(len(layers) - 1, -1, -1):
+            W, b = layers[i]
+            by_name[f"fc{i + 1}.weight"].copy_(torch.bmm(dz.transpose(1, 2), inputs[i]))
+            if b is not None:
+                by_name[f"fc{i + 1}.bias"].copy_(dz.sum(1))
+            if i == 0:
+                break
+            dh = torch.bmm(dz, W)
+            if i == 1 and mask is not None:
+                dh = dh * mask
+            z_prev, a_prev = pre[i - 1]
+            dz = dh * self.act_grad(z_prev, a_prev)
+        return grad
+
+    def add_weight_decay(self, grad: torch.Tensor, params: torch.Tensor) -> None:
+        """Add the gradient of cfg's weight penalty, per learner, to ``grad`` (rows of params)."""
+        cfg = self.cfg
+        w = params if self.all_weights else params * self.is_weight.to(params.dtype)
+        if cfg.weight_decay_mode == "norm":
+            norm = w.pow(2).sum(1, keepdim=True).sqrt()
+            scale = torch.where(norm > 0, cfg.weight_decay / torch.where(norm > 0, norm, 1.0), 0.0)
+            grad.addcmul_(scale.to(w.dtype), w)
+        else:
+            grad.add_(w, alpha=cfg.weight_decay)
+
+    # -- one step -----------------------------------------------------------------------------
+    def step(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        decay: bool = False,
+        dropout_gen: torch.Generator | None = None,
+    ) -> None:
+        """One step of ``cfg.algorithm``: learner i trains on batch ``x[i], y[i]`` (its valid part)."""
+        cfg, n = self.cfg, self.n
+        if cfg.algorithm == "ssgd" or n == 1:
+            # gradient of the union batch: sum over every learner's samples / total count
+            divisor = float(y.numel()) if valid is None else valid.sum().clamp(min=1).expand(n)
+            grad = self.gradients(x, y, valid, divisor, dropout_gen).sum(0, keepdim=True)
+            if decay:
+                self.add_weight_decay(grad, self.flat[:1])
+        else:
+            grad = self.gradients(x, y, valid, None, dropout_gen)
+            if decay:
+                self.add_weight_decay(grad, self.flat)
+        if cfg.momentum > 0:
+            if self.velocity is None:
+                self.velocity = torch.zeros_like(grad)
+            self.velocity.mul_(cfg.momentum).add_(grad)
+            grad = self.velocity
+        self.flat.add_(grad, alpha=-cfg.lr)  # grad is (1, P) for ssgd: the same step for all
+        self.steps_taken += 1
+        if n > 1:
+            if cfg.algorithm == "dpsgd":
+                self.mix()
+            elif cfg.algorithm == "local_sgd" and self.steps_taken % cfg.local_steps == 0:
+                self.flat.copy_(self.average().expand_as(self.flat))
+
+    def mix(self) -> None:
+        """``X <- M X`` with the topology's mixing matrix (a fresh matching for gossip)."""
+        M = self.mixing
+        if M is None:
+            M = mixing_matrix("gossip", self.n, self.gossip_gen).to(
+                self.flat.device, self.flat.dtype
+            )
+        self.flat.copy_(M @ self.flat)
+
+    # -- summaries ----------------------------------------------------------------------------
+    def average(self) -> torch.Tensor:
+        """Mean of the learners, ``(P,)``: taken around learner 0, so identical learners
+        (SSGD, local SGD after averaging) give exactly their common value."""
+        first = self.flat[0]
+        return first + (self.flat - first).mean(0)
+
+    def consensus_distance(self) -> float:
+        """``sqrt(mean_i ||theta_i - mean(theta)||^2)`` over all parameters."""
+        dev = self.flat - self.average()
+        return float(dev.pow(2).sum(1).mean().sqrt())
+
+    def load_average(self, model: MLP) -> MLP:
+        """Copy the learners' average into ``model`` (its parameters in the same order)."""
+        avg = self.average()
+        offset = 0
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(avg[offset : offset + p.numel()].view_as(p))
+                offset += p.numel()
+        return model
+
+    def learner_loss(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Mean over learners of each learner's own mean cross-entropy on ``(x, y)``."""
+        logits = self.logits(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[2]), y.repeat(self.n))
+        return float(loss)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every learner's parameters: name -> ``(n, *shape)`` tensor (a CPU copy)."""
+        return {name: v.detach().cpu().clone() for name, v in zip(self.names, self.params)}
+
+
+# --- training loop -------------------------------------------------------------------------
+
+
+def train_multilearner(
+    cfg: Config, data: Data | None = None, show_progress: bool | None = None
+) -> Run:
+    """Train ``cfg.n_learners`` learners with ``cfg.algorithm``; ``Run.model`` is their average.
+
+    Same protocol as :func:`awbench.train` (stopping rule on the average, weight decay epochs,
+    divergence as a status). With one learner every algorithm is plain SGD.
+    """
+    data = data if data is not None else load_data(cfg)
+    n_samples = int(data.x_train.shape[0])
+    if cfg.n_learners > n_samples:
+        raise ConfigError(
+            f"Config.n_learners={cfg.n_learners} is not allowed: expected at most the "
+            f"{n_samples} training samples (every learner needs its own data shard)"
+        )
+    model = build_model(cfg, data.n_features, data.n_classes)
+    start = time.perf_counter()
+    with torch.no_grad():
+        learners = Learners(cfg, model)
+        history, status, reason = _epochs(cfg, learners, model, data, show_progress)
+        learners.load_average(model)
+    model.eval()
+    last = history[-1] if history else {}
+    extras = {
+        "n_learners": cfg.n_learners,
+        "algorithm": cfg.algorithm,
+        "topology": cfg.topology,
+        "local_steps": cfg.local_steps,
+        "effective_batch": cfg.n_learners * cfg.batch_size,
+        "steps_per_epoch": -(-n_samples // (cfg.n_learners * cfg.batch_size)),
+        "consensus_distance": last.get("consensus", learners.consensus_distance()),
+        "consensus_relative": learners.consensus_distance()
+        / max(float(learners.average().norm()), 1e-300),
+        "learner_train_loss": last.get("learner_train_loss", float("nan")),
+        "learner_params": learners.state(),
+    }
+    return Run(
+        config=cfg,
+        model=model,
+        data=data,
+        history=pd.DataFrame(history),
+        status=status,
+        reason=reason,
+        train_seconds=time.perf_counter() - start,
+        extras=extras,
+    )
+
+
+def _epochs(cfg: Config, learners: Learners, model: MLP, data: Data, show_progress: bool | None):
+    device = cfg.resolved_device()
+    dtype = getattr(torch, cfg.dtype)
+    x, y = data.x_train.to(device, dtype), data.y_train.to(device)
+    clean = data.clean.to(device)
+    x_clean, y_clean = x[clean], y[clean]
+    x_test, y_test = data.x_test.to(device, dtype), data.y_test.to(device)
+    n_samples = x.shape[0]
+    pos, valid = shard_positions(n_samples, learners.n, cfg.batch_size)
+    pos, valid = pos.to(device), valid.to(device)
+    # per step: slots up to the fullest learner's batch (only the last step can be short);
+    # full steps skip the mask so that they cost what an unpadded step costs
+    width = valid.sum(2).max(1).values.tolist()
+    full = valid.all(2).all(1).tolist()
+    batch_gen = torch.Generator().manual_seed(cfg.seed)
+    dropout_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    history: list[dict] = []
+    status, reason = "max_epochs", f"stopping rule not met within max_epochs={cfg.max_epochs}"
+    bar = progress(range(cfg.max_epochs), desc=f"train {cfg.key()[:8]}", enabled=show_progress)
+    try:
+        for epoch in bar:
+            decay = cfg.weight_decay > 0 and (
+                cfg.weight_decay_epochs is None or epoch < cfg.weight_decay_epochs
+            )
+            model.train()
+            order = torch.randperm(n_samples, generator=batch_gen).to(device)
+            idx_all = order[pos]
+            for k in range(pos.shape[0]):
+                idx = idx_all[k, :, : width[k]]
+                mask = None if full[k] else valid[k, :, : width[k]]
+                learners.step(x[idx], y[idx], mask, decay, dropout_gen)
+            learners.load_average(model)
+            train_loss, train_acc = evaluate(model, x_clean, y_clean)
+            test_loss, test_acc = evaluate(model, x_test, y_test)
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": train_loss,
+                    "train_acc": train_acc,
+                    "test_loss": test_loss,
+                    "test_acc": test_acc,
+                    "consensus": learners.consensus_distance(),
+                    "learner_train_loss": learners.learner_loss(x_clean, y_clean),
+                }
+            )
+            if not (math.isfinite(train_loss) and bool(torch.isfinite(learners.flat).all())):
+                status = "diverged"
+                reason = (
+                    f"non-finite training loss ({train_loss}) at epoch {epoch + 1} with lr={cfg.lr}"
+                )
+                break
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{train_loss:.2e}", acc=f"{train_acc:.3f}", refresh=False)
+            if stopping_rule_met(history, cfg):
+                status, reason = "converged", f"stopping rule met at epoch {epoch + 1}"
+                break
+    finally:
+        if hasattr(bar, "close"):
+            bar.close()
+    return history, status, reason
