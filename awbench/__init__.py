@@ -5,13 +5,44 @@ from .data import Data, DataError, load_data
 from .decomposition import Analysis, analyze
 from .duality import dual_weights, duality_check, general_dual_weights, layer_inputs, pair_samples
 from .experiment import Result, run_experiment
-from .hessian import layer_hessian
+from . import landscape, plots
+from .hessian import (
+    Eigenpairs,
+    GaussNewtonOperator,
+    HessianOperator,
+    NondeterministicModelError,
+    SpectralDensity,
+    TraceEstimate,
+    determinism_report,
+    hessian_trace,
+    layer_hessian,
+    spectral_density,
+    top_eigenpairs,
+)
+from .landscape import dual_directions, eigen_slices, plane_2d, random_directions, slice_1d
 from .models import MLP, build_model
 from .train import Run, train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Eigenpairs",
+    "GaussNewtonOperator",
+    "HessianOperator",
+    "NondeterministicModelError",
+    "SpectralDensity",
+    "TraceEstimate",
+    "determinism_report",
+    "dual_directions",
+    "eigen_slices",
+    "hessian_trace",
+    "landscape",
+    "plane_2d",
+    "plots",
+    "random_directions",
+    "slice_1d",
+    "spectral_density",
+    "top_eigenpairs",
     "Analysis",
     "Config",
     "ConfigError",
