@@ -21,11 +21,21 @@ from .hessian import (
 )
 from .landscape import dual_directions, eigen_slices, plane_2d, random_directions, slice_1d
 from .models import MLP, build_model
+from .records import read_records, record
+from .store import Store, load_store
+from .sweep import plan_sweep, run_notebooks, run_sweep
 from .train import Run, train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Store",
+    "load_store",
+    "plan_sweep",
+    "read_records",
+    "record",
+    "run_notebooks",
+    "run_sweep",
     "Eigenpairs",
     "GaussNewtonOperator",
     "HessianOperator",

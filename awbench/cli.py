@@ -1,0 +1,364 @@
+"""The ``awbench`` command line.
+
+    awbench info                                   versions, threads, device, cache folder
+    awbench sweep --preset batch_size --seeds 10 --workers 2 --store results/bs
+    awbench sweep --grid grid.yaml --store results/x --dask-local 4
+    awbench status results/bs                      done / failed / pending per sweep
+    awbench notebooks run NB.ipynb --grid grid.yaml --out runs/nb [--workers N]
+
+A subcommand is a function ``run(args) -> exit code`` registered with :func:`command`;
+a space in the name nests it (``"notebooks run"``)::
+
+    def _reproduce_arguments(p): p.add_argument("--figures", nargs="*")
+
+    @command("reproduce", "regenerate every paper figure", _reproduce_arguments)
+    def _reproduce(args) -> int: ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable
+
+from .config import PRESETS, ConfigError
+
+Arguments = Callable[[argparse.ArgumentParser], None]
+_COMMANDS: list[tuple[str, str, Arguments | None, Callable[[argparse.Namespace], int]]] = []
+
+
+def command(name: str, help: str, arguments: Arguments | None = None):
+    """Register the decorated ``run(args) -> int`` as subcommand ``name``."""
+
+    def register(run: Callable[[argparse.Namespace], int]):
+        _COMMANDS.append((name, help, arguments, run))
+        return run
+
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="awbench", description="Workbench for the activity-weight duality (Feng, Zhang & Tu)."
+    )
+    parser.add_argument("--version", action="version", version=f"awbench {__version__}")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for name, help, arguments, run in _COMMANDS:
+        *group, leaf = name.split()
+        subparsers = top
+        if group:
+            gname = group[0]
+            if gname not in groups:
+                gparser = top.add_parser(gname, help=f"{gname} commands")
+                groups[gname] = gparser.add_subparsers(
+                    dest=f"{gname}_command", metavar="COMMAND", required=True
+                )
+            subparsers = groups[gname]
+        p = subparsers.add_parser(leaf, help=help, description=help)
+        if arguments is not None:
+            arguments(p)
+        p.set_defaults(func=run, command_name=name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``awbench`` script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(
+            f"awbench {args.command_name}: interrupted (rerun the same command to resume)",
+            file=sys.stderr,
+        )
+        return 130
+    except (ConfigError, FileNotFoundError, ImportError, ValueError, RuntimeError) as exc:
+        print(f"awbench {args.command_name}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+# --- info ------------------------------------------------------------------------------
+
+
+def environment_info() -> dict[str, str]:
+    """Versions, threads, device and cache folder (what a bug report needs)."""
+    from importlib import metadata
+
+    from .cache import cache_dir
+
+    info = {
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "platform": platform.platform(),
+    }
+    for dist in (
+        "awbench",
+        "torch",
+        "numpy",
+        "scipy",
+        "pandas",
+        "pyarrow",
+        "scikit-learn",
+        "mnist1d",
+        "plotly",
+        "ipywidgets",
+        "papermill",
+        "tqdm",
+        "dask",
+        "distributed",
+    ):
+        try:
+            info[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            info[dist] = "not installed" + (
+                " (pip install 'awbench[dask]')" if dist in ("dask", "distributed") else ""
+            )
+    import torch
+
+    info["torch threads"] = (
+        f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op"
+    )
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        cores = os.cpu_count() or 1
+    info["cpu cores"] = str(cores)
+    if torch.cuda.is_available():
+        info["device"] = (
+            f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} visible)"
+        )
+    else:
+        info["device"] = "cpu (no CUDA device)"
+    info["cache"] = str(cache_dir())
+    info["AWBENCH_QUIET"] = os.environ.get("AWBENCH_QUIET", "")
+    return info
+
+
+def _info_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+
+
+@command("info", "print versions, torch threads, device and the cache location", _info_arguments)
+def _info(args: argparse.Namespace) -> int:
+    info = environment_info()
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        width = max(map(len, info))
+        for k, v in info.items():
+            print(f"{k:<{width}}  {v}")
+    return 0
+
+
+# --- sweep -----------------------------------------------------------------------------
+
+
+def _parse_set(items: list[str] | None) -> dict:
+    import yaml
+
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
+        out[name.strip()] = yaml.safe_load(value) if value.strip() else value
+    return out
+
+
+def _executor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes, one torch thread each (default: one per core; 1 runs in this process)",
+    )
+    dask = p.add_mutually_exclusive_group()
+    dask.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (pip install 'awbench[dask]')",
+    )
+    dask.add_argument(
+        "--dask-local",
+        type=int,
+        metavar="N",
+        help="start a Dask LocalCluster with N single-threaded workers",
+    )
+
+
+def _sweep_arguments(p: argparse.ArgumentParser) -> None:
+    from .sweep import SWEEP_PRESETS
+
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--preset",
+        choices=SWEEP_PRESETS,
+        metavar="NAME",
+        help="a knob sweep of PAPER.md section 4 or 'knobs': " + ", ".join(SWEEP_PRESETS),
+    )
+    what.add_argument(
+        "--grid", metavar="FILE", help="YAML grid: a dict of lists, or a list of them"
+    )
+    p.add_argument(
+        "--store", required=True, metavar="DIR", help="result store folder (created if needed)"
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seeds 0..N-1 per setting (default 10 for knob presets, 1 otherwise)",
+    )
+    p.add_argument(
+        "--base", default="paper", choices=list(PRESETS), help="base Config preset (default: paper)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        dest="overrides",
+        help="change a base Config field for the whole sweep (repeatable), e.g. --set max_epochs=200",
+    )
+    p.add_argument("--name", help="sweep name in the store (default: the preset or grid file name)")
+    _executor_arguments(p)
+    p.add_argument("--no-cache", action="store_true", help="recompute runs even when cached")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="rerun runs stored as failed (exceptions; diverged runs are results and stay)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no log lines")
+
+
+@command("sweep", "run a grid of configs into a result store (resumable)", _sweep_arguments)
+def _sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .store import Store
+    from .sweep import load_grid, plan_sweep, run_sweep
+
+    if args.preset:
+        grid, name = args.preset, args.name
+    else:
+        grid, name = load_grid(args.grid), args.name or Path(args.grid).stem
+    sweep = plan_sweep(
+        grid, seeds=args.seeds, base=args.base, overrides=_parse_set(args.overrides), name=name
+    )
+    if args.dry_run:
+        have = Store(args.store).statuses()
+        todo = sum(k not in have for k in sweep.config_keys())
+        print(
+            f"sweep {sweep.name}: {len(sweep)} runs ({todo} not in {args.store}), "
+            f"varying {', '.join(sweep.varying) or 'nothing'}; base {args.base}"
+        )
+        for cfg in sweep.configs:
+            print(
+                f"  {cfg.key()}  {sweep.label(cfg)}{'' if cfg.key() not in have else '  (' + have[cfg.key()] + ')'}"
+            )
+        return 0
+    run_sweep(
+        sweep,
+        args.store,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        dask_local=args.dask_local,
+        cache=not args.no_cache,
+        retry_failed=args.retry_failed,
+        quiet=args.quiet,
+    )
+    return 0
+
+
+# --- status ----------------------------------------------------------------------------
+
+
+def _status_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", metavar="STORE", help="result store folder")
+    p.add_argument("--limit", type=int, default=20, help="failed runs to list (default 20)")
+
+
+@command("status", "done / failed / pending runs of a result store", _status_arguments)
+def _status(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .store import FAILED_STATUSES, Store
+
+    if not Path(args.store).is_dir():
+        raise FileNotFoundError(f"no result store at {args.store}")
+    store = Store(args.store)
+    print(store.status().to_string(index=False))
+    runs, _ = store.load()
+    failed = runs[runs["status"].isin(FAILED_STATUSES)] if len(runs) else runs
+    if len(failed):
+        print(f"\nfailed runs ({len(failed)}):")
+        for _, r in failed.head(args.limit).iterrows():
+            print(f"  {r['key']}  {r['status']:<8}  {r['reason']}")
+        if len(failed) > args.limit:
+            print(f"  ... and {len(failed) - args.limit} more")
+    return 0
+
+
+# --- notebooks run ---------------------------------------------------------------------
+
+
+def _notebooks_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("notebook", metavar="NOTEBOOK", help="the .ipynb to execute")
+    p.add_argument(
+        "--grid",
+        required=True,
+        metavar="FILE",
+        help="YAML parameter sets: a dict of lists (their product) or a list of dicts",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder for executed notebooks and index.parquet",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="notebooks executed at once (default: one per core)",
+    )
+    p.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
+    p.add_argument(
+        "--retry-failed", action="store_true", help="rerun parameter sets that failed before"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no log lines")
+
+
+@command(
+    "notebooks run",
+    "execute a notebook once per parameter set with papermill",
+    _notebooks_run_arguments,
+)
+def _notebooks_run(args: argparse.Namespace) -> int:
+    from .sweep import run_notebooks
+
+    index = run_notebooks(
+        args.notebook,
+        args.grid,
+        args.out,
+        workers=args.workers,
+        retry_failed=args.retry_failed,
+        kernel_name=args.kernel,
+        quiet=args.quiet,
+    )
+    failed = index[index["status"] != "ok"]
+    for _, r in failed.iterrows():
+        print(f"failed: {r['path']}: {r['error']}", file=sys.stderr)
+    return 1 if len(failed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Result store: one folder, one parquet part file per run, each written atomically.
+
+Layout::
+
+    STORE/
+      runs/<key>.parquet         one row per run: key, status, reason, every Config field,
+                                 timings, the Analysis scalars, package versions, host, pid,
+                                 finished_at
+      directions/<key>.parquet   one row per eigen-direction of that run: key, rank, lam,
+                                 mu_w, sigma_w, mu_g, sigma_g, c, contribution, ...
+      plans/<sweep>.json         the config keys a sweep set out to run (for pending counts)
+
+A part is written to a temporary file in the same folder, fsynced, then renamed over its
+final name (``os.replace``), so a reader sees a run completely or not at all, even while a
+sweep is writing. The directions part is written before the runs part: the runs part is the
+commit record, and directions without a runs row are ignored. The file name is the config key,
+so a run can never be in the store twice; rerunning a key replaces its part atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+import warnings
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .config import FIELD_NAMES, Config
+
+DONE_STATUSES = ("converged", "max_epochs")
+FAILED_STATUSES = ("diverged", "failed")
+
+
+class StoreFrames(NamedTuple):
+    """``runs`` (one row per run) and ``directions`` (one row per run x direction)."""
+
+    runs: pd.DataFrame
+    directions: pd.DataFrame
+
+
+def _atomic_write_table(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def config_columns(cfg: Config) -> dict[str, Any]:
+    """Config fields as store columns (``widths`` as a string such as "[30, 30]")."""
+    d = cfg.to_dict()
+    d["widths"] = json.dumps(list(cfg.widths))
+    return d
+
+
+def config_from_row(row: pd.Series | dict) -> Config:
+    """Rebuild the Config of a ``runs`` row (NaN from missing values reads as None)."""
+    d = {}
+    for name in FIELD_NAMES:
+        value = row[name]
+        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            value = None
+        elif hasattr(value, "item"):
+            value = value.item()
+        d[name] = value
+    return Config.from_dict(d)
+
+
+def _read_parts(folder: Path, keys: Iterable[str] | None = None, columns=None) -> pa.Table | None:
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if keys is not None:
+        wanted = set(keys)
+        files = [f for f in files if f.stem in wanted]
+    tables = []
+    for f in files:
+        try:
+            t = pq.ParquetFile(f).read(columns=columns)  # much faster than pq.read_table per file
+        except FileNotFoundError:  # replaced between listing and reading: read the new one
+            try:
+                t = pq.ParquetFile(f).read(columns=columns)
+            except Exception:  # noqa: BLE001, S112 - gone again: the next load sees it
+                continue
+        except Exception as exc:  # noqa: BLE001 - a foreign or damaged file: skip it, say so
+            warnings.warn(f"skipping unreadable store part {f}: {exc}", stacklevel=3)
+            continue
+        tables.append(t)
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+class Store:
+    """A result store folder (created on first write)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.path / "runs"
+
+    @property
+    def directions_dir(self) -> Path:
+        return self.path / "directions"
+
+    @property
+    def plans_dir(self) -> Path:
+        return self.path / "plans"
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # --- writing ---------------------------------------------------------------------------
+    def write(self, row: dict[str, Any], directions: pd.DataFrame | None = None) -> None:
+        """Add (or replace) one run: its directions part first, then its runs row."""
+        key = row["key"]
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.directions_dir.mkdir(parents=True, exist_ok=True)
+        dir_path = self.directions_dir / f"{key}.parquet"
+        if directions is not None and len(directions):
+            frame = directions.reset_index(drop=True).copy()
+            frame.insert(0, "key", key)
+            _atomic_write_table(pa.Table.from_pandas(frame, preserve_index=False), dir_path)
+        elif dir_path.exists():
+            dir_path.unlink()  # a rerun that has no directions replaces one that had
+        _atomic_write_table(pa.Table.from_pylist([row]), self.runs_dir / f"{key}.parquet")
+
+    def write_plan(self, name: str, configs: list[Config], meta: dict | None = None) -> Path:
+        """Record what a sweep set out to run (the latest plan of a name wins)."""
+        self.plans_dir.mkdir(parents=True, exist_ok=True)
+        plan = {
+            "name": name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **(meta or {}),
+            "keys": [c.key() for c in configs],
+        }
+        path = self.plans_dir / f"{_safe_name(name)}.json"
+        _atomic_write_text(json.dumps(plan, indent=1), path)
+        return path
+
+    # --- reading ---------------------------------------------------------------------------
+    def keys(self) -> set[str]:
+        """Config keys of every run in the store."""
+        return (
+            {f.stem for f in self.runs_dir.glob("*.parquet")} if self.runs_dir.is_dir() else set()
+        )
+
+    def statuses(self) -> dict[str, str]:
+        """key -> status of every run in the store."""
+        table = _read_parts(self.runs_dir, columns=["key", "status"])
+        if table is None:
+            return {}
+        return dict(zip(table.column("key").to_pylist(), table.column("status").to_pylist()))
+
+    def plans(self) -> list[dict]:
+        if not self.plans_dir.is_dir():
+            return []
+        out = []
+        for f in sorted(self.plans_dir.glob("*.json")):
+            try:
+                out.append(json.loads(f.read_text(encoding="utf-8")))
+            except (OSError, ValueError) as exc:
+                warnings.warn(f"skipping unreadable plan {f}: {exc}", stacklevel=2)
+        return out
+
+    def load(self, keys: Iterable[str] | None = None) -> StoreFrames:
+        """Both tables as DataFrames (optionally only the runs with these keys)."""
+        keys = None if keys is None else list(keys)
+        runs_table = _read_parts(self.runs_dir, keys)
+        if runs_table is None:
+            return StoreFrames(
+                pd.DataFrame(columns=["key", "status", "reason", *FIELD_NAMES]),
+                pd.DataFrame(columns=["key", "rank"]),
+            )
+        runs = runs_table.to_pandas()
+        if "weight_decay_epochs" in runs:
+            runs["weight_decay_epochs"] = runs["weight_decay_epochs"].astype("Int64")
+        if "finished_at" in runs:
+            runs = runs.sort_values(["finished_at", "key"], kind="stable")
+        runs = runs.reset_index(drop=True)
+        dir_table = _read_parts(self.directions_dir, runs["key"].tolist())
+        if dir_table is None:
+            directions = pd.DataFrame(columns=["key", "rank"])
+        else:
+            directions = dir_table.to_pandas()
+            order = {k: i for i, k in enumerate(runs["key"])}
+            directions["_order"] = directions["key"].map(order)
+            sort = ["_order", "rank"] if "rank" in directions else ["_order"]
+            directions = directions.sort_values(sort, kind="stable").drop(columns="_order")
+            directions = directions.reset_index(drop=True)
+        return StoreFrames(runs, directions)
+
+    def plan_keys(self, sweep: str) -> list[str]:
+        """Config keys of the latest plan named ``sweep``."""
+        for plan in self.plans():
+            if plan.get("name") == sweep:
+                return list(plan.get("keys", []))
+        names = ", ".join(p.get("name", "?") for p in self.plans()) or "none"
+        raise KeyError(f"no sweep named {sweep!r} in {self.path} (sweeps: {names})")
+
+    def status(self) -> pd.DataFrame:
+        """Per sweep plan (and in total): planned, done, failed, pending run counts."""
+        statuses = self.statuses()
+        rows = []
+        all_keys: dict[str, None] = {}
+        for plan in self.plans():
+            keys = list(dict.fromkeys(plan.get("keys", [])))
+            all_keys.update(dict.fromkeys(keys))
+            rows.append({"sweep": plan.get("name", "?"), **_counts(keys, statuses)})
+        unplanned = [k for k in statuses if k not in all_keys]
+        if unplanned:
+            rows.append({"sweep": "(not in a plan)", **_counts(unplanned, statuses)})
+        every = list(all_keys) + unplanned
+        rows.append({"sweep": "total", **_counts(every, statuses)})
+        return pd.DataFrame(rows, columns=["sweep", "planned", "done", "failed", "pending"])
+
+
+def _counts(keys: list[str], statuses: dict[str, str]) -> dict[str, int]:
+    done = sum(statuses.get(k) in DONE_STATUSES for k in keys)
+    failed = sum(statuses.get(k) in FAILED_STATUSES for k in keys)
+    recorded = sum(k in statuses for k in keys)
+    return {"planned": len(keys), "done": done, "failed": failed, "pending": len(keys) - recorded}
+
+
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in name) or "sweep"
+
+
+def load_store(path: str | os.PathLike, sweep: str | None = None) -> StoreFrames:
+    """``runs, directions = load_store(path)``: a store's two tables as DataFrames.
+
+    ``sweep`` keeps only the runs a named sweep planned (a run shared by several sweeps,
+    such as the default config, is stored once and belongs to each). Safe while a sweep is
+    writing into the store: every run returned is complete. Join the tables on ``key``;
+    :func:`config_from_row` rebuilds a run's Config.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no result store at {path}")
+    store = Store(path)
+    return store.load(None if sweep is None else store.plan_keys(sweep))

@@ -1,0 +1,98 @@
+"""papermill reruns: one executed notebook per parameter set, an index, records, validation first."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from awbench.cli import main
+from awbench.config import Config, ConfigError
+from awbench.records import read_records
+from awbench.sweep import plan_notebook_runs, run_notebooks
+
+pytestmark = pytest.mark.slow
+
+NOTEBOOK = Path(__file__).parent / "fixtures" / "record_params.ipynb"
+
+
+def _grid(tmp_path: Path, grid, name: str = "grid.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(grid))
+    return str(path)
+
+
+def test_grid_of_three_parameter_sets(tmp_path, capsys):
+    grid = _grid(
+        tmp_path,
+        [
+            {"profile": "smoke", "batch_size": [25, 100], "weight_decay": 0.01},
+            {"profile": "smoke", "batch_size": 50, "weight_decay": "1e-3"},
+        ],
+    )
+    out = tmp_path / "runs" / "fixture"  # created by the command
+    rc = main(
+        ["notebooks", "run", str(NOTEBOOK), "--grid", grid, "--out", str(out), "--workers", "2"]
+    )
+    assert rc == 0, capsys.readouterr().err
+    notebooks = sorted(p.name for p in out.glob("*.ipynb"))
+    assert len(notebooks) == 3 and not list(out.glob(".*"))
+    assert {n.split("_", 1)[1] for n in notebooks} == {
+        "bs=25_wd=0.01.ipynb",
+        "bs=100_wd=0.01.ipynb",
+        "bs=50_wd=0.001.ipynb",
+    }
+    index = pd.read_parquet(out / "index.parquet")
+    assert len(index) == 3 and (index["status"] == "ok").all() and (index["error"] == "").all()
+    assert {"key", "path", "parameters", "duration", "batch_size", "profile"} <= set(index.columns)
+    assert (index["duration"] > 0).all()
+    for _, row in index.iterrows():
+        rec = read_records(out / row["path"])
+        cfg = Config.preset("smoke").replace(
+            batch_size=row["batch_size"], weight_decay=row["weight_decay"]
+        )
+        assert rec["key"] == cfg.key() == row["record.key"]  # the YAML string "1e-3" became 0.001
+        assert rec["steps_per_epoch"] == -(-400 // row["batch_size"])
+        assert rec["quiet"] == "1"  # kernels run with AWBENCH_QUIET=1
+        assert row["path"].startswith(row["key"] + "_")
+
+    # Rerun: every parameter set is already done, no kernel starts, the index is unchanged.
+    again = run_notebooks(NOTEBOOK, grid, out, workers=2, quiet=True)
+    pd.testing.assert_frame_equal(
+        again.sort_values("key").reset_index(drop=True)[index.columns],
+        index.sort_values("key").reset_index(drop=True),
+    )
+
+    # A notebook that raises is recorded as failed, with the error and the executed notebook.
+    bad = run_notebooks(NOTEBOOK, {"weight_decay": 5.0}, tmp_path / "bad", workers=1, quiet=True)
+    row = bad.iloc[0]
+    assert row["status"] == "failed" and "weight_decay above 1" in row["error"]
+    assert "AssertionError" in row["error"]
+    assert read_records(tmp_path / "bad" / row["path"])["scaled_decay"] == 125.0
+
+
+def test_bad_parameter_set_is_rejected_before_any_kernel_starts(tmp_path, capsys):
+    out = tmp_path / "out"
+    grid = _grid(tmp_path, [{"batch_size": [25, 100]}, {"batch_size": 0}])
+    rc = main(["notebooks", "run", str(NOTEBOOK), "--grid", grid, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "parameter set 2" in err and "batch_size=0" in err
+    assert not out.exists()  # nothing executed, no folder, no index
+
+    with pytest.raises(ConfigError, match="weigth_decay is not a parameter of record_params.ipynb"):
+        plan_notebook_runs(NOTEBOOK, {"weigth_decay": [0.0, 0.1]})
+    with pytest.raises(ConfigError, match="dropout is not a parameter"):
+        run_notebooks(NOTEBOOK, {"dropout": 0.1}, out)  # a Config field the notebook lacks
+    with pytest.raises(ConfigError, match=r"Config.weight_decay=-1.0 is not allowed"):
+        run_notebooks(NOTEBOOK, {"weight_decay": [0.0, -1.0]}, out)
+    assert not out.exists()
+
+
+def test_parameter_sets_are_canonical_and_deduplicated():
+    sets = plan_notebook_runs(NOTEBOOK, {"batch_size": [25, "25", 100.0], "seed": 1})
+    assert [s.params for s in sets] == [
+        {"batch_size": 25, "seed": 1},
+        {"batch_size": 100, "seed": 1},
+    ]
+    assert [s.label for s in sets] == ["bs=25", "bs=100"]
+    assert sets[0].key == Config.preset("smoke").replace(batch_size=25, seed=1).key()

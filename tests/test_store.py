@@ -1,0 +1,169 @@
+"""Result store: atomic part files, dedupe by key, readable while written; records round trip."""
+
+import math
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from awbench.config import Config
+from awbench.records import MIME, read_records, record
+from awbench.store import Store, config_columns, config_from_row, load_store
+
+
+def _row(cfg: Config, status: str = "converged", **extra) -> dict:
+    return {
+        "key": cfg.key(),
+        "status": status,
+        "reason": "test",
+        **config_columns(cfg),
+        "finished_at": f"2026-01-01T00:00:{cfg.seed:02d}",
+        **extra,
+    }
+
+
+def _dirs(n: int, scale: float = 1.0) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "rank": np.arange(n),
+            "lam": scale * np.linspace(1, 0, n),
+            "sigma_g": np.ones(n),
+            "c": np.zeros(n),
+        }
+    )
+
+
+def test_write_load_round_trip(tmp_path):
+    store = Store(tmp_path / "s")
+    base = Config.preset("smoke")
+    cfgs = [base.replace(seed=s) for s in range(3)] + [
+        base.replace(weight_decay_epochs=None, seed=3)
+    ]
+    for i, cfg in enumerate(cfgs):
+        store.write(_row(cfg, real_gap=0.1 * i), _dirs(4, i))
+    store.write(_row(base.replace(seed=9), status="diverged", reason="nan"), None)  # no scalars
+    runs, directions = load_store(tmp_path / "s")
+    assert len(runs) == 5 and runs["key"].is_unique
+    assert list(runs["seed"]) == [0, 1, 2, 3, 9]  # ordered by finished_at
+    assert math.isnan(runs.loc[runs["seed"] == 9, "real_gap"].item())
+    assert len(directions) == 4 * 4 and set(directions["key"]) == {c.key() for c in cfgs}
+    assert list(directions.columns[:2]) == ["key", "rank"]
+    for (_, row), cfg in zip(runs.iterrows(), cfgs):
+        assert config_from_row(row) == cfg  # widths and weight_decay_epochs=None survive
+    assert pd.isna(runs["weight_decay_epochs"].iloc[3])
+
+
+def test_rewrite_replaces_never_duplicates(tmp_path):
+    store = Store(tmp_path)
+    cfg = Config.preset("smoke")
+    store.write(_row(cfg, status="failed"), None)
+    store.write(_row(cfg, status="converged"), _dirs(3))
+    store.write(_row(cfg, status="converged"), _dirs(5))
+    runs, directions = store.load()
+    assert len(runs) == 1 and runs["status"].item() == "converged"
+    assert len(directions) == 5
+
+
+def test_partial_files_are_invisible(tmp_path):
+    store = Store(tmp_path)
+    cfg = Config.preset("smoke")
+    store.write(_row(cfg), _dirs(3))
+    # What a killed writer can leave behind: a temporary file, directions without a runs row.
+    (store.runs_dir / f".{cfg.replace(seed=5).key()}.parquet.123.abc.tmp").write_bytes(b"PAR1 half")
+    Store(tmp_path).directions_dir.joinpath(f"{cfg.replace(seed=6).key()}.parquet").write_bytes(
+        _dirs(2).to_parquet()
+    )
+    runs, directions = store.load()
+    assert list(runs["key"]) == [cfg.key()]
+    assert set(directions["key"]) == {cfg.key()}
+
+
+def test_readable_while_a_writer_appends(tmp_path):
+    store = Store(tmp_path)
+    base = Config.preset("smoke")
+    n, errors, seen = 40, [], []
+
+    def writer():
+        for s in range(n):
+            store.write(_row(base.replace(seed=s)), _dirs(7))
+
+    t = threading.Thread(target=writer)
+    t.start()
+    while t.is_alive() or not seen or seen[-1] < n:
+        try:
+            runs, directions = store.load()
+        except Exception as exc:  # noqa: BLE001 - the failure this test is about
+            errors.append(exc)
+            break
+        counts = directions.groupby("key").size() if len(directions) else pd.Series(dtype=int)
+        assert runs["key"].is_unique
+        assert (counts.reindex(runs["key"]).fillna(0) == 7).all()  # never a half-written run
+        seen.append(len(runs))
+        if not t.is_alive() and seen[-1] == n:
+            break
+    t.join()
+    assert not errors and seen[-1] == n and seen == sorted(seen)
+
+
+def test_status_counts_planned_done_failed_pending(tmp_path):
+    store = Store(tmp_path)
+    cfgs = [Config.preset("smoke").replace(seed=s) for s in range(4)]
+    store.write_plan("demo", cfgs)
+    store.write(_row(cfgs[0]), _dirs(2))
+    store.write(_row(cfgs[1], status="max_epochs"), _dirs(2))
+    store.write(_row(cfgs[2], status="diverged"), None)
+    store.write(_row(Config.preset("smoke").replace(seed=7)), None)  # not in the plan
+    store.write_plan("other", cfgs[2:])
+    assert sorted(load_store(tmp_path, sweep="other").runs["seed"]) == [2]
+    with pytest.raises(KeyError, match="no sweep named 'nope'.*demo, other"):
+        load_store(tmp_path, sweep="nope")
+    table = store.status().set_index("sweep")
+    assert table.loc["demo"].to_dict() == {"planned": 4, "done": 2, "failed": 1, "pending": 1}
+    assert table.loc["(not in a plan)", "done"] == 1
+    assert table.loc["other"].to_dict() == {"planned": 2, "done": 0, "failed": 1, "pending": 1}
+    assert table.loc["total"].to_dict() == {"planned": 5, "done": 3, "failed": 1, "pending": 1}
+
+
+def test_load_store_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no result store"):
+        load_store(tmp_path / "nope")
+    runs, _ = Store(tmp_path / "empty").load()
+    assert len(runs) == 0 and "status" in runs.columns
+
+
+def _notebook_with(outputs: list[dict]) -> dict:
+    return {"cells": [{"cell_type": "code", "outputs": outputs, "source": "", "metadata": {}}]}
+
+
+def test_records_round_trip_through_notebook_json():
+    outputs = []
+    values = {
+        "gap": np.float64(0.25),
+        "n": np.int64(3),
+        "bad": float("nan"),
+        "big": [1.0, float("inf")],
+        "curve": np.arange(3.0),
+        "cfg": Config.preset("smoke"),
+        "label": "ok",
+    }
+    import awbench.records as rec
+
+    for name, value in values.items():
+        payload = {"name": name, "value": rec._encode(value, name)}
+        outputs.append({"output_type": "display_data", "data": {MIME: payload, "text/plain": name}})
+    got = read_records(_notebook_with(outputs))
+    assert got["gap"] == 0.25 and got["n"] == 3 and math.isnan(got["bad"])
+    assert got["big"] == [1.0, math.inf] and got["curve"] == [0.0, 1.0, 2.0]
+    assert got["cfg"]["widths"] == [20, 20] and got["label"] == "ok"
+
+
+def test_record_outside_ipython_keeps_value_and_rejects_objects():
+    import awbench.records as rec
+
+    record("x", np.float32(1.5))
+    assert rec.recorded["x"] == 1.5
+    with pytest.raises(TypeError, match="record value"):
+        record("obj", object())
+    with pytest.raises(ValueError):
+        record("", 1)
