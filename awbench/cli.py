@@ -360,5 +360,45 @@ def _notebooks_run(args: argparse.Namespace) -> int:
     return 1 if len(failed) else 0
 
 
+def _reproduce_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
+    p.add_argument(
+        "--profile", default="quick", choices=("smoke", "quick", "paper"), help="default: quick"
+    )
+    p.add_argument(
+        "--only", nargs="*", metavar="NN", help="only notebooks whose name starts with these"
+    )
+
+
+@command(
+    "reproduce",
+    "execute every notebook headless and build OUT/report/index.html",
+    _reproduce_arguments,
+)
+def _reproduce(args: argparse.Namespace) -> int:
+    from .report import reproduce
+
+    try:
+        reproduce(args.out, args.profile, args.only)
+    except RuntimeError as exc:
+        print(f"[reproduce] {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _figures_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--notebooks", default="outputs/notebooks", help="executed notebooks folder")
+    p.add_argument("--out", default="outputs/figures", help="where PNG and SVG files go")
+
+
+@command("figures", "export every report figure as PNG and SVG (needs kaleido)", _figures_arguments)
+def _figures(args: argparse.Namespace) -> int:
+    from .report import export_figures
+
+    written = export_figures(args.notebooks, args.out)
+    print(f"{len(written)} files in {args.out}")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())
