@@ -1,0 +1,141 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (awbench)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · SGD's batch size and learning rate
+#
+# SGD's noise depends on the batch size B and the learning rate α: smaller batches and larger
+# steps inject more noise, which is commonly thought to steer training towards flatter minima.
+# Here both knobs are swept over seeds, and the gap of every run is split into its sharp and
+# flat parts and into the two factors, sharpness Σσg² and size Σσw².
+#
+# **What you will see:** for each knob, the gap with error bars and its sharp/flat split
+# (PAPER.md figure 4), which factor moved, every run in the sharpness–size plane; then the
+# estimated against the actual gap of every run (figure 2).
+#
+# **The paper's claim tested here:** SGD batch size and learning rate act on the sharpness
+# factor (plausible direction to check: larger batch or smaller learning rate → sharper).
+
+# %% tags=["parameters"]
+profile: str = "quick"  # smoke | quick | paper: values and seeds (paper: PAPER.md section 4)
+seed: int = 0  # first seed; every value runs seeds seed, seed+1, ...
+n_seeds: int = 0  # seeds per value (0: profile default, smoke 2, quick 2, paper 10)
+dataset: str = "digits"  # digits | mnist1d | teacher | mnist | fashion_mnist
+batch_size: int = 25  # batch size B while the learning rate is swept
+lr: float = 0.1  # learning rate alpha while the batch size is swept
+batch_size_grid: str = ""  # batch sizes, e.g. 25, 100, 400 (empty: profile default)
+lr_grid: str = ""  # learning rates, e.g. 0.05, 0.1, 0.2 (empty: profile default)
+workers: int = 0  # sweep processes (0: profile default, 1 in smoke, else 2)
+store: str = ""  # sweep store folder (empty: the shared store in the awbench cache)
+overrides: str = ""  # more Config fields, name: value pairs, e.g. weight_decay: 0.01, dropout: 0.1
+
+# %%
+import pandas as pd
+from IPython.display import Markdown
+
+import awbench as aw
+from awbench import gap_plots as gp
+from awbench import notebook_support as nb
+
+nb.setup()
+
+# %%
+base = nb.base_config(profile, dataset, overrides, seed=seed, batch_size=batch_size, lr=lr)
+seed_list = nb.seeds(profile, seed, n_seeds, knob=True)
+workers = nb.workers_for(profile, workers)
+bs_values = nb.knob_grid("batch_size", profile, base, batch_size_grid)
+lr_values = nb.knob_grid("lr", profile, base, lr_grid)
+Markdown(
+    f"Base: `{base.diff()}`; batch sizes {bs_values}, learning rates {lr_values}, seeds {seed_list}."
+)
+
+# %% [markdown]
+# ## 1 · Batch size
+
+# %%
+runs_bs = nb.sweep(base, "batch_size", bs_values, seed_list, workers, store)
+nb.summary_table(runs_bs, "batch_size")
+
+# %%
+gp.gap_vs_knob(runs_bs, "batch_size")
+
+# %%
+Markdown(nb.gap_takeaway(runs_bs, "batch_size"))
+
+# %%
+gp.factors_vs_knob(runs_bs, "batch_size")
+
+# %%
+Markdown(nb.factor_takeaway(runs_bs, "batch_size"))
+
+# %%
+gp.factor_plane(runs_bs, "batch_size")
+
+# %%
+Markdown(nb.plane_takeaway(runs_bs))
+
+# %% [markdown]
+# ## 2 · Learning rate
+
+# %%
+runs_lr = nb.sweep(base, "lr", lr_values, seed_list, workers, store)
+nb.summary_table(runs_lr, "lr")
+
+# %%
+gp.gap_vs_knob(runs_lr, "lr")
+
+# %%
+Markdown(nb.gap_takeaway(runs_lr, "lr"))
+
+# %%
+gp.factors_vs_knob(runs_lr, "lr")
+
+# %%
+Markdown(nb.factor_takeaway(runs_lr, "lr"))
+
+# %%
+gp.factor_plane(runs_lr, "lr")
+
+# %%
+Markdown(nb.plane_takeaway(runs_lr))
+
+# %% [markdown]
+# ## 3 · Estimated against actual gap, every run
+
+# %%
+sweeps = {"batch_size": runs_bs, "lr": runs_lr}
+all_runs = pd.concat(sweeps.values(), ignore_index=True)
+gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
+
+# %%
+Markdown(nb.estimate_takeaway(all_runs))
+
+# %%
+effects = nb.effects_table(sweeps)
+gp.knob_effects(effects)
+
+# %%
+effects
+
+# %% [markdown]
+# ## Recorded numbers
+
+# %%
+for knob, runs in sweeps.items():
+    for name, value in nb.knob_records(runs, knob).items():
+        aw.record(name, value)
+aw.record("duality_error", float(all_runs["duality_error"].max()))
+aw.record("identity_error", float(all_runs["identity_error"].max()))

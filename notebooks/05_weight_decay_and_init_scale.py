@@ -1,0 +1,161 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (awbench)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Weight decay and the initial weight scale
+#
+# Both knobs act directly on how large the solution's weights are: weight decay β penalizes
+# β‖θ‖ during the first 200 epochs (the paper's norm penalty), and a larger init scale s
+# starts, and often ends, with larger weights. Because the dual weight ΔW* = (WΔa)aᵀ/‖a‖² is
+# linear in W, the size factor Σσw² should follow the layer's weight norm.
+#
+# **What you will see:** for each knob, the gap with error bars and its sharp/flat split
+# (PAPER.md figure 4), which factor moved, every run in the sharpness–size plane; then the size
+# factor against the weight norm over both sweeps (figure 5) and estimated against actual gap
+# (figure 2).
+#
+# **The paper's claim tested here:** weight decay and the init scale act on the size of the
+# solution (plausible: weight decay → smaller; larger init scale → larger), and smaller
+# solutions generalize better.
+
+# %% tags=["parameters"]
+profile: str = "quick"  # smoke | quick | paper: values and seeds (paper: PAPER.md section 4)
+seed: int = 0  # first seed; every value runs seeds seed, seed+1, ...
+n_seeds: int = 0  # seeds per value (0: profile default, smoke 2, quick 2, paper 10)
+dataset: str = "digits"  # digits | mnist1d | teacher | mnist | fashion_mnist
+weight_decay: float = 0.0  # beta while the init scale is swept
+init_scale: float = 1.0  # init scale s while weight decay is swept
+weight_decay_grid: str = ""  # weight decays, e.g. 0, 0.01, 0.02 (empty: profile default)
+init_scale_grid: str = ""  # init scales, e.g. 1, 4, 7 (empty: profile default)
+workers: int = 0  # sweep processes (0: profile default, 1 in smoke, else 2)
+store: str = ""  # sweep store folder (empty: the shared store in the awbench cache)
+overrides: str = ""  # more Config fields, name: value pairs, e.g. weight_decay: 0.01, dropout: 0.1
+
+# %%
+import pandas as pd
+from IPython.display import Markdown
+
+import awbench as aw
+from awbench import gap_plots as gp
+from awbench import notebook_support as nb
+
+nb.setup()
+
+# %%
+base = nb.base_config(
+    profile, dataset, overrides, seed=seed, weight_decay=weight_decay, init_scale=init_scale
+)
+seed_list = nb.seeds(profile, seed, n_seeds, knob=True)
+workers = nb.workers_for(profile, workers)
+weight_decay_values = nb.knob_grid("weight_decay", profile, base, weight_decay_grid)
+init_scale_values = nb.knob_grid("init_scale", profile, base, init_scale_grid)
+Markdown(
+    f"Base: `{base.diff()}`; weight decays {weight_decay_values}, init scales {init_scale_values}, "
+    f"seeds {seed_list}."
+)
+
+# %% [markdown]
+# ## 1 · Weight decay
+
+# %%
+runs_wd = nb.sweep(base, "weight_decay", weight_decay_values, seed_list, workers, store)
+nb.summary_table(runs_wd, "weight_decay")
+
+# %%
+gp.gap_vs_knob(runs_wd, "weight_decay")
+
+# %%
+Markdown(nb.gap_takeaway(runs_wd, "weight_decay"))
+
+# %%
+gp.factors_vs_knob(runs_wd, "weight_decay")
+
+# %%
+Markdown(nb.factor_takeaway(runs_wd, "weight_decay"))
+
+# %%
+gp.factor_plane(runs_wd, "weight_decay")
+
+# %%
+Markdown(nb.plane_takeaway(runs_wd))
+
+# %% [markdown]
+# ## 2 · Initial weight scale
+
+# %%
+runs_init = nb.sweep(base, "init_scale", init_scale_values, seed_list, workers, store)
+nb.summary_table(runs_init, "init_scale")
+
+# %%
+gp.gap_vs_knob(runs_init, "init_scale")
+
+# %%
+Markdown(nb.gap_takeaway(runs_init, "init_scale"))
+
+# %%
+gp.factors_vs_knob(runs_init, "init_scale")
+
+# %%
+Markdown(nb.factor_takeaway(runs_init, "init_scale"))
+
+# %%
+gp.factor_plane(runs_init, "init_scale")
+
+# %%
+Markdown(nb.plane_takeaway(runs_init))
+
+# %% [markdown]
+# ## 3 · Size against the weight norm (figure 5)
+# Across both sweeps: does the size factor track the layer's weight norm?
+
+# %%
+sized = pd.concat([runs_wd, runs_init], ignore_index=True)
+gp.size_vs_weight_norm(sized[sized["ok"]], color="knob")
+
+# %%
+Markdown(nb.size_norm_takeaway(sized))
+
+# %% [markdown]
+# ## 4 · Estimated against actual gap, every run
+
+# %%
+sweeps = {"weight_decay": runs_wd, "init_scale": runs_init}
+all_runs = pd.concat(sweeps.values(), ignore_index=True)
+gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
+
+# %%
+Markdown(nb.estimate_takeaway(all_runs))
+
+# %%
+aw.record("size_norm_slope", nb.size_norm_slope(sized))
+aw.record("size_norm_rho", nb.spearman(sized["weight_norm"], sized["size"]))
+
+# %%
+effects = nb.effects_table(sweeps)
+gp.knob_effects(effects)
+
+# %%
+effects
+
+# %% [markdown]
+# ## Recorded numbers
+
+# %%
+for knob, runs in sweeps.items():
+    for name, value in nb.knob_records(runs, knob).items():
+        aw.record(name, value)
+aw.record("duality_error", float(all_runs["duality_error"].max()))
+aw.record("identity_error", float(all_runs["identity_error"].max()))
