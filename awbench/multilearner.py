@@ -54,8 +54,7 @@ import torch.nn.functional as F
 from .config import TOPOLOGIES, Config, ConfigError
 from .data import Data, load_data
 from .models import MLP, build_model
-from .progress import progress
-from .train import _ACT_GRADS, Run, evaluate, stopping_rule_met
+from .train import _ACT_GRADS, DeviceData, Run, epoch_loop
 
 __all__ = ["Learners", "mixing_matrix", "shard_positions", "train_multilearner"]
 
@@ -393,62 +392,36 @@ def train_multilearner(
 
 
 def _epochs(cfg: Config, learners: Learners, model: MLP, data: Data, show_progress: bool | None):
-    device = cfg.resolved_device()
-    dtype = getattr(torch, cfg.dtype)
-    x, y = data.x_train.to(device, dtype), data.y_train.to(device)
-    clean = data.clean.to(device)
-    x_clean, y_clean = x[clean], y[clean]
-    x_test, y_test = data.x_test.to(device, dtype), data.y_test.to(device)
-    n_samples = x.shape[0]
-    pos, valid = shard_positions(n_samples, learners.n, cfg.batch_size)
+    tensors = DeviceData.of(cfg, data)
+    device = tensors.x.device
+    pos, valid = shard_positions(tensors.x.shape[0], learners.n, cfg.batch_size)
     pos, valid = pos.to(device), valid.to(device)
     # per step: slots up to the fullest learner's batch (only the last step can be short);
     # full steps skip the mask so that they cost what an unpadded step costs
     width = valid.sum(2).max(1).values.tolist()
     full = valid.all(2).all(1).tolist()
-    batch_gen = torch.Generator().manual_seed(cfg.seed)
     dropout_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    history: list[dict] = []
-    status, reason = "max_epochs", f"stopping rule not met within max_epochs={cfg.max_epochs}"
-    bar = progress(range(cfg.max_epochs), desc=f"train {cfg.key()[:8]}", enabled=show_progress)
-    try:
-        for epoch in bar:
-            decay = cfg.weight_decay > 0 and (
-                cfg.weight_decay_epochs is None or epoch < cfg.weight_decay_epochs
-            )
-            model.train()
-            order = torch.randperm(n_samples, generator=batch_gen).to(device)
-            idx_all = order[pos]
-            for k in range(pos.shape[0]):
-                idx = idx_all[k, :, : width[k]]
-                mask = None if full[k] else valid[k, :, : width[k]]
-                learners.step(x[idx], y[idx], mask, decay, dropout_gen)
-            learners.load_average(model)
-            train_loss, train_acc = evaluate(model, x_clean, y_clean)
-            test_loss, test_acc = evaluate(model, x_test, y_test)
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "train_loss": train_loss,
-                    "train_acc": train_acc,
-                    "test_loss": test_loss,
-                    "test_acc": test_acc,
-                    "consensus": learners.consensus_distance(),
-                    "learner_train_loss": learners.learner_loss(x_clean, y_clean),
-                }
-            )
-            if not (math.isfinite(train_loss) and bool(torch.isfinite(learners.flat).all())):
-                status = "diverged"
-                reason = (
-                    f"non-finite training loss ({train_loss}) at epoch {epoch + 1} with lr={cfg.lr}"
-                )
-                break
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{train_loss:.2e}", acc=f"{train_acc:.3f}", refresh=False)
-            if stopping_rule_met(history, cfg):
-                status, reason = "converged", f"stopping rule met at epoch {epoch + 1}"
-                break
-    finally:
-        if hasattr(bar, "close"):
-            bar.close()
-    return history, status, reason
+
+    def train_epoch(order: torch.Tensor, decay_on: bool) -> None:
+        idx_all = order[pos]
+        for k in range(pos.shape[0]):
+            idx = idx_all[k, :, : width[k]]
+            mask = None if full[k] else valid[k, :, : width[k]]
+            learners.step(tensors.x[idx], tensors.y[idx], mask, decay_on, dropout_gen)
+        learners.load_average(model)
+
+    def extra_metrics() -> dict:
+        return {
+            "consensus": learners.consensus_distance(),
+            "learner_train_loss": learners.learner_loss(tensors.x_clean, tensors.y_clean),
+        }
+
+    return epoch_loop(
+        cfg,
+        model,
+        tensors,
+        train_epoch,
+        lambda: bool(torch.isfinite(learners.flat).all()),
+        extra_metrics,
+        show_progress,
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -39,7 +40,7 @@ class Run:
 
     @property
     def epochs(self) -> int:
-        return int(len(self.history))
+        return len(self.history)
 
     @property
     def ok(self) -> bool:
@@ -178,18 +179,43 @@ def train(cfg: Config, data: Data | None = None, show_progress: bool | None = No
     )
 
 
-def _sgd_epochs(cfg: Config, model: MLP, data: Data, show_progress: bool | None):
-    device = cfg.resolved_device()
-    dtype = getattr(torch, cfg.dtype)
-    x_all, y_all = data.x_train.to(device, dtype), data.y_train.to(device)
-    clean = data.clean.to(device)
-    x_clean, y_clean = x_all[clean], y_all[clean]
-    x_test, y_test = data.x_test.to(device, dtype), data.y_test.to(device)
-    params = list(model.parameters())
-    velocity = [torch.zeros_like(p) for p in params] if cfg.momentum > 0 else None
+@dataclass(frozen=True)
+class DeviceData:
+    """A run's tensors on the training device and dtype, clean subset split out."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    x_clean: torch.Tensor
+    y_clean: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @classmethod
+    def of(cls, cfg: Config, data: Data) -> DeviceData:
+        device, dtype = cfg.resolved_device(), getattr(torch, cfg.dtype)
+        x, y = data.x_train.to(device, dtype), data.y_train.to(device)
+        clean = data.clean.to(device)
+        return cls(x, y, x[clean], y[clean], data.x_test.to(device, dtype), data.y_test.to(device))
+
+
+def epoch_loop(
+    cfg: Config,
+    model: MLP,
+    tensors: DeviceData,
+    train_epoch: Callable[[torch.Tensor, bool], None],
+    all_finite: Callable[[], bool],
+    extra_metrics: Callable[[], dict] | None = None,
+    show_progress: bool | None = None,
+) -> tuple[list[dict], str, str]:
+    """The protocol around the steps, shared by every training algorithm.
+
+    Per epoch: a fresh sample order from ``cfg.seed``'s generator, ``train_epoch(order,
+    decay_on)`` takes the steps, then ``model`` is evaluated on the clean training set and the
+    test set, divergence is checked and the demo's stopping rule applied. Returns the history
+    rows, the status and its reason.
+    """
     batch_gen = torch.Generator().manual_seed(cfg.seed)
-    dropout_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    n = x_all.shape[0]
+    n = tensors.x.shape[0]
     history: list[dict] = []
     status, reason = "max_epochs", f"stopping rule not met within max_epochs={cfg.max_epochs}"
     bar = progress(range(cfg.max_epochs), desc=f"train {cfg.key()[:8]}", enabled=show_progress)
@@ -199,31 +225,21 @@ def _sgd_epochs(cfg: Config, model: MLP, data: Data, show_progress: bool | None)
                 cfg.weight_decay_epochs is None or epoch < cfg.weight_decay_epochs
             )
             model.train()
-            order = torch.randperm(n, generator=batch_gen).to(device)
-            # One gather per epoch; each batch is then a view.
-            x, y = x_all[order], y_all[order]
-            for start_idx in range(0, n, cfg.batch_size):
-                end = start_idx + cfg.batch_size
-                grads = mlp_gradients(model, x[start_idx:end], y[start_idx:end], dropout_gen)
-                if decay_on:
-                    add_weight_decay_gradient(grads, model, cfg)
-                if velocity is not None:
-                    torch._foreach_mul_(velocity, cfg.momentum)
-                    torch._foreach_add_(velocity, grads)
-                    grads = velocity
-                torch._foreach_add_(params, grads, alpha=-cfg.lr)
-            train_loss, train_acc = evaluate(model, x_clean, y_clean)
-            test_loss, test_acc = evaluate(model, x_test, y_test)
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "train_loss": train_loss,
-                    "train_acc": train_acc,
-                    "test_loss": test_loss,
-                    "test_acc": test_acc,
-                }
-            )
-            if not (math.isfinite(train_loss) and all(torch.isfinite(p).all() for p in params)):
+            order = torch.randperm(n, generator=batch_gen).to(tensors.x.device)
+            train_epoch(order, decay_on)
+            train_loss, train_acc = evaluate(model, tensors.x_clean, tensors.y_clean)
+            test_loss, test_acc = evaluate(model, tensors.x_test, tensors.y_test)
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "test_loss": test_loss,
+                "test_acc": test_acc,
+            }
+            if extra_metrics is not None:
+                row.update(extra_metrics())
+            history.append(row)
+            if not (math.isfinite(train_loss) and all_finite()):
                 status = "diverged"
                 reason = f"non-finite training loss ({train_loss}) at epoch {epoch + 1} with lr={cfg.lr}"
                 break
@@ -236,3 +252,29 @@ def _sgd_epochs(cfg: Config, model: MLP, data: Data, show_progress: bool | None)
         if hasattr(bar, "close"):
             bar.close()
     return history, status, reason
+
+
+def _sgd_epochs(cfg: Config, model: MLP, data: Data, show_progress: bool | None):
+    tensors = DeviceData.of(cfg, data)
+    params = list(model.parameters())
+    velocity = [torch.zeros_like(p) for p in params] if cfg.momentum > 0 else None
+    dropout_gen = torch.Generator(device=tensors.x.device).manual_seed(cfg.seed + 1)
+
+    def train_epoch(order: torch.Tensor, decay_on: bool) -> None:
+        # One gather per epoch; each batch is then a view.
+        x, y = tensors.x[order], tensors.y[order]
+        for start in range(0, len(order), cfg.batch_size):
+            end = start + cfg.batch_size
+            grads = mlp_gradients(model, x[start:end], y[start:end], dropout_gen)
+            if decay_on:
+                add_weight_decay_gradient(grads, model, cfg)
+            if velocity is not None:
+                torch._foreach_mul_(velocity, cfg.momentum)
+                torch._foreach_add_(velocity, grads)
+                grads = velocity
+            torch._foreach_add_(params, grads, alpha=-cfg.lr)
+
+    def all_finite() -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in params)
+
+    return epoch_loop(cfg, model, tensors, train_epoch, all_finite, show_progress=show_progress)
