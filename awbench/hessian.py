@@ -97,12 +97,26 @@ def layer_hessian(
     if with_bias:
         a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], dim=1)
     n, n_out, n_in = len(a), G.shape[1], a.shape[1]
-    outer = a[:, :, None] * a[:, None, :]  # (N, n_in, n_in)
-    # S[(i,o),(j,p)] = sum_k G_k[i,o] a_kj a_kp, one GEMM; then reorder to [(i,j),(o,p)].
-    S = G.reshape(n, -1).T @ outer.reshape(n, -1)
-    H = S.reshape(n_out, n_out, n_in, n_in).permute(0, 2, 1, 3).reshape(n_out * n_in, n_out * n_in)
-    H = H / n
-    return 0.5 * (H + H.T)
+    # S[(i,o),(j,p)] = sum_k G_k[i,o] a_kj a_kp is one GEMM. G_k and a_k a_k^T are symmetric,
+    # so only their upper triangles enter it (a quarter of the flops), and a gather rebuilds
+    # H[(i,j),(o,p)] = S[(i,o),(j,p)] from the triangular S.
+    tri_out, idx_out = _triangle(n_out, G.device)
+    tri_in, idx_in = _triangle(n_in, a.device)
+    G_tri = G[:, tri_out[0], tri_out[1]]  # (N, n_out(n_out+1)/2)
+    outer_tri = a[:, tri_in[0]] * a[:, tri_in[1]]  # (N, n_in(n_in+1)/2)
+    S = (G_tri.T @ outer_tri) / n
+    H = S[idx_out[:, None, :, None], idx_in[None, :, None, :]]  # (i, j, o, p)
+    # Exactly symmetric by construction: H[(o,p),(i,j)] reads the same entry of S.
+    return H.reshape(n_out * n_in, n_out * n_in)
+
+
+def _triangle(m: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Upper-triangle indices of an m x m matrix and, per (r, c), the position of (min, max)."""
+    tri = torch.triu_indices(m, m, device=device)
+    pos = torch.empty(m, m, dtype=torch.long, device=device)
+    pos[tri[0], tri[1]] = torch.arange(tri.shape[1], device=device)
+    pos[tri[1], tri[0]] = pos[tri[0], tri[1]]
+    return tri, pos
 
 
 # =========================================================================================
