@@ -626,6 +626,51 @@ def _log_range(*arrays: np.ndarray, decades: float = 5.0) -> list[float] | None:
     return [max(top - decades, math.log10(vals.min())) - 0.1, top + 0.2]
 
 
+def _line(
+    x: np.ndarray,
+    y: np.ndarray,
+    axis: str,
+    hover: str,
+    label: str,
+    color: str,
+    *,
+    name: str | None = None,
+    group: str | None = None,
+    dash: str | None = None,
+    width: float | None = None,
+    marker_size: int | None = None,
+) -> dict:
+    """One scatter trace of a panel; ``axis`` is "" for the first subplot, then "2", "3"."""
+    line = {
+        "color": color,
+        **({"dash": dash} if dash else {}),
+        **({"width": width} if width else {}),
+    }
+    trace = dict(
+        type="scatter",
+        mode="lines+markers" if marker_size else "lines",
+        line=line,
+        x=x,
+        y=y,
+        xaxis=f"x{axis}",
+        yaxis=f"y{axis}",
+        hovertemplate=f"{hover}<extra>{label}</extra>",
+    )
+    if name is None:
+        trace["showlegend"] = False
+    else:
+        trace["name"] = name
+    if group is not None:
+        trace["legendgroup"] = group
+    if marker_size:
+        trace["marker"] = dict(size=marker_size)
+    return trace
+
+
+def _field(s: Setting | None, name: str) -> np.ndarray:
+    return _E if s is None else getattr(s, name)
+
+
 def sharpness_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], dict]:
     """Sharpness panel: sigma_g spectrum, top layer-Hessian eigenvalues, loss slice."""
     r, c = ref, cur
@@ -633,91 +678,70 @@ def sharpness_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dic
     def n_lam(s: Setting | None) -> np.ndarray:
         return np.arange(1, len(s.top_lam) + 1) if s is not None else _E
 
+    rank_hover, slice_hover = "rank %{x}<br>σg %{y:.3g}", "t %{x:.3g}<br>loss %{y:.4g}"
+    default = dict(color=REFERENCE, dash="dot", group="ref")
     traces = [
-        dict(
-            type="scatter",
-            mode="lines",
+        _line(
+            _field(r, "rank"),
+            _field(r, "sigma_g"),
+            "",
+            rank_hover,
+            "default",
             name="default setting",
-            legendgroup="ref",
-            line=dict(color=REFERENCE, dash="dot"),
-            x=_E if r is None else r.rank,
-            y=_E if r is None else r.sigma_g,
-            xaxis="x",
-            yaxis="y",
-            hovertemplate="rank %{x}<br>σg %{y:.3g}<extra>default</extra>",
+            **default,
         ),
-        dict(
-            type="scatter",
-            mode="lines",
+        _line(
+            _field(c, "rank"),
+            _field(c, "sigma_g"),
+            "",
+            rank_hover,
+            "this setting",
+            CURRENT,
             name="this setting",
-            legendgroup="cur",
-            line=dict(color=CURRENT),
-            x=_E if c is None else c.rank,
-            y=_E if c is None else c.sigma_g,
-            xaxis="x",
-            yaxis="y",
-            hovertemplate="rank %{x}<br>σg %{y:.3g}<extra>this setting</extra>",
+            group="cur",
         ),
-        dict(
-            type="scatter",
-            mode="lines+markers",
-            showlegend=False,
-            legendgroup="ref",
-            line=dict(color=REFERENCE, dash="dot"),
-            marker=dict(size=6),
-            x=n_lam(r),
-            y=_E if r is None else r.top_lam,
-            xaxis="x2",
-            yaxis="y2",
-            hovertemplate="λ%{x} = %{y:.3g}<extra>default</extra>",
+        _line(
+            n_lam(r),
+            _field(r, "top_lam"),
+            "2",
+            "λ%{x} = %{y:.3g}",
+            "default",
+            marker_size=6,
+            **default,
         ),
-        dict(
-            type="scatter",
-            mode="lines+markers",
-            showlegend=False,
-            legendgroup="cur",
-            line=dict(color=CURRENT),
-            marker=dict(size=7),
-            x=n_lam(c),
-            y=_E if c is None else c.top_lam,
-            xaxis="x2",
-            yaxis="y2",
-            hovertemplate="λ%{x} = %{y:.3g}<extra>this setting</extra>",
+        _line(
+            n_lam(c),
+            _field(c, "top_lam"),
+            "2",
+            "λ%{x} = %{y:.3g}",
+            "this setting",
+            CURRENT,
+            group="cur",
+            marker_size=7,
         ),
-        dict(
-            type="scatter",
-            mode="lines",
-            showlegend=False,
-            legendgroup="ref",
-            line=dict(color=REFERENCE, dash="dot"),
-            x=_E if r is None else r.slice_t,
-            y=_E if r is None else r.slice_loss,
-            xaxis="x3",
-            yaxis="y3",
-            hovertemplate="t %{x:.3g}<br>loss %{y:.4g}<extra>default</extra>",
+        _line(
+            _field(r, "slice_t"), _field(r, "slice_loss"), "3", slice_hover, "default", **default
         ),
-        dict(
-            type="scatter",
-            mode="lines",
+        _line(
+            _field(c, "slice_t"),
+            _field(c, "slice_quadratic"),
+            "3",
+            "t %{x:.3g}<br>L(0)+½λt² %{y:.4g}",
+            "quadratic",
+            CURRENT,
             name="½λt² model",
-            line=dict(color=CURRENT, dash="dash", width=1),
-            x=_E if c is None else c.slice_t,
-            y=_E if c is None else c.slice_quadratic,
-            xaxis="x3",
-            yaxis="y3",
-            hovertemplate="t %{x:.3g}<br>L(0)+½λt² %{y:.4g}<extra>quadratic</extra>",
+            dash="dash",
+            width=1,
         ),
-        dict(
-            type="scatter",
-            mode="lines",
-            showlegend=False,
-            legendgroup="cur",
-            line=dict(color=CURRENT, width=2.5),
-            x=_E if c is None else c.slice_t,
-            y=_E if c is None else c.slice_loss,
-            xaxis="x3",
-            yaxis="y3",
-            hovertemplate="t %{x:.3g}<br>loss %{y:.4g}<extra>this setting</extra>",
+        _line(
+            _field(c, "slice_t"),
+            _field(c, "slice_loss"),
+            "3",
+            slice_hover,
+            "this setting",
+            CURRENT,
+            group="cur",
+            width=2.5,
         ),
     ]
     layer = (c or r).config.layer if (c or r) is not None else "layer"
@@ -759,28 +783,26 @@ def _sharpness_frame() -> go.Figure:
 def size_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], dict]:
     """Size panel: sigma_w per direction (sigma_g order) and the layer's weight norm."""
     r, c = ref, cur
+    rank_hover = "rank %{x}<br>σw %{y:.3g}"
     traces = [
-        dict(
-            type="scatter",
-            mode="lines",
+        _line(
+            _field(r, "rank"),
+            _field(r, "sigma_w"),
+            "",
+            rank_hover,
+            "default",
+            REFERENCE,
             name="default setting",
-            line=dict(color=REFERENCE, dash="dot"),
-            x=_E if r is None else r.rank,
-            y=_E if r is None else r.sigma_w,
-            xaxis="x",
-            yaxis="y",
-            hovertemplate="rank %{x}<br>σw %{y:.3g}<extra>default</extra>",
+            dash="dot",
         ),
-        dict(
-            type="scatter",
-            mode="lines",
+        _line(
+            _field(c, "rank"),
+            _field(c, "sigma_w"),
+            "",
+            rank_hover,
+            "this setting",
+            SIZE_COLOR,
             name="this setting",
-            line=dict(color=SIZE_COLOR),
-            x=_E if c is None else c.rank,
-            y=_E if c is None else c.sigma_w,
-            xaxis="x",
-            yaxis="y",
-            hovertemplate="rank %{x}<br>σw %{y:.3g}<extra>this setting</extra>",
         ),
         dict(
             type="bar",
