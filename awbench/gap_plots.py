@@ -64,6 +64,13 @@ def knob_label(knob: str) -> str:
     return KNOB_LABELS.get(knob, knob)
 
 
+def _diagonal(ends: Sequence[float], name: str) -> go.Scatter:
+    """The grey dashed y = x reference line through ``ends``."""
+    return go.Scatter(
+        x=ends, y=ends, mode="lines", name=name, line={"color": "#888", "dash": "dash"}, hoverinfo="skip"
+    )
+
+
 def _layout(fig: go.Figure, title: str, **kw) -> go.Figure:
     fig.update_layout(
         title={"text": title, "x": 0.01, "xanchor": "left"},
@@ -423,16 +430,7 @@ def dual_norm_check(
     )
     if len(p):
         lo, hi = float(min(p.min(), a.min())), float(max(p.max(), a.max()))
-        fig.add_trace(
-            go.Scatter(
-                x=[lo, hi],
-                y=[lo, hi],
-                mode="lines",
-                name="y = x",
-                line={"color": "#888", "dash": "dash"},
-                hoverinfo="skip",
-            )
-        )
+        fig.add_trace(_diagonal([lo, hi], "y = x"))
     fig.update_xaxes(title_text="‖W Δa‖ / ‖a‖")
     fig.update_yaxes(title_text="‖ΔW*‖_F")
     return _layout(fig, title, height=420)
@@ -492,14 +490,7 @@ def scaling_check(
                 marker={"size": 9},
                 hovertemplate="s %{x}<br>ratio %{y:.6g}<extra></extra>",
             ),
-            go.Scatter(
-                x=s,
-                y=s,
-                mode="lines",
-                name="y = s",
-                line={"color": "#888", "dash": "dash"},
-                hoverinfo="skip",
-            ),
+            _diagonal(s, "y = s"),
         ]
     )
     fig.update_xaxes(title_text="layer rescaled by s")
@@ -814,16 +805,7 @@ def estimated_vs_actual(
         lo, hi = float(vals.min()), float(vals.max())
         pad = 0.05 * (hi - lo if hi > lo else 1.0)
         lo, hi = (lo / 1.1, hi * 1.1) if log else (lo - pad, hi + pad)
-        fig.add_trace(
-            go.Scatter(
-                x=[lo, hi],
-                y=[lo, hi],
-                mode="lines",
-                name="y = x",
-                line={"color": "#888", "dash": "dash"},
-                hoverinfo="skip",
-            )
-        )
+        fig.add_trace(_diagonal([lo, hi], "y = x"))
     axis = "log" if log else "linear"
     fig.update_xaxes(title_text="real gap: test CE − clean-train CE (nats)", type=axis)
     fig.update_yaxes(title_text="decomposition (nats)", type=axis)
