@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .duality import augment, dual_weights, eval_mode, layer_inputs, layer_matrix, pair_samples, per_sample_weights
-from .hessian import _layer, layer_hessian, output_hessians
+from .hessian import _layer, layer_hessian, output_as_leaf, output_hessians
 
 # Above this many weights the dense Hessian (P^2 entries, P^3 eigh) gives way to Lanczos top-k
 # plus one orthogonal-complement direction.
@@ -275,19 +275,7 @@ def analyze(
 
 def _output_grads(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-sample dl_k/dz_k at ``layer``'s output (eval mode), shape (K, n_out)."""
-    module = _layer(model, layer)
-    captured = {}
-
-    def swap(mod, inputs, output):
-        z = output.detach().requires_grad_(True)
-        captured["z"] = z
-        return z
-
-    handle = module.register_forward_hook(swap)
-    try:
-        with eval_mode(model), torch.enable_grad():
-            loss = F.cross_entropy(model(x), y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, captured["z"])
-    finally:
-        handle.remove()
+    with output_as_leaf(model, layer) as captured, eval_mode(model), torch.enable_grad():
+        loss = F.cross_entropy(model(x), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, captured["z"])
     return grad

@@ -40,36 +40,45 @@ def _layer(model: nn.Module, layer: str) -> nn.Linear:
     return module
 
 
-def output_hessians(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor) -> tuple:
-    """Per-sample Hessians ``G_k`` of the cross-entropy w.r.t. ``layer``'s output.
+@contextlib.contextmanager
+def output_as_leaf(model: nn.Module, layer: str):
+    """Within the block, ``layer``'s output is a fresh leaf tensor that requires grad.
 
-    Returns ``(G, a)``: G of shape (N, n_out, n_out) and the layer's inputs a of shape
-    (N, n_in), both float64, from the model evaluated as it is (callers choose the mode).
+    Yields a dict that each forward pass fills with ``"z"`` (that leaf, so derivatives of the
+    loss w.r.t. the layer output are one autograd call away) and ``"a"`` (the layer's input).
     """
     module = _layer(model, layer)
     captured: dict[str, torch.Tensor] = {}
 
     def swap_output(mod, inputs, output):
         captured["a"] = inputs[0].detach()
-        z = output.detach().requires_grad_(True)
-        captured["z"] = z
-        return z
+        captured["z"] = output.detach().requires_grad_(True)
+        return captured["z"]
 
     handle = module.register_forward_hook(swap_output)
     try:
-        with torch.enable_grad():
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, reduction="sum")
-            z = captured["z"]
-            (grad_z,) = torch.autograd.grad(loss, z, create_graph=True)
-            n_out = z.shape[1]
-            if not grad_z.requires_grad:  # downstream is piecewise linear and loss-free: G = 0
-                return torch.zeros(z.shape[0], n_out, n_out, dtype=torch.float64), captured["a"].double()
-            unit = torch.eye(n_out, dtype=z.dtype, device=z.device)
-            tangents = unit[:, None, :].expand(n_out, z.shape[0], n_out)
-            (cols,) = torch.autograd.grad(grad_z, z, grad_outputs=tangents, is_grads_batched=True)
+        yield captured
     finally:
         handle.remove()
+
+
+def output_hessians(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor) -> tuple:
+    """Per-sample Hessians ``G_k`` of the cross-entropy w.r.t. ``layer``'s output.
+
+    Returns ``(G, a)``: G of shape (N, n_out, n_out) and the layer's inputs a of shape
+    (N, n_in), both float64, from the model evaluated as it is (callers choose the mode).
+    """
+    with output_as_leaf(model, layer) as captured, torch.enable_grad():
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        z = captured["z"]
+        (grad_z,) = torch.autograd.grad(loss, z, create_graph=True)
+        n_out = z.shape[1]
+        if not grad_z.requires_grad:  # downstream is piecewise linear and loss-free: G = 0
+            return torch.zeros(z.shape[0], n_out, n_out, dtype=torch.float64), captured["a"].double()
+        unit = torch.eye(n_out, dtype=z.dtype, device=z.device)
+        tangents = unit[:, None, :].expand(n_out, z.shape[0], n_out)
+        (cols,) = torch.autograd.grad(grad_z, z, grad_outputs=tangents, is_grads_batched=True)
     # cols[i, k, :] = G_k[:, i]
     G = cols.permute(1, 2, 0).double()
     return 0.5 * (G + G.transpose(1, 2)), captured["a"].double()
