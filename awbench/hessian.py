@@ -19,13 +19,16 @@ through autograd (double backward over a gradient graph built once).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse.linalg as sla
+import threadpoolctl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,6 +71,8 @@ def output_hessians(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tens
     Returns ``(G, a)``: G of shape (N, n_out, n_out) and the layer's inputs a of shape
     (N, n_in), both float64, from the model evaluated as it is (callers choose the mode).
     """
+    if mlp_backend_reason(model, "cross_entropy", "train" if model.training else "eval") is None:
+        return _mlp_output_hessians(model, layer, x, y)
     with output_as_leaf(model, layer) as captured, torch.enable_grad():
         logits = model(x)
         loss = F.cross_entropy(logits, y, reduction="sum")
@@ -82,6 +87,41 @@ def output_hessians(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tens
     # cols[i, k, :] = G_k[:, i]
     G = cols.permute(1, 2, 0).double()
     return 0.5 * (G + G.transpose(1, 2)), captured["a"].double()
+
+
+def _mlp_output_hessians(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor) -> tuple:
+    """``output_hessians`` for an awbench MLP by explicit second-order backpropagation.
+
+    From the logits' Hessian diag(p) - p p^T down to z_i = W_i h_{i-1} + b_i:
+    G_i = D_i W_{i+1}^T G_{i+1} W_{i+1} D_i + diag(act''(z_i) * (W_{i+1}^T g_{i+1})), with
+    D_i = diag(act'(z_i)) and g the per-sample loss gradient. A handful of batched GEMMs
+    instead of n_out double-backward passes through autograd.
+    """
+    target = _layer(model, layer)
+    linears = [getattr(model, name) for name in model.layer_names]
+    depth = next(i for i, m in enumerate(linears) if m is target)
+    with torch.no_grad():
+        h, inputs, pre = x, [], []
+        for i, lin in enumerate(linears):
+            inputs.append(h)
+            z = lin(h)
+            pre.append(z)
+            if i < len(linears) - 1:
+                h = model.act(z)
+        p = torch.softmax(z, dim=1)
+        G = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+        g = p.clone()
+        g[torch.arange(len(y), device=y.device), y] -= 1.0
+        for i in range(len(linears) - 2, depth - 1, -1):
+            W = linears[i + 1].weight
+            back = g @ W  # dL/dh_i
+            d1, d2 = _activation_derivatives(model.activation, pre[i], model.act(pre[i]))
+            G = W.T @ G @ W * (d1[:, :, None] * d1[:, None, :])
+            if d2 is not None:
+                G = G + torch.diag_embed(back * d2)
+            g = back * d1
+    G = G.double()
+    return 0.5 * (G + G.transpose(1, 2)), inputs[depth].double()
 
 
 def layer_hessian(
@@ -117,6 +157,44 @@ def layer_hessian(
     H = S[idx_out[:, None, :, None], idx_in[None, :, None, :]]  # (i, j, o, p)
     # Exactly symmetric by construction: H[(o,p),(i,j)] reads the same entry of S.
     return H.reshape(n_out * n_in, n_out * n_in)
+
+
+@functools.cache
+def _blas_controller() -> threadpoolctl.ThreadpoolController:
+    # Scanning the loaded libraries costs milliseconds; once is enough (scipy's are loaded).
+    return threadpoolctl.ThreadpoolController()
+
+
+def symmetric_eigh(H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All eigenpairs of a dense symmetric float64 matrix, eigenvalues ascending.
+
+    A coordinate whose row and column are exactly zero (a unit that is dead on every sample
+    makes many) is an exact eigenvector with eigenvalue 0, so only the rest goes to LAPACK's
+    divide-and-conquer ``syevd``: eigh is cubic, and 10% fewer coordinates saves 27%. The
+    LAPACK call runs in torch's thread count, so process pools stay one thread per worker.
+    Returns CPU tensors ``(lam, V)`` with ``H = V diag(lam) V^T``.
+    """
+    if H.ndim != 2 or H.shape[0] != H.shape[1]:
+        raise ValueError(f"H of shape {tuple(H.shape)} is not allowed: expected a square matrix")
+    H = H.detach().cpu().double()
+    P = H.shape[0]
+    live = (H != 0).any(dim=0).numpy()
+    live_idx, dead_idx = np.flatnonzero(live), np.flatnonzero(~live)
+    with _blas_controller().limit(limits=torch.get_num_threads(), user_api="blas"):
+        lam_live, V_live = scipy.linalg.eigh(
+            H.numpy()[np.ix_(live_idx, live_idx)], driver="evd", overwrite_a=True, check_finite=False
+        ) if len(live_idx) else (np.zeros(0), np.zeros((0, 0)))
+    if not len(dead_idx):
+        return torch.from_numpy(lam_live), torch.from_numpy(V_live)
+    # Place the exact zero eigenpairs among the ascending live ones, writing V once.
+    lam = np.concatenate([lam_live, np.zeros(len(dead_idx))])
+    order = np.argsort(lam, kind="stable")
+    column = np.empty(P, dtype=np.int64)
+    column[order] = np.arange(P)
+    V = np.zeros((P, P))
+    V[np.ix_(live_idx, column[: len(live_idx)])] = V_live
+    V[dead_idx, column[len(live_idx) :]] = 1.0
+    return torch.from_numpy(lam[order]), torch.from_numpy(V)
 
 
 def _triangle(m: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -988,7 +1066,7 @@ def operator_eigenpairs(
 
     method
         "auto": "dense" when P <= DENSE_MAX_PARAMS (or k >= P - 1), else "lanczos".
-        "dense": the dense matrix (``op.dense()``) and ``torch.linalg.eigh``.
+        "dense": the dense matrix (``op.dense()``) and :func:`symmetric_eigh`.
         "lanczos": thick-restart (Krylov-Schur) Lanczos with full re-orthogonalisation from a
         seeded Gaussian start; ``ncv`` basis vectors (default max(3k + 10, 50), at most P),
         at most ``maxiter`` restarts (default 100). Residuals come free from the stored
@@ -1022,7 +1100,7 @@ def operator_eigenpairs(
 
     if method == "dense":
         H = op.dense().cpu()
-        vals, vecs = torch.linalg.eigh(H)
+        vals, vecs = symmetric_eigh(H)
         idx = _order(vals.numpy(), which)[:k]
         values, vectors = vals.numpy()[idx], _fix_signs(vecs.numpy().T[idx])
         Y = torch.from_numpy(np.ascontiguousarray(vectors.T))

@@ -505,14 +505,14 @@ def loss_slice(run, t: np.ndarray, layer: str | None = None) -> pd.DataFrame:
     """
     import torch
 
-    from .hessian import layer_hessian
+    from .hessian import layer_hessian, symmetric_eigh
     from .landscape import slice_1d
 
     layer = layer or run.config.layer
     model = copy.deepcopy(run.model).double().eval()
     clean = run.data.clean
     x, y = run.data.x_train[clean].double(), run.data.y_train[clean]
-    lam, vecs = torch.linalg.eigh(layer_hessian(model, layer, x, y))
+    lam, vecs = symmetric_eigh(layer_hessian(model, layer, x, y))
     v = vecs[:, -1]
     v = v * torch.sign(v[v.abs().argmax()])
     lam_max = float(lam[-1])

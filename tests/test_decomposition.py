@@ -41,6 +41,38 @@ def test_layer_hessian_equals_torch_func_hessian(activation, bias):
         assert torch.equal(H, H.T)
 
 
+class WrappedMLP(torch.nn.Module):
+    """The same function as an MLP, but not an awbench MLP: output_hessians takes autograd."""
+
+    def __init__(self, mlp):
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x):
+        return self.mlp(x)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "sigmoid"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_output_hessians_explicit_mlp_route_equals_autograd_route(activation, bias):
+    from awbench.hessian import mlp_backend_reason, output_hessians
+
+    torch.manual_seed(2)
+    mlp = MLP(7, (6, 5, 4), 3, activation, bias).double().eval()
+    wrapped = WrappedMLP(mlp)
+    assert mlp_backend_reason(mlp, "cross_entropy", "eval") is None
+    assert mlp_backend_reason(wrapped, "cross_entropy", "eval") is not None
+    x, y = torch.randn(25, 7).double(), torch.randint(0, 3, (25,))
+    for layer in mlp.layer_names:
+        G, a = output_hessians(mlp, layer, x, y)
+        G_ref, a_ref = output_hessians(wrapped, f"mlp.{layer}", x, y)
+        assert G.shape == (25, getattr(mlp, layer).out_features, getattr(mlp, layer).out_features)
+        assert float((G - G_ref).abs().max()) <= 1e-12 and torch.equal(a, a_ref)
+        H, H_ref = aw.layer_hessian(mlp, layer, x, y), aw.layer_hessian(wrapped, f"mlp.{layer}", x, y)
+        assert float((H - H_ref).abs().max()) <= 1e-12
+        assert float((H - dense_reference_hessian(mlp, layer, x, y)).abs().max()) <= 1e-10
+
+
 def test_layer_hessian_matches_finite_differences_of_the_gradient():
     torch.manual_seed(1)
     model = MLP(5, (8, 6), 3, "tanh", False).double().eval()
@@ -90,6 +122,35 @@ def test_layer_hessian_with_bias_covers_the_augmented_matrix():
     assert float((H - hessian(loss)(wb0)).abs().max()) <= 1e-10
     with pytest.raises(ValueError, match="has no bias"):
         aw.layer_hessian(MLP(4, (5,), 3).double(), "fc1", x, y, with_bias=True)
+
+
+def test_symmetric_eigh_splits_off_zero_rows_exactly():
+    from awbench.hessian import symmetric_eigh
+
+    gen = torch.Generator().manual_seed(3)
+    A = torch.randn(40, 40, generator=gen, dtype=torch.float64)
+    H = A @ A.T - 30 * torch.eye(40, dtype=torch.float64)  # indefinite
+    dead = torch.tensor([0, 7, 8, 39])
+    H[dead, :] = 0.0
+    H[:, dead] = 0.0
+    lam, V = symmetric_eigh(H)
+    eye = torch.eye(40, dtype=torch.float64)
+    assert bool((lam[1:] >= lam[:-1]).all())
+    assert float((V.T @ V - eye).abs().max()) <= 1e-13
+    assert float((V @ torch.diag(lam) @ V.T - H).abs().max()) <= 1e-12
+    assert np.allclose(lam.numpy(), torch.linalg.eigvalsh(H).numpy(), atol=1e-12)
+    # Each dead coordinate is its own eigenvector with an exact zero eigenvalue.
+    for i in dead.tolist():
+        col = int(V[i].abs().argmax())
+        assert float(V[i, col]) == 1.0 and float(V[:, col].abs().sum()) == 1.0 and float(lam[col]) == 0.0
+    # A matrix that is all zero, or has no zero row, is handled the same way.
+    lam0, V0 = symmetric_eigh(torch.zeros(5, 5, dtype=torch.float64))
+    assert torch.equal(lam0, torch.zeros(5, dtype=torch.float64)) and torch.equal(V0, eye[:5, :5])
+    full = A @ A.T
+    lam1, V1 = symmetric_eigh(full)
+    assert float((V1 @ torch.diag(lam1) @ V1.T - full).abs().max()) <= 1e-11
+    with pytest.raises(ValueError, match=r"H of shape \(3, 4\)"):
+        symmetric_eigh(torch.zeros(3, 4, dtype=torch.float64))
 
 
 # --- the decomposition on trained runs ---------------------------------------------------------
