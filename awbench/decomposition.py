@@ -70,7 +70,7 @@ class Analysis:
     pair_gaps: np.ndarray = field(repr=False)  # dl_k
     dual: torch.Tensor = field(repr=False)  # (K, n_out, n_in[+1]) dual weights
     secant: torch.Tensor = field(repr=False)  # (K, n_out, n_in[+1]) secant gradients
-    eigenvectors: torch.Tensor = field(repr=False)  # (P, m) columns, rank order of `directions`
+    eigenvectors: torch.Tensor = field(repr=False)  # (P, m): column j is the direction with eigen_index j
 
     def scalars(self) -> dict:
         """The scalar fields as a flat dict (for stores, records and tables)."""
@@ -215,7 +215,6 @@ def analyze(
     order = np.argsort(-directions["sigma_g"].to_numpy(), kind="stable")
     directions = directions.iloc[order].reset_index(drop=True)
     directions.insert(0, "rank", np.arange(len(directions)))
-    eig_cols = order[order < V.shape[1]]
     mean_dl = float(dl.mean())
     # Sum the identity with compensated (fsum) accumulation so its error is rounding only.
     identity_sum = float(math.fsum(contribution))
@@ -272,7 +271,7 @@ def analyze(
         pair_gaps=dl.numpy(),
         dual=dW,
         secant=g.reshape(dW.shape),
-        eigenvectors=V[:, eig_cols],
+        eigenvectors=V,
     )
 
 

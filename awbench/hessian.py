@@ -109,19 +109,30 @@ def _mlp_output_hessians(model: nn.Module, layer: str, x: torch.Tensor, y: torch
             if i < len(linears) - 1:
                 h = model.act(z)
         p = torch.softmax(z, dim=1)
-        G = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
         g = p.clone()
         g[torch.arange(len(y), device=y.device), y] -= 1.0
+        G = None  # diag(p) - p p^T at the logits, kept implicit until the first step down
         for i in range(len(linears) - 2, depth - 1, -1):
             W = linears[i + 1].weight
             back = g @ W  # dL/dh_i
             d1, d2 = _activation_derivatives(model.activation, pre[i], model.act(pre[i]))
-            G = W.T @ G @ W * (d1[:, :, None] * d1[:, None, :])
+            if G is None:
+                # W^T (diag(p) - p p^T) W = sum_m p_m w_m w_m^T - (W^T p)(W^T p)^T: one GEMM
+                # and a batched rank-one update, no (N, C, C) intermediate.
+                n = W.shape[1]
+                Wp = p @ W
+                G = (p @ (W[:, :, None] * W[:, None, :]).reshape(len(W), n * n)).reshape(-1, n, n)
+                G.baddbmm_(Wp[:, :, None], Wp[:, None, :], alpha=-1.0)
+            else:
+                G = W.T @ G @ W
+            G.mul_(d1[:, :, None]).mul_(d1[:, None, :])
             if d2 is not None:
-                G = G + torch.diag_embed(back * d2)
+                G.diagonal(dim1=1, dim2=2).add_(back * d2)
             g = back * d1
+        if G is None:
+            G = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
     G = G.double()
-    return 0.5 * (G + G.transpose(1, 2)), inputs[depth].double()
+    return (G + G.transpose(1, 2)).mul_(0.5), inputs[depth].double()
 
 
 def layer_hessian(
