@@ -26,6 +26,7 @@ from awbench.hessian import (
     lanczos_quadrature,
     layer_hessian,
     model_mode,
+    operator_eigenpairs,
     operator_trace,
     spectral_density,
     top_eigenpairs,
@@ -162,6 +163,11 @@ def test_float32_option_and_validation():
     assert op32.flat.dtype == torch.float32
     ref = HessianOperator(model, x, y).dense()
     assert (op32.dense().double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+    # The dense route of a float32 operator decomposes in float64 and reports float64 residuals.
+    pairs = operator_eigenpairs(op32, k=2, method="dense")
+    exact = np.linalg.eigvalsh(ref.numpy())[::-1][:2]
+    assert np.allclose(pairs.values.numpy(), exact, rtol=1e-4)
+    assert float(pairs.residuals.max()) <= 1e-12 * abs(exact[0])
     with pytest.raises(ValueError, match="mode"):
         HessianOperator(model, x, y, mode="inference")
     with pytest.raises(ValueError, match="neither a parameter nor a module"):
