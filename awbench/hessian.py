@@ -184,20 +184,26 @@ def symmetric_eigh(H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     A coordinate whose row and column are exactly zero (a unit that is dead on every sample
     makes many) is an exact eigenvector with eigenvalue 0, so only the rest goes to LAPACK's
-    divide-and-conquer ``syevd``: eigh is cubic, and 10% fewer coordinates saves 27%. The
-    LAPACK call runs in torch's thread count, so process pools stay one thread per worker.
+    divide-and-conquer ``syevd``: eigh is cubic, and 10% fewer coordinates saves 27%. With
+    one torch thread (a sweep worker) that is scipy's LAPACK held to one thread, the faster
+    one single-threaded here; with more, torch's own, so the work stays in torch's thread
+    pool (a second pool's idling threads slow every following torch op by up to 2x on a
+    two-core machine: bench/analysis_speed.py).
     Returns CPU tensors ``(lam, V)`` with ``H = V diag(lam) V^T``.
     """
     if H.ndim != 2 or H.shape[0] != H.shape[1]:
         raise ValueError(f"H of shape {tuple(H.shape)} is not allowed: expected a square matrix")
-    H = H.detach().cpu().double()
+    H = H.detach().cpu().double().numpy()
     P = H.shape[0]
-    live = (H != 0).any(dim=0).numpy()
+    live = (H != 0).any(axis=0)
     live_idx, dead_idx = np.flatnonzero(live), np.flatnonzero(~live)
-    with _blas_controller().limit(limits=torch.get_num_threads(), user_api="blas"):
-        lam_live, V_live = scipy.linalg.eigh(
-            H.numpy()[np.ix_(live_idx, live_idx)], driver="evd", overwrite_a=True, check_finite=False
-        ) if len(live_idx) else (np.zeros(0), np.zeros((0, 0)))
+    sub = H[np.ix_(live_idx, live_idx)]
+    if torch.get_num_threads() == 1:
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            lam_live, V_live = scipy.linalg.eigh(sub, driver="evd", overwrite_a=True, check_finite=False)
+    else:
+        lam_t, V_t = torch.linalg.eigh(torch.from_numpy(sub))
+        lam_live, V_live = lam_t.numpy(), V_t.numpy()
     if not len(dead_idx):
         return torch.from_numpy(lam_live), torch.from_numpy(V_live)
     # Place the exact zero eigenpairs among the ascending live ones, writing V once.

@@ -124,7 +124,16 @@ def test_layer_hessian_with_bias_covers_the_augmented_matrix():
         aw.layer_hessian(MLP(4, (5,), 3).double(), "fc1", x, y, with_bias=True)
 
 
-def test_symmetric_eigh_splits_off_zero_rows_exactly():
+@pytest.fixture(params=[1, 2], ids=["scipy-1-thread", "torch-2-threads"])
+def torch_threads(request):
+    """symmetric_eigh takes scipy's LAPACK with one torch thread and torch's with more."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def test_symmetric_eigh_splits_off_zero_rows_exactly(torch_threads):
     from awbench.hessian import symmetric_eigh
 
     gen = torch.Generator().manual_seed(3)
