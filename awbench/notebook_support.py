@@ -591,6 +591,19 @@ def effects_table(runs_by_knob: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def record_sweeps(runs_by_knob: dict[str, pd.DataFrame]) -> None:
+    """Record every knob's numbers (:func:`knob_records`) and the worst duality and identity
+    errors over all runs, as each knob notebook's last cell does."""
+    from .records import record
+
+    for knob, runs in runs_by_knob.items():
+        for name, value in knob_records(runs, knob).items():
+            record(name, value)
+    all_runs = pd.concat(runs_by_knob.values(), ignore_index=True)
+    record("duality_error", float(all_runs["duality_error"].max()))
+    record("identity_error", float(all_runs["identity_error"].max()))
+
+
 def summary_table(runs: pd.DataFrame, knob: str) -> pd.DataFrame:
     """Mean ± sd per knob value of the main columns, formatted for display."""
     ok = runs[runs["ok"]] if "ok" in runs else runs

@@ -154,8 +154,4 @@ effects
 # ## Recorded numbers
 
 # %%
-for knob, runs in sweeps.items():
-    for name, value in nb.knob_records(runs, knob).items():
-        aw.record(name, value)
-aw.record("duality_error", float(all_runs["duality_error"].max()))
-aw.record("identity_error", float(all_runs["identity_error"].max()))
+nb.record_sweeps(sweeps)

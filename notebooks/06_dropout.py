@@ -42,7 +42,6 @@ overrides: str = ""  # more Config fields, name: value pairs, e.g. weight_decay:
 import pandas as pd
 from IPython.display import Markdown
 
-import awbench as aw
 from awbench import gap_plots as gp
 from awbench import notebook_support as nb
 
@@ -111,8 +110,4 @@ effects
 # ## Recorded numbers
 
 # %%
-for knob, runs in sweeps.items():
-    for name, value in nb.knob_records(runs, knob).items():
-        aw.record(name, value)
-aw.record("duality_error", float(all_runs["duality_error"].max()))
-aw.record("identity_error", float(all_runs["identity_error"].max()))
+nb.record_sweeps(sweeps)
