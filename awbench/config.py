@@ -15,7 +15,21 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 # Bump when a field's meaning changes so old cache entries and store rows stop matching.
-SCHEMA_VERSION = 1
+# 2: max_epochs and weight_decay_epochs default to None, the budget in samples seen.
+SCHEMA_VERSION = 2
+
+# Training budgets of the authors' demo, in samples seen: 1000 epochs and a weight-decay window
+# of 200 epochs, each epoch 4000 samples. A dataset of another size keeps the samples seen,
+# not the epoch count (docs/science.md, "Budgets").
+DEMO_EPOCH_SAMPLES = 4000
+DEMO_MAX_EPOCHS = 1000
+DEMO_DECAY_EPOCHS = 200
+# Deviation from the demo: the automatic budget is twice the demo's samples seen, because on
+# the digits some demo settings (batch 400, lr 0.005) need up to 1.7x the demo's budget to meet
+# the stopping rule. The weight-decay window keeps the demo's samples seen.
+BUDGET_MARGIN = 2
+# Tiny training sets would otherwise get hundreds of thousands of epochs of a few steps each.
+AUTO_EPOCH_CAP = 20_000
 
 DATASETS = ("digits", "mnist1d", "teacher", "mnist", "fashion_mnist")
 ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
@@ -118,16 +132,22 @@ def _float_range(lo: float, hi: float, lo_open=False, hi_open=False) -> Callable
     return convert
 
 
-def _optional_int(lo: int) -> Callable[[str, Any], int | None]:
+def _auto_int(lo: int) -> Callable[[str, Any], int | None]:
+    """An integer >= lo, or None for the automatic budget ("auto", "none", "" read as None)."""
     inner = _int_range(lo)
 
     def convert(name: str, value: Any) -> int | None:
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+        value = _plain(value)
+        if value is None or (
+            isinstance(value, str) and value.strip().lower() in ("auto", "none", "null", "")
+        ):
+            return None
+        if isinstance(value, float) and math.isnan(value):  # a store's missing value
             return None
         try:
             return inner(name, value)
         except ConfigError:
-            _fail(name, value, f"None (every epoch) or an integer >= {lo}")
+            _fail(name, value, f"None ('auto': the budget in samples seen) or an integer >= {lo}")
 
     return convert
 
@@ -171,8 +191,8 @@ _CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
     "momentum": _float_range(0.0, 1.0, hi_open=True),
     "weight_decay": _float_range(0.0, 1e3),
     "weight_decay_mode": _to_choice(WEIGHT_DECAY_MODES),
-    "weight_decay_epochs": _optional_int(0),
-    "max_epochs": _int_range(1),
+    "weight_decay_epochs": _auto_int(0),
+    "max_epochs": _auto_int(1),
     "stop_loss": _float_range(0.0, 1e3, lo_open=True),
     "stop_acc": _float_range(0.0, 1.0),
     "stop_window": _int_range(1),
@@ -209,8 +229,9 @@ class Config:
     momentum: float = 0.0
     weight_decay: float = 0.0  # beta
     weight_decay_mode: str = "norm"  # norm: beta*||theta||_2 (paper); squared: classic L2
-    weight_decay_epochs: int | None = 200  # weight decay only in the first N epochs (None: all)
-    max_epochs: int = 1000
+    # weight decay only in the first N epochs; None: the demo's window in samples seen
+    weight_decay_epochs: int | None = None
+    max_epochs: int | None = None  # None: twice the demo's samples seen (see epoch_budget)
     stop_loss: float = 1e-3  # stop when clean-train loss is below this ...
     stop_acc: float = 0.99  # ... and mean clean-train accuracy over the window above this
     stop_window: int = 9  # epochs averaged for the accuracy part of the stopping rule
@@ -295,6 +316,23 @@ class Config:
         """Fields that differ from ``other`` (default: the dataclass defaults)."""
         base = (other or Config()).to_dict()
         return {k: v for k, v in self.to_dict().items() if base[k] != v}
+
+    def epoch_budget(self) -> int:
+        """Epochs this run may train: ``max_epochs``, or when None the automatic budget of
+        ``BUDGET_MARGIN`` x the demo's 1000 x 4000 samples seen, counted on the clean
+        ``n_train`` (so label noise does not shrink it), capped at ``AUTO_EPOCH_CAP``."""
+        if self.max_epochs is not None:
+            return self.max_epochs
+        samples = BUDGET_MARGIN * DEMO_MAX_EPOCHS * DEMO_EPOCH_SAMPLES
+        return min(AUTO_EPOCH_CAP, -(-samples // self.n_train))
+
+    def decay_epochs(self) -> int:
+        """Epochs with weight decay on: ``weight_decay_epochs``, or when None the demo's
+        200 x 4000 samples seen on the clean ``n_train`` (never past the budget)."""
+        if self.weight_decay_epochs is not None:
+            return self.weight_decay_epochs
+        samples = DEMO_DECAY_EPOCHS * DEMO_EPOCH_SAMPLES
+        return min(self.epoch_budget(), -(-samples // self.n_train))
 
     def resolved_device(self) -> str:
         if self.device != "auto":

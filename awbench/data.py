@@ -22,6 +22,7 @@ from .config import Config, ConfigError
 # Fixed seeds for everything about the data: the subset and the corrupted labels stay the same
 # across Config.seed, which only moves init, batch order and dropout.
 DATA_SEED = 20220321
+DEMO_SUBSET_SEED = 1  # the authors' demo: np.random.seed(1); np.random.permutation(60000)
 MNIST1D_TEST_SEED = 42  # the package's own default seed: its standard 1000 test samples
 TEACHER_FEATURES, TEACHER_HIDDEN, TEACHER_CLASSES = 20, 64, 10
 
@@ -210,8 +211,9 @@ def _idx_dataset(name: str, data_dir: str) -> tuple[np.ndarray, ...]:
             )
     flat = lambda a: (a.reshape(len(a), -1).astype(np.float32) / 255.0)  # noqa: E731
     x_train, y_train = flat(arrays["train_images"]), arrays["train_labels"].astype(np.int64)
-    # The demo's training subset: a fixed random draw from the 60k training images.
-    order = np.random.default_rng(DATA_SEED).permutation(len(y_train))
+    # The demo's training subset: numpy's legacy generator seeded with 1 permutes the training
+    # images and the first n_train are taken (docs/science.md#4-the-demo-protocol-and-awbenchs-presets).
+    order = np.random.RandomState(DEMO_SUBSET_SEED).permutation(len(y_train))
     return (
         x_train[order],
         y_train[order],
@@ -228,19 +230,26 @@ def n_total_train(n_train: int, label_noise: float) -> int:
     return int(round(n_train / (1.0 - label_noise)))
 
 
-def corrupt_labels(y: np.ndarray, label_noise: float, n_classes: int, seed: int = DATA_SEED):
-    """Give a fraction ``label_noise`` of ``y`` a wrong label (never the true one).
+def corrupt_labels(y: np.ndarray, n_clean: int, n_classes: int, seed: int = DATA_SEED):
+    """The demo's label noise: samples ``n_clean:`` (the appended block) get wrong labels.
 
+    The block's labels are permuted among themselves, then any label that landed on its own
+    true class is moved by a random 1..n_classes-1, so no corrupted label is the true one and
+    the block keeps roughly its class mix. The first ``n_clean`` samples are untouched, so
+    the clean set is the same at every noise level (docs/science.md#6-sweeps).
     Returns the new labels and the clean mask.
     """
-    n = len(y)
-    n_noisy = n - int(round(n * (1.0 - label_noise)))
+    if not 0 <= n_clean <= len(y):
+        raise ValueError(f"n_clean={n_clean} is not allowed: expected 0 <= n_clean <= {len(y)}")
     rng = np.random.default_rng(seed)
-    noisy = rng.choice(n, size=n_noisy, replace=False)
+    true = y[n_clean:]
+    wrong = true[rng.permutation(len(true))]
+    same = wrong == true
+    wrong[same] = (true[same] + rng.integers(1, n_classes, size=int(same.sum()))) % n_classes
     y_new = y.copy()
-    y_new[noisy] = (y[noisy] + rng.integers(1, n_classes, size=n_noisy)) % n_classes
-    clean = np.ones(n, dtype=bool)
-    clean[noisy] = False
+    y_new[n_clean:] = wrong
+    clean = np.zeros(len(y), dtype=bool)
+    clean[:n_clean] = True
     return y_new, clean
 
 
@@ -272,7 +281,7 @@ def _load(dataset: str, data_dir: str, n_train: int, n_test: int, label_noise: f
     n_classes = int(max(y_pool.max(), y_test.max()) + 1)
     y_train, clean = y_pool[:n_total], np.ones(n_total, dtype=bool)
     if label_noise > 0:
-        y_train, clean = corrupt_labels(y_train, label_noise, n_classes)
+        y_train, clean = corrupt_labels(y_train, n_train, n_classes)
     return Data(
         name=dataset,
         x_train=torch.from_numpy(np.ascontiguousarray(x_pool[:n_total])),

@@ -44,7 +44,13 @@ class Result:
 
     @property
     def ok(self) -> bool:
+        """Trained and analysed (converged or not); see ``converged`` for results."""
         return self.status in ("converged", "max_epochs")
+
+    @property
+    def converged(self) -> bool:
+        """Met the stopping rule: the only runs that count as results."""
+        return self.status == "converged"
 
     def load_run(self) -> Run:
         """Rebuild the trained :class:`Run` (model weights and data) from this result."""
@@ -133,31 +139,41 @@ def _json_scalar(v):
     return float(v)
 
 
-def run_experiment(cfg: Config, cache: bool = True, show_progress: bool | None = None) -> Result:
-    """Train and analyze ``cfg``; return the cached result when there is one.
+def _training_scalars(run: Run) -> dict:
+    """How training ended: the stopping rule's numbers at the last epoch and the budget, so
+    that every stored run says whether it is a converged network (docs/science.md#5)."""
+    last = run.history.iloc[-1] if len(run.history) else None
+    return {
+        "converged": run.status == "converged",
+        "final_train_loss": float("nan") if last is None else float(last["train_loss"]),
+        "final_train_acc": float("nan") if last is None else float(last["train_acc"]),
+        "epoch_budget": int(run.config.epoch_budget()),
+    }
 
-    Divergence is a result (status "diverged"), not an exception. Only complete results are
-    cached; a run that ends in an exception leaves no entry behind.
+
+def result_of(run: Run) -> Result:
+    """Analyze a trained run (when it did not diverge) into its :class:`Result`.
+
+    An analysis that raises ValueError (e.g. a dead ReLU layer leaves no pair with a dual
+    weight) makes the result "failed", keeping the training numbers.
     """
-    if cache:
-        hit = load_cached(cfg)
-        if hit is not None:
-            return hit
-    run = train(cfg, show_progress=show_progress)
     scalars, directions, analyze_seconds = {}, None, 0.0
     status, reason = run.status, run.reason
     if run.ok:
         start = time.perf_counter()
         try:
             an = analyze(run)
-        except ValueError as exc:  # e.g. a dead ReLU layer leaves no pair with a dual weight
+        except ValueError as exc:
             status, reason = "failed", f"analysis failed after training ({run.reason}): {exc}"
         else:
             scalars = {k: _json_scalar(v) for k, v in an.scalars().items()}
             directions = an.directions
         analyze_seconds = time.perf_counter() - start
-    res = Result(
-        config=cfg,
+    scalars.update(_training_scalars(run))
+    if status == "failed":
+        scalars["converged"] = False
+    return Result(
+        config=run.config,
         status=status,
         reason=reason,
         epochs=run.epochs,
@@ -168,6 +184,62 @@ def run_experiment(cfg: Config, cache: bool = True, show_progress: bool | None =
         history=run.history,
         model_state={k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()},
     )
+
+
+def run_experiment(cfg: Config, cache: bool = True, show_progress: bool | None = None) -> Result:
+    """Train and analyze ``cfg``; return the cached result when there is one.
+
+    Divergence is a result (status "diverged"), not an exception. Only complete results are
+    cached; a run that ends in an exception leaves no entry behind.
+    """
+    if cache:
+        hit = load_cached(cfg)
+        if hit is not None:
+            return hit
+    res = result_of(train(cfg, show_progress=show_progress))
     if cache:
         save_cached(res)
     return res
+
+
+def seed_groups(cfgs: list[Config]) -> list[list[Config]]:
+    """``cfgs`` grouped by everything but the seed (first-seen order), so that each group
+    can train as one stacked model."""
+    groups: dict[str, list[Config]] = {}
+    for cfg in cfgs:
+        groups.setdefault(cfg.replace(seed=0).key(), []).append(cfg)
+    return list(groups.values())
+
+
+def run_experiments(
+    cfgs: list[Config], cache: bool = True, show_progress: bool | None = None
+) -> list[Result]:
+    """:func:`run_experiment` for configs that differ only in ``seed``, trained together.
+
+    Cached seeds are read back; the rest train as one stacked model
+    (:func:`awbench.stacked.train_stacked`), each member stopping on its own rule, then each
+    is analyzed and cached on its own, so a later single run finds it.
+    Multi-learner configs train one by one.
+    """
+    if len({c.replace(seed=0) for c in cfgs}) > 1:
+        raise ValueError("run_experiments needs configs that differ only in seed")
+    results: dict[int, Result] = {}
+    todo = []
+    for i, cfg in enumerate(cfgs):
+        hit = load_cached(cfg) if cache else None
+        if hit is not None:
+            results[i] = hit
+        else:
+            todo.append(i)
+    if todo and (cfgs[0].n_learners > 1 or cfgs[0].algorithm != "sgd" or len(todo) == 1):
+        for i in todo:
+            results[i] = run_experiment(cfgs[i], cache=cache, show_progress=show_progress)
+    elif todo:
+        from .stacked import train_stacked
+
+        runs = train_stacked([cfgs[i] for i in todo], show_progress=show_progress)
+        for i, run in zip(todo, runs):
+            results[i] = result_of(run)
+            if cache:
+                save_cached(results[i])
+    return [results[i] for i in range(len(cfgs))]

@@ -82,11 +82,12 @@ def knobs_grid(base: Config) -> tuple[list[dict[str, list]], dict[str, Any]]:
     """The grid behind the sliders of notebook 08 (``awbench.widgets.KnobPanel``).
 
     Batch size x weight decay (the knobs the paper ties to sharpness and to size), then every
-    other knob moved alone from the default. Runs use half the base training set and at most
-    150 epochs so that one run takes seconds; on "paper" this is ``data/knobs_store``.
+    other knob moved alone from the default. Runs use half the base training set so that one
+    run takes seconds, and the base's budget (auto: trained to the stopping rule); on "paper"
+    this is ``data/knobs_store``.
     """
     n = base.n_train
-    fixed = {"n_train": max(10, n // 2), "max_epochs": min(150, base.max_epochs)}
+    fixed = {"n_train": max(10, n // 2)}
     grid = [
         {"batch_size": [25, 100, 400], "weight_decay": [0.0, 0.01, 0.02]},
         {"lr": [0.05, 0.2]},
@@ -401,20 +402,14 @@ def failed_row(
     }
 
 
-def execute(cfg: Config, cache: bool = True) -> tuple[dict[str, Any], pd.DataFrame | None]:
-    """Run one config (single torch thread) and return its runs row and directions table.
+def _failure_reason(exc: BaseException) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
-    Never raises for a bad run: an exception becomes a row with status "failed" and the
-    exception as its reason.
-    """
-    start = (time.perf_counter(), time.process_time())
-    try:
-        with _one_torch_thread():
-            res = experiment.run_experiment(cfg, cache=cache, show_progress=False)
-    except Exception as exc:  # noqa: BLE001 - bad data, analysis failure: record, go on
-        tb = traceback.extract_tb(exc.__traceback__)
-        where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-        return failed_row(cfg, f"{type(exc).__name__}: {exc}{where}", start), None
+
+def _row(res: experiment.Result, start: tuple[float, float]) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    cfg = res.config
     row: dict[str, Any] = {
         "key": cfg.key(),
         "status": res.status,
@@ -436,6 +431,31 @@ def execute(cfg: Config, cache: bool = True) -> tuple[dict[str, Any], pd.DataFra
     if res.directions is not None:
         directions = pd.DataFrame(res.directions).reset_index(drop=True)
     return row, directions
+
+
+def execute(cfg: Config, cache: bool = True) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """Run one config (single torch thread) and return its runs row and directions table.
+
+    Never raises for a bad run: an exception becomes a row with status "failed" and the
+    exception as its reason.
+    """
+    return execute_seeds([cfg], cache)[0]
+
+
+def execute_seeds(
+    cfgs: list[Config], cache: bool = True
+) -> list[tuple[dict[str, Any], pd.DataFrame | None]]:
+    """Run configs that differ only in seed as one stacked model (single torch thread);
+    one (runs row, directions) per config. An exception fails every config of the group
+    that has no result (seeds already cached keep theirs)."""
+    start = (time.perf_counter(), time.process_time())
+    try:
+        with _one_torch_thread():
+            results = experiment.run_experiments(cfgs, cache=cache, show_progress=False)
+    except Exception as exc:  # noqa: BLE001 - bad data, analysis failure: record, go on
+        reason = _failure_reason(exc)
+        return [(failed_row(c, reason, start), None) for c in cfgs]
+    return [_row(res, start) for res in results]
 
 
 # --- executors -------------------------------------------------------------------------
@@ -664,7 +684,8 @@ def run_sweep(
     ran = 0
     what = "nothing to run"
     if todo:
-        with open_executor(workers, scheduler, dask_local, n_tasks=len(todo)) as (ex, window, what):
+        n_groups = len(experiment.seed_groups(todo))
+        with open_executor(workers, scheduler, dask_local, n_tasks=n_groups) as (ex, window, what):
             log(
                 f"sweep {sweep.name}: {len(todo)} of {len(sweep)} runs to do on {what} -> {st.path}"
             )
@@ -706,16 +727,17 @@ def run_sweep(
 
 
 def _complete(st: Store, ex: Executor, window: int, todo: list[Config], cache: bool):
-    """Yield ``(cfg, row)`` as runs finish, each written to the store first."""
+    """Yield ``(cfg, row)`` as runs finish, each written to the store first. The seeds of one
+    setting are one task (one stacked model)."""
     try:
-        calls = [(c, execute, (c, cache)) for c in todo]
-        for cfg, result, error in run_tasks(ex, calls, window):
+        calls = [(group, execute_seeds, (group, cache)) for group in experiment.seed_groups(todo)]
+        for group, result, error in run_tasks(ex, calls, window):
             if error is not None:  # the worker or the scheduler lost this task
-                row, directions = failed_row(cfg, f"{type(error).__name__}: {error}"), None
-            else:
-                row, directions = result
-            st.write(row, directions)
-            yield cfg, row
+                reason = f"{type(error).__name__}: {error}"
+                result = [(failed_row(c, reason), None) for c in group]
+            for cfg, (row, directions) in zip(group, result):
+                st.write(row, directions)
+                yield cfg, row
     except BrokenProcessPool as exc:
         raise RuntimeError(
             f"a worker process died ({exc}); the runs already finished are in {st.path}: "

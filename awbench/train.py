@@ -217,13 +217,12 @@ def epoch_loop(
     batch_gen = torch.Generator().manual_seed(cfg.seed)
     n = tensors.x.shape[0]
     history: list[dict] = []
-    status, reason = "max_epochs", f"stopping rule not met within max_epochs={cfg.max_epochs}"
-    bar = progress(range(cfg.max_epochs), desc=f"train {cfg.key()[:8]}", enabled=show_progress)
+    budget, decay_epochs = cfg.epoch_budget(), cfg.decay_epochs()
+    status, reason = "max_epochs", f"stopping rule not met within max_epochs={budget}"
+    bar = progress(range(budget), desc=f"train {cfg.key()[:8]}", enabled=show_progress)
     try:
         for epoch in bar:
-            decay_on = cfg.weight_decay > 0 and (
-                cfg.weight_decay_epochs is None or epoch < cfg.weight_decay_epochs
-            )
+            decay_on = cfg.weight_decay > 0 and epoch < decay_epochs
             model.train()
             order = torch.randperm(n, generator=batch_gen).to(tensors.x.device)
             train_epoch(order, decay_on)

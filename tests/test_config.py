@@ -64,7 +64,7 @@ OTHER_VALUES = {
     "momentum": 0.9,
     "weight_decay": 0.01,
     "weight_decay_mode": "squared",
-    "weight_decay_epochs": None,
+    "weight_decay_epochs": 17,
     "max_epochs": 10,
     "stop_loss": 1e-4,
     "stop_acc": 0.95,
@@ -168,6 +168,9 @@ def test_more_bad_values(name, bad):
         ("weight_decay_epochs", "None", None),
         ("weight_decay_epochs", "null", None),
         ("weight_decay_epochs", "200", 200),
+        ("weight_decay_epochs", "auto", None),
+        ("max_epochs", "auto", None),
+        ("max_epochs", float("nan"), None),
         ("weight_decay_epochs", 0, 0),
     ],
 )
@@ -301,8 +304,11 @@ def test_paper_preset_is_the_protocol():
     assert cfg.dataset == "digits" and (cfg.n_train, cfg.n_test) == (1297, 500)
     assert cfg.widths == (30, 30) and cfg.activation == "relu" and cfg.bias is False
     assert cfg.layer == "fc2" and cfg.lr == 0.1 and cfg.batch_size == 25 and cfg.momentum == 0
-    assert (cfg.stop_loss, cfg.stop_acc, cfg.max_epochs) == (1e-3, 0.99, 1000)
-    assert cfg.weight_decay_mode == "norm" and cfg.weight_decay_epochs == 200
+    assert (cfg.stop_loss, cfg.stop_acc, cfg.max_epochs) == (1e-3, 0.99, None)
+    assert cfg.weight_decay_mode == "norm" and cfg.weight_decay_epochs is None
+    # budgets in samples seen: 2 x 1000 epochs x 4000 samples, decay for 200 x 4000 samples
+    assert cfg.epoch_budget() == -(-2 * 1000 * 4000 // 1297) == 6169
+    assert cfg.decay_epochs() == -(-200 * 4000 // 1297) == 617
     mnist = Config.preset("paper-mnist")
     assert mnist.dataset == "mnist" and (mnist.n_train, mnist.n_test) == (4000, 1000)
 
@@ -338,3 +344,27 @@ def test_multi_learner_needs_an_algorithm():
     with pytest.raises(ConfigError, match="algorithm"):
         Config(n_learners=2)
     assert Config(n_learners=2, algorithm="dpsgd").n_learners == 2
+
+
+@pytest.mark.parametrize(
+    "n_train, label_noise, budget, decay",
+    [
+        (4000, 0.0, 2000, 200),  # the demo's MNIST set: twice its 1000 epochs, its 200 decay epochs
+        (4000, 0.2, 2000, 200),  # counted on the clean samples, so noise does not shrink it
+        (1297, 0.0, 6169, 617),
+        (648, 0.0, 12346, 1235),
+        (100, 0.0, 20000, 8000),  # tiny sets hit the stated cap
+        (32000, 0.0, 250, 25),
+    ],
+)
+def test_auto_budget_keeps_samples_seen(n_train, label_noise, budget, decay):
+    cfg = Config(dataset="teacher", n_train=n_train, label_noise=label_noise, widths=(8,))
+    assert cfg.epoch_budget() == budget and cfg.decay_epochs() == decay
+    assert budget == min(20000, -(-2 * 1000 * 4000 // n_train))
+
+
+def test_explicit_budgets_win():
+    cfg = Config(max_epochs=7, weight_decay_epochs=3)
+    assert cfg.epoch_budget() == 7 and cfg.decay_epochs() == 3
+    assert Config(max_epochs=5).decay_epochs() == 5  # the decay window never outlasts the budget
+    assert Config(max_epochs=5).key() != Config().key()

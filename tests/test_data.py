@@ -315,20 +315,63 @@ def test_label_noise_is_fixed_independent_of_seed():
 
 
 def test_corrupted_labels_spread_over_wrong_classes():
-    y = np.repeat(np.arange(10), 500)
-    y_new, clean = corrupt_labels(y, 0.5, 10)
+    y = np.tile(np.arange(10), 500)  # every class in the corrupted block
+    y_new, clean = corrupt_labels(y, 2500, 10)
+    assert bool(clean[:2500].all()) and not bool(clean[2500:].any())
+    assert np.array_equal(y_new[:2500], y[:2500])
     shifts = (y_new[~clean] - y[~clean]) % 10
     assert set(shifts.tolist()) == set(range(1, 10))  # every wrong class is reachable
     counts = np.bincount(shifts, minlength=10)[1:]
     assert counts.min() > 0.6 * counts.mean()  # roughly uniform
 
 
+def test_corrupt_labels_rejects_bad_clean_count():
+    with pytest.raises(ValueError, match="n_clean=11"):
+        corrupt_labels(np.zeros(10, dtype=np.int64), 11, 10)
+
+
 def test_clean_count_identity_for_many_sizes():
     for n_train in range(10, 3000, 37):
         for rho in (0.0, 0.05, 0.091, 0.13, 0.167, 0.2, 0.333, 0.5, 0.9):
             n = n_total_train(n_train, rho)
-            _, clean = corrupt_labels(np.zeros(n, dtype=np.int64), rho, 10, seed=n_train)
+            y = np.arange(n, dtype=np.int64) % 10
+            y_new, clean = corrupt_labels(y, n_train, 10, seed=n_train)
             assert int(clean.sum()) == n_train, (n_train, rho)
+            assert bool((y_new[~clean] != y[~clean]).all())
+
+
+@pytest.mark.parametrize("dataset, n_train", [("digits", 1000), ("teacher", 800)])
+def test_clean_set_is_the_same_at_every_noise_level(dataset, n_train):
+    """As in the demo, noise appends corrupted samples: the clean samples never change with rho."""
+    cfg = Config(dataset=dataset, n_train=n_train, widths=(8,))
+    base = load_data(cfg)
+    for rho in (0.091, 0.13, 0.167, 0.2):
+        noisy = load_data(cfg.replace(label_noise=rho))
+        assert torch.equal(noisy.x_clean, base.x_train) and torch.equal(noisy.y_clean, base.y_train)
+        assert bool(noisy.clean[:n_train].all()) and not bool(noisy.clean[n_train:].any())
+
+
+def test_paper_mnist_takes_the_demos_training_subset(tmp_path):
+    """The demo permutes the 60000 training images with numpy's legacy generator seeded with 1
+    and keeps the first 4000; the test set is the first 1000 test images. 1x1 images whose
+    pixel encodes the image's index (mod 256) plus labels encoding index // 256 identify it."""
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    index = np.arange(60000)
+    write_idx(folder / IDX_FILES["train_images"], (index % 256).astype(np.uint8).reshape(-1, 1, 1))
+    write_idx(folder / IDX_FILES["train_labels"], (index // 256 % 10).astype(np.uint8))
+    test_index = np.arange(1200)
+    write_idx(folder / IDX_FILES["test_images"], (test_index % 256).astype(np.uint8).reshape(-1, 1, 1))
+    write_idx(folder / IDX_FILES["test_labels"], (test_index % 10).astype(np.uint8))
+    cfg = Config.preset("paper-mnist").replace(data_dir=str(folder))
+    d = load_data(cfg)
+    demo = np.random.RandomState(1).permutation(60000)[:4000]
+    pixels = (d.x_train[:, 0] * 255).round().long().numpy()
+    assert np.array_equal(pixels, demo % 256)
+    assert np.array_equal(d.y_train.numpy(), demo // 256 % 10)
+    assert np.array_equal((d.x_test[:, 0] * 255).round().long().numpy(), np.arange(1000) % 256)
+    # default_rng(1) draws another subset: the legacy generator is what makes this the demo's
+    assert not np.array_equal(np.random.default_rng(1).permutation(60000)[:4000], demo)
 
 
 # --- teacher, mnist1d ----------------------------------------------------------------------

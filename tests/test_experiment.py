@@ -53,7 +53,9 @@ def test_divergence_is_a_result_not_an_exception(cfg):
     res = aw.run_experiment(bad)
     assert res.status == "diverged"
     assert "non-finite" in res.reason
-    assert res.scalars == {} and res.directions is None
+    assert res.directions is None and not res.converged
+    assert set(res.scalars) == {"converged", "final_train_loss", "final_train_acc", "epoch_budget"}
+    assert res.scalars["converged"] is False and res.scalars["epoch_budget"] == 8
     assert aw.run_experiment(bad).cached
 
 
@@ -68,4 +70,4 @@ def test_a_dead_network_is_recorded_as_failed_with_its_reason(cfg):
     res = aw.run_experiment(dead)
     assert res.status == "failed" and not res.ok
     assert "no test sample could be paired" in res.reason
-    assert res.scalars == {}
+    assert "real_gap" not in res.scalars and res.scalars["converged"] is False

@@ -101,6 +101,15 @@ def test_bad_grids_fail_before_anything_runs(tmp_path, grid, message):
 # --- failures and resume (fast: a fake run_experiment) ----------------------------------
 
 
+def _patch_experiments(monkeypatch, fake):
+    """Sweeps run the seeds of a setting together (run_experiments); fake them one by one."""
+    monkeypatch.setattr(
+        awbench.experiment,
+        "run_experiments",
+        lambda cfgs, cache=True, show_progress=None: [fake(c, cache, show_progress) for c in cfgs],
+    )
+
+
 def _fake_experiment(calls, fail_batch_sizes=()):
     def run_experiment(cfg, cache=True, show_progress=None):
         calls.append(cfg.key())
@@ -123,7 +132,7 @@ def _fake_experiment(calls, fail_batch_sizes=()):
 
 def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(awbench.experiment, "run_experiment", _fake_experiment(calls, {100}))
+    _patch_experiments(monkeypatch, _fake_experiment(calls, {100}))
     grid = {"batch_size": [25, 100, 200]}
     report = run_sweep(grid, tmp_path, base=SMOKE, seeds=2, workers=1, quiet=True)
     assert (report.planned, report.ran, report.done, report.failed) == (6, 6, 4, 2)
@@ -138,7 +147,7 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     calls.clear()
     again = run_sweep(grid, tmp_path, base=SMOKE, seeds=2, workers=1, quiet=True)
     assert again.ran == 0 and calls == []
-    monkeypatch.setattr(awbench.experiment, "run_experiment", _fake_experiment(calls))
+    _patch_experiments(monkeypatch, _fake_experiment(calls))
     retried = run_sweep(
         grid, tmp_path, base=SMOKE, seeds=2, workers=1, quiet=True, retry_failed=True
     )

@@ -195,11 +195,9 @@ def reference_sgd(cfg: Config):
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     g = torch.Generator().manual_seed(cfg.seed)
     history = []
-    for epoch in range(cfg.max_epochs):
+    for epoch in range(cfg.epoch_budget()):
         model.train()
-        decay_on = cfg.weight_decay > 0 and (
-            cfg.weight_decay_epochs is None or epoch < cfg.weight_decay_epochs
-        )
+        decay_on = cfg.weight_decay > 0 and epoch < cfg.decay_epochs()
         order = torch.randperm(len(y), generator=g)
         for start in range(0, len(y), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]

@@ -1,0 +1,726 @@
+"""Verdicts with their uncertainty: did a knob move sharpness, size or the gap, and how sure are we?
+
+    from awbench import verdicts as vd
+    e = vd.knob_effect(runs, "batch_size", "sharpness")          # one knob, one quantity, raw p
+    table = vd.verdict_table({"batch_size": runs_bs, "lr": runs_lr})   # Holm over the table
+    claims = vd.claim_verdicts(table, comparisons={"sharpness": vd.paired_comparison(a, b), ...})
+    print(vd.RULE)
+
+Input is the runs table of one knob sweep (one row per run): the knob column, ``seed``,
+``status`` and the quantities. Only converged runs with a finite knob value and a finite
+quantity count. A run that stopped at ``max_epochs`` sits somewhere on the way to its
+minimum, and the duality's quantities describe a minimum, so mixing it in would compare
+unlike things; the runs left out are counted by status so a reader sees what was dropped.
+
+Effect statistic: Spearman's rho between knob value and quantity over every converged run.
+Ranks make it indifferent to the knob's scale (lr on a log grid gives the same rho) and to a
+single wild run, and using all values rather than the two ends keeps the middle of the sweep
+in the evidence.
+
+Resampling unit is the seed. When seed ids recur across knob values the sweep is paired (the
+same data split and initialisation seen at several values), so the bootstrap draws seed ids
+and keeps all of a seed's runs, and the permutation test shuffles the knob labels among one
+seed's runs only; a seed-level offset then cancels instead of drowning the effect. Without
+shared seeds the bootstrap draws runs within each knob value (the design fixes how many runs
+each value has) and the permutation test shuffles labels over all runs.
+
+Kruskal-Wallis catches an effect that rises and falls again (rho near 0). It ignores the
+seed pairing; a Friedman test would use it but needs every seed at every value, which a
+diverged run breaks.
+
+Multiple comparisons: :data:`RULE` is the full rule, printed verbatim by the report. In
+short, every p-value of one :func:`verdict_table` (the monotone tests and the Kruskal-Wallis
+tests of all knobs and quantities) is one Holm family. Any verdict other than "no clear
+change" asserts an effect, and both tests can produce one, so bounding the chance of any
+false assertion in the table needs them corrected together; a separate Kruskal-Wallis family
+would let the table's error rate reach about twice alpha.
+
+A permutation p-value cannot go below 1/(n_perm + 1); with m comparisons Holm needs the
+smallest one below alpha/m, so ``n_perm`` must exceed m/alpha (the table warns otherwise).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+QUANTITIES = ("sharpness", "size", "sharp_gap", "flat_gap", "real_gap")
+VERDICTS = ("up", "down", "non-monotone", "no clear change", "not enough data")
+MIN_RUNS = 4
+MIN_VALUES = 2
+# Kruskal-Wallis needs this many values with at least KRUSKAL_MIN_RUNS runs each.
+KRUSKAL_MIN_VALUES = 3
+KRUSKAL_MIN_RUNS = 2
+# A "same" claim holds when the whole interval of the relative difference lies inside this.
+SAME_MARGIN = 0.10
+
+RULE = (
+    "Only runs with status 'converged' and a finite value count; the others are counted as "
+    "left out, by status. For each knob and quantity: Spearman's rho between knob value and "
+    "quantity over all converged runs, a bootstrap percentile interval for rho "
+    "(95 % unless stated; seed ids resampled when seeds recur across knob values, keeping the pairing; runs "
+    "resampled within each knob value otherwise), a permutation p-value for 'no monotone "
+    "association' (knob labels shuffled within each seed when paired, over all runs "
+    "otherwise), and a Kruskal-Wallis p-value when at least 3 knob values have at least 2 "
+    "runs. Holm's correction runs over every p-value of the table together, the monotone "
+    "and the Kruskal-Wallis tests of all knobs and quantities as one family, so that the "
+    "chance of any false 'up', 'down' or 'non-monotone' in the table stays below alpha "
+    "(0.05 unless stated). Verdict: 'up' / 'down' when the Holm-adjusted monotone p < alpha and rho > 0 "
+    "/ < 0; 'non-monotone' when it is not but the Holm-adjusted Kruskal-Wallis p < alpha; "
+    "'not enough data' with fewer than 2 knob values or 4 converged runs; 'no clear change' "
+    "otherwise, which is absence of evidence, not evidence of no effect. A claim is "
+    "'supported' when the verdict has its direction, 'contradicted' only when the verdict is "
+    "significant in the opposite direction, 'inconclusive' otherwise. The paired "
+    "DPSGD-vs-SSGD comparisons (sign-flip permutation test over seed pairs, exact when "
+    "2^n_pairs <= n_perm) are their own Holm family; 'same size' is supported only when the "
+    f"whole interval of the relative difference lies within +/-{SAME_MARGIN:.0%}."
+)
+
+
+# --- Holm ---------------------------------------------------------------------------------
+
+
+def holm(pvalues: Iterable[float] | np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values, same shape as the input; NaN entries stay NaN and do not count.
+
+    Adjusted p of the k-th smallest (k = 1..m) is max over j <= k of min(1, (m - j + 1) p_(j)),
+    so the adjusted values keep the order of the raw ones and an adjusted p < alpha is exactly
+    Holm's step-down rejection at level alpha.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    flat = p.ravel()
+    out = np.full(flat.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(flat))
+    if ok.size:
+        q = flat[ok]
+        if np.any((q < 0) | (q > 1)):
+            raise ValueError(f"p-values must lie in [0, 1], got {q[(q < 0) | (q > 1)][:3]}")
+        m = q.size
+        order = np.argsort(q, kind="stable")
+        scaled = np.minimum(1.0, (m - np.arange(m)) * q[order])
+        out[ok[order]] = np.maximum.accumulate(scaled)
+    return out.reshape(p.shape)
+
+
+# --- rank correlation, weighted so that bootstrap replicates are rows of counts -----------
+
+
+def _weighted_midranks(v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Midranks of ``v`` in the sample where run i appears ``w[b, i]`` times, one row per b.
+
+    A bootstrap replicate is a vector of counts over the original runs, so ranking in this
+    form handles every replicate at once and needs no re-sort; copies of one run are ties
+    of each other and share its group.
+    """
+    n = v.size
+    order = np.argsort(v, kind="stable")
+    vs = v[order]
+    starts = np.flatnonzero(np.r_[True, vs[1:] != vs[:-1]])
+    ws = w[:, order]
+    group_w = np.add.reduceat(ws, starts, axis=1)
+    group_rank = np.cumsum(group_w, axis=1) - group_w + (group_w + 1) / 2
+    group_of = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, n]))
+    ranks = np.empty_like(ws, dtype=float)
+    ranks[:, order] = group_rank[:, group_of]
+    return ranks
+
+
+def _weighted_corr(rx: np.ndarray, ry: np.ndarray, w: np.ndarray) -> np.ndarray:
+    total = w.sum(axis=1, keepdims=True)
+    dx = rx - (w * rx).sum(axis=1, keepdims=True) / total
+    dy = ry - (w * ry).sum(axis=1, keepdims=True) / total
+    sxy = (w * dx * dy).sum(axis=1)
+    sxx = (w * dx * dx).sum(axis=1)
+    syy = (w * dy * dy).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = sxy / np.sqrt(sxx * syy)
+    # Rounding can land a perfect correlation a hair outside [-1, 1].
+    return np.clip(np.where((sxx > 0) & (syy > 0), r, np.nan), -1.0, 1.0)
+
+
+def _spearman_weighted(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return _weighted_corr(_weighted_midranks(x, w), _weighted_midranks(y, w), w)
+
+
+def _rowwise_corr(rx: np.ndarray, ry: np.ndarray) -> np.ndarray:
+    return _weighted_corr(rx, np.broadcast_to(ry, rx.shape), np.ones_like(rx))
+
+
+def _within_group_permutations(groups: np.ndarray, n_perm: int, rng: np.random.Generator):
+    """(n_perm, n) index arrays, each a permutation that moves entries only within their group.
+
+    Sorting by group code plus a uniform key in [0, 1) orders each row group by group with a
+    random order inside each group; reading those positions against the stable group order
+    maps every slot to a random member of its own group.
+    """
+    n = groups.size
+    base = np.argsort(groups, kind="stable")
+    keys = groups[None, :].astype(float) * 2.0 + rng.random((n_perm, n))
+    drawn = np.argsort(keys, axis=1)
+    perm = np.empty_like(drawn)
+    perm[:, base] = drawn
+    return perm
+
+
+def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return math.nan, math.nan
+    lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+# --- one knob, one quantity ---------------------------------------------------------------
+
+
+def _check_columns(runs: pd.DataFrame, needed: Sequence[str]) -> None:
+    missing = [c for c in needed if c not in runs.columns]
+    if missing:
+        raise KeyError(f"runs table lacks column(s) {missing}; it has {list(runs.columns)}")
+
+
+def _numeric(col: pd.Series, name: str) -> np.ndarray:
+    try:
+        return pd.to_numeric(col, errors="raise").to_numpy(dtype=float)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"column {name!r} must be numeric to rank knob values ({exc})") from None
+
+
+def knob_effect(
+    runs: pd.DataFrame,
+    knob: str,
+    quantity: str,
+    *,
+    n_boot: int = 2000,
+    n_perm: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How ``quantity`` moves along ``knob`` in one sweep, with raw (uncorrected) p-values.
+
+    Returns a dict: ``rho`` (Spearman over the converged runs), ``rho_low``/``rho_high`` (the
+    bootstrap percentile interval at ``level``), ``p_monotone`` (permutation test of rho = 0),
+    ``p_kruskal`` (NaN when fewer than 3 values have 2+ runs), ``n_runs``, ``n_values``,
+    ``n_seeds``, ``paired`` and ``resampling`` (which unit was resampled), ``n_left_out`` and
+    ``left_out_by_status`` (non-finite quantities of converged runs under "converged,
+    non-finite"), ``values_without_converged``, ``values``, ``mean_by_value``,
+    ``sd_by_value``, ``n_by_value``, ``change`` (relative change of the mean from the first
+    to the last included value, (last - first) / |first|), ``diff`` (last - first) and
+    ``enough_data``. Classification waits for :func:`verdict_table`, which corrects the
+    p-values for the whole table first. The bootstrap and the permutations draw from
+    independent streams of ``seed``, so changing ``n_boot`` leaves ``p_monotone`` unchanged.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    _check_columns(runs, [knob, "seed", "status", quantity])
+    x_all = _numeric(runs[knob], knob)
+    y_all = _numeric(runs[quantity], quantity)
+    status = runs["status"].astype(str).to_numpy()
+    converged = status == "converged"
+    keep = converged & np.isfinite(x_all) & np.isfinite(y_all)
+
+    labels = np.where(converged, "converged, non-finite", status)[~keep]
+    left_out = (
+        dict(sorted(pd.Series(labels, dtype=object).value_counts().items())) if labels.size else {}
+    )
+    left_out = {str(k): int(v) for k, v in left_out.items()}
+
+    x, y = x_all[keep], y_all[keep]
+    seeds = runs["seed"].to_numpy()[keep]
+    values = np.unique(x)
+    all_values = np.unique(x_all[np.isfinite(x_all)])
+    included = set(values.tolist())
+    without = [_plain(v) for v in all_values if v not in included]
+
+    groups = pd.DataFrame({"x": x, "y": y}).groupby("x")["y"]
+    mean = groups.mean()
+    sd = groups.std(ddof=1)
+    count = groups.size()
+    seed_codes, seed_ids = pd.factorize(pd.Series(seeds))
+    per_seed_values = pd.Series(x).groupby(seed_codes).nunique() if x.size else pd.Series(dtype=int)
+    paired = bool((per_seed_values >= 2).any())
+
+    out: dict[str, Any] = {
+        "knob": knob,
+        "quantity": quantity,
+        "rho": math.nan,
+        "rho_low": math.nan,
+        "rho_high": math.nan,
+        "p_monotone": math.nan,
+        "p_kruskal": math.nan,
+        "n_runs": int(x.size),
+        "n_values": int(values.size),
+        "n_seeds": int(seed_ids.size),
+        "paired": paired,
+        "resampling": "seeds (paired)" if paired else "runs within values",
+        "n_left_out": int(sum(left_out.values())),
+        "left_out_by_status": left_out,
+        "values_without_converged": without,
+        "values": [_plain(v) for v in values],
+        "mean_by_value": {_plain(k): float(v) for k, v in mean.items()},
+        "sd_by_value": {_plain(k): float(v) for k, v in sd.items()},
+        "n_by_value": {_plain(k): int(v) for k, v in count.items()},
+        "change": math.nan,
+        "diff": math.nan,
+        "n_boot": int(n_boot),
+        "n_perm": int(n_perm),
+        "level": float(level),
+        "enough_data": bool(values.size >= MIN_VALUES and x.size >= MIN_RUNS),
+    }
+    if values.size >= 2:
+        first, last = float(mean.iloc[0]), float(mean.iloc[-1])
+        out["diff"] = last - first
+        out["change"] = (last - first) / abs(first) if first != 0 else math.nan
+    if x.size >= 2:
+        out["rho"] = float(_spearman_weighted(x, y, np.ones((1, x.size)))[0])
+
+    out["p_kruskal"] = _kruskal(x, y, values)
+    if not out["enough_data"]:
+        return out
+
+    boot_rng, perm_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    if n_boot > 0:
+        counts = _bootstrap_counts(x, seed_codes, paired, n_boot, boot_rng)
+        if counts is not None:
+            out["rho_low"], out["rho_high"] = _percentile_interval(
+                _spearman_weighted(x, y, counts), level
+            )
+    if n_perm > 0 and math.isfinite(out["rho"]):
+        rx = stats.rankdata(x)
+        ry = stats.rankdata(y)
+        strata = seed_codes if paired else np.zeros(x.size, dtype=int)
+        perm = _within_group_permutations(strata, n_perm, perm_rng)
+        rho_perm = _rowwise_corr(rx[perm], ry)
+        # The tolerance keeps a permutation that reproduces the observed ranking from
+        # falling below it by rounding.
+        hits = np.sum(np.abs(rho_perm) >= abs(out["rho"]) - 1e-12)
+        out["p_monotone"] = float((1 + hits) / (1 + n_perm))
+    return out
+
+
+def _plain(v: float) -> float | int:
+    """Knob values back to int where they are whole, so 128.0 prints as the batch size 128."""
+    v = float(v)
+    return int(v) if v.is_integer() else v
+
+
+def _kruskal(x: np.ndarray, y: np.ndarray, values: np.ndarray) -> float:
+    samples = [y[x == v] for v in values]
+    samples = [s for s in samples if s.size >= KRUSKAL_MIN_RUNS]
+    if len(samples) < KRUSKAL_MIN_VALUES:
+        return math.nan
+    try:
+        p = stats.kruskal(*samples).pvalue
+    except ValueError:  # every value identical: no ranks to compare
+        return math.nan
+    return float(p) if np.isfinite(p) else math.nan
+
+
+def _bootstrap_counts(x, seed_codes, paired, n_boot, rng) -> np.ndarray | None:
+    """(n_boot, n_runs) counts: how often each run appears in each bootstrap replicate.
+
+    None when the design leaves nothing to resample (one seed when paired, one run per value
+    otherwise): every replicate would equal the data and the interval would claim certainty.
+    """
+    n = x.size
+    if paired:
+        n_units = int(seed_codes.max()) + 1
+        if n_units < 2:
+            return None
+        per_seed = rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot)
+        return per_seed[:, seed_codes].astype(float)
+    counts = np.zeros((n_boot, n))
+    resampled = False
+    for v in np.unique(x):
+        idx = np.flatnonzero(x == v)
+        counts[:, idx] = rng.multinomial(idx.size, np.full(idx.size, 1.0 / idx.size), size=n_boot)
+        resampled |= idx.size >= 2
+    return counts if resampled else None
+
+
+# --- the table ----------------------------------------------------------------------------
+
+
+def classify(
+    p_monotone_holm: float, rho: float, p_kruskal_holm: float, enough_data: bool, alpha: float
+) -> str:
+    if not enough_data:
+        return "not enough data"
+    if p_monotone_holm < alpha and rho > 0:
+        return "up"
+    if p_monotone_holm < alpha and rho < 0:
+        return "down"
+    if p_kruskal_holm < alpha:
+        return "non-monotone"
+    return "no clear change"
+
+
+def _status_text(counts: Mapping[str, int]) -> str:
+    return "; ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def verdict_table(
+    runs_by_knob: Mapping[str, pd.DataFrame],
+    quantities: Sequence[str] = QUANTITIES,
+    *,
+    alpha: float = 0.05,
+    **kw: Any,
+) -> pd.DataFrame:
+    """One row per (knob, quantity) with raw and Holm-adjusted p-values and the verdict.
+
+    ``kw`` goes to :func:`knob_effect` (``n_boot``, ``n_perm``, ``level``, ``seed``). Every
+    p-value in the table, monotone and Kruskal-Wallis, is one Holm family (see :data:`RULE`);
+    its size is the ``n_comparisons`` column and ``table.attrs["n_comparisons"]``. Left-out
+    runs and values without a converged run are strings ("max_epochs 2; diverged 1",
+    "0.3, 1") so the table stores and prints as it is; :func:`knob_effect` keeps the dicts.
+    """
+    effects = [
+        knob_effect(runs, knob, q, **kw) for knob, runs in runs_by_knob.items() for q in quantities
+    ]
+    columns = [
+        "knob", "quantity", "verdict", "rho", "rho_low", "rho_high", "p_monotone",
+        "p_monotone_holm", "p_kruskal", "p_kruskal_holm", "change", "diff", "n_runs",
+        "n_values", "n_seeds", "paired", "n_left_out", "left_out", "values_without_converged",
+        "n_comparisons",
+    ]  # fmt: skip
+    if not effects:
+        table = pd.DataFrame(columns=columns)
+        table.attrs.update(n_comparisons=0, alpha=alpha, rule=RULE)
+        return table
+    table = pd.DataFrame(effects)
+    # Tests that did not run (too little data) are not comparisons and do not widen Holm.
+    raw = np.concatenate([table["p_monotone"].to_numpy(float), table["p_kruskal"].to_numpy(float)])
+    adjusted = holm(raw)
+    m = int(np.isfinite(raw).sum())
+    table["p_monotone_holm"] = adjusted[: len(table)]
+    table["p_kruskal_holm"] = adjusted[len(table) :]
+    table["n_comparisons"] = m
+    table["verdict"] = [
+        classify(r.p_monotone_holm, r.rho, r.p_kruskal_holm, r.enough_data, alpha)
+        for r in table.itertuples()
+    ]
+    table["left_out"] = table["left_out_by_status"].map(_status_text)
+    table["values_without_converged"] = table["values_without_converged"].map(
+        lambda vs: ", ".join(format(v, "g") for v in vs)
+    )
+    n_perm = kw.get("n_perm", 2000)
+    if m and n_perm > 0 and m / (n_perm + 1) >= alpha:
+        warnings.warn(
+            f"with {m} comparisons and n_perm = {n_perm} no monotone test can pass Holm at "
+            f"alpha = {alpha}: the smallest permutation p is 1/{n_perm + 1}; use n_perm > {math.ceil(m / alpha)}",
+            stacklevel=2,
+        )
+    table = table[columns].reset_index(drop=True)
+    table.attrs.update(n_comparisons=m, alpha=alpha, rule=RULE)
+    return table
+
+
+# --- paired comparison of two algorithms over the same seeds ------------------------------
+
+
+def paired_comparison(
+    a: pd.Series | Sequence[float] | np.ndarray,
+    b: pd.Series | Sequence[float] | np.ndarray,
+    seeds: Sequence[Any] | None = None,
+    *,
+    n_boot: int = 2000,
+    n_perm: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Difference b - a between two algorithms run with the same seeds, paired by seed.
+
+    Two Series are aligned on their index (the seed); otherwise ``a[i]`` and ``b[i]`` form a
+    pair and ``seeds`` may name them. Pairs with a non-finite side are dropped and counted.
+    Returns ``n_pairs``, ``n_dropped``, ``mean_a``, ``mean_b``, ``diff`` (mean of b - a),
+    ``diff_low``/``diff_high`` (bootstrap percentile interval over pairs), ``rel_diff`` =
+    diff / |mean_a| with ``rel_low``/``rel_high``, ``p`` (two-sided sign-flip permutation test
+    of zero mean difference), ``exact`` (all 2^n sign patterns enumerated, done when that is at
+    most ``n_perm``) and ``p_min``, the smallest p this many pairs can give: with 5 pairs it is
+    2/32, so no 5-seed comparison can be significant at 0.05.
+    """
+    if isinstance(a, pd.Series) and isinstance(b, pd.Series):
+        ab = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
+        labels = ab.index.to_numpy()
+        av, bv = ab["a"].to_numpy(float), ab["b"].to_numpy(float)
+        n_unmatched = (len(a) - len(ab)) + (len(b) - len(ab))
+    else:
+        av, bv = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+        if av.size != bv.size:
+            raise ValueError(f"a and b must pair up: {av.size} vs {bv.size} values")
+        labels = np.asarray(seeds) if seeds is not None else np.arange(av.size)
+        if labels.size != av.size:
+            raise ValueError(f"seeds must name every pair: {labels.size} seeds for {av.size} pairs")
+        n_unmatched = 0
+    ok = np.isfinite(av) & np.isfinite(bv)
+    av, bv, labels = av[ok], bv[ok], labels[ok]
+    d = bv - av
+    n = int(d.size)
+    out: dict[str, Any] = {
+        "n_pairs": n,
+        "n_dropped": int((~ok).sum() + n_unmatched),
+        "seeds": [s.item() if hasattr(s, "item") else s for s in labels],
+        "mean_a": float(av.mean()) if n else math.nan,
+        "mean_b": float(bv.mean()) if n else math.nan,
+        "diff": float(d.mean()) if n else math.nan,
+        "diff_low": math.nan,
+        "diff_high": math.nan,
+        "rel_diff": math.nan,
+        "rel_low": math.nan,
+        "rel_high": math.nan,
+        "p": math.nan,
+        "exact": False,
+        "p_min": math.nan,
+        "level": float(level),
+    }
+    if n and av.mean() != 0:
+        out["rel_diff"] = float(d.mean() / abs(av.mean()))
+    if n < 2:
+        return out
+    boot_rng, perm_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    if n_boot > 0:
+        counts = boot_rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+        mean_a = counts @ av / n
+        mean_d = counts @ d / n
+        out["diff_low"], out["diff_high"] = _percentile_interval(mean_d, level)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = mean_d / np.abs(mean_a)
+        out["rel_low"], out["rel_high"] = _percentile_interval(rel, level)
+    observed = abs(d.mean())
+    if n_perm > 0:
+        if 2**n <= n_perm:
+            signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+            total = signs.shape[0]
+            hits = np.sum(np.abs(signs @ d / n) >= observed - 1e-12 * max(1.0, observed))
+            out["p"], out["exact"] = float(hits / total), True
+            out["p_min"] = 2.0 / total
+        else:
+            signs = perm_rng.choice((1.0, -1.0), size=(n_perm, n))
+            hits = np.sum(np.abs(signs @ d / n) >= observed - 1e-12 * max(1.0, observed))
+            out["p"] = float((1 + hits) / (1 + n_perm))
+            out["p_min"] = max(2.0 / 2**n, 1.0 / (1 + n_perm))
+    return out
+
+
+# --- claims -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A testable statement about one knob.
+
+    ``quantity`` may name several quantities and ``expected`` be "change" (up or down): the
+    paper's "acts on one or both factors" holds if any of them moves either way. For
+    ``knob == "algorithm"`` the evidence is a paired DPSGD-minus-SSGD comparison, and
+    ``expected`` may be "same".
+    """
+
+    id: str
+    text: str
+    source: str  # "paper" (the paper's statement) or "hypothesis" (our per-knob expectation)
+    knob: str
+    quantity: str | tuple[str, ...]
+    expected: str  # "up" | "down" | "change" | "same"
+
+    @property
+    def quantities(self) -> tuple[str, ...]:
+        return (self.quantity,) if isinstance(self.quantity, str) else tuple(self.quantity)
+
+
+_PAPER_KNOBS = {
+    "weight_decay": "Weight decay",
+    "batch_size": "Batch size",
+    "lr": "Learning rate",
+    "dropout": "Dropout",
+    "n_train": "Training-set size",
+    "label_noise": "Label noise",
+}
+
+CLAIMS: list[Claim] = [
+    *(
+        Claim(
+            f"paper.{knob}.acts_on_factors",
+            f"{name} acts on one or both factors of the gap, sharpness or size.",
+            "paper",
+            knob,
+            ("sharpness", "size"),
+            "change",
+        )
+        for knob, name in _PAPER_KNOBS.items()
+    ),
+    Claim(
+        "paper.dpsgd.gap",
+        "At large batch, decentralized SGD (DPSGD) generalizes better than synchronous SGD: smaller gap.",
+        "paper",
+        "algorithm",
+        "real_gap",
+        "down",
+    ),
+    Claim(
+        "paper.dpsgd.flatter",
+        "At large batch, DPSGD finds flatter solutions than synchronous SGD: smaller sharpness.",
+        "paper",
+        "algorithm",
+        "sharpness",
+        "down",
+    ),
+    Claim(
+        "paper.dpsgd.same_size",
+        "At large batch, DPSGD and synchronous SGD reach solutions of the same size.",
+        "paper",
+        "algorithm",
+        "size",
+        "same",
+    ),
+    Claim("hyp.batch_size.sharpness", "Larger batch size gives sharper solutions.", "hypothesis", "batch_size", "sharpness", "up"),
+    Claim("hyp.lr.sharpness", "A larger learning rate gives flatter solutions.", "hypothesis", "lr", "sharpness", "down"),
+    Claim("hyp.weight_decay.size", "Weight decay gives smaller solutions.", "hypothesis", "weight_decay", "size", "down"),
+    Claim("hyp.init_scale.size", "A larger initialisation scale gives larger solutions.", "hypothesis", "init_scale", "size", "up"),
+    Claim("hyp.n_train.size", "More training data gives smaller solutions.", "hypothesis", "n_train", "size", "down"),
+    Claim("hyp.label_noise.sharpness", "More label noise gives sharper solutions.", "hypothesis", "label_noise", "sharpness", "up"),
+    Claim("hyp.label_noise.size", "More label noise gives larger solutions.", "hypothesis", "label_noise", "size", "up"),
+    Claim("hyp.dropout.real_gap", "Dropout shrinks the generalization gap.", "hypothesis", "dropout", "real_gap", "down"),
+]  # fmt: skip
+
+_OPPOSITE = {"up": "down", "down": "up"}
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return "n/a"
+    return format(v, spec) if math.isfinite(v) else "n/a"
+
+
+def _row_numbers(row: Mapping[str, Any]) -> str:
+    text = (
+        f"{row['quantity']}: {row['verdict']}, rho {_fmt(row.get('rho'))} "
+        f"[{_fmt(row.get('rho_low'))}, {_fmt(row.get('rho_high'))}], "
+        f"Holm p {_fmt(row.get('p_monotone_holm'), '.3g')}"
+    )
+    if row["verdict"] == "non-monotone":
+        text += f", Kruskal-Wallis Holm p {_fmt(row.get('p_kruskal_holm'), '.3g')}"
+    if row["verdict"] == "not enough data":
+        text += (
+            f" ({row.get('n_runs', 'n/a')} converged runs at {row.get('n_values', 'n/a')} values)"
+        )
+    return text
+
+
+def _comparison_numbers(quantity: str, c: Mapping[str, Any]) -> str:
+    return (
+        f"{quantity}: DPSGD - SSGD {_fmt(c.get('diff'), '.3g')} "
+        f"[{_fmt(c.get('diff_low'), '.3g')}, {_fmt(c.get('diff_high'), '.3g')}], "
+        f"relative {_fmt(c.get('rel_diff'), '+.1%')} [{_fmt(c.get('rel_low'), '+.1%')}, "
+        f"{_fmt(c.get('rel_high'), '+.1%')}], Holm p {_fmt(c.get('p_holm'), '.3g')} "
+        f"({c.get('n_pairs', 'n/a')} seed pairs)"
+    )
+
+
+def _table_claim(claim: Claim, table: pd.DataFrame) -> tuple[str, str, str]:
+    if not {"knob", "quantity", "verdict"} <= set(table.columns):
+        return "n/a", "inconclusive", "knob not in the verdict table"
+    rows = table[(table["knob"] == claim.knob) & table["quantity"].isin(claim.quantities)]
+    if rows.empty:
+        missing = "knob" if not (table["knob"] == claim.knob).any() else "quantity"
+        return "n/a", "inconclusive", f"{missing} not in the verdict table"
+    rows = rows.set_index("quantity").reindex(list(claim.quantities))
+    found = ", ".join(
+        f"{q} {v}" if isinstance(v, str) else f"{q} missing" for q, v in rows["verdict"].items()
+    )
+    because = "; ".join(
+        _row_numbers({**r, "quantity": q}) for q, r in rows.dropna(subset=["verdict"]).iterrows()
+    )
+    verdicts = rows["verdict"].dropna().tolist()
+    if claim.expected == "change":
+        moved = [v for v in verdicts if v in _OPPOSITE]
+        # A knob that moved neither factor has only failed to show an effect here; the
+        # paper's "acts on" cannot be refuted by a non-significant test.
+        return found, "supported" if moved else "inconclusive", because
+    if claim.expected not in _OPPOSITE:
+        raise ValueError(f"claim {claim.id}: expected {claim.expected!r} needs a paired comparison")
+    if claim.expected in verdicts:
+        return found, "supported", because
+    if _OPPOSITE[claim.expected] in verdicts:
+        return found, "contradicted", because
+    return found, "inconclusive", because
+
+
+def _comparison_claim(claim: Claim, comparisons: Mapping[str, Mapping[str, Any]], alpha: float):
+    quantity = claim.quantities[0]
+    c = comparisons.get(quantity)
+    if c is None:
+        return "n/a", "inconclusive", f"no DPSGD-vs-SSGD comparison of {quantity}"
+    p, diff = c.get("p_holm", math.nan), c.get("diff", math.nan)
+    significant = math.isfinite(p) and p < alpha
+    direction = ("up" if diff > 0 else "down") if significant and diff != 0 else "no clear change"
+    because = _comparison_numbers(quantity, c)
+    if claim.expected == "same":
+        lo, hi = c.get("rel_low", math.nan), c.get("rel_high", math.nan)
+        within = (
+            math.isfinite(lo) and math.isfinite(hi) and -SAME_MARGIN <= lo and hi <= SAME_MARGIN
+        )
+        found = f"{quantity} within +/-{SAME_MARGIN:.0%}" if within else f"{quantity} {direction}"
+        # Equivalence needs the interval inside the margin; a non-significant difference
+        # alone is only a failure to see one.
+        if within:
+            return found, "supported", because
+        return found, "contradicted" if significant else "inconclusive", because
+    found = f"{quantity} {direction}"
+    if direction == claim.expected:
+        return found, "supported", because
+    if direction == _OPPOSITE.get(claim.expected):
+        return found, "contradicted", because
+    return found, "inconclusive", because
+
+
+def claim_verdicts(
+    table: pd.DataFrame,
+    claims: Sequence[Claim] = CLAIMS,
+    *,
+    comparisons: Mapping[str, Mapping[str, Any]] | None = None,
+    alpha: float | None = None,
+) -> pd.DataFrame:
+    """One row per claim: "supported", "contradicted" or "inconclusive", and the numbers why.
+
+    ``table`` is a :func:`verdict_table`. ``comparisons`` maps a quantity ("real_gap",
+    "sharpness", "size") to a :func:`paired_comparison` of SSGD (a) against DPSGD (b); those
+    p-values are Holm-corrected among themselves here. Claims about a knob or comparison that
+    is absent come out "inconclusive". ``alpha`` defaults to the table's.
+    """
+    if alpha is None:
+        alpha = float(table.attrs.get("alpha", 0.05))
+    comparisons = dict(comparisons or {})
+    if comparisons:
+        keys = list(comparisons)
+        adjusted = holm([comparisons[k].get("p", math.nan) for k in keys])
+        comparisons = {k: {**comparisons[k], "p_holm": float(p)} for k, p in zip(keys, adjusted)}
+    rows = []
+    for claim in claims:
+        if claim.knob == "algorithm":
+            found, verdict, because = _comparison_claim(claim, comparisons, alpha)
+        else:
+            found, verdict, because = _table_claim(claim, table)
+        rows.append(
+            {
+                "id": claim.id,
+                "source": claim.source,
+                "text": claim.text,
+                "knob": claim.knob,
+                "quantity": ", ".join(claim.quantities),
+                "expected": claim.expected,
+                "found": found,
+                "verdict": verdict,
+                "because": because,
+            }
+        )
+    return pd.DataFrame(rows)
