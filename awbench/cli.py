@@ -201,7 +201,7 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
         "--preset",
         choices=SWEEP_PRESETS,
         metavar="NAME",
-        help="a knob sweep of PAPER.md section 4 or 'knobs': " + ", ".join(SWEEP_PRESETS),
+        help="a knob sweep of docs/science.md#4-the-demo-protocol-and-awbenchs-presets or 'knobs': " + ", ".join(SWEEP_PRESETS),
     )
     what.add_argument(
         "--grid", metavar="FILE", help="YAML grid: a dict of lists, or a list of them"

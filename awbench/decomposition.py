@@ -1,4 +1,4 @@
-"""Split the generalization gap into per-eigen-direction sharpness x size terms (PAPER.md s.3).
+"""Split the generalization gap into per-eigen-direction sharpness x size terms (docs/science.md#3-the-gap-decomposition).
 
 For pairs k (test sample x'_k, training partner x_k): dual weight dw_k, exact gap
 dl_k = l(x'_k, W) - l(x_k, W), secant gradient g_k = dl_k dw_k / |dw_k|^2. Projected on an

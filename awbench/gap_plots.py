@@ -1,4 +1,4 @@
-"""Plot builders for the gap decomposition and the knob sweeps (PAPER.md section 6, figs 1-6).
+"""Plot builders for the gap decomposition and the knob sweeps (docs/science.md section 6, figs 1-6).
 
 Every builder is a pure function: tables or arrays in, a ``plotly.graph_objects.Figure`` out,
 with a title, labelled axes (units: gaps and losses in nats, eigenvalues in nats per unit
@@ -7,8 +7,11 @@ the same builder serves a notebook, the headless report and a ``FigureWidget``.
 
 Sweep tables are one row per run with (at least) the knob's column, ``seed`` and the Analysis
 scalars (``real_gap``, ``pair_gap``, ``estimated_gap``, ``sharp_gap``, ``flat_gap``,
-``sharpness``, ``size``, ``weight_norm`` ...). Error bars are the standard deviation over
-seeds (0 with a single seed).
+``sharpness``, ``size``, ``weight_norm`` ...), and normally ``status``, ``ok`` and
+``converged``. An unconverged network is not a result (docs/science.md#5): the sweep builders
+draw such runs as hollow grey markers ("not converged (left out)") and compute every mean,
+error bar, fit and correlation over converged runs only. Error bars are the 95 % confidence
+interval of the mean over seeds (Student t, ``t × sd / √n``); a single converged run has none.
 """
 
 from __future__ import annotations
@@ -59,6 +62,14 @@ KNOB_LABELS = {
 # Knobs whose values span a factor of 8 or more read best on a log axis.
 LOG_KNOBS = ("batch_size", "lr", "n_train")
 
+# Unconverged runs are drawn (hiding them would hide how often training fell short) but in a
+# colour no statistic uses, so they cannot be mistaken for results.
+NOT_CONVERGED = "not converged (left out)"
+UNCONVERGED_COLOR = "#999"
+LEVEL = 0.95
+INTERVAL = "95 % CI of the mean, t-based"
+DONE_STATUSES = ("converged", "max_epochs")
+
 
 def knob_label(knob: str) -> str:
     return KNOB_LABELS.get(knob, knob)
@@ -67,29 +78,125 @@ def knob_label(knob: str) -> str:
 def _diagonal(ends: Sequence[float], name: str) -> go.Scatter:
     """The grey dashed y = x reference line through ``ends``."""
     return go.Scatter(
-        x=ends, y=ends, mode="lines", name=name, line={"color": "#888", "dash": "dash"}, hoverinfo="skip"
+        x=ends,
+        y=ends,
+        mode="lines",
+        name=name,
+        line={"color": "#888", "dash": "dash"},
+        hoverinfo="skip",
     )
 
 
-def _layout(fig: go.Figure, title: str, **kw) -> go.Figure:
+# Legend beside the plot (top-aligned) or under it: either way it never shares the top
+# margin with the title, which a horizontal legend above the plot did as soon as it was wide.
+_LEGENDS = {
+    "right": {"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"},
+    # yref "container" makes plotly reserve the legend's height below the x-axis title.
+    "below": {
+        "orientation": "h",
+        "xref": "paper",
+        "x": 0,
+        "xanchor": "left",
+        "yref": "container",
+        "y": 0,
+        "yanchor": "bottom",
+    },
+}
+
+
+def _layout(fig: go.Figure, title: str, legend: str = "right", **kw) -> go.Figure:
     fig.update_layout(
         title={"text": title, "x": 0.01, "xanchor": "left"},
         template=TEMPLATE,
         hovermode="closest",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
-        margin={"t": 90, "l": 70, "r": 30, "b": 60},
+        legend=_LEGENDS[legend],
+        margin={"t": 100 if "<br>" in title else 80, "l": 70, "r": 30, "b": 60},
         **kw,
     )
     return fig
 
 
-def seed_stats(runs: pd.DataFrame, knob: str, columns: Sequence[str]) -> pd.DataFrame:
-    """Mean, standard deviation (ddof 1; 0 for one seed) and count per knob value."""
-    g = runs.groupby(knob, sort=True)[list(columns)]
-    mean, std, n = g.mean(), g.std(ddof=1).fillna(0.0), g.count()
-    out = pd.DataFrame(index=mean.index)
-    for c in columns:
-        out[f"{c}_mean"], out[f"{c}_std"], out[f"{c}_n"] = mean[c], std[c], n[c]
+# --- which runs count -------------------------------------------------------------------
+
+
+def converged_mask(runs: pd.DataFrame) -> pd.Series:
+    """True for the runs that count as results: the ``converged`` column, else status ==
+    "converged". Rows where ``converged`` is missing (stores written before it existed) fall
+    back to their status; a table with neither column has nothing to mark and counts whole."""
+    if "status" in runs:
+        from_status = runs["status"].astype(str).eq("converged")
+    else:
+        from_status = pd.Series(True, index=runs.index)
+    if "converged" not in runs:
+        return from_status
+    c = runs["converged"]
+    known = c.notna()
+    return from_status.where(~known, c.where(known, False).astype(bool)).astype(bool)
+
+
+def _has_numbers(runs: pd.DataFrame) -> pd.Series:
+    if "ok" in runs:
+        return runs["ok"].fillna(False).astype(bool)
+    if "status" in runs:
+        return runs["status"].astype(str).isin(DONE_STATUSES)
+    return pd.Series(True, index=runs.index)
+
+
+def split_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(converged runs, runs with numbers that did not converge). Diverged and failed runs
+    have no numbers to draw and are in neither; they still count in :func:`converged_note`."""
+    conv = converged_mask(runs)
+    return runs[conv], runs[_has_numbers(runs) & ~conv]
+
+
+def converged_note(runs: pd.DataFrame) -> str:
+    """The line "n of m runs converged" when some run did not, else an empty string."""
+    n, m = int(converged_mask(runs).sum()), len(runs)
+    return "" if n == m else f"{n} of {m} runs converged"
+
+
+def _titled(title: str, runs: pd.DataFrame) -> str:
+    note = converged_note(runs)
+    if not note:
+        return title
+    # The space before <br> keeps the words apart where a caption strips the tags.
+    rest = "the others are drawn hollow grey and left out of every statistic"
+    return f"{title} <br><sup>{note}; {rest}</sup>"
+
+
+def t_interval(sd, n, level: float = LEVEL) -> np.ndarray:
+    """Half-width of the ``level`` confidence interval of a mean: t(n−1) × sd / √n; NaN for
+    fewer than two runs (one run says nothing about the spread)."""
+    from scipy.stats import t as student_t
+
+    sd, n = np.asarray(sd, dtype=float), np.asarray(n, dtype=float)
+    out = np.full(sd.shape, np.nan)
+    two = n >= 2
+    out[two] = student_t.ppf(0.5 + level / 2, n[two] - 1) * sd[two] / np.sqrt(n[two])
+    return out
+
+
+def seed_stats(
+    runs: pd.DataFrame, knob: str, columns: Sequence[str], level: float = LEVEL
+) -> pd.DataFrame:
+    """Per knob value, over converged runs only: mean, standard deviation over seeds (ddof 1;
+    0 for one run), the ``level`` confidence half-width of the mean (``_ci``, NaN below two
+    runs) and the count of finite values (``_n``). Every value of the knob gets a row, so a
+    value whose runs all failed to converge is there with NaN means; ``n_runs`` and
+    ``n_converged`` count the runs at each value."""
+    cols = list(columns)
+    conv, _ = split_runs(runs)
+    values = pd.Index(sorted(runs[knob].dropna().unique()), name=knob)
+    g = conv.groupby(knob, sort=True)[cols]
+    mean, std = g.mean().reindex(values), g.std(ddof=1).reindex(values)
+    n = g.count().reindex(values).fillna(0).astype(int)
+    out = pd.DataFrame(index=values)
+    for c in cols:
+        sd = std[c].where(n[c] != 1, 0.0)
+        out[f"{c}_mean"], out[f"{c}_std"], out[f"{c}_n"] = mean[c], sd, n[c]
+        out[f"{c}_ci"] = t_interval(sd, n[c], level)
+    out["n_runs"] = runs.groupby(knob).size().reindex(values).fillna(0).astype(int)
+    out["n_converged"] = conv.groupby(knob).size().reindex(values).fillna(0).astype(int)
     return out.reset_index()
 
 
@@ -150,7 +257,7 @@ def _direction_hover(d: pd.DataFrame) -> tuple[np.ndarray, str]:
 def direction_spectra(
     directions: pd.DataFrame, n_sharp: int = 10, title: str | None = None
 ) -> go.Figure:
-    """PAPER.md figure 3: σg, cumulative Σσw, c and λ against the σg rank (log x).
+    """figure 3 of docs/science.md#9-figure-map: σg, cumulative Σσw, c and λ against the σg rank (log x).
 
     ``directions`` is ``Analysis.directions`` (sorted by σg descending). The shaded band marks
     the ``n_sharp`` directions counted as the sharp part.
@@ -319,7 +426,7 @@ def curved_directions(directions: pd.DataFrame, rel_floor: float = 1e-12) -> pd.
 
 
 def sharpness_vs_lam(directions: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """PAPER.md figure 6: σg,n and σg,n/σw,n against λ_n (log-log), each with Spearman's ρ.
+    """figure 6 of docs/science.md#9-figure-map: σg,n and σg,n/σw,n against λ_n (log-log), each with Spearman's ρ.
 
     Numerically flat directions (λ <= 1e-12 λ_max) are left out and counted in the title.
     """
@@ -579,81 +686,184 @@ def _x_axis(fig: go.Figure, knob: str, values, **kw) -> None:
     )
 
 
+def _is_log(knob: str, x) -> bool:
+    x = np.asarray(x, dtype=float)
+    return bool(knob in LOG_KNOBS and len(x) > 1 and x.min() > 0 and x.max() / x.min() >= 8)
+
+
+def _spread(s: pd.DataFrame, key: str, unit: str = "") -> np.ndarray:
+    """Per knob value, what its error bar is (one hover line each), as a customdata column."""
+    out = []
+    for ci, sd, n, m in zip(s[f"{key}_ci"], s[f"{key}_std"], s[f"{key}_n"], s["n_runs"]):
+        if n == 0:
+            out.append(f"no converged run ({m} run{'s' if m != 1 else ''}): no mean")
+        elif n == 1:
+            out.append(f"a single converged run of {m}: no interval")
+        else:
+            out.append(
+                f"± {ci:.2g}{unit} ({INTERVAL})<br>sd over seeds {sd:.2g}; {n} of {m} runs converged"
+            )
+    return np.array(out, dtype=object).reshape(-1, 1)
+
+
+def _error(s: pd.DataFrame, key: str) -> dict:
+    # Below two converged runs there is no interval: a zero bar, and the hover says why.
+    return {"type": "data", "array": s[f"{key}_ci"].fillna(0.0).to_numpy(), "visible": True}
+
+
+def _seeds(s: pd.DataFrame, key: str) -> str:
+    n = s.loc[s[f"{key}_n"] > 0, f"{key}_n"]
+    if n.empty:
+        return "no converged seed"
+    lo, hi = int(n.min()), int(n.max())
+    return f"{hi if lo == hi else f'{lo}–{hi}'} converged seed{'s' if hi != 1 else ''}"
+
+
+def _unconverged_marks(
+    runs: pd.DataFrame,
+    x: str,
+    y: str,
+    xy_hover: str,
+    knob: str | None = None,
+    numbers: Mapping[str, str] | None = None,
+    symbol: str = "circle-open",
+    **kw,
+) -> go.Scatter:
+    """Hollow grey markers for runs that did not converge, each named in the hover by its
+    knob value, seed and status, with ``numbers`` ({column: label}) listed below."""
+    names = (knob,) if knob else ("knob", "value")
+    ids = [c for c in (*names, "seed", "status", "epochs") if c in runs]
+    nums = [c for c in (numbers or {}) if c in runs]
+    custom = runs[ids + nums].to_numpy(dtype=object) if ids or nums else None
+    lines = [
+        NOT_CONVERGED,
+        " ".join(f"{c} %{{customdata[{j}]}}" for j, c in enumerate(ids)),
+        xy_hover,
+        *(f"{numbers[c]} %{{customdata[{len(ids) + j}]:.4g}}" for j, c in enumerate(nums)),
+    ]
+    kw.setdefault("name", NOT_CONVERGED)
+    return go.Scatter(
+        x=runs[x],
+        y=runs[y],
+        mode="markers",
+        marker={"symbol": symbol, "color": UNCONVERGED_COLOR, "size": 9, "line": {"width": 1.5}},
+        customdata=custom,
+        hovertemplate="<br>".join(line for line in lines if line) + "<extra></extra>",
+        **kw,
+    )
+
+
+def _mark_empty(
+    fig: go.Figure, s: pd.DataFrame, knob: str, log: bool, xref: str = "x", yref: str = "y"
+) -> None:
+    """Label each knob value without a converged run at the top of its column."""
+    for v in s.loc[s["n_converged"] == 0, knob]:
+        fig.add_annotation(
+            x=math.log10(v) if log else v,
+            xref=xref,
+            y=1,
+            yref=f"{yref} domain",
+            yanchor="top",
+            text="no converged run",
+            showarrow=False,
+            font={"color": UNCONVERGED_COLOR, "size": 10},
+        )
+
+
 def gap_vs_knob(runs: pd.DataFrame, knob: str, title: str | None = None) -> go.Figure:
-    """PAPER.md figure 4: the gap against one knob, mean ± sd over seeds, sharp/flat split.
+    """figure 4 of docs/science.md#9-figure-map: the gap against one knob, mean ± 95 % CI over converged seeds, with
+    the sharp/flat split.
 
     Stacked bars show the sharp and flat parts (their sum is the exact pair gap); lines show
-    the real gap, the pair gap and the Σ cσσ estimate.
+    the real gap, the pair gap and the Σ cσσ estimate. Unconverged runs appear as hollow grey
+    circles at their real gap; a value with no converged run keeps grey bars (the mean of its
+    unconverged runs, for orientation only) and no point on the lines.
     """
     cols = ["real_gap", "pair_gap", "estimated_gap", "sharp_gap", "flat_gap"]
     s = seed_stats(runs, knob, cols)
+    _, uncon = split_runs(runs)
     x = s[knob].to_numpy()
-    n = s["pair_gap_n"].to_numpy()
-    is_log = knob in LOG_KNOBS and len(x) > 1 and x.min() > 0 and x.max() / x.min() >= 8
+    n_uncon = uncon.groupby(knob).size().reindex(s[knob]).fillna(0).astype(int).to_numpy()
+    grey = (s["n_converged"] == 0).to_numpy() & (n_uncon > 0)
+    uncon_mean = uncon.groupby(knob)[cols].mean().reindex(s[knob])
+    is_log = _is_log(knob, x)
     fig = go.Figure()
-    # Bars are positioned by category so they stay visible on a log axis: draw them as
-    # thick error-free markers instead when the axis is logarithmic.
-    for key in ("sharp_gap", "flat_gap"):
-        hover = f"{LABELS[key]}<br>{knob} %{{x}}<br>%{{y:.4g}} ± %{{customdata[0]:.2g}} nats (n=%{{customdata[1]}})<extra></extra>"
-        custom = np.stack([s[f"{key}_std"], n], 1)
-        if is_log:
-            fig.add_trace(
-                go.Scatter(
-                    x=x,
-                    y=s[f"{key}_mean"],
-                    mode="markers+lines",
-                    name=LABELS[key],
-                    marker={"color": COLORS[key], "size": 9, "symbol": "square"},
-                    line={"color": COLORS[key], "width": 1, "dash": "dot"},
-                    error_y={"type": "data", "array": s[f"{key}_std"]},
-                    customdata=custom,
-                    hovertemplate=hover,
+    # Bars sit at numeric x and vanish on a log axis: square markers stand in for them there.
+    for key, grey_color in (("sharp_gap", "#999"), ("flat_gap", "#cfcfcf")):
+        hover = f"{LABELS[key]}<br>{knob} %{{x}}<br>%{{y:.4g}} nats<br>%{{customdata[0]}}<extra></extra>"
+        parts = [(LABELS[key], True, x, s[f"{key}_mean"], COLORS[key], _spread(s, key, " nats"))]
+        if grey.any():
+            why = [
+                f"no converged run: greyed, the mean of {k} unconverged run{'s' if k != 1 else ''}, "
+                "left out of every statistic"
+                for k in n_uncon[grey]
+            ]
+            parts.append(
+                (
+                    f"{LABELS[key].split(' (')[0]}: no converged run (greyed)",
+                    False,
+                    x[grey],
+                    uncon_mean[key].to_numpy()[grey],
+                    grey_color,
+                    np.array(why, dtype=object).reshape(-1, 1),
                 )
             )
-        else:
-            fig.add_trace(
-                go.Bar(
-                    x=x,
-                    y=s[f"{key}_mean"],
-                    name=LABELS[key],
-                    marker_color=COLORS[key],
-                    opacity=0.45,
-                    customdata=custom,
-                    hovertemplate=hover,
+        for name, counted, xs, ys, color, custom in parts:
+            err = _error(s, key) if counted else None
+            if is_log:
+                trace = go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="markers+lines" if counted else "markers",
+                    marker={"color": color, "size": 9, "symbol": "square"},
+                    line={"color": color, "width": 1, "dash": "dot"},
+                    error_y=err,
                 )
-            )
+            else:
+                trace = go.Bar(x=xs, y=ys, marker_color=color, opacity=0.45 if counted else 0.7)
+            trace.update(name=name, customdata=custom, hovertemplate=hover)
+            fig.add_trace(trace)
     for key, dash in (("real_gap", "solid"), ("pair_gap", "dash"), ("estimated_gap", "dot")):
         fig.add_trace(
             go.Scatter(
                 x=x,
                 y=s[f"{key}_mean"],
                 mode="markers+lines",
-                name=LABELS[key],
+                name=f"{LABELS[key]}, mean ± 95 % CI",
                 line={"color": COLORS[key], "dash": dash},
-                marker={"size": 8},
-                error_y={"type": "data", "array": s[f"{key}_std"], "visible": True},
-                customdata=np.stack([s[f"{key}_std"], n], 1),
-                hovertemplate=f"{LABELS[key]}<br>{knob} %{{x}}<br>%{{y:.4g}} ± %{{customdata[0]:.2g}} nats (n=%{{customdata[1]}})<extra></extra>",
+                marker={"size": 8, "color": COLORS[key]},
+                error_y=_error(s, key),
+                customdata=_spread(s, key, " nats"),
+                hovertemplate=f"{LABELS[key]}<br>{knob} %{{x}}<br>mean %{{y:.4g}} nats<br>%{{customdata[0]}}<extra></extra>",
+            )
+        )
+    if len(uncon):
+        fig.add_trace(
+            _unconverged_marks(
+                uncon,
+                knob,
+                "real_gap",
+                "real gap %{y:.4g} nats",
+                knob=knob,
+                numbers={"pair_gap": "pair gap ⟨Δl⟩", "estimated_gap": "estimate Σ cσσ"},
             )
         )
     if not is_log:
         fig.update_layout(barmode="stack")
-        fig.update_xaxes(tickvals=x)
     _x_axis(fig, knob, x)
+    _mark_empty(fig, s, knob, is_log)
     fig.update_yaxes(title_text="generalization gap (nats)")
-    seeds = int(n.max()) if len(n) else 0
-    return _layout(
-        fig,
-        title
-        or f"Gap against {knob_label(knob)} (mean ± sd over {seeds} seed{'s' if seeds != 1 else ''})",
-        height=440,
-    )
+    text = title or f"Gap against {knob_label(knob)} (mean ± 95 % CI over {_seeds(s, 'pair_gap')})"
+    return _layout(fig, _titled(text, runs), legend="below", height=520)
 
 
 def factors_vs_knob(runs: pd.DataFrame, knob: str, title: str | None = None) -> go.Figure:
-    """Sharpness Σσg², size Σσw² and the layer weight norm against one knob, mean ± sd."""
+    """Sharpness Σσg², size Σσw² and the layer weight norm against one knob, mean ± 95 % CI
+    over converged seeds; unconverged runs as hollow grey circles."""
     keys = ["sharpness", "size", "weight_norm"]
     s = seed_stats(runs, knob, keys)
+    _, uncon = split_runs(runs)
+    log = _is_log(knob, s[knob])
     fig = make_subplots(
         rows=1, cols=3, subplot_titles=[LABELS[k] for k in keys], horizontal_spacing=0.08
     )
@@ -663,97 +873,142 @@ def factors_vs_knob(runs: pd.DataFrame, knob: str, title: str | None = None) -> 
                 x=s[knob],
                 y=s[f"{key}_mean"],
                 mode="markers+lines",
-                name=LABELS[key],
+                name=f"{LABELS[key]}, mean ± 95 % CI",
                 marker={"color": COLORS[key], "size": 8},
                 line={"color": COLORS[key]},
-                error_y={"type": "data", "array": s[f"{key}_std"]},
-                customdata=np.stack([s[f"{key}_std"], s[f"{key}_n"]], 1),
-                hovertemplate=f"{LABELS[key]}<br>{knob} %{{x}}<br>%{{y:.4g}} ± %{{customdata[0]:.2g}} (n=%{{customdata[1]}})<extra></extra>",
+                error_y=_error(s, key),
+                customdata=_spread(s, key),
+                hovertemplate=f"{LABELS[key]}<br>{knob} %{{x}}<br>mean %{{y:.4g}}<br>%{{customdata[0]}}<extra></extra>",
                 showlegend=False,
             ),
             row=1,
             col=i,
         )
+        if len(uncon):
+            fig.add_trace(
+                _unconverged_marks(
+                    uncon,
+                    knob,
+                    key,
+                    f"{LABELS[key]} %{{y:.4g}}",
+                    knob=knob,
+                    legendgroup="unconverged",
+                    showlegend=i == 1,
+                ),
+                row=1,
+                col=i,
+            )
         _x_axis(fig, knob, s[knob], row=1, col=i)
+        axis = "" if i == 1 else str(i)
+        _mark_empty(fig, s, knob, log, xref=f"x{axis}", yref=f"y{axis}")
     fig.update_yaxes(title_text="Σ σg²", row=1, col=1)
     fig.update_yaxes(title_text="Σ σw²", row=1, col=2)
     fig.update_yaxes(title_text="‖W‖_F", row=1, col=3)
-    return _layout(fig, title or f"Which factor moves with {knob_label(knob)}", height=380)
+    text = title or f"Which factor moves with {knob_label(knob)} (mean ± 95 % CI of converged runs)"
+    return _layout(fig, _titled(text, runs), legend="below", height=420)
 
 
 def metric_vs_knob(
     runs: pd.DataFrame, knob: str, metric: str, title: str | None = None
 ) -> go.Figure:
-    """One Analysis scalar (e.g. ``test_error``) against a knob, mean ± sd over seeds, with
-    every run as a faint dot."""
+    """One Analysis scalar (e.g. ``test_error``) against a knob, mean ± 95 % CI over converged
+    seeds, with every converged run as a faint dot and every unconverged one hollow grey."""
     s = seed_stats(runs, knob, [metric])
+    conv, uncon = split_runs(runs)
     label = LABELS.get(metric, metric)
     fig = go.Figure(
-        [
-            go.Scatter(
-                x=runs[knob],
-                y=runs[metric],
-                mode="markers",
-                name="runs",
-                marker={"size": 6, "color": "#bbb"},
-                customdata=runs[["seed"]].to_numpy(),
-                hovertemplate=f"{knob} %{{x}} seed %{{customdata[0]}}<br>{metric} %{{y:.4g}}<extra></extra>",
-            ),
-            go.Scatter(
-                x=s[knob],
-                y=s[f"{metric}_mean"],
-                mode="markers+lines",
-                name="mean ± sd",
-                marker={"size": 9, "color": "#1f77b4"},
-                error_y={"type": "data", "array": s[f"{metric}_std"]},
-                hovertemplate=f"{knob} %{{x}}<br>{metric} %{{y:.4g}}<extra></extra>",
-            ),
-        ]
+        go.Scatter(
+            x=conv[knob],
+            y=conv[metric],
+            mode="markers",
+            name="converged runs",
+            marker={"size": 6, "color": "#9ecae1"},
+            customdata=conv[["seed"]].to_numpy() if "seed" in conv else None,
+            hovertemplate=f"{knob} %{{x}} seed %{{customdata[0]}}<br>{metric} %{{y:.4g}}<extra></extra>",
+        )
+    )
+    if len(uncon):
+        fig.add_trace(_unconverged_marks(uncon, knob, metric, f"{metric} %{{y:.4g}}", knob=knob))
+    fig.add_trace(
+        go.Scatter(
+            x=s[knob],
+            y=s[f"{metric}_mean"],
+            mode="markers+lines",
+            name="mean ± 95 % CI (converged)",
+            marker={"size": 9, "color": "#1f77b4"},
+            error_y=_error(s, metric),
+            customdata=_spread(s, metric),
+            hovertemplate=f"{knob} %{{x}}<br>mean {metric} %{{y:.4g}}<br>%{{customdata[0]}}<extra></extra>",
+        )
     )
     _x_axis(fig, knob, s[knob])
+    _mark_empty(fig, s, knob, _is_log(knob, s[knob]))
     fig.update_yaxes(title_text=label)
-    return _layout(fig, title or f"{label} against {knob_label(knob)}", height=380)
+    text = title or f"{label} against {knob_label(knob)}"
+    return _layout(fig, _titled(text, runs), legend="below", height=420)
 
 
 def factor_plane(runs: pd.DataFrame, knob: str, title: str | None = None) -> go.Figure:
-    """Every run in the (size, sharpness) plane, coloured by its real gap; the mean path over
-    the knob's values is drawn as a line with the values as labels."""
+    """Every run in the (size, sharpness) plane: converged ones coloured by their real gap,
+    unconverged ones hollow grey. The mean path over the knob's values (converged runs, with
+    95 % CIs of both means) is drawn as a line with the values as labels."""
     s = seed_stats(runs, knob, ["sharpness", "size", "real_gap"])
+    conv, uncon = split_runs(runs)
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
-            x=runs["size"],
-            y=runs["sharpness"],
+            x=conv["size"],
+            y=conv["sharpness"],
             mode="markers",
-            name="runs",
+            name="converged runs",
             marker={
                 "size": 8,
-                "color": runs["real_gap"],
+                "color": conv["real_gap"],
                 "colorscale": "Plasma",
                 "colorbar": {"title": "real gap"},
                 "line": {"width": 0.5, "color": "#333"},
             },
-            customdata=np.stack([runs[knob], runs["seed"], runs["real_gap"]], 1),
+            customdata=np.stack([conv[knob], conv["seed"], conv["real_gap"]], 1)
+            if "seed" in conv
+            else None,
             hovertemplate=f"{knob} %{{customdata[0]}} seed %{{customdata[1]}}<br>size %{{x:.4g}}<br>"
             "sharpness %{y:.4g}<br>real gap %{customdata[2]:.4g}<extra></extra>",
         )
     )
+    if len(uncon):
+        fig.add_trace(
+            _unconverged_marks(
+                uncon,
+                "size",
+                "sharpness",
+                "size %{x:.4g}<br>sharpness %{y:.4g}",
+                knob=knob,
+                numbers={"real_gap": "real gap"},
+            )
+        )
+    has = s["n_converged"] > 0
     fig.add_trace(
         go.Scatter(
             x=s["size_mean"],
             y=s["sharpness_mean"],
             mode="lines+markers+text",
-            name="mean over seeds",
-            text=[f"{knob}={v:g}" for v in s[knob]],
+            name="mean over converged seeds ± 95 % CI",
+            text=[f"{knob}={v:g}" if h else "" for v, h in zip(s[knob], has)],
             textposition="top center",
             line={"color": "#333", "width": 1.5},
             marker={"symbol": "x", "size": 9, "color": "#333"},
-            hovertemplate=f"{knob} %{{text}}<br>size %{{x:.4g}}<br>sharpness %{{y:.4g}}<extra></extra>",
+            error_x={**_error(s, "size"), "thickness": 1, "color": "#333"},
+            error_y={**_error(s, "sharpness"), "thickness": 1, "color": "#333"},
+            customdata=np.concatenate([_spread(s, "size"), _spread(s, "sharpness")], 1),
+            hovertemplate="%{text}<br>size %{x:.4g} %{customdata[0]}<br>"
+            "sharpness %{y:.4g} %{customdata[1]}<extra></extra>",
         )
     )
     fig.update_xaxes(title_text="size Σ σw²")
     fig.update_yaxes(title_text="sharpness Σ σg²")
-    return _layout(fig, title or f"Sharpness against size as {knob_label(knob)} varies", height=460)
+    text = title or f"Sharpness against size as {knob_label(knob)} varies"
+    # Below, not beside: the colour bar holds the right-hand side.
+    return _layout(fig, _titled(text, runs), legend="below", height=500)
 
 
 def estimated_vs_actual(
@@ -761,10 +1016,12 @@ def estimated_vs_actual(
     color: str | None = None,
     title: str = "Estimated against actual gap, every run",
 ) -> go.Figure:
-    """PAPER.md figure 2: the identity total ⟨Δl⟩ (circles) and the Σ cσσ estimate (crosses)
-    against the real gap, one point per run, grouped by ``color`` (e.g. the swept knob)."""
+    """figure 2 of docs/science.md#9-figure-map: the identity total ⟨Δl⟩ (circles) and the Σ cσσ estimate (crosses)
+    against the real gap, one point per run, grouped by ``color`` (e.g. the swept knob).
+    Unconverged runs are drawn as hollow grey circles and crosses, in no group."""
+    conv, uncon = split_runs(runs)
     fig = go.Figure()
-    groups = [("all runs", runs)] if color is None else list(runs.groupby(color, sort=False))
+    groups = [("converged runs", conv)] if color is None else list(conv.groupby(color, sort=False))
     palette = [
         "#1f77b4",
         "#ff7f0e",
@@ -798,7 +1055,22 @@ def estimated_vs_actual(
                     hovertemplate=f"{LABELS[key]}{extra}<br>real %{{x:.4g}}<br>value %{{y:.4g}}<extra></extra>",
                 )
             )
-    vals = pd.concat([runs["real_gap"], runs["pair_gap"], runs["estimated_gap"]]).astype(float)
+    for key, symbol in (("pair_gap", "circle-open"), ("estimated_gap", "x-open")):
+        if len(uncon):
+            fig.add_trace(
+                _unconverged_marks(
+                    uncon,
+                    "real_gap",
+                    key,
+                    f"real gap %{{x:.4g}}<br>{LABELS[key].split(' (')[0]} %{{y:.4g}}",
+                    symbol=symbol,
+                    legendgroup="unconverged",
+                    showlegend=key == "pair_gap",
+                )
+            )
+    drawn = pd.concat([conv, uncon])
+    vals = pd.concat([drawn["real_gap"], drawn["pair_gap"], drawn["estimated_gap"]]).astype(float)
+    vals = vals[np.isfinite(vals)]
     # Gaps spanning more than a decade (label noise) read best on log axes.
     log = bool(len(vals)) and float(vals.min()) > 0 and float(vals.max()) / float(vals.min()) > 10
     if len(vals):
@@ -809,23 +1081,21 @@ def estimated_vs_actual(
     axis = "log" if log else "linear"
     fig.update_xaxes(title_text="real gap: test CE − clean-train CE (nats)", type=axis)
     fig.update_yaxes(title_text="decomposition (nats)", type=axis)
-    fig = _layout(fig, title, height=520)
-    if len(groups) > 2:  # many groups: a vertical legend beside the plot, clear of the title
-        fig.update_layout(
-            legend={"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"},
-            margin={"r": 260},
-        )
-    return fig
+    return _layout(fig, _titled(title, runs), height=520)
 
 
 def size_vs_weight_norm(
     runs: pd.DataFrame, color: str | None = "knob", title: str | None = None
 ) -> go.Figure:
-    """PAPER.md figure 5: size Σσw² against the layer's weight norm (log-log) with the
-    least-squares power law; dual weights are linear in W, so slope 2 at fixed activities."""
+    """figure 5 of docs/science.md#9-figure-map: size Σσw² against the layer's weight norm (log-log) with the
+    least-squares power law over converged runs; dual weights are linear in W, so slope 2 at
+    fixed activities. Unconverged runs are drawn hollow grey and left out of the fit."""
     r = runs[(runs["size"] > 0) & (runs["weight_norm"] > 0)]
+    conv, uncon = split_runs(r)
     fig = go.Figure()
-    groups = [("runs", r)] if color is None else list(r.groupby(color, sort=False))
+    if color is not None and color not in conv:
+        color = None
+    groups = [("converged runs", conv)] if color is None else list(conv.groupby(color, sort=False))
     for name, g in groups:
         custom_cols = [c for c in ("knob", "value", "seed") if c in g.columns]
         extra = "".join(f"<br>{c} %{{customdata[{j}]}}" for j, c in enumerate(custom_cols))
@@ -840,9 +1110,13 @@ def size_vs_weight_norm(
                 hovertemplate=f"{name}{extra}<br>‖W‖ %{{x:.4g}}<br>size %{{y:.4g}}<extra></extra>",
             )
         )
+    if len(uncon):
+        fig.add_trace(
+            _unconverged_marks(uncon, "weight_norm", "size", "‖W‖ %{x:.4g}<br>size %{y:.4g}")
+        )
     slope = float("nan")
-    if len(r) >= 2 and r["weight_norm"].nunique() > 1:
-        lx, ly = np.log(r["weight_norm"].to_numpy()), np.log(r["size"].to_numpy())
+    if len(conv) >= 2 and conv["weight_norm"].nunique() > 1:
+        lx, ly = np.log(conv["weight_norm"].to_numpy()), np.log(conv["size"].to_numpy())
         slope, icpt = np.polyfit(lx, ly, 1)
         xs = np.linspace(lx.min(), lx.max(), 20)
         fig.add_trace(
@@ -850,16 +1124,15 @@ def size_vs_weight_norm(
                 x=np.exp(xs),
                 y=np.exp(icpt + slope * xs),
                 mode="lines",
-                name=f"fit: size ∝ ‖W‖^{slope:.2f}",
+                name=f"fit (converged): size ∝ ‖W‖^{slope:.2f}",
                 line={"color": "#333", "dash": "dash"},
                 hoverinfo="skip",
             )
         )
     fig.update_xaxes(type="log", title_text="layer weight norm ‖W‖_F")
     fig.update_yaxes(type="log", title_text="size Σ σw²")
-    return _layout(
-        fig, title or f"Size factor against weight norm (log-log slope {slope:.2f})", height=460
-    )
+    text = title or f"Size factor against weight norm (log-log slope {slope:.2f}, converged runs)"
+    return _layout(fig, _titled(text, runs), height=460)
 
 
 def knob_effects(
@@ -868,9 +1141,22 @@ def knob_effects(
 ) -> go.Figure:
     """Grouped bars: relative change of sharpness, size and real gap per knob.
 
-    ``effects`` has one row per knob with columns knob, sharpness_change, size_change, gap_change.
+    ``effects`` has one row per knob with columns knob, sharpness_change, size_change,
+    gap_change (computed over converged runs by the caller), and optionally ``left_out``
+    (runs that did not converge or failed) or ``n_runs`` and ``n_converged``; those counts go
+    into the hover and the title. A knob without any change to show (no converged run) is
+    labelled instead of left blank.
     """
     fig = go.Figure()
+    names = [knob_label(k) for k in effects["knob"]]
+    left_out = _left_out(effects)
+    custom = np.array(
+        [
+            f"<br>{k} run{'s' if k != 1 else ''} left out (not converged or failed)" if k else ""
+            for k in left_out
+        ],
+        dtype=object,
+    ).reshape(-1, 1)
     for key, label in (
         ("sharpness_change", "sharpness"),
         ("size_change", "size"),
@@ -879,16 +1165,48 @@ def knob_effects(
         color = COLORS.get(label.replace("real gap", "real_gap"), "#333")
         fig.add_trace(
             go.Bar(
-                x=[knob_label(k) for k in effects["knob"]],
+                x=names,
                 y=100 * effects[key],
                 name=label,
                 marker_color=color,
-                hovertemplate=f"{label}<br>%{{x}}<br>%{{y:+.1f}} %<extra></extra>",
+                customdata=custom,
+                hovertemplate=f"{label}<br>%{{x}}<br>%{{y:+.1f}} %%{{customdata[0]}}<extra></extra>",
             )
         )
+    changes = effects[["sharpness_change", "size_change", "gap_change"]].astype(float)
+    for name, none in zip(names, changes.isna().all(axis=1)):
+        if none:
+            fig.add_annotation(
+                x=name,
+                y=0,
+                text="no converged run",
+                showarrow=False,
+                yanchor="bottom",
+                font={"color": UNCONVERGED_COLOR, "size": 11},
+            )
     fig.update_layout(barmode="group")
     fig.update_yaxes(title_text="change (%)")
-    return _layout(fig, title, height=420)
+    note = _effects_note(effects, left_out)
+    text = f"{title} <br><sup>{note}</sup>" if note else title
+    return _layout(fig, text, height=420)
+
+
+def _left_out(effects: pd.DataFrame) -> np.ndarray:
+    if "n_runs" in effects and "n_converged" in effects:
+        return (effects["n_runs"] - effects["n_converged"]).fillna(0).astype(int).to_numpy()
+    if "left_out" in effects:
+        return effects["left_out"].fillna(0).astype(int).to_numpy()
+    return np.zeros(len(effects), dtype=int)
+
+
+def _effects_note(effects: pd.DataFrame, left_out: np.ndarray) -> str:
+    if not left_out.sum():
+        return ""
+    if "n_runs" in effects and "n_converged" in effects:
+        n, m = int(effects["n_converged"].sum()), int(effects["n_runs"].sum())
+        return f"{n} of {m} runs converged; changes over converged runs only"
+    k = int(left_out.sum())
+    return f"{k} run{'s' if k != 1 else ''} did not converge or failed, left out; changes over converged runs only"
 
 
 def finite(values: Iterable[float]) -> bool:

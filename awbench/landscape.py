@@ -12,7 +12,7 @@ Directions:
 - Hessian eigenvectors (:func:`awbench.hessian.top_eigenpairs`): unit vectors, so ``t`` is in
   eigen-units and the quadratic model along v_n is ``L0 + 1/2 lam_n t^2``.
 - Dual-weight directions (:func:`dual_directions`): the mean dual weight and the principal
-  directions of the dual-weight cloud of the analysed layer (PAPER.md section 3).
+  directions of the dual-weight cloud of the analysed layer (docs/science.md#3-the-gap-decomposition).
 - Filter-normalised Gaussian random directions (:func:`random_directions`, Li et al. 2018):
   zero-mean Gaussian entries, each filter (row of a weight matrix, with its bias entry when
   ``bias="filter"``) rescaled once to the norm of the same filter of the model; the second

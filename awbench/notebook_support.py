@@ -7,7 +7,7 @@ notebooks themselves stay a few lines per cell.
 
 Profiles: ``smoke`` (seconds: the smoke preset, 1-2 seeds, 2 values per knob; tests),
 ``quick`` (the paper preset, 2 seeds, 3 values per knob; ``make reproduce``) and ``paper``
-(PAPER.md section 4's grid with 10 seeds, scaled to the dataset's training pool).
+(docs/science.md#4-the-demo-protocol-and-awbenchs-presets's grid with 10 seeds, scaled to the dataset's training pool).
 """
 
 from __future__ import annotations
@@ -24,18 +24,21 @@ import pandas as pd
 from .config import Config
 
 PROFILES = ("smoke", "quick", "paper")
-SEEDS = {"smoke": 2, "quick": 3, "paper": 10}
+SEEDS = {"smoke": 2, "quick": 5, "paper": 10}
 # Sweep processes: a process pool costs seconds to start (each worker imports torch), more
 # than a smoke sweep takes, so smoke runs inside the kernel.
 WORKERS = {"smoke": 1, "quick": 2, "paper": 2}
-# quick: 2 seeds per knob value keeps `make reproduce` within 15 minutes on 2 cores.
-KNOB_SEEDS = {"smoke": 2, "quick": 2, "paper": 10}
+# A verdict needs an interval over seeds: quick runs 5 per knob value (the seeds of a value
+# train together as one stacked model), paper the demo's 10.
+KNOB_SEEDS = {"smoke": 2, "quick": 5, "paper": 10}
 # Training pools that cannot grow (the bundled digits: 1797 images, 500 kept for testing).
 POOL_SIZE = {"digits": 1297}
-# PAPER.md section 4, one knob at a time. n_train and label_noise are handled by
+# docs/science.md#4-the-demo-protocol-and-awbenchs-presets, one knob at a time. n_train and label_noise are handled by
 # ``knob_grid`` because they depend on the dataset's pool.
+# Smoke values are ones whose runs meet the smoke preset's (looser) stopping rule, so the
+# converged-only statistics have numbers to work on in the tests.
 GRIDS: dict[str, dict[str, list]] = {
-    "batch_size": {"smoke": [25, 100], "quick": [25, 100, 400], "paper": [25, 100, 200, 400]},
+    "batch_size": {"smoke": [25, 50], "quick": [25, 100, 400], "paper": [25, 100, 200, 400]},
     # quick: 0.05-0.2 instead of the paper's 0.005-0.1, because lr <= 0.02 runs the full
     # 1000 epochs (about 30 s a run here); the paper profile keeps the paper's values.
     "lr": {
@@ -51,7 +54,7 @@ GRIDS: dict[str, dict[str, list]] = {
     "init_scale": {"smoke": [1.0, 4.0], "quick": [1.0, 4.0, 7.0], "paper": [4.0, 5.0, 6.0, 7.0]},
     "dropout": {"smoke": [0.0, 0.2], "quick": [0.0, 0.1, 0.3], "paper": [0.0, 0.05, 0.1, 0.2, 0.3]},
     "label_noise": {
-        "smoke": [0.0, 0.2],
+        "smoke": [0.0, 0.1],
         "quick": [0.0, 0.1, 0.2],
         "paper": [0.0, 0.091, 0.13, 0.167, 0.2],
     },
@@ -149,7 +152,7 @@ def config_text(cfg: Config) -> str:
     """Markdown: the run's settings that differ from the paper preset."""
     diff = cfg.diff()
     if not diff:
-        return "Settings: the paper preset (PAPER.md section 4 on the bundled digits), unchanged."
+        return "Settings: the paper preset (docs/science.md#4-the-demo-protocol-and-awbenchs-presets on the bundled digits), unchanged."
     return (
         "Settings that differ from the paper preset: "
         + ", ".join(f"`{k}={v}`" for k, v in diff.items())
@@ -184,7 +187,7 @@ def parse_grid(name: str, text: str) -> list[float]:
 def knob_grid(knob: str, profile: str, base: Config, override: str = "") -> list:
     """Values of ``knob`` to sweep: ``override`` (comma-separated) or the profile's grid,
     each validated through Config (the error names the field). The paper profile takes the
-    sweep module's presets (PAPER.md section 4 scaled to the dataset) when it is installed."""
+    sweep module's presets (docs/science.md#4-the-demo-protocol-and-awbenchs-presets scaled to the dataset) when it is installed."""
     check_profile(profile)
     if override.strip():
         values = parse_grid(f"{knob}_grid", override)
@@ -246,10 +249,12 @@ def store_path(store: str = "") -> str:
 
 def _with_columns(runs: pd.DataFrame, knob: str | None) -> pd.DataFrame:
     runs = runs.copy()
+    # ok: has analysis numbers (drawn, hollow when unconverged); converged: counts as a result.
     runs["ok"] = (
         runs["status"].isin(("converged", "max_epochs"))
         & runs.get("pair_gap", pd.Series(np.nan, index=runs.index)).notna()
     )
+    runs["converged"] = runs["ok"] & (runs["status"] == "converged")
     if knob is not None:
         runs.insert(0, "knob", knob)
         runs.insert(1, "value", runs[knob])
@@ -359,12 +364,24 @@ def spearman(x: Iterable[float], y: Iterable[float]) -> float:
     return _spearman(x, y)
 
 
+def converged_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that count as results: met the stopping rule and were analysed."""
+    if "converged" in runs:
+        return runs[runs["converged"].astype(bool)]
+    return runs[runs["status"] == "converged"]
+
+
 def effects(runs: pd.DataFrame, knob: str) -> dict[str, float]:
-    """For each summary column: mean at the smallest and largest knob value, the relative
-    change between them, Spearman's rank correlation with the knob over all runs, and the
-    largest seed standard deviation (the noise floor)."""
-    ok = runs[runs["ok"]] if "ok" in runs else runs
-    out: dict[str, float] = {"n_runs": float(len(runs)), "n_failed": float(len(runs) - len(ok))}
+    """For each summary column, over converged runs only: mean at the smallest and largest
+    knob value, the relative change between them, Spearman's rank correlation with the knob
+    over all runs, and the largest seed standard deviation (the noise floor). ``n_left_out``
+    counts the runs that did not converge (or failed)."""
+    ok = converged_runs(runs)
+    out: dict[str, float] = {
+        "n_runs": float(len(runs)),
+        "n_failed": float((~runs["status"].isin(("converged", "max_epochs"))).sum()),
+        "n_left_out": float(len(runs) - len(ok)),
+    }
     if ok.empty:
         return out
     g = ok.groupby(knob)
@@ -389,12 +406,27 @@ def effects(runs: pd.DataFrame, knob: str) -> dict[str, float]:
     return out
 
 
+VERDICT_QUANTITIES = ("sharpness", "size", "sharp_gap", "flat_gap", "real_gap")
+# Per-run columns a knob notebook records, so that the report can pool every knob into one
+# verdict table (one Holm family) and draw every run, converged or not.
+RUN_RECORD_COLUMNS = [*RUN_COLUMNS, "status", "epochs", "final_train_loss", "final_train_acc"]
+
+
+def verdicts(runs_by_knob: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The verdict table of these sweeps (awbench.verdicts: converged runs only, bootstrap
+    interval over seeds, Holm over every comparison of the table)."""
+    from .verdicts import verdict_table
+
+    return verdict_table(runs_by_knob, quantities=VERDICT_QUANTITIES)
+
+
 def knob_records(runs: pd.DataFrame, knob: str) -> dict[str, Any]:
     """The numbers a knob notebook records, named ``<knob>.<quantity>``."""
     e = effects(runs, knob)
     keys = [
         "n_runs",
         "n_failed",
+        "n_left_out",
         "max_duality_error",
         "max_identity_error",
         "sharp_share",
@@ -413,34 +445,40 @@ def knob_records(runs: pd.DataFrame, knob: str) -> dict[str, Any]:
     out: dict[str, Any] = {f"{knob}.{k}": e[k] for k in keys if k in e}
     out[f"{knob}.values"] = [float(v) for v in sorted(runs[knob].unique())]
     out[f"{knob}.n_seeds"] = int(runs.groupby(knob).size().max())
-    out[f"{knob}.verdict"] = which_factor(e) if "real_gap_low" in e else "all runs failed"
-    ok = runs[runs["ok"]] if "ok" in runs else runs
-    # Per-run numbers (ok runs only) so that the report can draw every run of every sweep.
-    out[f"{knob}.runs"] = {c: [float(v) for v in ok[c]] for c in RUN_COLUMNS if c in ok}
+    out[f"{knob}.n_converged"] = int(len(converged_runs(runs)))
+    table = verdicts({knob: runs})
+    for row in table.itertuples():
+        out[f"{knob}.verdict.{row.quantity}"] = row.verdict
+    out[f"{knob}.verdict"] = which_factor(table)
+    with_numbers = runs[runs["ok"]] if "ok" in runs else runs
+    out[f"{knob}.runs"] = {
+        c: [v if isinstance(v, str) else float(v) for v in with_numbers[c]]
+        for c in RUN_RECORD_COLUMNS
+        if c in with_numbers
+    }
     return out
 
 
-def moved(e: dict, key: str, threshold: float = 0.1) -> bool:
-    """A factor "moved" when it changed by more than ``threshold`` (relative) and by more
-    than its largest seed standard deviation."""
-    change = e.get(f"{key}_change", float("nan"))
-    if not math.isfinite(change):
-        return False
-    delta = abs(e[f"{key}_high"] - e[f"{key}_low"])
-    return abs(change) > threshold and delta > e.get(f"{key}_seed_sd", 0.0)
+def which_factor(table: pd.DataFrame) -> str:
+    """One line from a knob's verdict rows: which factor moved, by the stated rule."""
+    v = dict(zip(table["quantity"], table["verdict"]))
+    moved = [q for q in ("sharpness", "size") if v.get(q) in ("up", "down")]
+    if "not enough data" in (v.get("sharpness"), v.get("size")):
+        return "not enough converged runs for a verdict"
+    if not moved:
+        return "neither factor changed clearly (Holm-corrected, converged runs only)"
+    words = {"sharpness": "sharpness", "size": "size"}
+    return ", ".join(f"{words[q]} {v[q]}" for q in moved) + (
+        "; the other factor: no clear change" if len(moved) == 1 else ""
+    )
 
 
-def which_factor(e: dict) -> str:
-    s, z = moved(e, "sharpness"), moved(e, "size")
-    if s and z:
-        ls, lz = abs(math.log1p(e["sharpness_change"])), abs(math.log1p(e["size_change"]))
-        lead = "sharpness" if ls > 2 * lz else ("size" if lz > 2 * ls else None)
-        return "both factors moved" + (f", {lead} most" if lead else "")
-    if s:
-        return "sharpness moved, size stayed put"
-    if z:
-        return "size moved, sharpness stayed put"
-    return "neither factor moved beyond the seed-to-seed spread"
+def verdict_text(row) -> str:
+    """``sharpness: up, ρ = 0.71 [0.52, 0.85], Holm p = 0.004``."""
+    return (
+        f"{row.quantity.replace('_', ' ')}: **{row.verdict}**, ρ = {fmt(row.rho, 2)} "
+        f"[{fmt(row.rho_low, 2)}, {fmt(row.rho_high, 2)}], Holm p = {fmt(row.p_monotone_holm, 2)}"
+    )
 
 
 def _span(runs: pd.DataFrame, knob: str) -> str:
@@ -458,8 +496,8 @@ def gap_takeaway(runs: pd.DataFrame, knob: str) -> str:
     followed."""
     e = effects(runs, knob)
     if "real_gap_low" not in e:
-        return f"**{knob}:** every run failed; nothing to report."
-    ok = runs[runs["ok"]]
+        return f"**{knob}:** no run converged; nothing to report."
+    ok = converged_runs(runs)
     share = ok.groupby(knob)[["sharp_gap", "pair_gap"]].mean()
     share = share["sharp_gap"] / share["pair_gap"]
     noisy = abs(e["real_gap_high"] - e["real_gap_low"]) <= e["real_gap_seed_sd"]
@@ -471,27 +509,34 @@ def gap_takeaway(runs: pd.DataFrame, knob: str) -> str:
         f"{fmt(100 * share.iloc[-1], 2)} % at the last; the Σ cσσ estimate stays within a median "
         f"{fmt(100 * e['estimate_rel_error'], 2)} % of the real gap."
     )
-    if e["n_failed"]:
-        text += f" {int(e['n_failed'])} run(s) diverged or failed and are left out."
-    return text
+    return text + _left_out_text(e)
 
 
 def factor_takeaway(runs: pd.DataFrame, knob: str) -> str:
-    """Markdown: which factor the knob moved, with changes, rank correlations and verdict."""
+    """Markdown: which factor the knob moved, with changes and the verdicts with intervals."""
     e = effects(runs, knob)
     if "real_gap_low" not in e:
-        return f"**{knob}:** every run failed; nothing to report."
+        return f"**{knob}:** no run converged; nothing to report."
+    table = verdicts({knob: runs})
+    lines = "; ".join(verdict_text(r) for r in table.itertuples())
     return (
         f"**{_span(runs, knob)}:** sharpness Σσg² {fmt(e['sharpness_low'])} → {fmt(e['sharpness_high'])} "
-        f"({pct(e['sharpness_change'])}, ρ = {fmt(e['sharpness_rho'], 2)}); size Σσw² {fmt(e['size_low'])} → "
-        f"{fmt(e['size_high'])} ({pct(e['size_change'])}, ρ = {fmt(e['size_rho'], 2)}); layer weight norm "
-        f"{pct(e['weight_norm_change'])}. **Verdict: {which_factor(e)}.**"
+        f"({pct(e['sharpness_change'])}); size Σσw² {fmt(e['size_low'])} → {fmt(e['size_high'])} "
+        f"({pct(e['size_change'])}); layer weight norm {pct(e['weight_norm_change'])}. "
+        f"Verdicts over {int(e['n_runs'] - e['n_left_out'])} converged runs "
+        f"({table.attrs.get('n_comparisons', len(table))} comparisons, Holm-corrected): {lines}. "
+        f"**{which_factor(table)}.**" + _left_out_text(e)
     )
+
+
+def _left_out_text(e: dict) -> str:
+    n = int(e.get("n_left_out", 0))
+    return f" {n} run(s) did not converge or failed and are left out." if n else ""
 
 
 def plane_takeaway(runs: pd.DataFrame) -> str:
     """Markdown: how the real gap ranks against sharpness, size and their geometric mean."""
-    ok = runs[runs["ok"]]
+    ok = converged_runs(runs)
     both = np.sqrt(ok["sharpness"] * ok["size"])
     rhos = {
         "sharpness": spearman(ok["sharpness"], ok["real_gap"]),
@@ -519,7 +564,7 @@ def plane_takeaway(runs: pd.DataFrame) -> str:
 
 def metric_takeaway(runs: pd.DataFrame, knob: str, metric: str) -> str:
     """Markdown: the metric at each end of the sweep, its change and rank correlation."""
-    ok = runs[runs["ok"]]
+    ok = converged_runs(runs)
     m = ok.groupby(knob)[metric].mean()
     return (
         f"**{_span(runs, knob)}:** {metric.replace('_', ' ')} {fmt(m.iloc[0])} → {fmt(m.iloc[-1])} "
@@ -530,7 +575,8 @@ def metric_takeaway(runs: pd.DataFrame, knob: str, metric: str) -> str:
 
 def size_norm_slope(runs: pd.DataFrame) -> float:
     """Least-squares slope of log(size) against log(weight norm) over the ok runs."""
-    ok = runs[runs["ok"] & (runs["size"] > 0) & (runs["weight_norm"] > 0)]
+    ok = converged_runs(runs)
+    ok = ok[(ok["size"] > 0) & (ok["weight_norm"] > 0)]
     if len(ok) < 2 or ok["weight_norm"].nunique() < 2:
         return float("nan")
     return float(np.polyfit(np.log(ok["weight_norm"]), np.log(ok["size"]), 1)[0])
@@ -538,7 +584,7 @@ def size_norm_slope(runs: pd.DataFrame) -> float:
 
 def size_norm_takeaway(runs: pd.DataFrame) -> str:
     """Markdown: how closely size follows the weight norm across the runs given."""
-    ok = runs[runs["ok"]]
+    ok = converged_runs(runs)
     slope, rho = size_norm_slope(ok), spearman(ok["weight_norm"], ok["size"])
     return (
         f"Across {len(ok)} runs of {', '.join(sorted(ok['knob'].unique()))} the weight norm spans "
@@ -573,11 +619,15 @@ def estimate_takeaway(runs: pd.DataFrame) -> str:
 
 
 def effects_table(runs_by_knob: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per knob: relative change of sharpness, size and the real gap, and the verdict."""
+    """One row per knob: relative change of sharpness, size and the real gap (converged runs),
+    the verdict per factor and how many runs were left out."""
+    table = verdicts(runs_by_knob)
     rows = []
     for knob, runs in runs_by_knob.items():
         e = effects(runs, knob)
         vals = sorted(runs[knob].unique())
+        v = table[table["knob"] == knob]
+        verdict = dict(zip(v["quantity"], v["verdict"]))
         rows.append(
             {
                 "knob": knob,
@@ -585,7 +635,11 @@ def effects_table(runs_by_knob: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 "sharpness_change": e.get("sharpness_change", float("nan")),
                 "size_change": e.get("size_change", float("nan")),
                 "gap_change": e.get("real_gap_change", float("nan")),
-                "verdict": which_factor(e) if "real_gap_low" in e else "all runs failed",
+                "sharpness_verdict": verdict.get("sharpness", "n/a"),
+                "size_verdict": verdict.get("size", "n/a"),
+                "gap_verdict": verdict.get("real_gap", "n/a"),
+                "left_out": int(e.get("n_left_out", 0)),
+                "verdict": which_factor(v) if len(v) else "no runs",
             }
         )
     return pd.DataFrame(rows)
@@ -604,13 +658,103 @@ def record_sweeps(runs_by_knob: dict[str, pd.DataFrame]) -> None:
     record("identity_error", float(all_runs["identity_error"].max()))
 
 
+def convergence_takeaway(runs: pd.DataFrame, by: Sequence[str]) -> str:
+    """Markdown: how many runs met the stopping rule per setting, and what the others did."""
+    counts = runs.groupby(list(by))["status"].value_counts().unstack(fill_value=0)
+    n_conv = int((runs["status"] == "converged").sum())
+    text = f"**{n_conv} of {len(runs)} runs met the stopping rule.**"
+    if n_conv < len(runs):
+        worst = counts.drop(columns=["converged"], errors="ignore").sum(axis=1)
+        settings = ", ".join(
+            "/".join(str(v) for v in (k if isinstance(k, tuple) else (k,))) + f" ({int(n)})"
+            for k, n in worst[worst > 0].items()
+        )
+        text += f" Left out of every comparison: {settings}."
+    return text
+
+
+# The multi-learner comparison: SSGD is a, DPSGD is b, paired by seed.
+PAIRED_ALGORITHMS = ("ssgd", "dpsgd")
+
+
+def algorithm_pairs(runs: pd.DataFrame, n_learners: int, quantities: Sequence[str]) -> pd.DataFrame:
+    """One row per seed: each algorithm's status and quantities at ``n_learners`` learners."""
+    at = runs[runs["n_learners"] == n_learners]
+    frames = []
+    for alg in PAIRED_ALGORITHMS:
+        part = at[at["algorithm"] == alg].set_index("seed")
+        cols = {"status": f"status_{alg}", **{q: f"{q}_{alg}" for q in quantities}}
+        frames.append(part[[c for c in cols if c in part]].rename(columns=cols))
+    pairs = frames[0].join(frames[1], how="inner").reset_index()
+    return pairs.sort_values("seed").reset_index(drop=True)
+
+
+def compare_algorithms(pairs: pd.DataFrame) -> dict:
+    """DPSGD minus SSGD over seed pairs where both converged: per-quantity paired comparison
+    and the verdict of each paper claim (awbench.verdicts)."""
+    from .verdicts import CLAIMS, claim_verdicts, paired_comparison
+
+    both = pairs[(pairs["status_ssgd"] == "converged") & (pairs["status_dpsgd"] == "converged")]
+    both = both.set_index("seed")
+    quantities = ("real_gap", "sharpness", "size")
+    comparisons = (
+        {q: paired_comparison(both[f"{q}_ssgd"], both[f"{q}_dpsgd"]) for q in quantities}
+        if len(both) >= 2
+        else {}
+    )
+    claims = claim_verdicts(
+        pd.DataFrame(), [c for c in CLAIMS if c.knob == "algorithm"], comparisons=comparisons or None
+    )
+    return {
+        "n_pairs": len(pairs),
+        "n_converged_pairs": len(both),
+        "comparisons": comparisons,
+        "claims": claims,
+        "agrees": bool(len(claims) and (claims["verdict"] == "supported").all()),
+    }
+
+
+def dpsgd_takeaway(comparison: dict, n_learners: int, topology: str) -> str:
+    """Markdown: DPSGD against SSGD with intervals, and each claim's verdict."""
+    n, n_ok = comparison["n_pairs"], comparison["n_converged_pairs"]
+    head = (
+        f"At n = {n_learners} learners ({topology} topology), {n_ok} of {n} seed pairs have both "
+        "networks converged"
+    )
+    if not comparison["comparisons"]:
+        return head + ": too few pairs for a comparison; no verdict on the paper's claim."
+    parts = []
+    for q, c in comparison["comparisons"].items():
+        parts.append(
+            f"{q.replace('_', ' ')} DPSGD − SSGD = {fmt(c['diff'])} "
+            f"[{fmt(c['diff_low'])}, {fmt(c['diff_high'])}] ({pct(c['rel_diff'])}, p = {fmt(c['p'], 2)})"
+        )
+    claims = "; ".join(
+        f"*{r.text}* → **{r.verdict}**" for r in comparison["claims"].itertuples()
+    )
+    return (
+        head + ". " + "; ".join(parts) + " (95 % bootstrap intervals over seed pairs, sign-flip "
+        f"p-values, Holm over the three claims). Against the paper's claim: {claims}."
+    )
+
+
 def summary_table(runs: pd.DataFrame, knob: str) -> pd.DataFrame:
-    """Mean ± sd per knob value of the main columns, formatted for display."""
-    ok = runs[runs["ok"]] if "ok" in runs else runs
+    """Mean ± sd per knob value of the main columns over converged runs, formatted for
+    display; a value without a converged run says so."""
+    all_runs = runs.groupby(knob).size()
+    ok = converged_runs(runs)
     g = ok.groupby(knob)
     mean, sd = g[SUMMARY_COLUMNS].mean(), g[SUMMARY_COLUMNS].std(ddof=1).fillna(0.0)
-    table = mean.map(lambda v: f"{v:.4g}") + " ± " + sd.map(lambda v: f"{v:.2g}")
-    table.insert(0, "runs", g.size())
+    cells = {
+        c: [
+            f"{mean.loc[v, c]:.4g} ± {sd.loc[v, c]:.2g}" if v in mean.index else "no converged run"
+            for v in all_runs.index
+        ]
+        for c in SUMMARY_COLUMNS
+    }
+    table = pd.DataFrame(cells, index=all_runs.index)
+    table.insert(0, "converged runs", g.size().reindex(all_runs.index, fill_value=0))
+    table.insert(1, "runs", all_runs)
     return table
 
 

@@ -72,7 +72,7 @@ def _join(*parts: str) -> str:
 @dataclass(frozen=True)
 class Claim:
     notebook: str  # stem, e.g. "01_duality"
-    claim: str  # the paper's statement (PAPER.md sections 1, 3, 5)
+    claim: str  # the paper's statement (docs/science.md sections 1, 3, 7)
     measured: Callable[[dict], str]  # records -> what this run measured
 
 
@@ -135,14 +135,14 @@ CLAIMS: list[Claim] = [
     ),
     Claim(
         "04_sgd_batch_and_lr",
-        "SGD batch size and learning rate act on the geometric factors (plausible: "
-        "larger batch or smaller learning rate → sharper) (section 5).",
+        "SGD batch size and learning rate act on the geometric factors (section 7; the "
+        "directions, larger batch or smaller learning rate → sharper, are our hypotheses).",
         lambda r: _join(_knob(r, "batch_size", "batch size ↑"), _knob(r, "lr", "learning rate ↑")),
     ),
     Claim(
         "05_weight_decay_and_init_scale",
-        "Weight decay and the init scale act on the size of the solution "
-        "(plausible: weight decay → smaller; larger init → larger) (section 5).",
+        "Weight decay acts on the factors (section 7; our hypotheses: weight decay → smaller, "
+        "larger init → larger).",
         lambda r: _join(
             _knob(r, "weight_decay", "weight decay ↑"),
             _knob(r, "init_scale", "init scale ↑"),
@@ -154,13 +154,13 @@ CLAIMS: list[Claim] = [
     ),
     Claim(
         "06_dropout",
-        "Dropout acts on one or both factors (section 5).",
+        "Dropout acts on one or both factors (section 7).",
         lambda r: _knob(r, "dropout", "dropout ↑") or "not measured in this run",
     ),
     Claim(
         "07_data_size_and_label_noise",
         "More data and label noise act on the factors (plausible: more data "
-        "→ smaller size; label noise → both grow) (section 5).",
+        "→ smaller size; label noise → both grow: our hypotheses) (section 7).",
         lambda r: _join(
             _knob(r, "n_train", "training set ↑"), _knob(r, "label_noise", "label noise ↑")
         ),
@@ -168,7 +168,7 @@ CLAIMS: list[Claim] = [
     Claim(
         "00_tour",
         "Flatter and smaller solutions generalize better: sharpness and size act together "
-        "(section 5).",
+        "(section 7).",
         lambda r: (
             f"this run: sharpness Σσg² {_num(r, 'sharpness')}, size Σσw² {_num(r, 'size')}, "
             f"real gap {_num(r, 'real_gap', '.4g')} nats — see the knob table for how they move together"
@@ -385,9 +385,85 @@ def all_runs(pages: list[NotebookPage]):
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
+def knob_sweeps(pages: list[NotebookPage]) -> dict:
+    """``{knob: runs}`` from the ``<knob>.runs`` records, with the knob's own column, as
+    :func:`awbench.verdicts.verdict_table` wants them."""
+    runs = all_runs(pages)
+    if runs is None:
+        return {}
+    out = {}
+    for knob, frame in runs.groupby("knob", sort=False):
+        frame = frame.drop(columns=["knob"]).rename(columns={"value": knob})
+        if "status" not in frame:  # records of an older notebook: nothing says it converged
+            frame["status"] = "unknown"
+        out[knob] = frame.reset_index(drop=True)
+    return {k: out[k] for k in KNOB_ORDER if k in out}
+
+
+# The quantities the paper's DPSGD claims are about: one Holm family of three.
+CLAIM_QUANTITIES = ("real_gap", "sharpness", "size")
+
+
+def dpsgd_comparisons(pages: list[NotebookPage]) -> dict:
+    """Paired DPSGD-minus-SSGD comparisons per quantity from notebook 09's per-seed records
+    (seed pairs where both runs converged)."""
+    import pandas as pd
+
+    from .verdicts import paired_comparison
+
+    records: dict = {}
+    for p in pages:
+        records.update(p.records)
+    pairs = records.get("multilearner.pairs")
+    if not isinstance(pairs, dict) or not pairs.get("seed"):
+        return {}
+    frame = pd.DataFrame(pairs)
+    both = frame[(frame["status_ssgd"] == "converged") & (frame["status_dpsgd"] == "converged")]
+    out = {}
+    for q in CLAIM_QUANTITIES:
+        if f"{q}_ssgd" in both:
+            out[q] = paired_comparison(
+                both.set_index("seed")[f"{q}_ssgd"], both.set_index("seed")[f"{q}_dpsgd"]
+            )
+            out[q]["n_left_out"] = int(len(frame) - len(both))
+    return out
+
+
+def verdict_tables(pages: list[NotebookPage]):
+    """(verdict table over every knob, claims table) or (None, None) without knob sweeps."""
+    from .verdicts import claim_verdicts, verdict_table
+
+    sweeps = knob_sweeps(pages)
+    if not sweeps:
+        return None, None
+    table = verdict_table(sweeps)
+    claims = claim_verdicts(table, comparisons=dpsgd_comparisons(pages) or None)
+    return table, claims
+
+
+def convergence_rows(pages: list[NotebookPage]) -> list[list[str]]:
+    """Per knob: runs, converged, left out by status, values without a converged run."""
+    rows = []
+    for knob, runs in knob_sweeps(pages).items():
+        conv = runs["status"] == "converged"
+        per_value = runs.assign(conv=conv).groupby(knob)["conv"].sum()
+        empty = [_fmt_value(v) for v, n in per_value.items() if n == 0]
+        other = runs.loc[~conv, "status"].value_counts()
+        rows.append(
+            [
+                f"<code>{knob}</code>",
+                str(len(runs)),
+                str(int(conv.sum())),
+                html.escape(", ".join(f"{k} {v}" for k, v in other.items()) or "none"),
+                html.escape(", ".join(empty) or "none"),
+            ]
+        )
+    return rows
+
+
 def summary_figures(pages: list[NotebookPage]) -> list[tuple[str, str, dict]]:
     """Figures across notebooks: estimated against actual gap for every run of every sweep
-    (PAPER.md figure 2) and the relative change each knob caused."""
+    (figure 2 of docs/science.md#9-figure-map) and the relative change each knob caused."""
     import pandas as pd
 
     from . import gap_plots as gp
@@ -419,6 +495,71 @@ def summary_figures(pages: list[NotebookPage]) -> list[tuple[str, str, dict]]:
     return out
 
 
+def _verdict_section(pages: list[NotebookPage]) -> list[str]:
+    from .verdicts import RULE
+
+    out = ['<h2 id="verdicts">Verdicts with their uncertainty</h2>']
+    table, claims = verdict_tables(pages)
+    if table is None:
+        return out + ["<p>No knob sweep was run.</p>"]
+    out.append(
+        '<p class="muted">Only networks that met the stopping rule count (see '
+        '<a href="#convergence">convergence</a>); the claims below separate the paper\'s own '
+        "statements from our per-knob hypotheses (docs/science.md#7-claims-and-hypotheses). "
+        f"{table.attrs.get('n_comparisons', len(table))} comparisons, Holm-corrected. "
+        f"Rule: {html.escape(RULE)}</p>"
+    )
+    out.append(
+        _table(
+            ["claim", "source", "verdict", "because"],
+            [
+                [
+                    html.escape(c.text),
+                    "the paper" if c.source == "paper" else "our hypothesis",
+                    f'<span class="{_VERDICT_CLASS.get(c.verdict, "")}">{html.escape(c.verdict)}</span>',
+                    html.escape(str(c.because)),
+                ]
+                for c in claims.itertuples()
+            ],
+        )
+    )
+    out.append(
+        _table(
+            ["knob", "quantity", "verdict", "Spearman ρ [95 % interval]", "Holm p", "change", "runs", "left out"],
+            [
+                [
+                    f"<code>{r.knob}</code>",
+                    r.quantity,
+                    html.escape(r.verdict),
+                    f"{_fmt_value(r.rho)} [{_fmt_value(r.rho_low)}, {_fmt_value(r.rho_high)}]",
+                    _fmt_value(r.p_monotone_holm),
+                    _pct_cell(r.change),
+                    str(r.n_runs),
+                    html.escape(str(r.left_out) or "0"),
+                ]
+                for r in table.itertuples()
+            ],
+            numeric=(3, 4, 5, 6),
+        )
+    )
+    out.append('<h3 id="convergence">Convergence</h3>')
+    out.append(
+        '<p class="muted">Runs per knob and how many met the stopping rule. Values with no '
+        "converged run are listed and left out of their verdict.</p>"
+    )
+    out.append(
+        _table(
+            ["knob", "runs", "converged", "left out (status)", "values without a converged run"],
+            convergence_rows(pages),
+            numeric=(1, 2),
+        )
+    )
+    return out
+
+
+_VERDICT_CLASS = {"supported": "ok", "contradicted": "fail", "inconclusive": "muted"}
+
+
 def _pct_cell(v: Any) -> str:
     return f"{100 * v:+.0f} %" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
 
@@ -442,6 +583,7 @@ def render(
     nav = [
         "<nav><b>Contents</b><ol>",
         '<li><a href="#claims">The paper\'s claims vs this run</a></li>',
+        '<li><a href="#verdicts">Verdicts with their uncertainty</a></li>',
         (
             '<li><a href="#knobs">What each knob did</a><ol><li><a href="#summary-estimate">Estimated against '
             'actual gap, every run</a></li><li><a href="#summary-knobs">Relative change per knob</a></li></ol></li>'
@@ -475,7 +617,7 @@ def render(
         )
     body.append('<h2 id="claims">The paper\'s claims vs this run</h2>')
     body.append(
-        '<p class="muted">Claims as stated in PAPER.md (Feng, Zhang &amp; Tu, 2023); the right column is '
+        '<p class="muted">Claims as stated in the paper (Feng, Zhang &amp; Tu, 2023), in our words in docs/science.md; the right column is '
         "computed from the numbers the notebooks recorded in this run.</p>"
     )
     body.append(_table(["the paper's claim", "notebook", "measured in this run"], claim_rows))
@@ -485,7 +627,8 @@ def render(
     if rows:
         body.append(
             '<p class="muted">Relative change of the mean over seeds from the smallest to the largest value '
-            "swept; the verdict says which factor moved by more than 10 % and more than its seed spread.</p>"
+            "swept, converged runs only; the verdict is the one of the per-knob notebook (its own Holm "
+            "family); the table below pools every knob into one.</p>"
         )
         body.append(
             _table(
@@ -518,6 +661,7 @@ def render(
     else:
         body.append("<p>No knob sweep was run.</p>")
 
+    body.extend(_verdict_section(pages))
     for anchor, title, fig in summary_figures(pages):
         body.append(
             f'<div class="figure" id="{anchor}">{_figure_html(fig, anchor + "-plot")}</div>'

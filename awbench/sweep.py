@@ -5,7 +5,7 @@
     runs, directions = aw.load_store("results/bs")      # or report.load()
 
 A grid is a dict of lists (their product), a list of such dicts (concatenated), or the name
-of a sweep preset: one per knob of PAPER.md section 4 (``batch_size``, ``lr``, ``init_scale``,
+of a sweep preset: one per knob of docs/science.md#4-the-demo-protocol-and-awbenchs-presets (``batch_size``, ``lr``, ``init_scale``,
 ``dropout``, ``weight_decay``, ``label_noise``, ``n_train``) with the paper's values scaled
 to the base preset's dataset, plus ``knobs``, the multi-knob grid behind the sliders of
 notebook 08 (``data/knobs_store``). Every Config is validated before anything runs.
@@ -53,7 +53,7 @@ from .store import DONE_STATUSES, FAILED_STATUSES, Store, config_columns
 
 # --- sweep presets ---------------------------------------------------------------------
 
-# PAPER.md section 4, one knob at a time (n_train and label_noise are scaled, see below).
+# docs/science.md#4-the-demo-protocol-and-awbenchs-presets, one knob at a time (n_train and label_noise are scaled, see below).
 PAPER_VALUES: dict[str, tuple] = {
     "batch_size": (25, 100, 200, 400),
     "lr": (0.005, 0.01, 0.02, 0.05, 0.1),
@@ -66,7 +66,7 @@ PAPER_VALUES: dict[str, tuple] = {
 
 SWEEP_PRESETS = (*PAPER_VALUES, "knobs")
 PAPER_SEEDS = 10  # the paper's repeats per setting
-KNOBS_SEEDS = 2
+KNOBS_SEEDS = 3  # the knob panel averages converged seeds at every grid point
 
 # Training samples a dataset can supply (clean + corrupted); generated datasets grow on demand.
 POOL_SIZES = {"digits": 1297, "mnist": 60000, "fashion_mnist": 60000}

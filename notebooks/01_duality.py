@@ -24,7 +24,7 @@
 #
 # **What you will see:** activity changes against dual-weight norms; exactness at every layer
 # (float64 and float32); the general family ΔW* + M (I − a aᵀ/‖a‖²), all exact but larger;
-# and the linearity ΔW*(sW) = s ΔW*(W) (PAPER.md figure 1).
+# and the linearity ΔW*(sW) = s ΔW*(W) (figure 1 of docs/science.md#9-figure-map).
 #
 # **The paper's claim tested here:** a test sample is a training sample seen through perturbed
 # weights, and the spread of those perturbations scales with the weight norm.

@@ -26,7 +26,7 @@
 #
 # **What you will see:** the spectrum; the trace estimate converging; 1-D slices along the top
 # Hessian eigenvectors with the quadratic model ½λt², next to the dual-weight directions and
-# filter-normalised random directions; 2-D planes (PAPER.md figure 7).
+# filter-normalised random directions; 2-D planes (figure 7 of docs/science.md#9-figure-map).
 #
 # **The paper's claim tested here:** the sharpness factor comes from the landscape — a few
 # strongly curved directions — and dual weights reach into them.

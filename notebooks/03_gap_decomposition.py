@@ -25,7 +25,7 @@
 #
 # and the paper's estimate keeps only Σ c σg σw: per direction, **sharpness σg × size σw**.
 #
-# **What you will see:** the per-direction spectra (PAPER.md figure 3), the identity and its
+# **What you will see:** the per-direction spectra (figure 3 of docs/science.md#9-figure-map), the identity and its
 # sharp/flat split, the second-order Taylor reading against the exact gap, the sharpness
 # factor against the Hessian eigenvalue with its rank correlation (figure 6), the identity at
 # every layer, and estimated against actual gap over seeds (figure 2).
@@ -36,7 +36,7 @@
 # %% tags=["parameters"]
 profile: str = "quick"  # smoke | quick | paper: smoke trains a small net in seconds
 seed: int = 0  # seed of the main run (the seed comparison uses seed, seed+1, ...)
-n_seeds: int = 0  # runs in the seed comparison (0: profile default, smoke 2, quick 3, paper 10)
+n_seeds: int = 0  # runs in the seed comparison (0: profile default, smoke 2, quick 5, paper 10)
 workers: int = 0  # sweep processes for the seed runs (0: profile default, 1 in smoke, else 2)
 dataset: str = "digits"  # digits | mnist1d | teacher | mnist | fashion_mnist
 layer: str = "fc2"  # analysed fully connected layer

@@ -23,16 +23,16 @@
 # flat parts and into the two factors, sharpness Σσg² and size Σσw².
 #
 # **What you will see:** for each knob, the gap with error bars and its sharp/flat split
-# (PAPER.md figure 4), which factor moved, every run in the sharpness–size plane; then the
+# (figure 4 of docs/science.md#9-figure-map), which factor moved, every run in the sharpness–size plane; then the
 # estimated against the actual gap of every run (figure 2).
 #
 # **The paper's claim tested here:** SGD batch size and learning rate act on the sharpness
 # factor (plausible direction to check: larger batch or smaller learning rate → sharper).
 
 # %% tags=["parameters"]
-profile: str = "quick"  # smoke | quick | paper: values and seeds (paper: PAPER.md section 4)
+profile: str = "quick"  # smoke | quick | paper: values and seeds (paper: docs/science.md#4-the-demo-protocol-and-awbenchs-presets)
 seed: int = 0  # first seed; every value runs seeds seed, seed+1, ...
-n_seeds: int = 0  # seeds per value (0: profile default, smoke 2, quick 2, paper 10)
+n_seeds: int = 0  # seeds per value (0: profile default, smoke 2, quick 5, paper 10)
 dataset: str = "digits"  # digits | mnist1d | teacher | mnist | fashion_mnist
 batch_size: int = 25  # batch size B while the learning rate is swept
 lr: float = 0.1  # learning rate alpha while the batch size is swept

@@ -23,7 +23,7 @@
 # linear in W, the size factor Σσw² should follow the layer's weight norm.
 #
 # **What you will see:** for each knob, the gap with error bars and its sharp/flat split
-# (PAPER.md figure 4), which factor moved, every run in the sharpness–size plane; then the size
+# (figure 4 of docs/science.md#9-figure-map), which factor moved, every run in the sharpness–size plane; then the size
 # factor against the weight norm over both sweeps (figure 5) and estimated against actual gap
 # (figure 2).
 #
@@ -32,9 +32,9 @@
 # solutions generalize better.
 
 # %% tags=["parameters"]
-profile: str = "quick"  # smoke | quick | paper: values and seeds (paper: PAPER.md section 4)
+profile: str = "quick"  # smoke | quick | paper: values and seeds (paper: docs/science.md#4-the-demo-protocol-and-awbenchs-presets)
 seed: int = 0  # first seed; every value runs seeds seed, seed+1, ...
-n_seeds: int = 0  # seeds per value (0: profile default, smoke 2, quick 2, paper 10)
+n_seeds: int = 0  # seeds per value (0: profile default, smoke 2, quick 5, paper 10)
 dataset: str = "digits"  # digits | mnist1d | teacher | mnist | fashion_mnist
 weight_decay: float = 0.0  # beta while the init scale is swept
 init_scale: float = 1.0  # init scale s while weight decay is swept

@@ -21,7 +21,7 @@
 # network that must work with random units missing. The analysis runs in eval mode, so dropout
 # only changes *which* solution is found, and the decomposition shows through which factor.
 #
-# **What you will see:** the gap against d with error bars and its sharp/flat split (PAPER.md
+# **What you will see:** the gap against d with error bars and its sharp/flat split (docs/science.md
 # figure 4), which factor moved, every run in the sharpness–size plane, and estimated against
 # actual gap (figure 2).
 #
@@ -29,9 +29,9 @@
 # is measured here, not assumed.
 
 # %% tags=["parameters"]
-profile: str = "quick"  # smoke | quick | paper: values and seeds (paper: PAPER.md section 4)
+profile: str = "quick"  # smoke | quick | paper: values and seeds (paper: docs/science.md#4-the-demo-protocol-and-awbenchs-presets)
 seed: int = 0  # first seed; every value runs seeds seed, seed+1, ...
-n_seeds: int = 0  # seeds per value (0: profile default, smoke 2, quick 2, paper 10)
+n_seeds: int = 0  # seeds per value (0: profile default, smoke 2, quick 5, paper 10)
 dataset: str = "digits"  # digits | mnist1d | teacher | mnist | fashion_mnist
 dropout_grid: str = ""  # dropout probabilities, e.g. 0, 0.1, 0.3 (empty: profile default)
 workers: int = 0  # sweep processes (0: profile default, 1 in smoke, else 2)

@@ -23,7 +23,7 @@
 # to memorize, which is expected to make the solution both sharper and larger.
 #
 # **What you will see:** for each knob, the gap with error bars and its sharp/flat split
-# (PAPER.md figure 4), which factor moved, every run in the sharpness–size plane, and estimated
+# (figure 4 of docs/science.md#9-figure-map), which factor moved, every run in the sharpness–size plane, and estimated
 # against actual gap (figure 2). Training sizes are scaled to the dataset's pool (the paper:
 # 4000 … 32000 MNIST images; the bundled digits: up to 1297).
 #
@@ -31,9 +31,9 @@
 # factors (plausible: more data → smaller size; label noise → both grow).
 
 # %% tags=["parameters"]
-profile: str = "quick"  # smoke | quick | paper: values and seeds (paper: PAPER.md section 4)
+profile: str = "quick"  # smoke | quick | paper: values and seeds (paper: docs/science.md#4-the-demo-protocol-and-awbenchs-presets)
 seed: int = 0  # first seed; every value runs seeds seed, seed+1, ...
-n_seeds: int = 0  # seeds per value (0: profile default, smoke 2, quick 2, paper 10)
+n_seeds: int = 0  # seeds per value (0: profile default, smoke 2, quick 5, paper 10)
 dataset: str = "digits"  # digits | mnist1d | teacher | mnist | fashion_mnist
 n_train_grid: str = ""  # clean training-set sizes, e.g. 324, 648, 1297 (empty: profile default)
 label_noise_grid: str = ""  # label-noise fractions, e.g. 0, 0.1, 0.2 (empty: profile default)

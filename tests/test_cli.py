@@ -51,8 +51,10 @@ def test_sweep_then_status(tmp_path, capsys):
 
     assert main(["status", str(store)]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["sweep", "planned", "done", "failed", "pending"]
-    assert table[1].split() == ["grid", "2", "2", "0", "0"]
+    assert table[0].split() == [
+        "sweep", "planned", "converged", "max_epochs", "diverged", "failed", "pending"
+    ]
+    assert table[1].split() == ["grid", "2", "0", "2", "0", "0", "0"]  # 3 epochs: max_epochs
 
     assert main(args + ["--quiet"]) == 0  # resumed: nothing to do, nothing printed
     assert capsys.readouterr().out == ""

@@ -1,4 +1,4 @@
-"""Ground truth for the layer Hessian and the gap decomposition (PAPER.md sections 1-3)."""
+"""Ground truth for the layer Hessian and the gap decomposition (docs/science.md sections 1-3)."""
 
 import copy
 

@@ -106,7 +106,7 @@ def test_readable_while_a_writer_appends(tmp_path):
     assert not errors and seen[-1] == n and seen == sorted(seen)
 
 
-def test_status_counts_planned_done_failed_pending(tmp_path):
+def test_status_counts_runs_per_status(tmp_path):
     store = Store(tmp_path)
     cfgs = [Config.preset("smoke").replace(seed=s) for s in range(4)]
     store.write_plan("demo", cfgs)
@@ -119,10 +119,13 @@ def test_status_counts_planned_done_failed_pending(tmp_path):
     with pytest.raises(KeyError, match="no sweep named 'nope'.*demo, other"):
         load_store(tmp_path, sweep="nope")
     table = store.status().set_index("sweep")
-    assert table.loc["demo"].to_dict() == {"planned": 4, "done": 2, "failed": 1, "pending": 1}
-    assert table.loc["(not in a plan)", "done"] == 1
-    assert table.loc["other"].to_dict() == {"planned": 2, "done": 0, "failed": 1, "pending": 1}
-    assert table.loc["total"].to_dict() == {"planned": 5, "done": 3, "failed": 1, "pending": 1}
+    counts = lambda c, m, d, f, p: dict(  # noqa: E731
+        converged=c, max_epochs=m, diverged=d, failed=f, pending=p
+    )
+    assert table.loc["demo"].to_dict() == {"planned": 4, **counts(1, 1, 1, 0, 1)}
+    assert table.loc["(not in a plan)", "converged"] == 1
+    assert table.loc["other"].to_dict() == {"planned": 2, **counts(0, 0, 1, 0, 1)}
+    assert table.loc["total"].to_dict() == {"planned": 5, **counts(2, 1, 1, 0, 1)}
 
 
 def test_load_store_missing_folder(tmp_path):
@@ -167,3 +170,17 @@ def test_record_outside_ipython_keeps_value_and_rejects_objects():
         record("obj", object())
     with pytest.raises(ValueError):
         record("", 1)
+
+
+def test_compact_directions_keeps_numbers_to_float32(tmp_path):
+    store = Store(tmp_path)
+    cfg = Config.preset("smoke")
+    dirs = pd.DataFrame(
+        {"rank": range(500), "lam": np.linspace(0, 1, 500) ** 3, "sigma_g": np.random.default_rng(0).random(500)}
+    )
+    store.write(_row(cfg), dirs)
+    before = store.load().directions
+    assert store.compact_directions() > 0
+    after = store.load().directions
+    assert after["sigma_g"].dtype == np.float32 and after["rank"].tolist() == list(range(500))
+    np.testing.assert_allclose(after["lam"], before["lam"], rtol=1e-7, atol=1e-30)

@@ -59,10 +59,9 @@ def test_plan_seeds_dedupe_and_labels():
     assert sweep.varying == ("batch_size", "seed")
     assert sweep.label(sweep.configs[-1]) == "bs=400_seed=9"
     knobs = plan_sweep("knobs", base="smoke")
-    assert len(knobs) == (3 * 3 + 5 * 2) * 2  # 2 seeds by default
-    assert {c.n_train for c in knobs.configs} == {100, 200, 400} and knobs.configs[
-        0
-    ].max_epochs == 40
+    assert len(knobs) == (3 * 3 + 5 * 2) * 3  # 3 seeds by default
+    assert {c.n_train for c in knobs.configs} == {100, 200, 400}
+    assert knobs.configs[0].max_epochs == Config.preset("smoke").max_epochs  # the base's budget
     # Overlapping blocks and an explicit seed: every config once.
     twice = plan_sweep([{"lr": [0.1, 0.05]}, {"lr": 0.1, "seed": [0, 3]}], base="smoke", seeds=[0])
     assert [(c.lr, c.seed) for c in twice.configs] == [(0.1, 0), (0.05, 0), (0.1, 3)]
@@ -154,7 +153,7 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     assert retried.ran == 2 and (retried.done, retried.failed) == (6, 0)
     runs, _ = load_store(tmp_path)
     assert len(runs) == 6 and runs["key"].is_unique
-    assert Store(tmp_path).status().set_index("sweep").loc["total", "done"] == 6
+    assert Store(tmp_path).status().set_index("sweep").loc["total", "converged"] == 6
 
 
 def test_missing_dask_says_how_to_install(tmp_path, monkeypatch):
