@@ -408,7 +408,7 @@ def _failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def _row(res: experiment.Result, start: tuple[float, float]) -> tuple[dict[str, Any], pd.DataFrame | None]:
+def _row(res: experiment.Result, meta: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame | None]:
     cfg = res.config
     row: dict[str, Any] = {
         "key": cfg.key(),
@@ -426,7 +426,7 @@ def _row(res: experiment.Result, start: tuple[float, float]) -> tuple[dict[str, 
                 continue
             name = f"analysis_{name}"
         row[name] = value
-    row.update(_meta(start))
+    row.update(meta)
     directions = None
     if res.directions is not None:
         directions = pd.DataFrame(res.directions).reset_index(drop=True)
@@ -455,7 +455,13 @@ def execute_seeds(
     except Exception as exc:  # noqa: BLE001 - bad data, analysis failure: record, go on
         reason = _failure_reason(exc)
         return [(failed_row(c, reason, start), None) for c in cfgs]
-    return [_row(res, start) for res in results]
+    # The group trained as one model: each run is charged an equal share of its time, so
+    # that summing a store's cpu_seconds gives the CPU the sweep used.
+    meta = _meta(start)
+    meta["wall_seconds"] /= len(cfgs)
+    meta["cpu_seconds"] /= len(cfgs)
+    meta["stacked_runs"] = len(cfgs)
+    return [_row(res, meta) for res in results]
 
 
 # --- executors -------------------------------------------------------------------------
@@ -655,6 +661,7 @@ def run_sweep(
     retry_failed: bool = False,
     show_progress: bool | None = None,
     quiet: bool = False,
+    stack_seeds: bool = True,
 ) -> SweepReport:
     """Run every Config of ``grid`` not yet in ``store``; return a :class:`SweepReport`.
 
@@ -662,7 +669,9 @@ def run_sweep(
     dicts, or a planned :class:`Sweep`. ``workers``: processes (default one per core; 1 runs
     in this process). ``scheduler`` / ``dask_local``: run on Dask instead. ``retry_failed``
     reruns runs stored with status "failed" (exceptions; divergence is a result and is kept).
-    ``quiet`` silences the progress bar and log lines.
+    ``quiet`` silences the progress bar and log lines. ``stack_seeds`` trains the seeds of
+    one setting together as one stacked model (the default; False trains every run alone, for
+    benchmarks).
     """
     sweep = plan_sweep(grid, seeds=seeds, base=base, overrides=overrides, name=name)
     if scheduler or dask_local:
@@ -684,12 +693,13 @@ def run_sweep(
     ran = 0
     what = "nothing to run"
     if todo:
-        n_groups = len(experiment.seed_groups(todo))
+        groups = experiment.seed_groups(todo) if stack_seeds else [[c] for c in todo]
+        n_groups = len(groups)
         with open_executor(workers, scheduler, dask_local, n_tasks=n_groups) as (ex, window, what):
             log(
                 f"sweep {sweep.name}: {len(todo)} of {len(sweep)} runs to do on {what} -> {st.path}"
             )
-            completed = _complete(st, ex, window, todo, cache)
+            completed = _complete(st, ex, window, groups, cache)
             bar = progress(completed, total=len(todo), desc=f"sweep {sweep.name}", enabled=bar_on)
             n_failed = 0
             try:
@@ -726,11 +736,11 @@ def run_sweep(
     return report
 
 
-def _complete(st: Store, ex: Executor, window: int, todo: list[Config], cache: bool):
-    """Yield ``(cfg, row)`` as runs finish, each written to the store first. The seeds of one
-    setting are one task (one stacked model)."""
+def _complete(st: Store, ex: Executor, window: int, groups: list[list[Config]], cache: bool):
+    """Yield ``(cfg, row)`` as runs finish, each written to the store first. Each group (the
+    seeds of one setting) is one task: one stacked model."""
     try:
-        calls = [(group, execute_seeds, (group, cache)) for group in experiment.seed_groups(todo)]
+        calls = [(group, execute_seeds, (group, cache)) for group in groups]
         for group, result, error in run_tasks(ex, calls, window):
             if error is not None:  # the worker or the scheduler lost this task
                 reason = f"{type(error).__name__}: {error}"

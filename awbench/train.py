@@ -136,20 +136,32 @@ def mlp_gradients(
     return grads
 
 
+def weight_decay_gradient(model: nn.Module, cfg: Config) -> Callable[[list[torch.Tensor]], None]:
+    """``add(grads)`` adding the gradient of :func:`weight_penalty` to ``grads`` (ordered as
+    parameters()). The weights are looked up once: walking the module tree every step cost
+    more than the step's own arithmetic for these small nets."""
+    slots = [
+        (i, p) for i, (name, p) in enumerate(model.named_parameters()) if name.endswith("weight")
+    ]
+    weights = [p for _, p in slots]
+
+    def add(grads: list[torch.Tensor]) -> None:
+        if cfg.weight_decay_mode == "norm":
+            norm = torch.sqrt(sum(w.detach().pow(2).sum() for w in weights))
+            if norm == 0:
+                return  # the norm is not differentiable at 0; its subgradient 0 is the natural pick
+            scale = cfg.weight_decay / norm
+        else:
+            scale = cfg.weight_decay
+        for i, p in slots:
+            grads[i].add_(p, alpha=float(scale))
+
+    return add
+
+
 def add_weight_decay_gradient(grads: list[torch.Tensor], model: nn.Module, cfg: Config) -> None:
     """Add the gradient of :func:`weight_penalty` to ``grads`` (ordered as parameters())."""
-    names = [name for name, _ in model.named_parameters()]
-    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
-    if cfg.weight_decay_mode == "norm":
-        norm = torch.sqrt(sum(w.detach().pow(2).sum() for w in weights))
-        if norm == 0:
-            return  # the norm is not differentiable at 0; its subgradient 0 is the natural pick
-        scale = cfg.weight_decay / norm
-    else:
-        scale = cfg.weight_decay
-    for g, name, p in zip(grads, names, model.parameters()):
-        if name.endswith("weight"):
-            g.add_(p, alpha=float(scale))
+    weight_decay_gradient(model, cfg)(grads)
 
 
 def train(cfg: Config, data: Data | None = None, show_progress: bool | None = None) -> Run:
@@ -258,6 +270,7 @@ def _sgd_epochs(cfg: Config, model: MLP, data: Data, show_progress: bool | None)
     params = list(model.parameters())
     velocity = [torch.zeros_like(p) for p in params] if cfg.momentum > 0 else None
     dropout_gen = torch.Generator(device=tensors.x.device).manual_seed(cfg.seed + 1)
+    add_decay = weight_decay_gradient(model, cfg)
 
     def train_epoch(order: torch.Tensor, decay_on: bool) -> None:
         # One gather per epoch; each batch is then a view.
@@ -266,7 +279,7 @@ def _sgd_epochs(cfg: Config, model: MLP, data: Data, show_progress: bool | None)
             end = start + cfg.batch_size
             grads = mlp_gradients(model, x[start:end], y[start:end], dropout_gen)
             if decay_on:
-                add_weight_decay_gradient(grads, model, cfg)
+                add_decay(grads)
             if velocity is not None:
                 torch._foreach_mul_(velocity, cfg.momentum)
                 torch._foreach_add_(velocity, grads)

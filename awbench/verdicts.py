@@ -317,6 +317,8 @@ def _kruskal(x: np.ndarray, y: np.ndarray, values: np.ndarray) -> float:
     samples = [s for s in samples if s.size >= KRUSKAL_MIN_RUNS]
     if len(samples) < KRUSKAL_MIN_VALUES:
         return math.nan
+    if np.ptp(np.concatenate(samples)) == 0:  # every value identical: no ranks to compare
+        return math.nan
     try:
         p = stats.kruskal(*samples).pvalue
     except ValueError:  # every value identical: no ranks to compare

@@ -20,10 +20,18 @@ Panels (pure builders below, also used for the static figures of a headless run)
 - sweep: real gap, sharpness and size along the knob last moved (other knobs as on screen,
   mean and spread over seeds), with a "you are here" marker.
 
+Only a converged network is a result. The status line gives the run's final clean-train loss
+and accuracy, its epochs and budget, and how many seeds of its grid point converged; a run
+that stopped at its budget is flagged in red there, in the panel titles and in the takeaway
+(shown under the sliders, redrawn on every move). The grid's per-point means (sweep panel,
+:func:`grid_effects`, ``Setting.point``) average the converged seeds only; a point where none
+converged is shown flagged and left out of :func:`grid_effects`' comparisons.
+
 A combination that is not in the grid is trained on request ("train this setting": a
-progress bar, then train + analyze + slice through ``run_experiment``'s cache); the result
-goes to a user store under the cache folder (``$AWBENCH_CACHE/knobs_store``), so the same
-setting is instant next time, in this session or the next.
+progress bar, then train to the stopping rule under the grid's budget + analyze + slice
+through ``run_experiment``'s cache); the result goes to a user store under the cache folder
+(``$AWBENCH_CACHE/knobs_store``), so the same setting is instant next time, in this session
+or the next.
 
 Live widgets (plotly ``FigureWidget``) only where a Jupyter front end renders them; headless
 (papermill, nbconvert, ``AWBENCH_QUIET=1``) the panel displays static figures and creates no
@@ -43,6 +51,7 @@ import html
 import json
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -79,6 +88,7 @@ FIGURE_WIDTH = 980  # px, live panels (fits beside the file browser)
 TOP_EIGENVALUES = 10
 REPO_STORE = Path(__file__).resolve().parents[1] / "data" / "knobs_store"
 CURRENT = "#d62728"  # this setting
+WARNING = "#b00020"  # not converged: not a result
 REFERENCE = "#9e9e9e"  # the default setting
 SIZE_COLOR = COLORS["size"]
 
@@ -98,8 +108,47 @@ def user_store() -> Path:
 
 
 @dataclass
+class Point:
+    """The seeds of one grid point (every knob but the seed fixed) and their means.
+
+    ``scalars`` average the converged seeds only; when none converged they average all seeds
+    and ``converged`` is False: shown, but not a result.
+    """
+
+    seeds: tuple
+    converged_seeds: tuple
+    scalars: dict[str, float]
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def n_converged(self) -> int:
+        return len(self.converged_seeds)
+
+    @property
+    def converged(self) -> bool:
+        return self.n_converged > 0
+
+    @property
+    def averaged(self) -> int:
+        """How many seeds ``scalars`` average."""
+        return self.n_converged or self.n
+
+    @property
+    def text(self) -> str:
+        noun = "seed" if self.n == 1 else "seeds"
+        return f"{self.n_converged}/{self.n} {noun} converged"
+
+
+@dataclass
 class Setting:
-    """Everything the panels show for one run (arrays in rank order: sigma_g descending)."""
+    """Everything the panels show for one run (arrays in rank order: sigma_g descending).
+
+    One run, not a mean: the spectra and the slice belong to one network, the one of the
+    seed on the slider. ``point`` holds its grid point's seeds and their converged-only means.
+    """
 
     config: Config
     key: str
@@ -113,6 +162,12 @@ class Setting:
     slice_t: np.ndarray = field(default_factory=lambda: np.zeros(0))
     slice_loss: np.ndarray = field(default_factory=lambda: np.zeros(0))
     slice_quadratic: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    converged: bool = False  # met the stopping rule
+    epochs: int = 0
+    epoch_budget: int = 0
+    final_train_loss: float = float("nan")  # clean training set, last epoch
+    final_train_acc: float = float("nan")
+    point: Point | None = None
 
     def __getitem__(self, name: str) -> float:
         return self.scalars[name]
@@ -127,6 +182,32 @@ def _mode_value(values: pd.Series) -> Any:
     counts = values.value_counts()
     best = counts[counts == counts.max()].index
     return _native(min(best))
+
+
+TRAINING_COLUMNS = ("converged", "final_train_loss", "final_train_acc", "epoch_budget")
+
+
+def _with_training_columns(runs: pd.DataFrame, budgets: list[int]) -> pd.DataFrame:
+    """``runs`` with how training ended filled in for every row, also for rows of a store
+    written before those columns existed: ``converged`` from ``status``, the final train loss
+    from the analysis's clean ``train_loss`` (the same model), the budget from each Config
+    (``budgets``); the final train accuracy was not recorded then and stays NaN."""
+    runs = runs.copy()
+    by_status = (runs["status"] == "converged").to_numpy()
+    if "converged" in runs:
+        runs["converged"] = [
+            bool(v) if pd.notna(v) else bool(b) for v, b in zip(runs["converged"], by_status)
+        ]
+    else:
+        runs["converged"] = by_status
+    runs["converged"] = runs["converged"].astype(bool)
+    nan = pd.Series(np.nan, index=runs.index)
+    loss = pd.to_numeric(runs.get("final_train_loss", nan), errors="coerce")
+    runs["final_train_loss"] = loss.fillna(pd.to_numeric(runs.get("train_loss", nan)))
+    runs["final_train_acc"] = pd.to_numeric(runs.get("final_train_acc", nan), errors="coerce")
+    budget = pd.to_numeric(runs.get("epoch_budget", nan), errors="coerce")
+    runs["epoch_budget"] = budget.fillna(pd.Series(budgets, index=runs.index)).astype(int)
+    return runs
 
 
 def _slice_path(store: Path, key: str) -> Path:
@@ -204,11 +285,12 @@ class KnobGrid:
         return set(cfg.diff(self.base)) <= set(KNOBS)
 
     def _add(self, runs: pd.DataFrame, directions: pd.DataFrame, store: Path) -> None:
-        keep = []
+        keep, budgets = [], []
         for i, row in runs.iterrows():
             cfg = config_from_row(row)
             if self._belongs(cfg):
                 keep.append(i)
+                budgets.append(cfg.epoch_budget())
         dropped = len(runs) - len(keep)
         if dropped:
             warnings.warn(
@@ -219,6 +301,7 @@ class KnobGrid:
         runs = runs.loc[keep]
         if runs.empty:
             return
+        runs = _with_training_columns(runs, budgets)
         for key, d in directions[directions["key"].isin(set(runs["key"]))].groupby(
             "key", sort=False
         ):
@@ -237,7 +320,10 @@ class KnobGrid:
             self.values[k] = sorted({_native(v) for v in grid})
         self._matrix = self._runs[list(KNOBS)].to_numpy(dtype=float)
         self._curve_values = self._runs[list(CURVE_COLUMNS)].to_numpy(dtype=float)
+        self._converged = self._runs["converged"].to_numpy(dtype=bool)
         self._natives = {k: {float(v): _native(v) for v in self._runs[k]} for k in KNOBS}
+        self._point_columns = [c for c in (*SCALARS, *TRAINING_COLUMNS[1:]) if c in self._runs]
+        self._settings = {}  # a new run may join the point of a cached setting
 
     # --- reading --------------------------------------------------------------------------
     @property
@@ -252,6 +338,31 @@ class KnobGrid:
     def _tuple(self, values: Mapping[str, Any]) -> tuple:
         merged = {**self.defaults, **values}
         return tuple(_native(merged[k]) for k in KNOBS)
+
+    def _point_mask(self, target: np.ndarray) -> np.ndarray:
+        others = [i for i, k in enumerate(KNOBS) if k != "seed"]
+        return np.all(self._matrix[:, others] == target[others], axis=1)
+
+    def point(self, values: Mapping[str, Any]) -> Point | None:
+        """The seeds at this combination (its seed ignored) and their converged-only means,
+        or None when no run is there."""
+        return self._point(self._point_mask(np.array(self._tuple(values), dtype=float)))
+
+    def _point(self, mask: np.ndarray) -> Point | None:
+        rows = np.flatnonzero(mask)
+        if not len(rows):
+            return None
+        seed_of = self._natives["seed"]
+        j = KNOBS.index("seed")
+        order = rows[np.argsort(self._matrix[rows, j], kind="stable")]
+        conv = self._converged[order]
+        used = order[conv] if conv.any() else order
+        means = self._runs.iloc[used][self._point_columns].astype(float).mean()
+        return Point(
+            seeds=tuple(seed_of[float(v)] for v in self._matrix[order, j]),
+            converged_seeds=tuple(seed_of[float(v)] for v in self._matrix[order[conv], j]),
+            scalars={k: float(v) for k, v in means.items() if pd.notna(v)},
+        )
 
     def lookup(self, values: Mapping[str, Any]) -> Setting | None:
         """The run of this knob combination, or None when it is off the grid."""
@@ -291,24 +402,37 @@ class KnobGrid:
             slice_t=np.zeros(0) if s is None else s["t"].to_numpy(dtype=float),
             slice_loss=np.zeros(0) if s is None else s["loss"].to_numpy(dtype=float),
             slice_quadratic=np.zeros(0) if s is None else s["quadratic"].to_numpy(dtype=float),
+            converged=bool(row["converged"]),
+            epochs=int(row["epochs"]),
+            epoch_budget=int(row["epoch_budget"]),
+            final_train_loss=float(row["final_train_loss"]),
+            final_train_acc=float(row["final_train_acc"]),
+            point=self._point(self._point_mask(self._matrix[i])),
         )
 
     def curve(self, knob: str, values: Mapping[str, Any]) -> pd.DataFrame:
-        """The sweep of ``knob`` through the runs that match ``values`` on every other knob
-        (all seeds): one row per value of ``knob`` with the mean and sd (ddof 0) over seeds of
-        the real gap, sharpness and size, and ``n`` seeds."""
+        """The sweep of ``knob`` through the runs that match ``values`` on every other knob:
+        one row per value of ``knob`` with the mean and sd (ddof 0) of the real gap,
+        sharpness and size over its converged seeds (over all its seeds when none converged),
+        ``n`` the seeds averaged, ``seeds`` all seeds there and ``converged`` how many
+        converged (0: the point is shown but is not a result)."""
         target = np.array(self._tuple(values), dtype=float)
         j = KNOBS.index(knob)
         others = [i for i, k in enumerate(KNOBS) if k not in (knob, "seed")]
         mask = np.all(self._matrix[:, others] == target[others], axis=1)
-        x, ys = self._matrix[mask, j], self._curve_values[mask]
+        x, ys, conv = self._matrix[mask, j], self._curve_values[mask], self._converged[mask]
         rows = []
         for v in np.unique(x):
-            sel = ys[x == v]
-            rows.append([v, len(sel), *sel.mean(0), *sel.std(0)])
+            at = x == v
+            sel = ys[at & conv] if conv[at].any() else ys[at]
+            rows.append(
+                [v, len(sel), int(at.sum()), int(conv[at].sum()), *sel.mean(0), *sel.std(0)]
+            )
         cols = [
             knob,
             "n",
+            "seeds",
+            "converged",
             *(f"{c}_mean" for c in CURVE_COLUMNS),
             *(f"{c}_sd" for c in CURVE_COLUMNS),
         ]
@@ -333,11 +457,26 @@ class KnobGrid:
         from .sweep import execute
 
         report(0.0, "training")
-        with _epoch_progress(
-            lambda i, n: report(
-                0.85 * i / max(n, 1), f"training: epoch {i}/{n} (or until the stopping rule)"
-            )
-        ):
+        first_loss, done = [math.nan], [0.0]
+
+        def on_epoch(epoch: int, budget: int, loss: float) -> None:
+            # A run that meets the stopping rule ends far inside its budget, so the epoch
+            # count alone would leave the bar near zero: the loss's way down to stop_loss
+            # (on a log scale) measures progress too, and the bar takes the further of both.
+            fraction = epoch / max(budget, 1)
+            if math.isfinite(loss) and loss > 0:
+                if not math.isfinite(first_loss[0]):
+                    first_loss[0] = loss
+                span = math.log(first_loss[0] / cfg.stop_loss)
+                if span > 0:
+                    fraction = max(fraction, math.log(first_loss[0] / loss) / span)
+            done[0] = max(done[0], min(fraction, 1.0))  # never backwards
+            text = f"training: epoch {epoch} of at most {budget}"
+            if math.isfinite(loss):
+                text += f", train loss {_fmt(loss)} (the stopping rule needs < {cfg.stop_loss:g})"
+            report(0.85 * done[0], text)
+
+        with _epoch_progress(on_epoch):
             res = experiment.run_experiment(cfg, show_progress=False)
         report(0.85, "analysing")
         row, directions = execute(cfg)  # the cached result, as a store row and directions table
@@ -381,33 +520,53 @@ SCALARS = (
 CURVE_COLUMNS = ("real_gap", "sharpness", "size")
 
 
+class _EpochBar:
+    """Stands in for the tqdm bar of the epoch loop: reports epochs and the last train loss
+    (which the loop hands to a bar through ``set_postfix``) to ``callback``."""
+
+    def __init__(self, iterable, total: int, callback: Callable[[int, int, float], None]):
+        self.iterable, self.total, self.callback = iterable, total, callback
+        self.loss = math.nan
+        self.last = 0.0
+
+    def __iter__(self):
+        for i, item in enumerate(self.iterable):
+            now = time.perf_counter()
+            if now - self.last > 0.1:  # a widget update costs more than a small epoch
+                self.last = now
+                self.callback(i, self.total, self.loss)
+            yield item
+
+    def set_postfix(self, ordered_dict=None, refresh=True, **values) -> None:
+        try:
+            self.loss = float(values.get("loss", math.nan))
+        except (TypeError, ValueError):  # a postfix we do not know: epochs still count
+            pass
+
+    def close(self) -> None:
+        pass
+
+
 @contextlib.contextmanager
-def _epoch_progress(callback: Callable[[int, int], None]):
-    """Report training epochs to ``callback(done, max_epochs)``, at most ~10 times a second.
+def _epoch_progress(callback: Callable[[int, int, float], None]):
+    """Report training to ``callback(epoch, budget, train_loss)``, at most ~10 times a second
+    (train_loss NaN until the first epoch ends).
 
-    ``train`` wraps its epoch loop in ``awbench.progress.progress``; this swaps that wrapper
-    for the duration of one call (the panel's own bar replaces tqdm's).
+    The training code offers no progress callback, only its tqdm wrapper
+    ``awbench.train.progress`` (a module attribute looked up on every call); this swaps that
+    wrapper for the duration of one call, so the panel's own bar replaces tqdm's.
     """
-    from . import train as train_module
+    import importlib
 
+    # the module, not the package's ``train`` function that shadows it as an attribute
+    train_module = importlib.import_module(f"{__package__}.train")
     original = getattr(train_module, "progress", None)
     if original is None:
         yield
         return
-    last = [0.0]
 
     def wrapper(iterable, total=None, desc="", enabled=None):
-        n = total if total is not None else len(iterable)
-
-        def epochs():
-            for i, item in enumerate(iterable):
-                now = time.perf_counter()
-                if now - last[0] > 0.1:
-                    last[0] = now
-                    callback(i, n)
-                yield item
-
-        return epochs()
+        return _EpochBar(iterable, total if total is not None else len(iterable), callback)
 
     train_module.progress = wrapper
     try:
@@ -416,33 +575,128 @@ def _epoch_progress(callback: Callable[[int, int], None]):
         train_module.progress = original
 
 
+EFFECT_COLUMNS = (
+    "knob",
+    "values",
+    *(f"{c}_change" for c in CURVE_COLUMNS),
+    "left_out",
+    "left_out_values",
+)
+
+
+def _effect(grid: KnobGrid, knob: str, values: Mapping[str, Any]) -> tuple[dict, set]:
+    """One row of :func:`grid_effects` and the points it left out (as grid tuples)."""
+    c = grid.curve(knob, values)
+    ok, bad = c[c["converged"] > 0], c[c["converged"] == 0]
+    row = {
+        "knob": knob,
+        "values": ", ".join(f"{v:g}" for v in ok[knob]),
+        "left_out": len(bad),
+        "left_out_values": ", ".join(f"{v:g}" for v in bad[knob]),
+    }
+    for col in CURVE_COLUMNS:
+        if len(ok) >= 2:
+            lo, hi = float(ok[f"{col}_mean"].iloc[0]), float(ok[f"{col}_mean"].iloc[-1])
+            row[f"{col}_change"] = (hi - lo) / abs(lo) if lo else float("nan")
+        else:
+            row[f"{col}_change"] = float("nan")
+    return row, {grid._tuple({**values, knob: v, "seed": 0}) for v in bad[knob]}
+
+
+def _held(grid: KnobGrid, values: Mapping[str, Any], but: str | None = None) -> str:
+    moved = {k: v for k, v in values.items() if k not in ("seed", but) and v != grid.defaults[k]}
+    return "at " + ", ".join(f"{k}={v!r}" for k, v in moved.items()) if moved else "at the default"
+
+
 def grid_effects(grid: KnobGrid, values: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """One row per knob: its grid values and the relative change of the real gap, sharpness
-    and size from its smallest to its largest value (means over seeds, other knobs at
-    ``values``, default: the default setting)."""
-    values = dict(values or grid.defaults)
+    """One row per knob: the relative change of the real gap, sharpness and size from its
+    smallest to its largest converged value (means over the converged seeds, other knobs at
+    ``values``, default: the default setting).
+
+    A point none of whose seeds converged is left out of the comparison (``left_out`` counts
+    them, ``left_out_values`` names them); ``values`` lists the points compared. Fewer than
+    two converged points: no comparison (NaN). For :func:`effects_takeaway`,
+    ``attrs["held"]`` says where the other knobs were and ``attrs["left_out_points"]`` how
+    many distinct points were left out.
+    """
+    values = {**grid.defaults, **dict(values or {})}
     rows = []
+    dropped = set()  # the held point lies on every knob's line: count it once
     for knob in KNOBS:
-        if knob == "seed":
-            continue
-        c = grid.curve(knob, values)
-        row = {"knob": knob, "values": ", ".join(f"{v:g}" for v in c[knob]) if len(c) else ""}
-        for col in CURVE_COLUMNS:
-            if len(c) >= 2:
-                lo, hi = float(c[f"{col}_mean"].iloc[0]), float(c[f"{col}_mean"].iloc[-1])
-                row[f"{col}_change"] = (hi - lo) / abs(lo) if lo else float("nan")
-            else:
-                row[f"{col}_change"] = float("nan")
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["knob", "values", *(f"{c}_change" for c in CURVE_COLUMNS)])
+        if knob != "seed":
+            row, bad = _effect(grid, knob, values)
+            rows.append(row)
+            dropped |= bad
+    out = pd.DataFrame(rows, columns=list(EFFECT_COLUMNS))
+    out.attrs["left_out_points"] = len(dropped)
+    out.attrs["held"] = _held(grid, values)
+    return out
 
 
 def _pct(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{100 * x:+.0f} %"
 
 
+def not_converged_reason(s: Setting) -> str:
+    """Why a run is not a result, e.g. "stopped at the budget of 150 epochs with train loss
+    0.0037 > 0.001"."""
+    cfg = s.config
+    if s.epoch_budget and s.epochs >= s.epoch_budget:
+        where = f"stopped at the budget of {s.epoch_budget} epochs"
+    else:
+        where = f"stopped after {s.epochs} of {s.epoch_budget} epochs"
+    loss, acc = s.final_train_loss, s.final_train_acc
+    if math.isfinite(loss) and loss >= cfg.stop_loss:
+        why = f"train loss {_fmt(loss)} {'>' if loss > cfg.stop_loss else '='} {cfg.stop_loss:g}"
+    elif math.isfinite(acc) and acc <= cfg.stop_acc:
+        why = f"train accuracy {_fmt(acc, 4)} ≤ {cfg.stop_acc:g}"
+    elif math.isfinite(loss):
+        why = (
+            f"train loss {_fmt(loss)} but a mean train accuracy over the last "
+            f"{cfg.stop_window} epochs ≤ {cfg.stop_acc:g}"
+        )
+    else:
+        why = "the stopping rule not met"
+    return f"{where} with {why}"
+
+
+def warnings_of(s: Setting) -> list[str]:
+    """The warnings the panel shows for a setting: the run on screen not converged, seeds
+    of its grid point not converged. Empty for a converged run at a converged point."""
+    out = []
+    if not s.converged:
+        out.append(f"⚠ not converged: {not_converged_reason(s)} — its numbers are not a result")
+    p = s.point
+    if p is not None and p.n > 1 and p.n_converged < p.n:
+        if p.converged:
+            missed = ", ".join(str(x) for x in p.seeds if x not in p.converged_seeds)
+            out.append(
+                f"⚠ {p.n - p.n_converged}/{p.n} seeds at this point did not converge (seed "
+                f"{missed}): the grid's means here average the {p.n_converged} that did"
+            )
+        else:
+            out.append(
+                f"⚠ none of the {p.n} seeds at this point converged: the grid's numbers "
+                "here are not a result"
+            )
+    return out
+
+
+TAKEAWAY_SCALARS = (
+    ("real_gap", "real gap"),
+    ("sharpness", "sharpness Σσg²"),
+    ("size", "size Σσw²"),
+    ("weight_norm", "‖W‖F"),
+)
+
+
 def takeaway(panel: KnobPanel) -> str:
-    """Markdown: the setting on screen against the default, from the numbers of the store."""
+    """Markdown: the setting on screen against the default, from the numbers of the store.
+
+    Computed from the panel's current and reference settings on every call (the live panel
+    shows it under the sliders, redrawn on every move); a number of a run that did not
+    converge is quoted with a warning, never bare.
+    """
     cur, ref = panel.setting, panel.reference
     if cur is None:
         return (
@@ -450,19 +704,26 @@ def takeaway(panel: KnobPanel) -> str:
             "precomputed "
             "and not trained here; the panels show the default setting only."
         )
-    if cur.key == ref.key:
+    same = cur.key == ref.key
+    if same:
         head = "**The default setting** of the grid"
     else:
         head = f"**{panel.describe(cur.config, panel.grid.base)}** against the default"
+    notes = []
+    if not cur.converged:
+        notes.append(
+            f"**⚠ Not converged:** this run {not_converged_reason(cur)}; the numbers below "
+            "are not a result."
+        )
+    if not same and not ref.converged:
+        notes.append(
+            f"**⚠ The default did not converge** ({not_converged_reason(ref)}): the changes "
+            "below are measured against numbers that are not a result."
+        )
     parts = []
-    for col, label in (
-        ("real_gap", "real gap"),
-        ("sharpness", "sharpness Σσg²"),
-        ("size", "size Σσw²"),
-        ("weight_norm", "‖W‖F"),
-    ):
-        a, b = ref.scalars[col], cur.scalars[col]
-        change = "" if cur.key == ref.key else f" ({_pct((b - a) / abs(a) if a else float('nan'))})"
+    for col, label in TAKEAWAY_SCALARS:
+        a, b = _get(ref, col), _get(cur, col)
+        change = "" if same else f" ({_pct((b - a) / abs(a) if a else float('nan'))})"
         parts.append(f"{label} {_fmt(b)}{change}")
     share = cur["sharp_gap"] / cur["pair_gap"] if cur["pair_gap"] else float("nan")
     text = (
@@ -471,24 +732,81 @@ def takeaway(panel: KnobPanel) -> str:
         f"Σ cσgσw = {_fmt(cur['estimated_gap'])} estimates "
         f"the real gap {_fmt(cur['real_gap'])} nats."
     )
-    return text
+    tail = []
+    p = cur.point
+    if p is not None and p.n > 1:
+        means = ", ".join(
+            f"{label} {_fmt(p.scalars.get(col, float('nan')))}"
+            for col, label in TAKEAWAY_SCALARS[:3]
+        )
+        if p.n_converged == p.n:
+            tail.append(f"{p.text} at this point; their means: {means}.")
+        elif p.converged:
+            tail.append(
+                f"{p.text} at this point; the means of the {p.n_converged} that did: {means}."
+            )
+        else:
+            tail.append(
+                f"**⚠ None of the {p.n} seeds at this point converged:** their means "
+                f"({means}) are not a result either."
+            )
+    return "\n\n".join([*notes, text, *tail])
+
+
+def _effect_line(r: Mapping[str, Any]) -> str | None:
+    """A Markdown list item for one row of :func:`grid_effects` (None: nothing to say)."""
+    left = int(r.get("left_out", 0) or 0)
+    note = (
+        f" ({left} unconverged point{'s' if left > 1 else ''} left out: {r['left_out_values']})"
+        if left
+        else ""
+    )
+    label = KNOB_TEXT.get(r["knob"], r["knob"])
+    if not math.isfinite(r["sharpness_change"]) or not math.isfinite(r["size_change"]):
+        return (
+            f"- **{label}**: no comparison, fewer than two points converged{note}" if left else None
+        )
+    lead = "sharpness" if abs(r["sharpness_change"]) > abs(r["size_change"]) else "size"
+    return (
+        f"- **{label}** {r['values']}: gap {_pct(r['real_gap_change'])}, "
+        f"sharpness {_pct(r['sharpness_change'])}, size {_pct(r['size_change'])} → mostly "
+        f"**{lead}**{note}"
+    )
 
 
 def effects_takeaway(effects: pd.DataFrame) -> str:
-    """Markdown: which factor each knob of the grid moves most (from :func:`grid_effects`)."""
-    lines = []
-    for r in effects.itertuples(index=False):
-        if not math.isfinite(r.sharpness_change) or not math.isfinite(r.size_change):
-            continue
-        lead = "sharpness" if abs(r.sharpness_change) > abs(r.size_change) else "size"
-        lines.append(
-            f"- **{KNOB_TEXT.get(r.knob, r.knob)}** {r.values}: gap {_pct(r.real_gap_change)}, "
-            f"sharpness {_pct(r.sharpness_change)}, size {_pct(r.size_change)} → mostly **{lead}**"
-        )
-    return (
-        "Along each knob of the grid (other knobs at the default, mean over seeds):\n\n"
-        + "\n".join(lines)
+    """Markdown: which factor each knob of the grid moves most (from :func:`grid_effects`),
+    saying which points were left out because none of their seeds converged."""
+    rows = [r._asdict() for r in effects.itertuples(index=False)]
+    lines = [line for line in map(_effect_line, rows) if line is not None]
+    left_total = effects.attrs.get(
+        "left_out_points", sum(int(r.get("left_out", 0) or 0) for r in rows)
     )
+    held = effects.attrs.get("held", "at the default")
+    text = (
+        f"Along each knob of the grid (other knobs {held}, mean over the converged seeds):\n\n"
+        + ("\n".join(lines) if lines else "- no knob has two points to compare")
+    )
+    if left_total:
+        text += (
+            f"\n\n**⚠ {left_total} point{'s' if left_total > 1 else ''} left out:** none of "
+            "their seeds met the stopping rule, so their numbers are not results."
+        )
+    return text
+
+
+def sweep_takeaway(panel: KnobPanel) -> str:
+    """Markdown: what the knob last moved does along the sweep panel's line (other knobs as
+    on screen), as one line of :func:`effects_takeaway`; empty for the seed."""
+    knob = panel.last_knob
+    if knob == "seed":
+        return ""
+    row, _ = _effect(panel.grid, knob, {**panel.grid.defaults, **panel.values})
+    line = _effect_line(row) or (
+        f"- **{KNOB_TEXT.get(knob, knob)}**: no comparison, one point on the grid here"
+    )
+    held = _held(panel.grid, panel.values, but=knob)
+    return f"Along this knob (other knobs {held}, mean over the converged seeds):\n\n{line}"
 
 
 # --- 1-D loss slices along the top Hessian eigenvector ---------------------------------------
@@ -671,6 +989,21 @@ def _field(s: Setting | None, name: str) -> np.ndarray:
     return _E if s is None else getattr(s, name)
 
 
+def _unconverged_flag(cur: Setting | None, ref: Setting | None) -> str:
+    """A red title prefix when this setting or the default did not converge."""
+    bad_cur = cur is not None and not cur.converged
+    bad_ref = ref is not None and not ref.converged
+    if not (bad_cur or bad_ref):
+        return ""
+    if bad_cur and bad_ref and cur.key != ref.key:
+        text = "⚠ neither converged"
+    elif bad_cur:
+        text = "⚠ NOT CONVERGED"
+    else:
+        text = "⚠ default not converged"
+    return f'<span style="color:{WARNING}"><b>{text}</b></span> · '
+
+
 def sharpness_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], dict]:
     """Sharpness panel: sigma_g spectrum, top layer-Hessian eigenvalues, loss slice."""
     r, c = ref, cur
@@ -745,7 +1078,7 @@ def sharpness_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dic
         ),
     ]
     layer = (c or r).config.layer if (c or r) is not None else "layer"
-    title = (
+    title = _unconverged_flag(c, r) + (
         f"<b>Sharpness</b>  Σσg² = {_fmt(_get(c, 'sharpness'))} "
         f"(default {_fmt(_get(r, 'sharpness'))}) · λmax of the {layer} Hessian = "
         f"{_fmt(_get(c, 'lam_max'))} (default {_fmt(_get(r, 'lam_max'))})"
@@ -829,7 +1162,7 @@ def size_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], d
             hovertemplate="%{x}: Σσw² = %{y:.4g}<extra></extra>",
         ),
     ]
-    title = (
+    title = _unconverged_flag(c, r) + (
         f"<b>Size</b>  Σσw² = {_fmt(_get(c, 'size'))} (default {_fmt(_get(r, 'size'))})"
         f" · ‖W‖F = {_fmt(_get(c, 'weight_norm'))} (default {_fmt(_get(r, 'weight_norm'))})"
     )
@@ -918,7 +1251,7 @@ def gap_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], di
         ),
     ]
     share = _get(c, "sharp_gap") / _get(c, "pair_gap") if _get(c, "pair_gap") else float("nan")
-    title = (
+    title = _unconverged_flag(c, r) + (
         f"<b>Gap</b>  real {_fmt(_get(c, 'real_gap'))} nats "
         f"(default {_fmt(_get(r, 'real_gap'))}) · estimate {_fmt(_get(c, 'estimated_gap'))} · "
         f"sharp directions carry {_fmt(100 * share, 2)} % · "
@@ -946,12 +1279,25 @@ def sweep_traces(
         if len(curve)
         else _E
     )
+    has_counts = len(curve) and "converged" in curve
+    converged = curve["converged"].to_numpy() if has_counts else np.ones(len(curve), dtype=int)
+    seeds = curve["seeds"].to_numpy() if has_counts else curve["n"].to_numpy()
+    seeds_text = [
+        f"mean of {n} converged seed(s) ({k}/{m} converged)"
+        if k
+        else f"⚠ not converged (0/{m} seeds): not a result"
+        for n, k, m in zip(curve["n"] if len(curve) else [], converged, seeds)
+    ]
+    marker = {
+        "symbol": ["circle" if k else "x" for k in converged],
+        "size": [7 if k else 11 for k in converged],
+    }
+    unconverged = int((converged == 0).sum())
     traces = []
     for j, col in enumerate(CURVE_COLUMNS, start=1):
         axis = "" if j == 1 else str(j)
         mean = curve[f"{col}_mean"].to_numpy(dtype=float) if len(curve) else _E
         sd = curve[f"{col}_sd"].to_numpy(dtype=float) if len(curve) else _E
-        n = curve["n"].to_numpy() if len(curve) else _E
         traces.append(
             dict(
                 type="scatter",
@@ -960,14 +1306,15 @@ def sweep_traces(
                 showlegend=j == 1,
                 legendgroup="curve",
                 line=dict(color=COLORS.get(col, "#444")),
+                marker=marker,
                 x=xs,
                 y=mean,
                 error_y=dict(type="data", array=sd, visible=True),
-                customdata=n,
+                customdata=seeds_text,
                 xaxis=f"x{axis}",
                 yaxis=f"y{axis}",
                 hovertemplate=f"{knob} %{{text}}<br>{col} %{{y:.4g}} ± %{{error_y.array:.2g}}"
-                "<br>%{customdata} seed(s)<extra></extra>",
+                "<br>%{customdata}<extra></extra>",
                 text=[f"{_native(v)}" for v in curve[knob]] if len(curve) else [],
             )
         )
@@ -1001,7 +1348,13 @@ def sweep_traces(
     )
     layout = {
         "title.text": f"<b>Sweep of {label}</b>, the other knobs as set above "
-        f"({len(curve)} of {len(options)} values on the grid)"
+        f"({len(curve)} of {len(options)} values on the grid"
+        + (
+            f'; <span style="color:{WARNING}">{unconverged} not converged (×): not results</span>'
+            if unconverged
+            else ""
+        )
+        + ")"
     }
     for j in range(1, 4):
         layout[f"xaxis{'' if j == 1 else j}"] = ticks
@@ -1180,7 +1533,6 @@ class KnobPanel:
         if knob not in KNOBS:
             raise ValueError(f"knob={knob!r} is not a knob: expected one of {', '.join(KNOBS)}")
         self.last_knob = knob
-        self.reference = self.grid.default()
         self.history: list[dict] = []  # one entry per redraw: knob, values, seconds
         self._suspend = False
         self.widgets: dict[str, Any] = {}
@@ -1205,6 +1557,12 @@ class KnobPanel:
     def setting(self) -> Setting | None:
         """The run on screen, or None when the combination is off the grid (not trained yet)."""
         return self.grid.lookup(self._values)
+
+    @property
+    def reference(self) -> Setting:
+        """The default setting, what every panel compares against."""
+        # looked up, not kept: a run trained here may join the default's grid point
+        return self.grid.default()
 
     @property
     def on_grid(self) -> bool:
@@ -1355,17 +1713,31 @@ class KnobPanel:
         if s is None:
             return (
                 "<b>Off the grid:</b> this combination was not precomputed. "
-                "Press <i>train this setting</i> (a few seconds; cached afterwards)."
+                "Press <i>train this setting</i> (to the stopping rule: from a few seconds "
+                "to about half a minute; cached afterwards)."
             )
         where = "precomputed grid" if s.source == "grid" else "trained here (cached)"
-        return (
-            f"<b>{html.escape(s.status)}</b> after {int(s.scalars.get('epochs', 0))} epochs · "
-            f"{where} · run <code>{s.key}</code>"
+        acc = s.final_train_acc
+        line = (
+            f"<b>{html.escape(s.status)}</b> after {s.epochs} epochs (budget "
+            f"{s.epoch_budget}) · final train loss {_fmt(s.final_train_loss)}, train accuracy "
+            + (f"{100 * acc:.2f} %" if math.isfinite(acc) else "– (not in this store)")
+        )
+        if s.point is not None and s.point.n > 1:
+            line += f" · {s.point.text} at this point"
+        line += f" · {where} · run <code>{s.key}</code>"
+        return line + "".join(
+            f'<div class="awbench-warning" style="color:{WARNING};font-weight:bold">'
+            f"{html.escape(w)}</div>"
+            for w in warnings_of(s)
         )
 
     def _update_controls(self) -> None:
         w = self.widgets
         w["status"].value = self._status_html()
+        w["takeaway"].value = _markdown_html(
+            "\n\n".join(filter(None, (takeaway(self), sweep_takeaway(self))))
+        )
         w["train"].disabled = self.on_grid
         w["config"].value = self.config_text
         for k in KNOBS:
@@ -1410,10 +1782,17 @@ class KnobPanel:
         )
         status = W.HTML()
         status.add_class("awbench-status")
+        summary = W.HTML(layout=W.Layout(width="100%"))
+        summary.add_class("awbench-takeaway")
         config = W.Textarea(value="", rows=4, layout=W.Layout(width="100%"), disabled=False)
         config.add_class("awbench-config")
         self.widgets.update(
-            reset=reset, train=train, progress=progress, status=status, config=config
+            reset=reset,
+            train=train,
+            progress=progress,
+            status=status,
+            takeaway=summary,
+            config=config,
         )
         data = self.panel_data()
         for name in PANELS:
@@ -1428,6 +1807,7 @@ class KnobPanel:
                 W.HBox([W.VBox(sliders[:4]), W.VBox(sliders[4:])]),
                 W.HBox([reset, train, progress]),
                 status,
+                summary,
             ]
         )
         self.view = W.VBox(
@@ -1465,7 +1845,23 @@ class KnobPanel:
         self._ipython_display_()
 
 
-DYNAMIC = ("x", "y", "text", "error_y", "customdata", "base")
+def _markdown_html(text: str) -> str:
+    """The little Markdown the takeaways write (paragraphs, "- " items, bold, code) as HTML."""
+    out = html.escape(text, quote=False)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", out)
+    out = re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+    paragraphs = []
+    for para in out.split("\n\n"):
+        items = para.split("\n")
+        if all(item.startswith("- ") for item in items):
+            para = "<ul>" + "".join(f"<li>{item[2:]}</li>" for item in items) + "</ul>"
+            paragraphs.append(para)
+        else:
+            paragraphs.append(f"<p>{para}</p>")
+    return "".join(paragraphs)
+
+
+DYNAMIC = ("x", "y", "text", "error_y", "customdata", "base", "marker")
 
 
 def _same(a: Any, b: Any) -> bool:

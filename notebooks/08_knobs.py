@@ -1,12 +1,13 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: tags,-all
+#     cell_metadata_filter: tags,title,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (awbench)
 #     language: python
@@ -55,9 +56,11 @@ nb.setup()
 # %% [markdown]
 # ## 1 · The panel
 # Each slider offers the grid's values of one Config field. Grid: batch size × weight decay,
-# plus every other knob moved alone from the default; two seeds each (see
-# `data/knobs_store/README.md`). Combine knobs freely: an off-grid combination says so and
-# offers the train button. The text box holds the Config on screen, ready to paste into
+# plus every other knob moved alone from the default; three seeds each, every run trained to
+# the stopping rule (see `data/knobs_store/README.md`). The status line shows the setting's
+# final train loss and accuracy and warns when a run did not converge. Combine knobs freely:
+# an off-grid combination says so and offers the train button (it trains to the stopping
+# rule too: a few seconds, up to about 20 s with weight decay). The text box holds the Config on screen, ready to paste into
 # Python, a papermill call or a sweep.
 
 # %%
@@ -76,13 +79,14 @@ panel
 # directions; it scales with the weight norm. *Gap:* the exact identity ⟨Δl⟩ = Σ(μgμw + cσgσw)
 # against the real gap, and how much of it the ten sharpest directions carry.
 
-# %%
+# %% The panel's own takeaway box follows the sliders; this is the starting setting's.
 Markdown(kw.takeaway(panel))
 
 # %% [markdown]
 # ## 2 · What each knob does on this grid
 # Relative change from the smallest to the largest value of each knob, other knobs at the
-# default, mean over the two seeds. Which factor moves is measured here, not assumed.
+# default, mean over the converged seeds (three per point; unconverged points are left out and
+# counted). Which factor moves is measured here, not assumed.
 
 # %%
 effects = kw.grid_effects(panel.grid)

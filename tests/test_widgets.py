@@ -35,6 +35,26 @@ def panel(tmp_path):
     return kw.KnobPanel(STORE, mode="live", extra_store=tmp_path / "user_store")
 
 
+def _converged(runs: pd.DataFrame) -> pd.Series:
+    """The store's ``converged`` column; ``status`` for rows of a store written before it."""
+    by_status = runs["status"].eq("converged")
+    if "converged" not in runs:
+        return by_status
+    return runs["converged"].where(runs["converged"].notna(), by_status).astype(bool)
+
+
+def _point_stats(runs: pd.DataFrame, knob: str, col: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sd (ddof 0) of ``col`` per value of ``knob`` over the converged seeds, over
+    all seeds where none converged."""
+    means, sds = [], []
+    for _, g in runs.groupby(knob):
+        ok = _converged(g)
+        use = g[ok] if ok.any() else g
+        means.append(use[col].mean())
+        sds.append(use[col].std(ddof=0))
+    return np.array(means), np.array(sds)
+
+
 def _row(runs: pd.DataFrame, values: dict) -> pd.Series:
     mask = np.ones(len(runs), dtype=bool)
     for k, v in values.items():
@@ -59,19 +79,18 @@ def _assert_panels_match(panel: kw.KnobPanel, truth) -> None:
     assert f["size"].data[3].y[1] == row["size"]
     assert list(f["gap"].data[1].y) == [row["real_gap"], row["pair_gap"], row["estimated_gap"]]
     assert f["gap"].data[2].y[1] == row["sharp_gap"] and f["gap"].data[3].y[1] == row["flat_gap"]
-    # the sweep of the knob last moved: the other knobs held, mean and sd (ddof 0) over seeds
+    # the sweep of the knob last moved: the other knobs held, mean and sd (ddof 0) over the
+    # converged seeds
     knob = panel.last_knob
     held = [k for k in kw.KNOBS if k not in (knob, "seed")]
     sub = runs
     for k in held:
         sub = sub[sub[k] == panel.values[k]]
-    g = sub.groupby(knob)["real_gap"]
-    np.testing.assert_allclose(f["sweep"].data[0].y, g.mean().to_numpy(), rtol=1e-12)
+    mean, sd = _point_stats(sub, knob, "real_gap")
+    np.testing.assert_allclose(f["sweep"].data[0].y, mean, rtol=1e-12)
+    np.testing.assert_allclose(f["sweep"].data[0].error_y.array, sd, atol=1e-12)
     np.testing.assert_allclose(
-        f["sweep"].data[0].error_y.array, g.std(ddof=0).to_numpy(), atol=1e-12
-    )
-    np.testing.assert_allclose(
-        f["sweep"].data[1].y, sub.groupby(knob)["sharpness"].mean().to_numpy(), rtol=1e-12
+        f["sweep"].data[1].y, _point_stats(sub, knob, "sharpness")[0], rtol=1e-12
     )
     here = f["sweep"].data[3]  # "you are here" on the real-gap axis
     assert list(here.y) == [row["real_gap"]]
@@ -225,13 +244,16 @@ def test_grid_effects_and_sweep_figures():
 
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory):
-    """Three smoke runs (batch 25, batch 100, dropout 0.1) and their slices: seconds."""
+    """Three smoke runs (batch 25, batch 100, dropout 0.1) and their slices: seconds. The
+    paper's stopping rule within 12 epochs: every run ends at its budget, not converged."""
     import torch
 
     from awbench.sweep import run_sweep
 
     path = tmp_path_factory.mktemp("small_knobs_store")
-    base = aw.Config.preset("smoke").replace(max_epochs=12, n_train=200, n_test=100)
+    base = aw.Config.preset("smoke").replace(
+        max_epochs=12, n_train=200, n_test=100, stop_loss=1e-3, stop_acc=0.99, stop_window=9
+    )
     run_sweep(
         [{"batch_size": [25, 100]}, {"dropout": [0.1]}],
         store=path,
@@ -252,11 +274,16 @@ def test_train_this_setting(small_store, tmp_path, monkeypatch):
     p.widgets["batch_size"].value = 100
     p.widgets["dropout"].value = 0.1
     assert not p.on_grid and not p.widgets["train"].disabled
-    seen = []
+    seen, said = [], []
     p.widgets["progress"].observe(lambda ch: seen.append(ch["new"]), names="value")
+    p.widgets["status"].observe(lambda ch: said.append(ch["new"]), names="value")
     p.widgets["train"].click()
     assert p.on_grid and p.setting.source == "trained"
     assert seen and seen[-1] == 1.0 and seen == sorted(seen), "the bar only moves forward"
+    assert any("epoch 0 of at most 12" in text for text in said), said
+    # the smoke grid stops at 12 epochs, far from the stopping rule: so does the trained run
+    assert p.setting.status == "max_epochs" and not p.setting.converged
+    assert "not converged: stopped at the budget of 12 epochs" in p.widgets["status"].value
     assert (
         p.widgets["train"].disabled is True and p.widgets["progress"].layout.visibility == "hidden"
     )
@@ -354,3 +381,240 @@ def test_papermill_cli_run_is_static_small_and_trains_an_off_grid_start(tmp_path
     assert records["knobs.on_grid"] is True  # trained during the run
     assert records["knobs.config"] == {"batch_size": 100, "dropout": 0.1}
     assert 0 <= records["knobs.identity_error"] <= 1e-10
+
+
+def test_epoch_progress_restores_the_training_module():
+    import importlib
+
+    train_module = importlib.import_module("awbench.train")  # awbench.train is the function
+    original = train_module.progress
+    calls = []
+    with kw._epoch_progress(lambda *a: calls.append(a)):
+        assert train_module.progress is not original
+        aw.train(aw.Config.preset("smoke").replace(max_epochs=3, n_train=60, n_test=30))
+    assert train_module.progress is original
+    epoch, budget, loss = calls[0]
+    assert (epoch, budget) == (0, 3) and np.isnan(loss), "the first call comes before any loss"
+
+
+# --- convergence: only a converged network is a result ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed_store(tmp_path_factory):
+    """Smoke runs, three seeds a point: the default (lr 0.3) and dropout 0.1 meet the stopping
+    rule at epoch 9 (stop_window), lr 0.001 runs into max_epochs=12. The smoke net learns
+    slowly (loss about 1.1 after 9 epochs at lr 0.3, 2.3 at lr 0.001), hence stop_loss 1.5
+    and no accuracy part. Seed 2 of dropout 0.1 is then rewritten as a run that hit the
+    budget with absurd numbers, which a mean of the converged seeds must not see."""
+    from awbench.sweep import run_sweep
+
+    path = tmp_path_factory.mktemp("mixed_knobs_store")
+    base = aw.Config.preset("smoke").replace(
+        max_epochs=12,
+        n_train=200,
+        n_test=100,
+        lr=0.3,
+        stop_loss=1.5,
+        stop_acc=0.0,
+        stop_window=9,
+        widths=(20, 20),
+        weight_decay_epochs=20,
+    )
+    run_sweep(
+        [{"lr": [0.3, 0.001]}, {"dropout": [0.1]}],
+        store=path,
+        base=base,
+        seeds=3,
+        workers=1,
+        quiet=True,
+    )
+    runs, _ = load_store(path)
+    assert runs.groupby("lr")["converged"].agg(list).to_dict() == {
+        0.001: [False] * 3,
+        0.3: [True] * 6,
+    }, "the smoke runs no longer split as this fixture needs"
+    fake = _row(runs, {"dropout": 0.1, "seed": 2})
+    part = path / "runs" / f"{fake['key']}.parquet"
+    row = pd.read_parquet(part)
+    row["status"], row["converged"], row["epochs"] = "max_epochs", False, 12
+    row["final_train_loss"] = 2.0
+    row[["real_gap", "sharpness", "size"]] = 100.0
+    row.to_parquet(part, index=False)
+    return path
+
+
+def _warnings(status_html: str) -> list[str]:
+    """The texts of the status line's warning lines."""
+    parts = status_html.split('<div class="awbench-warning"')[1:]
+    return [part.split(">", 1)[1].split("</div>", 1)[0] for part in parts]
+
+
+def test_warning_for_a_setting_that_hit_the_budget(small_store, tmp_path):
+    runs, _ = load_store(small_store)
+    p = kw.KnobPanel(small_store, mode="live", extra_store=tmp_path / "u")
+    row = _row(runs, p.values)
+    assert row["status"] == "max_epochs" and not row["converged"]
+    s = p.setting
+    assert not s.converged and s.epochs == s.epoch_budget == 12
+    assert s.final_train_loss == row["final_train_loss"] > 1e-3
+    status = p.widgets["status"].value
+    warning = _warnings(status)
+    assert len(warning) == 1 and warning[0] == (
+        "⚠ not converged: stopped at the budget of 12 epochs with train loss "
+        f"{kw._fmt(row['final_train_loss'])} &gt; {s.config.stop_loss:g} — its numbers are not "
+        "a result"
+    )
+    assert "color:#b00020" in status, "the warning is coloured"
+    assert f"final train loss {kw._fmt(row['final_train_loss'])}" in status
+    assert f"train accuracy {100 * row['final_train_acc']:.2f} %" in status
+    assert "after 12 epochs (budget 12)" in status
+    for name in ("sharpness", "size", "gap"):
+        assert "⚠ NOT CONVERGED" in p.figures[name].layout.title.text, name
+    text = kw.takeaway(p)
+    assert text.startswith("**⚠ Not converged:** this run stopped at the budget of 12 epochs")
+    assert "⚠ Not converged" in p.widgets["takeaway"].value
+
+
+def test_no_warning_for_converged_runs_and_seeds_counted(mixed_store, tmp_path):
+    runs, _ = load_store(mixed_store)
+    p = kw.KnobPanel(mixed_store, mode="live", extra_store=tmp_path / "u")
+    row = _row(runs, p.values)
+    assert row["converged"] and row["epochs"] == 9
+    status = p.widgets["status"].value
+    assert _warnings(status) == [] and "⚠" not in status
+    assert "converged</b> after 9 epochs (budget 12)" in status
+    assert f"final train loss {kw._fmt(row['final_train_loss'])}" in status
+    assert "3/3 seeds converged at this point" in status
+    for name in kw.PANELS:
+        assert "⚠" not in p.figures[name].layout.title.text, name
+    assert "⚠" not in kw.takeaway(p) and "3/3 seeds converged" in kw.takeaway(p)
+
+    p.widgets["lr"].value = 0.001  # every seed hit max_epochs
+    status = p.widgets["status"].value
+    loss = _row(runs, p.values)["final_train_loss"]
+    assert _warnings(status) == [
+        (
+            f"⚠ not converged: stopped at the budget of 12 epochs with train loss "
+            f"{kw._fmt(loss)} &gt; 1.5 — its numbers are not a result"
+        ),
+        (
+            "⚠ none of the 3 seeds at this point converged: the grid&#x27;s numbers here "
+            "are not a result"
+        ),
+    ]
+    assert "0/3 seeds converged at this point" in status
+    assert "⚠ NOT CONVERGED" in p.figures["gap"].layout.title.text
+    text = kw.takeaway(p)
+    assert text.startswith("**⚠ Not converged:**") and "None of the 3 seeds" in text
+
+
+def test_grid_means_leave_unconverged_seeds_out(mixed_store, tmp_path):
+    runs, _ = load_store(mixed_store)
+    grid = kw.KnobGrid(mixed_store, extra=tmp_path / "u")
+    at = runs[(runs["dropout"] == 0.1) & (runs["lr"] == 0.3)].sort_values("seed")
+    good = at[at["converged"]]
+    assert list(good["seed"]) == [0, 1]
+
+    c = grid.curve("dropout", grid.defaults).set_index("dropout")
+    assert (c.loc[0.1, "n"], c.loc[0.1, "seeds"], c.loc[0.1, "converged"]) == (2, 3, 2)
+    for col in ("real_gap", "sharpness", "size"):
+        assert c.loc[0.1, f"{col}_mean"] == pytest.approx(good[col].mean(), rel=1e-12)
+        assert c.loc[0.1, f"{col}_sd"] == pytest.approx(good[col].std(ddof=0), abs=1e-12)
+    # no seed converged: still on the curve, the mean of all seeds, flagged by converged == 0
+    c = grid.curve("lr", grid.defaults).set_index("lr")
+    slow = runs[runs["lr"] == 0.001]
+    assert (c.loc[0.001, "n"], c.loc[0.001, "converged"]) == (3, 0)
+    assert c.loc[0.001, "real_gap_mean"] == pytest.approx(slow["real_gap"].mean(), rel=1e-12)
+
+    point = grid.lookup({"dropout": 0.1}).point
+    assert (
+        point.seeds == (0, 1, 2)
+        and point.converged_seeds == (0, 1)
+        and point.text == ("2/3 seeds converged")
+    )
+    assert point.scalars["real_gap"] == pytest.approx(good["real_gap"].mean(), rel=1e-12)
+    assert grid.point({"dropout": 0.1, "seed": 2}) == point
+    assert grid.lookup({"dropout": 0.1, "seed": 2}).point == point
+
+    p = kw.KnobPanel(mixed_store, mode="live", extra_store=tmp_path / "u")
+    p.widgets["dropout"].value = 0.1
+    sweep = p.figures["sweep"].data[0]
+    assert sweep.y[1] == pytest.approx(good["real_gap"].mean(), rel=1e-12)
+    assert "2/3 converged" in sweep.customdata[1]
+    status = p.widgets["status"].value
+    assert "2/3 seeds converged at this point" in status
+    assert _warnings(status) == [
+        (
+            "⚠ 1/3 seeds at this point did not converge (seed 2): the grid&#x27;s means here "
+            "average the 2 that did"
+        )
+    ]
+    p.widgets["seed"].value = 2  # the unconverged seed itself
+    assert _warnings(p.widgets["status"].value)[0].startswith("⚠ not converged")
+    text = kw.takeaway(p)
+    assert text.startswith("**⚠ Not converged:**") and "the means of the 2 that did" in text
+    assert "real gap 100 " in text, "its own numbers are quoted, after the warning"
+
+    effects = kw.grid_effects(grid).set_index("knob")
+    lo = runs[(runs["dropout"] == 0.0) & (runs["lr"] == 0.3)]["real_gap"].mean()
+    assert effects.loc["dropout", "real_gap_change"] == pytest.approx(
+        (good["real_gap"].mean() - lo) / abs(lo), rel=1e-10
+    )
+    assert effects.loc["dropout", "left_out"] == 0
+    assert np.isnan(effects.loc["lr", "real_gap_change"]), "one converged point: no comparison"
+    assert (effects.loc["lr", "left_out"], effects.loc["lr", "left_out_values"]) == (1, "0.001")
+    md = kw.effects_takeaway(kw.grid_effects(grid))
+    assert "(1 unconverged point left out: 0.001)" in md and "**⚠ 1 point left out:**" in md
+    assert "mostly" in md.split("dropout")[1].split("\n")[0]
+
+
+def test_a_store_without_the_convergence_columns_falls_back_to_status(mixed_store, tmp_path):
+    import shutil
+
+    old = tmp_path / "old_store"
+    shutil.copytree(mixed_store, old)
+    for part in (old / "runs").glob("*.parquet"):
+        row = pd.read_parquet(part)
+        row.drop(
+            columns=["converged", "final_train_loss", "final_train_acc", "epoch_budget"]
+        ).to_parquet(part, index=False)
+    runs, _ = load_store(old)
+    assert "converged" not in runs
+    grid = kw.KnobGrid(old, extra=tmp_path / "u")
+    got = grid.runs.set_index("key")
+    want = runs.set_index("key").loc[got.index]
+    assert (got["converged"] == want["status"].eq("converged")).all()
+    np.testing.assert_array_equal(got["final_train_loss"], want["train_loss"])
+    assert (got["epoch_budget"] == 12).all() and got["final_train_acc"].isna().all()
+    p = kw.KnobPanel(old, mode="static", extra_store=tmp_path / "u", start={"lr": 0.001})
+    status = p._status_html()
+    assert "train accuracy – (not in this store)" in status
+    assert _warnings(status)[0].startswith("⚠ not converged: stopped at the budget of 12 epochs")
+
+
+def test_takeaway_follows_the_sliders(mixed_store, tmp_path):
+    p = kw.KnobPanel(mixed_store, mode="live", extra_store=tmp_path / "u")
+    first = p.widgets["takeaway"].value
+    assert first.startswith(kw._markdown_html(kw.takeaway(p)))
+    assert "The default setting" in first
+    p.widgets["dropout"].value = 0.1
+    moved = p.widgets["takeaway"].value
+    assert moved != first and moved.startswith(kw._markdown_html(kw.takeaway(p)))
+    assert "<b>dropout=0.1</b> against the default" in moved
+    # the knob just moved, along the sweep panel's line: both dropout points converged
+    assert "Along this knob (other knobs at the default" in moved
+    assert "<li><b>dropout d</b> 0, 0.1: gap" in moved and "mostly" in moved
+    p.set(dropout=0.0, lr=0.001)  # from code: the same redraw
+    text = p.widgets["takeaway"].value
+    assert "⚠ Not converged" in text
+    assert (
+        "no comparison, fewer than two points converged (1 unconverged point left out: 0.001)"
+        in (text)
+    )
+    p.widgets["reset"].click()  # the seed comes last in a reset: no line along a knob
+    assert p.widgets["takeaway"].value == first.split("<p>Along")[0]
+    # the effects of every knob, held where the panel is
+    effects = kw.grid_effects(p.grid, {"lr": 0.001})
+    assert effects.attrs["held"] == "at lr=0.001"
+    assert kw.effects_takeaway(effects).startswith("Along each knob of the grid (other knobs at lr")
