@@ -513,11 +513,10 @@ def summary_figures(pages: list[NotebookPage]) -> list[tuple[str, str, dict]]:
     return out
 
 
-def _verdict_section(pages: list[NotebookPage]) -> list[str]:
+def _verdict_section(table, claims, pages: list[NotebookPage]) -> list[str]:
     from .verdicts import RULE
 
     out = ['<h2 id="verdicts">Verdicts with their uncertainty</h2>']
-    table, claims = verdict_tables(pages)
     if table is None:
         return out + ["<p>No knob sweep was run.</p>"]
     out.append(
@@ -549,8 +548,8 @@ def _verdict_section(pages: list[NotebookPage]) -> list[str]:
                     f"<code>{r.knob}</code>",
                     r.quantity,
                     html.escape(r.verdict),
-                    f"{_fmt_value(r.rho)} [{_fmt_value(r.rho_low)}, {_fmt_value(r.rho_high)}]",
-                    _fmt_value(r.p_monotone_holm),
+                    f"{r.rho:.2f} [{r.rho_low:.2f}, {r.rho_high:.2f}]",
+                    f"{r.p_monotone_holm:.3f}",
                     _pct_cell(r.change),
                     str(r.n_runs),
                     html.escape(str(r.left_out) or "0"),
@@ -651,12 +650,20 @@ def render(
     body.append(_table(["the paper's claim", "notebook", "measured in this run"], claim_rows))
 
     rows = knob_rows(pages)
+    verdicts, claims = verdict_tables(pages)
+    if verdicts is not None:
+        from .notebook_support import which_factor
+
+        for r in rows:
+            mine = verdicts[verdicts["knob"] == r["knob"]]
+            r["verdict"] = which_factor(mine) if len(mine) else r["verdict"]
     body.append('<h2 id="knobs">What each knob did</h2>')
     if rows:
         body.append(
             '<p class="muted">Relative change of the mean over seeds from the smallest to the largest value '
-            "swept, converged runs only; the verdict is the one of the per-knob notebook (its own Holm "
-            "family); the table below pools every knob into one.</p>"
+            "swept, converged runs only. The verdict is the pooled one of the table below (Holm over "
+            "every knob and quantity), so it can be more cautious than a notebook's own, whose Holm "
+            "family is that notebook's knobs only.</p>"
         )
         body.append(
             _table(
@@ -689,7 +696,7 @@ def render(
     else:
         body.append("<p>No knob sweep was run.</p>")
 
-    body.extend(_verdict_section(pages))
+    body.extend(_verdict_section(verdicts, claims, pages))
     for anchor, title, fig in summary_figures(pages):
         body.append(
             f'<div class="figure" id="{anchor}">{_figure_html(fig, anchor + "-plot")}</div>'

@@ -81,7 +81,9 @@ RULE = (
     "significant in the opposite direction, 'inconclusive' otherwise. The paired "
     "DPSGD-vs-SSGD comparisons (sign-flip permutation test over seed pairs, exact when "
     "2^n_pairs <= n_perm) are their own Holm family; 'same size' is supported only when the "
-    f"whole interval of the relative difference lies within +/-{SAME_MARGIN:.0%}."
+    f"whole interval of the relative difference lies within +/-{SAME_MARGIN:.0%} and "
+    "contradicted only when it lies wholly outside. Permutation p-values use 20,000 "
+    "permutations, bootstrap intervals 2,000 resamples, both from a fixed seed."
 )
 
 
@@ -200,7 +202,7 @@ def knob_effect(
     quantity: str,
     *,
     n_boot: int = 2000,
-    n_perm: int = 2000,
+    n_perm: int = 20000,
     level: float = 0.95,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -413,7 +415,7 @@ def verdict_table(
     table["values_without_converged"] = table["values_without_converged"].map(
         lambda vs: ", ".join(format(v, "g") for v in vs)
     )
-    n_perm = kw.get("n_perm", 2000)
+    n_perm = kw.get("n_perm", 20000)
     if m and n_perm > 0 and m / (n_perm + 1) >= alpha:
         warnings.warn(
             f"with {m} comparisons and n_perm = {n_perm} no monotone test can pass Holm at "
@@ -672,11 +674,12 @@ def _comparison_claim(claim: Claim, comparisons: Mapping[str, Mapping[str, Any]]
             math.isfinite(lo) and math.isfinite(hi) and -SAME_MARGIN <= lo and hi <= SAME_MARGIN
         )
         found = f"{quantity} within +/-{SAME_MARGIN:.0%}" if within else f"{quantity} {direction}"
-        # Equivalence needs the interval inside the margin; a non-significant difference
-        # alone is only a failure to see one.
+        # Equivalence needs the interval inside the margin (a significant but small difference
+        # is still "the same size"); the opposite needs the interval wholly outside it.
+        outside = math.isfinite(lo) and math.isfinite(hi) and (lo > SAME_MARGIN or hi < -SAME_MARGIN)
         if within:
             return found, "supported", because
-        return found, "contradicted" if significant else "inconclusive", because
+        return found, "contradicted" if outside else "inconclusive", because
     found = f"{quantity} {direction}"
     if direction == claim.expected:
         return found, "supported", because

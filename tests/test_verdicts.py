@@ -344,6 +344,15 @@ def test_claim_verdicts_from_paired_comparisons():
     comparisons["size"] = vd.paired_comparison(ssgd, ssgd + r.normal(0, 3, 10), n_boot=500)
     got = vd.claim_verdicts(crafted_table([]), comparisons=comparisons).set_index("id")
     assert got.loc["paper.dpsgd.same_size", "verdict"] == "inconclusive"
+    # A small but significant difference is still the same size (an equivalence margin) ...
+    comparisons["size"] = vd.paired_comparison(ssgd, ssgd * 1.05 + r.normal(0, 0.01, 10))
+    got = vd.claim_verdicts(crafted_table([]), comparisons=comparisons).set_index("id")
+    assert comparisons["size"]["p"] < 0.01
+    assert got.loc["paper.dpsgd.same_size", "verdict"] == "supported"
+    # ... and only an interval wholly outside the margin contradicts it.
+    comparisons["size"] = vd.paired_comparison(ssgd, ssgd * 1.3 + r.normal(0, 0.01, 10))
+    got = vd.claim_verdicts(crafted_table([]), comparisons=comparisons).set_index("id")
+    assert got.loc["paper.dpsgd.same_size", "verdict"] == "contradicted"
 
 
 # --- paired comparison ---------------------------------------------------------------------
