@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: tags,title,-all
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -79,7 +79,8 @@ panel
 # directions; it scales with the weight norm. *Gap:* the exact identity ⟨Δl⟩ = Σ(μgμw + cσgσw)
 # against the real gap, and how much of it the ten sharpest directions carry.
 
-# %% The panel's own takeaway box follows the sliders; this is the starting setting's.
+# %%
+# The panel's own takeaway box follows the sliders; this one is the starting setting's.
 Markdown(kw.takeaway(panel))
 
 # %% [markdown]
