@@ -445,7 +445,7 @@ def knob_records(runs: pd.DataFrame, knob: str) -> dict[str, Any]:
     out: dict[str, Any] = {f"{knob}.{k}": e[k] for k in keys if k in e}
     out[f"{knob}.values"] = [float(v) for v in sorted(runs[knob].unique())]
     out[f"{knob}.n_seeds"] = int(runs.groupby(knob).size().max())
-    out[f"{knob}.n_converged"] = int(len(converged_runs(runs)))
+    out[f"{knob}.n_converged"] = len(converged_runs(runs))
     table = verdicts({knob: runs})
     for row in table.itertuples():
         out[f"{knob}.verdict.{row.quantity}"] = row.verdict

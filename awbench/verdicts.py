@@ -12,7 +12,8 @@ quantity count. A run that stopped at ``max_epochs`` sits somewhere on the way t
 minimum, and the duality's quantities describe a minimum, so mixing it in would compare
 unlike things; the runs left out are counted by status so a reader sees what was dropped.
 
-Effect statistic: Spearman's rho between knob value and quantity over every converged run.
+Effect statistic: Spearman's rho between knob value and quantity over every converged run;
+when seeds are paired, of the quantity minus its seed's mean (the effect within a seed).
 Ranks make it indifferent to the knob's scale (lr on a log grid gives the same rho) and to a
 single wild run, and using all values rather than the two ends keeps the middle of the sweep
 in the evidence.
@@ -65,7 +66,8 @@ SAME_MARGIN = 0.10
 RULE = (
     "Only runs with status 'converged' and a finite value count; the others are counted as "
     "left out, by status. For each knob and quantity: Spearman's rho between knob value and "
-    "quantity over all converged runs, a bootstrap percentile interval for rho "
+    "quantity over all converged runs (when seeds recur across knob values, of the quantity "
+    "minus its seed's mean: the effect within a seed), a bootstrap percentile interval for rho "
     "(95 % unless stated; seed ids resampled when seeds recur across knob values, keeping the pairing; runs "
     "resampled within each knob value otherwise), a permutation p-value for 'no monotone "
     "association' (knob labels shuffled within each seed when paired, over all runs "
@@ -281,8 +283,12 @@ def knob_effect(
         first, last = float(mean.iloc[0]), float(mean.iloc[-1])
         out["diff"] = last - first
         out["change"] = (last - first) / abs(first) if first != 0 else math.nan
+    # Paired seeds: the knob's effect is read within each seed (the quantity minus that seed's
+    # mean), so seed-to-seed offsets neither hide an effect nor bias a bootstrap that draws
+    # fewer distinct seeds; means and changes stay on the raw values.
+    y_within = y - pd.Series(y).groupby(seed_codes).transform("mean").to_numpy() if paired else y
     if x.size >= 2:
-        out["rho"] = float(_spearman_weighted(x, y, np.ones((1, x.size)))[0])
+        out["rho"] = float(_spearman_weighted(x, y_within, np.ones((1, x.size)))[0])
 
     out["p_kruskal"] = _kruskal(x, y, values)
     if not out["enough_data"]:
@@ -293,11 +299,11 @@ def knob_effect(
         counts = _bootstrap_counts(x, seed_codes, paired, n_boot, boot_rng)
         if counts is not None:
             out["rho_low"], out["rho_high"] = _percentile_interval(
-                _spearman_weighted(x, y, counts), level
+                _spearman_weighted(x, y_within, counts), level
             )
     if n_perm > 0 and math.isfinite(out["rho"]):
         rx = stats.rankdata(x)
-        ry = stats.rankdata(y)
+        ry = stats.rankdata(y_within)
         strata = seed_codes if paired else np.zeros(x.size, dtype=int)
         perm = _within_group_permutations(strata, n_perm, perm_rng)
         rho_perm = _rowwise_corr(rx[perm], ry)

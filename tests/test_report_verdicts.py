@@ -71,7 +71,7 @@ def test_report_claims_from_records(tmp_path):
     page = report.NotebookPage("04_sgd_batch_and_lr", "04", tmp_path / "x.ipynb", records=records)
     sweeps = report.knob_sweeps([page])
     assert list(sweeps) == ["batch_size"] and len(sweeps["batch_size"]) == 20
-    table, claims = report.verdict_tables([page])
+    _, claims = report.verdict_tables([page])
     claims = claims.set_index("id")
     assert claims.loc["hyp.batch_size.sharpness", "verdict"] == "supported"
     assert claims.loc["paper.batch_size.acts_on_factors", "verdict"] == "supported"

@@ -202,7 +202,10 @@ def test_shared_seeds_resample_seeds_and_permute_within_seed():
     e_u = vd.knob_effect(unpaired, "batch_size", "sharpness", **FAST)
     assert e_p["paired"] and e_p["resampling"] == "seeds (paired)" and e_p["n_seeds"] == 8
     assert not e_u["paired"] and e_u["resampling"] == "runs within values" and e_u["n_seeds"] == 32
-    assert e_p["rho"] == e_u["rho"]  # same runs, same statistic; only the reference differs
+    # Paired, the effect is read within each seed: the offsets cancel and rho is nearly perfect;
+    # unpaired, the same runs drown it in the offsets.
+    assert e_p["rho"] > 0.9 and abs(e_u["rho"]) < 0.5
+    assert e_p["rho_low"] > 0.8 and e_p["rho_high"] > e_p["rho"] - 0.01  # at the ceiling
     assert e_p["p_monotone"] < 0.01
     assert e_u["p_monotone"] > 0.1
 
