@@ -523,8 +523,8 @@ def _verdict_section(table, claims, pages: list[NotebookPage]) -> list[str]:
         '<p class="muted">Only networks that met the stopping rule count (see '
         '<a href="#convergence">convergence</a>); the claims below separate the paper\'s own '
         "statements from our per-knob hypotheses (docs/science.md#7-claims-and-hypotheses). "
-        f"{table.attrs.get('n_comparisons', len(table))} comparisons, Holm-corrected. "
-        f"Rule: {html.escape(RULE)}</p>"
+        f"{table.attrs.get('n_comparisons', len(table))} comparisons, Holm-corrected.</p>"
+        f'<details><summary>The verdict rule</summary><p class="muted">{html.escape(RULE)}</p></details>'
     )
     out.append(
         _table(
