@@ -1,12 +1,13 @@
 """awbench: a workbench for the activity-weight duality (Feng, Zhang & Tu 2023)."""
 
-from .config import Config, ConfigError
-from .data import Data, DataError, load_data
-from .decomposition import Analysis, analyze
-from .duality import dual_weights, duality_check, general_dual_weights, layer_inputs, pair_samples
-from .experiment import Result, run_experiment
-from . import landscape, plots
-from .hessian import (
+from awbench.config import Config, ConfigError
+from awbench.data import Data, DataError, load_data
+from awbench.analysis.decomposition import Analysis, analyze
+from awbench.analysis.duality import dual_weights, duality_check, general_dual_weights, layer_inputs, pair_samples
+from awbench.experiments.experiment import Result, run_experiment
+from awbench import landscape
+from awbench.viz import plots
+from awbench.curvature.hessian import (
     Eigenpairs,
     GaussNewtonOperator,
     HessianOperator,
@@ -19,12 +20,12 @@ from .hessian import (
     spectral_density,
     top_eigenpairs,
 )
-from .landscape import dual_directions, eigen_slices, plane_2d, random_directions, slice_1d
-from .models import MLP, build_model
-from .records import read_records, record
-from .store import Store, load_store
-from .sweep import plan_sweep, run_notebooks, run_sweep
-from .train import Run, train
+from awbench.landscape import dual_directions, eigen_slices, plane_2d, random_directions, slice_1d
+from awbench.nn.mlp import MLP, build_model
+from awbench.experiments.records import read_records, record
+from awbench.experiments.store import Store, load_store
+from awbench.experiments.sweep import plan_sweep, run_notebooks, run_sweep
+from awbench.training.sgd import Run, train
 
 __version__ = "0.1.0"
 

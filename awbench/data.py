@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config, ConfigError
+from awbench.config import Config, ConfigError
 
 # Fixed seeds for everything about the data: the subset and the corrupted labels stay the same
 # across Config.seed, which only moves init, batch order and dropout.
@@ -106,7 +106,7 @@ def _mnist1d(n_pool: int) -> tuple[np.ndarray, ...]:
 
 
 def _cached_mnist1d_chunk(seed: int) -> tuple[np.ndarray, ...]:
-    from .cache import cache_dir
+    from awbench.cache import cache_dir
 
     path = cache_dir() / "data" / f"mnist1d_seed{seed}.npz"
     if path.exists():

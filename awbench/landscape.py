@@ -1,7 +1,7 @@
 """Loss landscapes: 1-D slices and 2-D planes along chosen directions in parameter space.
 
 A direction is a flat float64 vector over a parameter subset (the same ``params`` and the same
-order as :class:`awbench.hessian.FlatModel`, hence as ``top_eigenpairs(...).vectors``). The
+order as :class:`awbench.curvature.hessian.FlatModel`, hence as ``top_eigenpairs(...).vectors``). The
 loss at ``theta0 + t1 d1 + t2 d2`` is evaluated functionally (``torch.func.functional_call``
 on copies): the model's own parameters are never written, so nothing can be left displaced
 by an error halfway through a sweep.
@@ -9,7 +9,7 @@ Grid points are batched with ``torch.func.vmap`` where that is faster (see :func
 
 Directions:
 
-- Hessian eigenvectors (:func:`awbench.hessian.top_eigenpairs`): unit vectors, so ``t`` is in
+- Hessian eigenvectors (:func:`awbench.curvature.hessian.top_eigenpairs`): unit vectors, so ``t`` is in
   eigen-units and the quadratic model along v_n is ``L0 + 1/2 lam_n t^2``.
 - Dual-weight directions (:func:`dual_directions`): the mean dual weight and the principal
   directions of the dual-weight cloud of the analysed layer (docs/science.md#3-the-gap-decomposition).
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .hessian import (
+from awbench.curvature.hessian import (
     FlatModel,
     HessianOperator,
     _check_determinism,

@@ -73,8 +73,8 @@ def train_to_the_stopping_rule(batch_sizes=(25, 400), n_train: int = 648) -> lis
     import numpy as np
 
     import awbench as aw
-    from awbench.experiment import run_experiment
-    from awbench.widgets import SLICE_POINTS, loss_slice
+    from awbench.experiments.experiment import run_experiment
+    from awbench.apps.widgets import SLICE_POINTS, loss_slice
 
     out = []
     for batch in batch_sizes:
@@ -117,7 +117,7 @@ def main() -> int:
         sizes = recording_comms()
         import plotly.graph_objects as go
 
-        from awbench.widgets import KnobPanel, wait_for_warm_up
+        from awbench.apps.widgets import KnobPanel, wait_for_warm_up
 
         go.FigureWidget
         t0 = time.perf_counter()

@@ -3,9 +3,9 @@
 Both sides run the same steps on the same batches in the same process, single-threaded, on the
 "paper" preset's network (digits, 64 -> 30 -> 30 -> 10, no bias, float32, batch 25 per learner):
 
-- vectorised: ``awbench.multilearner.Learners.step`` (one (n, P) buffer, batched matmuls,
+- vectorised: ``awbench.training.multilearner.Learners.step`` (one (n, P) buffer, batched matmuls,
   explicit backprop, one (n, n) @ (n, P) mixing product);
-- loop: 8 ``awbench.models.MLP`` copies, each with its own ``torch.optim.SGD``, autograd
+- loop: 8 ``awbench.nn.mlp.MLP`` copies, each with its own ``torch.optim.SGD``, autograd
   forward/backward per copy; DPSGD then mixes every parameter tensor with the ring matrix,
   SSGD averages the 8 gradients before the optimisers step.
 
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import awbench as aw
-from awbench.multilearner import Learners, mixing_matrix
+from awbench.training.multilearner import Learners, mixing_matrix
 
 TARGET = 3.0
 

@@ -40,8 +40,8 @@ os.environ.setdefault("AWBENCH_QUIET", "1")
 torch.set_num_threads(1)
 
 import awbench as aw
-from awbench.hessian import HessianOperator, operator_eigenpairs
-from awbench.train import mlp_gradients
+from awbench.curvature.hessian import HessianOperator, operator_eigenpairs
+from awbench.training.sgd import mlp_gradients
 
 K = 10
 SEEDS = (0, 1, 2)
@@ -114,7 +114,7 @@ def main():
         lambda: op_autograd.apply(v),
     ])
     print(f"one gradient (autograd, functional_call): {1e3 * t_grad:.1f} ms; "
-          f"explicit backprop (awbench.train): {1e3 * t_grad_explicit:.1f} ms")
+          f"explicit backprop (awbench.training.sgd): {1e3 * t_grad_explicit:.1f} ms")
     print(f"one HVP, default backend:  {1e3 * t_hvp:.1f} ms = {t_hvp / t_grad:.2f} x autograd gradient "
           f"({t_hvp / t_grad_explicit:.2f} x explicit)   target <= 2")
     print(f"one HVP, autograd backend (retained graph, double backward): {1e3 * t_hvp_autograd:.1f} ms "

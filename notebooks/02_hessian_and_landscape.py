@@ -45,8 +45,8 @@ import numpy as np
 from IPython.display import Markdown
 
 import awbench as aw
-from awbench import gap_plots as gp
-from awbench import notebook_support as nb
+from awbench.viz import gap_plots as gp
+from awbench.viz import notebook_support as nb
 from awbench import plots
 
 nb.setup()

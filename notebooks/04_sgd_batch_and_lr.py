@@ -46,8 +46,8 @@ overrides: str = ""  # more Config fields, name: value pairs, e.g. weight_decay:
 import pandas as pd
 from IPython.display import Markdown
 
-from awbench import gap_plots as gp
-from awbench import notebook_support as nb
+from awbench.viz import gap_plots as gp
+from awbench.viz import notebook_support as nb
 
 nb.setup()
 

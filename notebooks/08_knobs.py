@@ -45,9 +45,9 @@ store: str = ""  # knobs store folder (empty: the grid shipped in data/knobs_sto
 mode: str = "auto"  # auto | live | static: widgets, or static figures (auto: static when headless)
 
 # %%
-import awbench.widgets as kw
-from awbench import notebook_support as nb
-from awbench.records import record
+import awbench.apps.widgets as kw
+from awbench.viz import notebook_support as nb
+from awbench.experiments.records import record
 from IPython.display import Markdown, display
 
 nb.check_profile(profile)

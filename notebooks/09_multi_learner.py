@@ -49,7 +49,7 @@ from IPython.display import Markdown
 from plotly.subplots import make_subplots
 
 import awbench as aw
-from awbench import notebook_support as nb
+from awbench.viz import notebook_support as nb
 from awbench.progress import interactive
 
 nb.setup()

@@ -6,9 +6,9 @@ from importlib import metadata
 import pytest
 import yaml
 
-from awbench import cli
-from awbench.cli import build_parser, command, main
-from awbench.store import load_store
+from awbench.apps import cli
+from awbench.apps.cli import build_parser, command, main
+from awbench.experiments.store import load_store
 
 
 def test_info_prints_versions_threads_device_cache(capsys, tmp_path, monkeypatch):
@@ -105,4 +105,4 @@ def test_subcommands_are_registered_in_one_place(monkeypatch, capsys):
 
 def test_console_script_entry_point():
     (ep,) = [e for e in metadata.entry_points(group="console_scripts") if e.name == "awbench"]
-    assert ep.value == "awbench.cli:main"
+    assert ep.value == "awbench.apps.cli:main"

@@ -11,9 +11,9 @@ from torch.func import functional_call, hessian
 
 import awbench as aw
 from awbench.data import Data
-from awbench.decomposition import DIRECTION_COLUMNS, direction_statistics
-from awbench.models import MLP
-from awbench.train import Run
+from awbench.analysis.decomposition import DIRECTION_COLUMNS, direction_statistics
+from awbench.nn.mlp import MLP
+from awbench.training.sgd import Run
 
 
 def dense_reference_hessian(model, layer, x, y):
@@ -55,7 +55,7 @@ class WrappedMLP(torch.nn.Module):
 @pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "sigmoid"])
 @pytest.mark.parametrize("bias", [False, True])
 def test_output_hessians_explicit_mlp_route_equals_autograd_route(activation, bias):
-    from awbench.hessian import mlp_backend_reason, output_hessians
+    from awbench.curvature.hessian import mlp_backend_reason, output_hessians
 
     torch.manual_seed(2)
     mlp = MLP(7, (6, 5, 4), 3, activation, bias).double().eval()
@@ -134,7 +134,7 @@ def torch_threads(request):
 
 
 def test_symmetric_eigh_splits_off_zero_rows_exactly(torch_threads):
-    from awbench.hessian import symmetric_eigh
+    from awbench.curvature.hessian import symmetric_eigh
 
     gen = torch.Generator().manual_seed(3)
     A = torch.randn(40, 40, generator=gen, dtype=torch.float64)

@@ -6,14 +6,14 @@ import torch
 from torch.func import functional_call, hessian
 
 import awbench as aw
-from awbench.duality import (
+from awbench.analysis.duality import (
     ZeroActivityError,
     augment,
     layer_matrix,
     pair_samples,
     per_sample_weights,
 )
-from awbench.models import MLP
+from awbench.nn.mlp import MLP
 
 
 def random_mlp(depth, activation, bias, seed, n_in=9, n_out=4):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import awbench as aw
-from awbench import experiment
+from awbench.experiments import experiment
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import pytest
 from scipy.stats import t as student_t
 
-from awbench import gap_plots as gp
+from awbench.viz import gap_plots as gp
 
 KNOB = "dropout"
 VALUES = (0.0, 0.1, 0.2, 0.4)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import awbench as aw
-from awbench.hessian import (
+from awbench.curvature.hessian import (
     DENSE_MAX_PARAMS,
     FlatModel,
     GaussNewtonOperator,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import awbench as aw
 from awbench import plots
-from awbench.hessian import (
+from awbench.curvature.hessian import (
     FlatModel,
     HessianOperator,
     NondeterministicModelError,

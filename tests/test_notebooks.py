@@ -20,7 +20,7 @@ import pytest
 papermill = pytest.importorskip("papermill")
 jupytext = pytest.importorskip("jupytext")
 
-from awbench.records import read_records
+from awbench.experiments.records import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 NB_DIR = ROOT / "notebooks"
@@ -195,7 +195,7 @@ def test_paired_with_py_percent(src):
 def test_report_from_smoke_runs(executed, tmp_path):
     """The report embeds plotly.js once (no CDN), lists every notebook and figure in its
     contents, and puts the paper's claims next to measured numbers."""
-    from awbench.report import build_report, read_notebook
+    from awbench.apps.report import build_report, read_notebook
 
     run_dir = tmp_path / "notebooks"
     run_dir.mkdir()

@@ -31,7 +31,7 @@ def test_runtime_dependencies_and_extras():
     assert {"dev", "dask", "browser", "export"} <= set(extras)
     dev = {_name(r) for r in extras["dev"]}
     assert {"pytest", "jupytext", "nbstripout", "ruff"} <= dev
-    assert project["scripts"]["awbench"] == "awbench.cli:main"
+    assert project["scripts"]["awbench"] == "awbench.apps.cli:main"
     assert project["requires-python"] == ">=3.10"
 
 

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from awbench.cli import main
+from awbench.apps.cli import main
 from awbench.config import Config, ConfigError
-from awbench.records import read_records
-from awbench.sweep import plan_notebook_runs, run_notebooks
+from awbench.experiments.records import read_records
+from awbench.experiments.sweep import plan_notebook_runs, run_notebooks
 
 pytestmark = pytest.mark.slow
 

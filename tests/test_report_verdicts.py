@@ -4,10 +4,10 @@ store is left out of every verdict and counted, and the claims table says what i
 import numpy as np
 import pandas as pd
 
-from awbench import notebook_support as nb
-from awbench import report
+from awbench.viz import notebook_support as nb
+from awbench.apps import report
 from awbench.config import Config
-from awbench.store import Store, config_columns, load_store
+from awbench.experiments.store import Store, config_columns, load_store
 
 QUANTITIES = ("sharpness", "size", "sharp_gap", "flat_gap", "real_gap", "pair_gap")
 

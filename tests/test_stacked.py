@@ -1,4 +1,4 @@
-"""Stacked training: every member is the single run of its seed (awbench.train and the
+"""Stacked training: every member is the single run of its seed (awbench.training.sgd and the
 autograd/torch.optim.SGD reference), members stop and freeze on their own, test_every, and
 the checks on the configs."""
 
@@ -11,8 +11,8 @@ from test_train import reference_sgd
 
 import awbench
 from awbench.config import Config
-from awbench.models import MLP
-from awbench.stacked import train_stacked
+from awbench.nn.mlp import MLP
+from awbench.training.stacked import train_stacked
 
 SMOKE = Config.preset("smoke")
 SEEDS = (2, 0, 1)  # not sorted: runs must come back in input order
@@ -24,7 +24,7 @@ def members(cfg, seeds=SEEDS):
 
 
 def assert_same_run(run, single, atol=1e-10):
-    """``run`` (a stacked member) against ``single`` (awbench.train of the same Config)."""
+    """``run`` (a stacked member) against ``single`` (awbench.training.sgd of the same Config)."""
     assert run.config == single.config
     assert (run.status, run.reason, run.epochs) == (single.status, single.reason, single.epochs)
     assert isinstance(run.model, MLP) and not run.model.training

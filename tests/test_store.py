@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from awbench.config import Config
-from awbench.records import MIME, read_records, record
-from awbench.store import Store, config_columns, config_from_row, load_store
+from awbench.experiments.records import MIME, read_records, record
+from awbench.experiments.store import Store, config_columns, config_from_row, load_store
 
 
 def _row(cfg: Config, status: str = "converged", **extra) -> dict:
@@ -150,7 +150,7 @@ def test_records_round_trip_through_notebook_json():
         "cfg": Config.preset("smoke"),
         "label": "ok",
     }
-    import awbench.records as rec
+    import awbench.experiments.records as rec
 
     for name, value in values.items():
         payload = {"name": name, "value": rec._encode(value, name)}
@@ -162,7 +162,7 @@ def test_records_round_trip_through_notebook_json():
 
 
 def test_record_outside_ipython_keeps_value_and_rejects_objects():
-    import awbench.records as rec
+    import awbench.experiments.records as rec
 
     record("x", np.float32(1.5))
     assert rec.recorded["x"] == 1.5

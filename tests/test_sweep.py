@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 
-import awbench.experiment
+import awbench.experiments.experiment
 from awbench.config import Config, ConfigError
-from awbench.experiment import Result
-from awbench.store import Store, load_store
-from awbench.sweep import (
+from awbench.experiments.experiment import Result
+from awbench.experiments.store import Store, load_store
+from awbench.experiments.sweep import (
     DASK_MISSING,
     SWEEP_PRESETS,
     check_data_size,
@@ -103,7 +103,7 @@ def test_bad_grids_fail_before_anything_runs(tmp_path, grid, message):
 def _patch_experiments(monkeypatch, fake):
     """Sweeps run the seeds of a setting together (run_experiments); fake them one by one."""
     monkeypatch.setattr(
-        awbench.experiment,
+        awbench.experiments.experiment,
         "run_experiments",
         lambda cfgs, cache=True, show_progress=None: [fake(c, cache, show_progress) for c in cfgs],
     )
@@ -221,7 +221,7 @@ def test_resume_after_sigkill_runs_every_config_exactly_once(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "awbench.cli",
+        "awbench.apps.cli",
         "sweep",
         "--grid",
         str(grid_file),

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 import awbench
 from awbench.config import Config
 from awbench.data import load_data
-from awbench.models import MLP, build_model
-from awbench.train import (
+from awbench.nn.mlp import MLP, build_model
+from awbench.training.sgd import (
     STATUSES,
     add_weight_decay_gradient,
     evaluate,

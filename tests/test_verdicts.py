@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from awbench import verdicts as vd
+from awbench.experiments import verdicts as vd
 
 FAST = {"n_boot": 500, "n_perm": 500}
 VALUES = (16, 32, 64, 128)

@@ -1,7 +1,7 @@
 """KnobPanel driven in plain Python: every control, every option, panels against the store.
 
 The ground truth is read straight from the store files (runs, directions and slices parquet
-parts), independently of the lookups in awbench.widgets. The off-grid "train this setting"
+parts), independently of the lookups in awbench.apps.widgets. The off-grid "train this setting"
 path runs on a seconds-small store built here with the smoke preset.
 """
 
@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 import awbench as aw
-from awbench import widgets as kw
-from awbench.store import load_store
+from awbench.apps import widgets as kw
+from awbench.experiments.store import load_store
 
 STORE = kw.REPO_STORE
 
@@ -109,7 +109,7 @@ def test_shipped_store_is_small_complete_and_documented(truth):
     for knob in kw.KNOBS:
         assert len(grid.values[knob]) >= 2, f"{knob} has one value only"
     readme = (STORE / "README.md").read_text()
-    assert "awbench sweep" in readme and "python -m awbench.widgets" in readme
+    assert "awbench sweep" in readme and "python -m awbench.apps.widgets" in readme
     # the slice's curvature is the store's lam_max, its centre the clean training loss
     for key, s in slices.items():
         row = runs[runs["key"] == key].iloc[0]
@@ -180,7 +180,7 @@ def test_config_text_pastes_into_python_papermill_and_a_sweep(panel, tmp_path):
     assert params == {"batch_size": "100", "weight_decay": "0.01", "seed": "1"}
     assert panel.grid.config(params) == panel.config  # papermill hands strings; Config coerces
     grid = yaml.safe_load(sweep.split("# grid.yaml: ", 1)[1])
-    from awbench.sweep import plan_sweep
+    from awbench.experiments.sweep import plan_sweep
 
     assert [c.key() for c in plan_sweep(grid, base="paper").configs] == [panel.config.key()]
 
@@ -248,7 +248,7 @@ def small_store(tmp_path_factory):
     paper's stopping rule within 12 epochs: every run ends at its budget, not converged."""
     import torch
 
-    from awbench.sweep import run_sweep
+    from awbench.experiments.sweep import run_sweep
 
     path = tmp_path_factory.mktemp("small_knobs_store")
     base = aw.Config.preset("smoke").replace(
@@ -299,7 +299,7 @@ def test_train_this_setting(small_store, tmp_path, monkeypatch):
     assert (user / "runs" / f"{p.config.key()}.parquet").exists()
     assert (user / "slices" / f"{p.config.key()}.parquet").exists()
     # a new session finds it without training
-    monkeypatch.setattr(aw.experiment, "run_experiment", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(aw.experiments.experiment, "run_experiment", lambda *a, **k: pytest.fail("retrained"))
     q = kw.KnobPanel(
         small_store, mode="live", extra_store=user, start={"batch_size": 100, "dropout": 0.1}
     )
@@ -343,9 +343,9 @@ def test_papermill_cli_run_is_static_small_and_trains_an_off_grid_start(tmp_path
     import subprocess
     import sys
 
-    from awbench.records import read_records
+    from awbench.experiments.records import read_records
 
-    src = Path(kw.__file__).resolve().parents[1] / "notebooks" / "08_knobs.ipynb"
+    src = Path(kw.__file__).resolve().parents[2] / "notebooks" / "08_knobs.ipynb"
     out = tmp_path / "out.ipynb"
     env = {k: v for k, v in os.environ.items() if k not in ("AWBENCH_QUIET", "AWBENCH_WIDGETS")}
     env["AWBENCH_CACHE"] = str(tmp_path / "cache")
@@ -386,7 +386,7 @@ def test_papermill_cli_run_is_static_small_and_trains_an_off_grid_start(tmp_path
 def test_epoch_progress_restores_the_training_module():
     import importlib
 
-    train_module = importlib.import_module("awbench.train")  # awbench.train is the function
+    train_module = importlib.import_module("awbench.training.sgd")  # awbench.training.sgd is the function
     original = train_module.progress
     calls = []
     with kw._epoch_progress(lambda *a: calls.append(a)):
@@ -407,7 +407,7 @@ def mixed_store(tmp_path_factory):
     slowly (loss about 1.1 after 9 epochs at lr 0.3, 2.3 at lr 0.001), hence stop_loss 1.5
     and no accuracy part. Seed 2 of dropout 0.1 is then rewritten as a run that hit the
     budget with absurd numbers, which a mean of the converged seeds must not see."""
-    from awbench.sweep import run_sweep
+    from awbench.experiments.sweep import run_sweep
 
     path = tmp_path_factory.mktemp("mixed_knobs_store")
     base = aw.Config.preset("smoke").replace(

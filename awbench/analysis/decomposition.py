@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .duality import augment, dual_weights, eval_mode, layer_inputs, layer_matrix, pair_samples, per_sample_weights
-from .hessian import _layer, layer_hessian, output_as_leaf, output_hessians, symmetric_eigh
+from awbench.analysis.duality import augment, dual_weights, eval_mode, layer_inputs, layer_matrix, pair_samples, per_sample_weights
+from awbench.curvature.hessian import _layer, layer_hessian, output_as_leaf, output_hessians, symmetric_eigh
 
 # Above this many weights the dense Hessian (P^2 entries, P^3 eigh) gives way to Lanczos top-k
 # plus one orthogonal-complement direction.

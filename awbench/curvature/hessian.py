@@ -464,7 +464,7 @@ def _activation_derivatives(name: str, z: torch.Tensor, h: torch.Tensor):
 
 def mlp_backend_reason(model: nn.Module, loss, mode: str) -> str | None:
     """Why the explicit MLP backend cannot serve this case, or None when it can."""
-    from .models import MLP
+    from awbench.nn.mlp import MLP
 
     if type(model) is not MLP:
         return "the model is not an awbench MLP"

@@ -1,6 +1,6 @@
 """`make reproduce`: run every notebook headless, then build one offline HTML report.
 
-    from awbench.report import reproduce
+    from awbench.apps.report import reproduce
     reproduce(out="outputs", profile="quick")   # -> outputs/report/index.html
 
 ``reproduce`` executes ``notebooks/NN_*.ipynb`` in order with papermill (``AWBENCH_QUIET=1``,
@@ -31,8 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .records import MIME as RECORD_MIME
-from .records import read_records
+from awbench.experiments.records import MIME as RECORD_MIME
+from awbench.experiments.records import read_records
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 NOTEBOOK_PATTERN = re.compile(r"^\d\d_.+\.ipynb$")
@@ -387,7 +387,7 @@ def all_runs(pages: list[NotebookPage]):
 
 def knob_sweeps(pages: list[NotebookPage]) -> dict:
     """``{knob: runs}`` from the ``<knob>.runs`` records, with the knob's own column, as
-    :func:`awbench.verdicts.verdict_table` wants them."""
+    :func:`awbench.experiments.verdicts.verdict_table` wants them."""
     runs = all_runs(pages)
     if runs is None:
         return {}
@@ -409,7 +409,7 @@ def dpsgd_comparisons(pages: list[NotebookPage]) -> dict:
     (seed pairs where both runs converged)."""
     import pandas as pd
 
-    from .verdicts import paired_comparison
+    from awbench.experiments.verdicts import paired_comparison
 
     records: dict = {}
     for p in pages:
@@ -431,7 +431,7 @@ def dpsgd_comparisons(pages: list[NotebookPage]) -> dict:
 
 def verdict_tables(pages: list[NotebookPage]):
     """(verdict table over every knob, claims table) or (None, None) without knob sweeps."""
-    from .verdicts import claim_verdicts, verdict_table
+    from awbench.experiments.verdicts import claim_verdicts, verdict_table
 
     sweeps = knob_sweeps(pages)
     if not sweeps:
@@ -444,8 +444,8 @@ def verdict_tables(pages: list[NotebookPage]):
 def paper_values_left_out(knob: str, values_run) -> list:
     """The paper's values of ``knob`` (scaled to the digits, as the sweep presets do) that
     this run did not sweep: a quick profile runs fewer values, and the report says which."""
-    from .config import Config
-    from .sweep import PAPER_VALUES, preset_grid
+    from awbench.config import Config
+    from awbench.experiments.sweep import PAPER_VALUES, preset_grid
 
     if knob not in PAPER_VALUES:
         return []
@@ -484,7 +484,7 @@ def summary_figures(pages: list[NotebookPage]) -> list[tuple[str, str, dict]]:
     (figure 2 of docs/science.md#9-figure-map) and the relative change each knob caused."""
     import pandas as pd
 
-    from . import gap_plots as gp
+    from awbench.viz import gap_plots as gp
 
     out = []
     runs = all_runs(pages)
@@ -514,7 +514,7 @@ def summary_figures(pages: list[NotebookPage]) -> list[tuple[str, str, dict]]:
 
 
 def _verdict_section(table, claims, pages: list[NotebookPage]) -> list[str]:
-    from .verdicts import RULE
+    from awbench.experiments.verdicts import RULE
 
     out = ['<h2 id="verdicts">Verdicts with their uncertainty</h2>']
     if table is None:
@@ -652,7 +652,7 @@ def render(
     rows = knob_rows(pages)
     verdicts, claims = verdict_tables(pages)
     if verdicts is not None:
-        from .notebook_support import which_factor
+        from awbench.viz.notebook_support import which_factor
 
         for r in rows:
             mine = verdicts[verdicts["knob"] == r["knob"]]
@@ -808,7 +808,7 @@ def build_report(
 
 def default_notebook_dir() -> Path:
     """The repository's ``notebooks/`` (next to the package), else ``./notebooks``."""
-    here = Path(__file__).resolve().parent.parent / "notebooks"
+    here = Path(__file__).resolve().parents[2] / "notebooks"
     return here if here.is_dir() else Path.cwd() / "notebooks"
 
 
@@ -845,7 +845,7 @@ def reproduce(
 
     Raises RuntimeError (after writing the report) if a notebook failed.
     """
-    from .notebook_support import check_profile
+    from awbench.viz.notebook_support import check_profile
 
     check_profile(profile)
     src_dir = Path(notebook_dir) if notebook_dir else default_notebook_dir()
@@ -944,7 +944,7 @@ def export_figures(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m awbench.report", description=__doc__.split("\n\n")[0]
+        prog="python -m awbench.apps.report", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     parser.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")

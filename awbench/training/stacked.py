@@ -5,7 +5,7 @@ trained one after another pay that overhead S times. Here the S members' paramet
 tensors ``(S, *shape)`` and one step is one batched forward/backward (``bmm`` over the member
 axis) for all of them, each member on its own batch.
 
-Every member follows :func:`awbench.train` for its own Config: the same initialisation, batch
+Every member follows :func:`awbench.training.sgd` for its own Config: the same initialisation, batch
 order, dropout masks, weight decay, per-epoch evaluation, stopping and divergence rules, status
 and reason. Members stop independently; a finished member is copied out and dropped from the
 stack, so it neither changes nor costs anything afterwards.
@@ -26,11 +26,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .config import Config
-from .data import Data, load_data
-from .models import MLP, build_model
-from .progress import progress
-from .train import _ACT_GRADS, DeviceData, Run, stopping_rule_met
+from awbench.config import Config
+from awbench.data import Data, load_data
+from awbench.nn.mlp import MLP, build_model
+from awbench.progress import progress
+from awbench.training.sgd import _ACT_GRADS, DeviceData, Run, stopping_rule_met
 
 __all__ = ["train_stacked"]
 
@@ -44,7 +44,7 @@ def _check_configs(cfgs: list[Config], test_every: int) -> None:
     if base.n_learners != 1 or base.algorithm != "sgd":
         raise ValueError(
             "train_stacked trains single-learner SGD only: got n_learners="
-            f"{base.n_learners}, algorithm={base.algorithm!r} (use awbench.train for these)"
+            f"{base.n_learners}, algorithm={base.algorithm!r} (use awbench.training.sgd for these)"
         )
     ref = base.to_dict()
     differences = []
@@ -140,7 +140,7 @@ class _Stack:
         """Mean cross-entropy gradients per member, ordered as parameters(), each ``(S, *shape)``.
 
         x (S, B, in), onehot (S, B, classes), mask (S, B, width of fc1) or None. The same
-        arithmetic as :func:`awbench.train.mlp_gradients`, batched over members.
+        arithmetic as :func:`awbench.training.sgd.mlp_gradients`, batched over members.
         """
         layers_t = self.layers_t
         last = len(layers_t) - 1

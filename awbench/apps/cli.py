@@ -24,7 +24,7 @@ import platform
 import sys
 from collections.abc import Callable
 
-from .config import PRESETS, ConfigError
+from awbench.config import PRESETS, ConfigError
 
 Arguments = Callable[[argparse.ArgumentParser], None]
 _COMMANDS: list[tuple[str, str, Arguments | None, Callable[[argparse.Namespace], int]]] = []
@@ -41,7 +41,7 @@ def command(name: str, help: str, arguments: Arguments | None = None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from awbench import __version__
 
     parser = argparse.ArgumentParser(
         prog="awbench", description="Workbench for the activity-weight duality (Feng, Zhang & Tu)."
@@ -91,7 +91,7 @@ def environment_info() -> dict[str, str]:
     """Versions, threads, device and cache folder (what a bug report needs)."""
     from importlib import metadata
 
-    from .cache import cache_dir
+    from awbench.cache import cache_dir
 
     info = {
         "python": f"{platform.python_version()} ({sys.executable})",
@@ -194,7 +194,7 @@ def _executor_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _sweep_arguments(p: argparse.ArgumentParser) -> None:
-    from .sweep import SWEEP_PRESETS
+    from awbench.experiments.sweep import SWEEP_PRESETS
 
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument(
@@ -242,8 +242,8 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .store import Store
-    from .sweep import load_grid, plan_sweep, run_sweep
+    from awbench.experiments.store import Store
+    from awbench.experiments.sweep import load_grid, plan_sweep, run_sweep
 
     if args.preset:
         grid, name = args.preset, args.name
@@ -289,7 +289,7 @@ def _status_arguments(p: argparse.ArgumentParser) -> None:
 def _status(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .store import FAILED_STATUSES, Store
+    from awbench.experiments.store import FAILED_STATUSES, Store
 
     if not Path(args.store).is_dir():
         raise FileNotFoundError(f"no result store at {args.store}")
@@ -343,7 +343,7 @@ def _notebooks_run_arguments(p: argparse.ArgumentParser) -> None:
     _notebooks_run_arguments,
 )
 def _notebooks_run(args: argparse.Namespace) -> int:
-    from .sweep import run_notebooks
+    from awbench.experiments.sweep import run_notebooks
 
     index = run_notebooks(
         args.notebook,
@@ -376,7 +376,7 @@ def _reproduce_arguments(p: argparse.ArgumentParser) -> None:
     _reproduce_arguments,
 )
 def _reproduce(args: argparse.Namespace) -> int:
-    from .report import reproduce
+    from awbench.apps.report import reproduce
 
     try:
         reproduce(args.out, args.profile, args.only)
@@ -393,7 +393,7 @@ def _figures_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("figures", "export every report figure as PNG and SVG (needs kaleido)", _figures_arguments)
 def _figures(args: argparse.Namespace) -> int:
-    from .report import export_figures
+    from awbench.apps.report import export_figures
 
     written = export_figures(args.notebooks, args.out)
     print(f"{len(written)} files in {args.out}")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import Config
+from awbench.config import Config
 
 PROFILES = ("smoke", "quick", "paper")
 SEEDS = {"smoke": 2, "quick": 5, "paper": 10}
@@ -211,7 +211,7 @@ def knob_grid(knob: str, profile: str, base: Config, override: str = "") -> list
 
 def _paper_values(knob: str, base: Config) -> list | None:
     try:
-        from .sweep import preset_grid
+        from awbench.experiments.sweep import preset_grid
     except ImportError:
         return None
     grid, _ = preset_grid(knob, base)
@@ -222,7 +222,7 @@ def noise_base(base: Config, noise_values: Sequence[float]) -> Config:
     """Shrink n_train so that the largest label noise fits the dataset's pool:
     n_train / (1 - rho) <= pool (the paper keeps the clean count fixed across rho). Rounded
     down to a multiple of 100 (10 below 1000), as the sweep module's label-noise preset."""
-    from .data import n_total_train
+    from awbench.data import n_total_train
 
     pool = POOL_SIZE.get(base.dataset)
     worst = max(noise_values) if len(noise_values) else 0.0
@@ -242,7 +242,7 @@ def noise_base(base: Config, noise_values: Sequence[float]) -> Config:
 def store_path(store: str = "") -> str:
     """The sweep store folder: ``store`` or, when empty, ``<awbench cache>/store`` (shared by
     all notebooks; a run is stored once under its config key)."""
-    from .cache import cache_dir
+    from awbench.cache import cache_dir
 
     return store or str(cache_dir() / "store")
 
@@ -289,10 +289,10 @@ def sweep(
     kept with ``ok`` False.
     """
     try:
-        from .sweep import run_sweep
+        from awbench.experiments.sweep import run_sweep
     except ImportError:  # the sweep module is optional: fall back to a plain loop
         return _loop(base, knob, values, seed_list)
-    from .progress import interactive
+    from awbench.progress import interactive
 
     report = run_sweep(
         {knob: list(values)},
@@ -309,8 +309,8 @@ def sweep(
 def _loop(
     base: Config, knob: str | None, values: Sequence, seed_list: Sequence[int]
 ) -> pd.DataFrame:
-    from .experiment import run_experiment
-    from .progress import progress
+    from awbench.experiments.experiment import run_experiment
+    from awbench.progress import progress
 
     configs = [
         base.replace(**({knob: v} if knob else {}), seed=s) for v in values for s in seed_list
@@ -359,7 +359,7 @@ def pct(x: float) -> str:
 
 
 def spearman(x: Iterable[float], y: Iterable[float]) -> float:
-    from .gap_plots import spearman as _spearman
+    from awbench.viz.gap_plots import spearman as _spearman
 
     return _spearman(x, y)
 
@@ -413,9 +413,9 @@ RUN_RECORD_COLUMNS = [*RUN_COLUMNS, "status", "epochs", "final_train_loss", "fin
 
 
 def verdicts(runs_by_knob: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The verdict table of these sweeps (awbench.verdicts: converged runs only, bootstrap
+    """The verdict table of these sweeps (awbench.experiments.verdicts: converged runs only, bootstrap
     interval over seeds, Holm over every comparison of the table)."""
-    from .verdicts import verdict_table
+    from awbench.experiments.verdicts import verdict_table
 
     return verdict_table(runs_by_knob, quantities=VERDICT_QUANTITIES)
 
@@ -482,7 +482,7 @@ def verdict_text(row) -> str:
 
 
 def _span(runs: pd.DataFrame, knob: str) -> str:
-    from .gap_plots import knob_label
+    from awbench.viz.gap_plots import knob_label
 
     vals = sorted(runs[knob].unique())
     n = int(runs.groupby(knob).size().max())
@@ -648,7 +648,7 @@ def effects_table(runs_by_knob: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def record_sweeps(runs_by_knob: dict[str, pd.DataFrame]) -> None:
     """Record every knob's numbers (:func:`knob_records`) and the worst duality and identity
     errors over all runs, as each knob notebook's last cell does."""
-    from .records import record
+    from awbench.experiments.records import record
 
     for knob, runs in runs_by_knob.items():
         for name, value in knob_records(runs, knob).items():
@@ -691,8 +691,8 @@ def algorithm_pairs(runs: pd.DataFrame, n_learners: int, quantities: Sequence[st
 
 def compare_algorithms(pairs: pd.DataFrame) -> dict:
     """DPSGD minus SSGD over seed pairs where both converged: per-quantity paired comparison
-    and the verdict of each paper claim (awbench.verdicts)."""
-    from .verdicts import CLAIMS, claim_verdicts, paired_comparison
+    and the verdict of each paper claim (awbench.experiments.verdicts)."""
+    from awbench.experiments.verdicts import CLAIMS, claim_verdicts, paired_comparison
 
     both = pairs[(pairs["status_ssgd"] == "converged") & (pairs["status_dpsgd"] == "converged")]
     both = both.set_index("seed")
@@ -808,7 +808,7 @@ def strength(rho: float) -> str:
 
 def factors_takeaway(an) -> str:
     """Markdown: sharpness against curvature, size against the weight norm."""
-    from .gap_plots import curved_directions
+    from awbench.viz.gap_plots import curved_directions
 
     d = curved_directions(an.directions)
     rho_g = spearman(d["lam"], d["sigma_g"])
@@ -833,7 +833,7 @@ def second_order_takeaway(an) -> str:
 
 def spearman_sigma_g(an) -> float:
     """Spearman ρ of σg against λ over the curved directions."""
-    from .gap_plots import curved_directions
+    from awbench.viz.gap_plots import curved_directions
 
     d = curved_directions(an.directions)
     return spearman(d["lam"], d["sigma_g"])
@@ -841,7 +841,7 @@ def spearman_sigma_g(an) -> float:
 
 def spearman_ratio(an) -> float:
     """Spearman ρ of σg/σw against λ over the curved directions."""
-    from .gap_plots import curved_directions
+    from awbench.viz.gap_plots import curved_directions
 
     d = curved_directions(an.directions)
     return spearman(d["lam"], d["sigma_g"] / d["sigma_w"])
@@ -929,7 +929,7 @@ def eigen_check(values, exact) -> float:
 
 def trace_table(model, x, y, probes: Sequence[int], seed: int, params) -> pd.DataFrame:
     """Hutchinson estimate and standard error for each probe count."""
-    from .hessian import hessian_trace
+    from awbench.curvature.hessian import hessian_trace
 
     rows = []
     for m in probes:
@@ -951,7 +951,7 @@ def unit(d):
 def rayleigh(model, x, y, directions: dict, params) -> pd.DataFrame:
     """dᵀHd/|d|² of each named direction (one Hessian-vector product each); ``directions`` as
     returned by :func:`landscape_directions`."""
-    from .hessian import HessianOperator
+    from awbench.curvature.hessian import HessianOperator
 
     op = HessianOperator(model, x, y, params)
     rows = []
@@ -971,7 +971,7 @@ def fd_curvature(model, x, y, direction, params, h: float = 1e-5) -> float:
     """Second finite difference of the loss at 0 along ``direction``: (L(h) + L(-h) - 2 L(0)) / h^2."""
     import torch
 
-    from .landscape import losses_at
+    from awbench.landscape import losses_at
 
     L = losses_at(
         model,
@@ -991,7 +991,7 @@ def landscape_directions(model, eig, dual_weights, layer: str, n_eigen: int, see
     dual weight (t = 1 moves the layer by it), the dual weights' first two principal
     directions scaled to one standard deviation, and two filter-normalised random directions
     (Li et al.; t = 1 moves every unit by its own norm)."""
-    from .landscape import dual_directions, random_directions
+    from awbench.landscape import dual_directions, random_directions
 
     lam1 = float(eig.values[0])
     dual = dual_directions(model, dual_weights, layer, n_components=2, params=layer)
@@ -1012,7 +1012,7 @@ def landscape_directions(model, eig, dual_weights, layer: str, n_eigen: int, see
 def slices(model, x, y, directions: dict, kind: str, points: int, layer: str, eig=None) -> list:
     """1-D slices along every direction of ``kind`` (eigenvectors get their eigenvalue as the
     quadratic model's curvature; the others get d^T H d computed exactly)."""
-    from .landscape import slice_1d
+    from awbench.landscape import slice_1d
 
     out = []
     for i, (k, d, half, label) in enumerate(v for v in directions.values() if v[0] == kind):
@@ -1072,7 +1072,7 @@ def curvature_takeaway(table: pd.DataFrame, lam_max: float) -> str:
 def pair_activities(model, layer: str, data, pairs):
     """(a_train, a_test, keep): float64 activities entering ``layer`` for each pair, with the
     pairs whose training activity is zero dropped (``keep`` marks the kept pairs)."""
-    from .duality import layer_inputs
+    from awbench.analysis.duality import layer_inputs
 
     x_tr, x_te = data.x_train.double()[pairs.train], data.x_test.double()[pairs.test]
     a_tr, a_te = layer_inputs(model, layer, x_tr), layer_inputs(model, layer, x_te)
@@ -1084,7 +1084,7 @@ def dual_errors(model, layer: str, x_train, x_test, delta):
     """Per pair max |logits(x_test, W) - logits(x_train, W + delta_k)|."""
     import torch
 
-    from .duality import eval_mode, per_sample_weights
+    from awbench.analysis.duality import eval_mode, per_sample_weights
 
     with torch.no_grad(), eval_mode(model):
         direct = model(x_test)
@@ -1100,8 +1100,8 @@ def family_sweep(
     their norm relative to the minimal one and their exactness."""
     import torch
 
-    from .duality import dual_weights, general_dual_weights
-    from .hessian import _layer
+    from awbench.analysis.duality import dual_weights, general_dual_weights
+    from awbench.curvature.hessian import _layer
 
     W = _layer(model, layer).weight.detach()
     a_tr, a_te, keep = pair_activities(model, layer, data, pairs)
@@ -1129,8 +1129,8 @@ def family_sweep(
 
 def scaling_sweep(model, layer: str, data, pairs, scales: Sequence[float]) -> pd.DataFrame:
     """Mean |dW*(sW)| / |dW*(W)| for each s: the dual weight is linear in the layer."""
-    from .duality import dual_weights
-    from .hessian import _layer
+    from awbench.analysis.duality import dual_weights
+    from awbench.curvature.hessian import _layer
 
     W = _layer(model, layer).weight.detach()
     a_tr, a_te, _ = pair_activities(model, layer, data, pairs)

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Config
-from .data import Data, load_data
-from .models import MLP, build_model
-from .progress import progress
+from awbench.config import Config
+from awbench.data import Data, load_data
+from awbench.nn.mlp import MLP, build_model
+from awbench.progress import progress
 
 STATUSES = ("converged", "max_epochs", "diverged")
 
@@ -171,7 +171,7 @@ def train(cfg: Config, data: Data | None = None, show_progress: bool | None = No
     so that a sweep records it and goes on.
     """
     if cfg.n_learners > 1 or cfg.algorithm != "sgd":
-        from .multilearner import train_multilearner
+        from awbench.training.multilearner import train_multilearner
 
         return train_multilearner(cfg, data=data, show_progress=show_progress)
     data = data if data is not None else load_data(cfg)

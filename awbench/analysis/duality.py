@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .hessian import _layer
+from awbench.curvature.hessian import _layer
 
 
 class ZeroActivityError(ValueError):

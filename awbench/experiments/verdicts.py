@@ -1,6 +1,6 @@
 """Verdicts with their uncertainty: did a knob move sharpness, size or the gap, and how sure are we?
 
-    from awbench import verdicts as vd
+    from awbench.experiments import verdicts as vd
     e = vd.knob_effect(runs, "batch_size", "sharpness")          # one knob, one quantity, raw p
     table = vd.verdict_table({"batch_size": runs_bs, "lr": runs_lr})   # Holm over the table
     claims = vd.claim_verdicts(table, comparisons={"sharpness": vd.paired_comparison(a, b), ...})

@@ -40,7 +40,7 @@ widget at all, so an executed notebook carries no widget state.
 Build the shipped store (see ``data/knobs_store/README.md``)::
 
     awbench sweep --preset knobs --store data/knobs_store
-    python -m awbench.widgets data/knobs_store        # adds slices/
+    python -m awbench.apps.widgets data/knobs_store        # adds slices/
 """
 
 from __future__ import annotations
@@ -65,10 +65,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .cache import cache_dir
-from .config import Config, ConfigError
-from .gap_plots import COLORS, KNOB_LABELS, TEMPLATE
-from .store import DONE_STATUSES, Store, _atomic_write_table, config_from_row, load_store
+from awbench.cache import cache_dir
+from awbench.config import Config, ConfigError
+from awbench.viz.gap_plots import COLORS, KNOB_LABELS, TEMPLATE
+from awbench.experiments.store import DONE_STATUSES, Store, _atomic_write_table, config_from_row, load_store
 
 # The sliders, in display order (Config field names, as everywhere).
 KNOBS = (
@@ -86,7 +86,7 @@ PANELS = ("sharpness", "size", "gap", "sweep")
 SLICE_POINTS = 41
 FIGURE_WIDTH = 980  # px, live panels (fits beside the file browser)
 TOP_EIGENVALUES = 10
-REPO_STORE = Path(__file__).resolve().parents[1] / "data" / "knobs_store"
+REPO_STORE = Path(__file__).resolve().parents[2] / "data" / "knobs_store"
 CURRENT = "#d62728"  # this setting
 WARNING = "#b00020"  # not converged: not a result
 REFERENCE = "#9e9e9e"  # the default setting
@@ -241,7 +241,7 @@ class KnobGrid:
         if not (self.store / "runs").is_dir():
             raise FileNotFoundError(
                 f"no knobs store at {self.store}: build it with `awbench sweep --preset knobs "
-                f"--store {self.store}` then `python -m awbench.widgets {self.store}`"
+                f"--store {self.store}` then `python -m awbench.apps.widgets {self.store}`"
             )
         self.extra = Path(extra) if extra is not None else user_store()
         runs, directions = load_store(self.store)
@@ -453,8 +453,8 @@ class KnobGrid:
             return hit
         report = on_progress or (lambda fraction, text: None)
         cfg = self.config(values)
-        from . import experiment
-        from .sweep import execute
+        from awbench.experiments import experiment
+        from awbench.experiments.sweep import execute
 
         report(0.0, "training")
         first_loss, done = [math.nan], [0.0]
@@ -553,13 +553,11 @@ def _epoch_progress(callback: Callable[[int, int, float], None]):
     (train_loss NaN until the first epoch ends).
 
     The training code offers no progress callback, only its tqdm wrapper
-    ``awbench.train.progress`` (a module attribute looked up on every call); this swaps that
+    ``awbench.training.sgd.progress`` (a module attribute looked up on every call); this swaps that
     wrapper for the duration of one call, so the panel's own bar replaces tqdm's.
     """
-    import importlib
+    from awbench.training import sgd as train_module
 
-    # the module, not the package's ``train`` function that shadows it as an attribute
-    train_module = importlib.import_module(f"{__package__}.train")
     original = getattr(train_module, "progress", None)
     if original is None:
         yield
@@ -823,8 +821,8 @@ def loss_slice(run, t: np.ndarray, layer: str | None = None) -> pd.DataFrame:
     """
     import torch
 
-    from .hessian import layer_hessian, symmetric_eigh
-    from .landscape import slice_1d
+    from awbench.curvature.hessian import layer_hessian, symmetric_eigh
+    from awbench.landscape import slice_1d
 
     layer = layer or run.config.layer
     model = copy.deepcopy(run.model).double().eval()
@@ -868,7 +866,7 @@ def add_slices(
     ``t_max`` defaults to 1 / sqrt(lam_max) of the default setting, where the quadratic
     model of the default rises by half a nat. Returns the number of slices written.
     """
-    from .experiment import run_experiment
+    from awbench.experiments.experiment import run_experiment
 
     store = Path(store)
     grid = KnobGrid(store, extra=store)
@@ -1468,9 +1466,9 @@ def _warm_up(cfg: Config) -> None:
         try:
             import torch
 
-            from .data import load_data
-            from .hessian import output_hessians
-            from .models import build_model
+            from awbench.data import load_data
+            from awbench.curvature.hessian import output_hessians
+            from awbench.nn.mlp import build_model
 
             small = cfg.replace(n_train=20, n_test=10, label_noise=0.0)
             data = load_data(small)
@@ -1889,10 +1887,10 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m awbench.widgets STORE [--t-max T] [--force]``: add loss slices to a store."""
+    """``python -m awbench.apps.widgets STORE [--t-max T] [--force]``: add loss slices to a store."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m awbench.widgets", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m awbench.apps.widgets", description=main.__doc__)
     p.add_argument("store", help="a result store written by `awbench sweep --preset knobs`")
     p.add_argument(
         "--t-max", type=float, default=None, help="slice half-width (default from the default run)"

@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .config import FIELD_NAMES, Config
+from awbench.config import FIELD_NAMES, Config
 
 # One status vocabulary everywhere (docs/science.md#5-budgets-and-convergence): converged = met
 # the stopping rule (the only runs that are results), max_epochs = the budget ran out first,

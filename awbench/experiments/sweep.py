@@ -21,7 +21,7 @@ its row was written is simply run again. Divergence and exceptions are recorded 
 
 ``run_notebooks`` reruns a notebook under papermill once per parameter set, with the same
 validation up front, executors and resume; the numbers a notebook ``record``-ed come back
-through ``awbench.records.read_records`` and the output folder's ``index.parquet``.
+through ``awbench.experiments.records.read_records`` and the output folder's ``index.parquet``.
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ from typing import Any
 
 import pandas as pd
 
-from . import experiment
-from .config import FIELD_NAMES, PRESETS, Config, ConfigError
-from .progress import interactive, progress
-from .store import DONE_STATUSES, FAILED_STATUSES, Store, config_columns
+from awbench.experiments import experiment
+from awbench.config import FIELD_NAMES, PRESETS, Config, ConfigError
+from awbench.progress import interactive, progress
+from awbench.experiments.store import DONE_STATUSES, FAILED_STATUSES, Store, config_columns
 
 # --- sweep presets ---------------------------------------------------------------------
 
@@ -73,13 +73,13 @@ POOL_SIZES = {"digits": 1297, "mnist": 60000, "fashion_mnist": 60000}
 
 
 def _n_total(n_train: int, label_noise: float) -> int:
-    from .data import n_total_train
+    from awbench.data import n_total_train
 
     return n_total_train(n_train, label_noise)
 
 
 def knobs_grid(base: Config) -> tuple[list[dict[str, list]], dict[str, Any]]:
-    """The grid behind the sliders of notebook 08 (``awbench.widgets.KnobPanel``).
+    """The grid behind the sliders of notebook 08 (``awbench.apps.widgets.KnobPanel``).
 
     Batch size x weight decay (the knobs the paper ties to sharpness and to size), then every
     other knob moved alone from the default. Runs use half the base training set so that one
@@ -914,7 +914,7 @@ def _first_error(nb: dict) -> str:
 
 def _finish_notebook(tmp: Path, output: Path, error: BaseException | None) -> dict[str, Any]:
     """Move the executed notebook into place and read its status, duration and records."""
-    from .records import read_records
+    from awbench.experiments.records import read_records
 
     status, message, duration, records = "ok", "", math.nan, {}
     if error is not None:
@@ -941,7 +941,7 @@ def _read_index(path: Path) -> pd.DataFrame | None:
 def _write_index(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
     import pyarrow as pa
 
-    from .store import _atomic_write_table
+    from awbench.experiments.store import _atomic_write_table
 
     frame = pd.DataFrame(rows)
     try:

@@ -36,7 +36,7 @@ def _encode(value: Any, where: str) -> Any:
         return {str(k): _encode(v, f"{where}[{k!r}]") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    from .config import Config
+    from awbench.config import Config
 
     if isinstance(value, Config):
         return _encode(value.to_dict(), where)

@@ -51,10 +51,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .config import TOPOLOGIES, Config, ConfigError
-from .data import Data, load_data
-from .models import MLP, build_model
-from .train import _ACT_GRADS, DeviceData, Run, epoch_loop
+from awbench.config import TOPOLOGIES, Config, ConfigError
+from awbench.data import Data, load_data
+from awbench.nn.mlp import MLP, build_model
+from awbench.training.sgd import _ACT_GRADS, DeviceData, Run, epoch_loop
 
 __all__ = ["Learners", "mixing_matrix", "shard_positions", "train_multilearner"]
 
@@ -348,7 +348,7 @@ def train_multilearner(
 ) -> Run:
     """Train ``cfg.n_learners`` learners with ``cfg.algorithm``; ``Run.model`` is their average.
 
-    Same protocol as :func:`awbench.train` (stopping rule on the average, weight decay epochs,
+    Same protocol as :func:`awbench.training.sgd` (stopping rule on the average, weight decay epochs,
     divergence as a status). With one learner every algorithm is plain SGD.
     """
     data = data if data is not None else load_data(cfg)

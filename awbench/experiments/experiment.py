@@ -16,12 +16,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .cache import cache_dir
-from .config import SCHEMA_VERSION, Config
-from .data import load_data
-from .decomposition import Analysis, analyze
-from .models import build_model
-from .train import Run, train
+from awbench.cache import cache_dir
+from awbench.config import SCHEMA_VERSION, Config
+from awbench.data import load_data
+from awbench.analysis.decomposition import Analysis, analyze
+from awbench.nn.mlp import build_model
+from awbench.training.sgd import Run, train
 
 RESULT_FORMAT = 1
 
@@ -217,7 +217,7 @@ def run_experiments(
     """:func:`run_experiment` for configs that differ only in ``seed``, trained together.
 
     Cached seeds are read back; the rest train as one stacked model
-    (:func:`awbench.stacked.train_stacked`), each member stopping on its own rule, then each
+    (:func:`awbench.training.stacked.train_stacked`), each member stopping on its own rule, then each
     is analyzed and cached on its own, so a later single run finds it.
     Multi-learner configs train one by one.
     """
@@ -235,7 +235,7 @@ def run_experiments(
         for i in todo:
             results[i] = run_experiment(cfgs[i], cache=cache, show_progress=show_progress)
     elif todo:
-        from .stacked import train_stacked
+        from awbench.training.stacked import train_stacked
 
         runs = train_stacked([cfgs[i] for i in todo], show_progress=show_progress)
         for i, run in zip(todo, runs):
