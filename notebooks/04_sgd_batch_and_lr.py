@@ -53,7 +53,7 @@ nb.setup()
 
 # %%
 base = nb.base_config(profile, dataset, overrides, seed=seed, batch_size=batch_size, lr=lr)
-seed_list = nb.seeds(profile, seed, n_seeds, knob=True)
+seed_list = nb.seeds(profile, seed, n_seeds)
 workers = nb.workers_for(profile, workers)
 bs_values = nb.knob_grid("batch_size", profile, base, batch_size_grid)
 lr_values = nb.knob_grid("lr", profile, base, lr_grid)

@@ -58,7 +58,7 @@ nb.setup()
 base = nb.base_config(
     profile, dataset, overrides, seed=seed, weight_decay=weight_decay, init_scale=init_scale
 )
-seed_list = nb.seeds(profile, seed, n_seeds, knob=True)
+seed_list = nb.seeds(profile, seed, n_seeds)
 workers = nb.workers_for(profile, workers)
 weight_decay_values = nb.knob_grid("weight_decay", profile, base, weight_decay_grid)
 init_scale_values = nb.knob_grid("init_scale", profile, base, init_scale_grid)

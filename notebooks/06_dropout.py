@@ -49,7 +49,7 @@ nb.setup()
 
 # %%
 base = nb.base_config(profile, dataset, overrides, seed=seed)
-seed_list = nb.seeds(profile, seed, n_seeds, knob=True)
+seed_list = nb.seeds(profile, seed, n_seeds)
 workers = nb.workers_for(profile, workers)
 dropout_values = nb.knob_grid("dropout", profile, base, dropout_grid)
 Markdown(f"Base: `{base.diff()}`; dropout {dropout_values}, seeds {seed_list}.")

@@ -45,6 +45,7 @@ overrides: str = ""  # more Config fields, name: value pairs, e.g. weight_decay:
 import pandas as pd
 from IPython.display import Markdown
 
+from awbench.experiments import grids
 from awbench.viz import gap_plots as gp
 from awbench.viz import notebook_support as nb
 
@@ -52,11 +53,12 @@ nb.setup()
 
 # %%
 base = nb.base_config(profile, dataset, overrides, seed=seed)
-seed_list = nb.seeds(profile, seed, n_seeds, knob=True)
+seed_list = nb.seeds(profile, seed, n_seeds)
 workers = nb.workers_for(profile, workers)
 n_train_values = nb.knob_grid("n_train", profile, base, n_train_grid)
 label_noise_values = nb.knob_grid("label_noise", profile, base, label_noise_grid)
-noise_base = nb.noise_base(base, label_noise_values)  # n_train / (1 - max rho) must fit the pool
+# n_train / (1 - max rho) must fit the pool
+noise_base = base.replace(n_train=grids.label_noise_n_train(base, label_noise_values))
 Markdown(
     f"Base: `{base.diff()}`; training sizes {n_train_values}; label noise {label_noise_values} "
     f"with {noise_base.n_train} clean samples; seeds {seed_list}."

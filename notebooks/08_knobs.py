@@ -46,11 +46,12 @@ mode: str = "auto"  # auto | live | static: widgets, or static figures (auto: st
 
 # %%
 import awbench.apps.widgets as kw
+from awbench.experiments import grids
 from awbench.viz import notebook_support as nb
 from awbench.experiments.records import record
 from IPython.display import Markdown, display
 
-nb.check_profile(profile)
+grids.check_profile(profile)
 nb.setup()
 
 # %% [markdown]

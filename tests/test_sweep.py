@@ -15,14 +15,13 @@ import yaml
 import awbench.experiments.experiment
 from awbench.config import Config, ConfigError
 from awbench.experiments.experiment import Result
+from awbench.experiments.grids import SWEEP_PRESETS, preset_grid
 from awbench.experiments.store import Store, load_store
 from awbench.experiments.sweep import (
     DASK_MISSING,
-    SWEEP_PRESETS,
     check_data_size,
     expand_grid,
     plan_sweep,
-    preset_grid,
     run_sweep,
 )
 

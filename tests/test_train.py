@@ -12,8 +12,8 @@ import awbench
 from awbench.config import Config
 from awbench.data import load_data
 from awbench.nn.mlp import MLP, build_model
+from awbench.status import STATUSES
 from awbench.training.sgd import (
-    STATUSES,
     add_weight_decay_gradient,
     evaluate,
     mlp_gradients,

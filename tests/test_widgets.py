@@ -280,7 +280,7 @@ def test_train_this_setting(small_store, tmp_path, monkeypatch):
     p.widgets["train"].click()
     assert p.on_grid and p.setting.source == "trained"
     assert seen and seen[-1] == 1.0 and seen == sorted(seen), "the bar only moves forward"
-    assert any("epoch 0 of at most 12" in text for text in said), said
+    assert any("epoch 1 of at most 12, train loss" in text for text in said), said
     # the smoke grid stops at 12 epochs, far from the stopping rule: so does the trained run
     assert p.setting.status == "max_epochs" and not p.setting.converged
     assert "not converged: stopped at the budget of 12 epochs" in p.widgets["status"].value
@@ -383,18 +383,32 @@ def test_papermill_cli_run_is_static_small_and_trains_an_off_grid_start(tmp_path
     assert 0 <= records["knobs.identity_error"] <= 1e-10
 
 
-def test_epoch_progress_restores_the_training_module():
+def test_panel_training_leaves_the_training_modules_alone(small_store, tmp_path, monkeypatch):
+    """The panel follows training through on_epoch: the progress reports that come from inside
+    the epoch loop see the training modules' own ``progress``, so nothing was swapped."""
     import importlib
 
-    train_module = importlib.import_module("awbench.training.sgd")  # awbench.training.sgd is the function
-    original = train_module.progress
-    calls = []
-    with kw._epoch_progress(lambda *a: calls.append(a)):
-        assert train_module.progress is not original
-        aw.train(aw.Config.preset("smoke").replace(max_epochs=3, n_train=60, n_test=30))
-    assert train_module.progress is original
-    epoch, budget, loss = calls[0]
-    assert (epoch, budget) == (0, 3) and np.isnan(loss), "the first call comes before any loss"
+    from awbench import progress as progress_module
+
+    # a fresh cache, so that this combination trains even after test_train_this_setting
+    monkeypatch.setenv("AWBENCH_CACHE", str(tmp_path / "cache"))
+    modules = [importlib.import_module(f"awbench.training.{m}") for m in ("sgd", "stacked")]
+    assert all(m.progress is progress_module.progress for m in modules)
+    grid = kw.KnobGrid(small_store, extra=tmp_path / "u")
+    reports = []
+
+    def report(fraction: float, text: str) -> None:
+        reports.append((fraction, text, [m.progress for m in modules]))
+
+    grid.train({**grid.defaults, "batch_size": 100, "dropout": 0.1}, on_progress=report)
+    during = [r for r in reports if r[1].startswith("training: epoch")]
+    assert during, "no report from inside the epoch loop"
+    assert during[0][1].startswith("training: epoch 1 of at most 12, train loss")
+    for _, _, seen in reports:
+        assert all(f is progress_module.progress for f in seen)
+    assert all(m.progress is progress_module.progress for m in modules)
+    fractions = [f for f, _, _ in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
 
 
 # --- convergence: only a converged network is a result ------------------------------------

@@ -194,7 +194,7 @@ def _executor_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _sweep_arguments(p: argparse.ArgumentParser) -> None:
-    from awbench.experiments.sweep import SWEEP_PRESETS
+    from awbench.experiments.grids import SWEEP_PRESETS
 
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument(
@@ -289,7 +289,8 @@ def _status_arguments(p: argparse.ArgumentParser) -> None:
 def _status(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from awbench.experiments.store import FAILED_STATUSES, Store
+    from awbench.status import FAILED_STATUSES
+    from awbench.experiments.store import Store
 
     if not Path(args.store).is_dir():
         raise FileNotFoundError(f"no result store at {args.store}")

@@ -33,6 +33,7 @@ from typing import Any
 
 from awbench.experiments.records import MIME as RECORD_MIME
 from awbench.experiments.records import read_records
+from awbench.status import CONVERGED
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 NOTEBOOK_PATTERN = re.compile(r"^\d\d_.+\.ipynb$")
@@ -418,7 +419,7 @@ def dpsgd_comparisons(pages: list[NotebookPage]) -> dict:
     if not isinstance(pairs, dict) or not pairs.get("seed"):
         return {}
     frame = pd.DataFrame(pairs)
-    both = frame[(frame["status_ssgd"] == "converged") & (frame["status_dpsgd"] == "converged")]
+    both = frame[(frame["status_ssgd"] == CONVERGED) & (frame["status_dpsgd"] == CONVERGED)]
     out = {}
     for q in CLAIM_QUANTITIES:
         if f"{q}_ssgd" in both:
@@ -445,13 +446,16 @@ def paper_values_left_out(knob: str, values_run) -> list:
     """The paper's values of ``knob`` (scaled to the digits, as the sweep presets do) that
     this run did not sweep: a quick profile runs fewer values, and the report says which."""
     from awbench.config import Config
-    from awbench.experiments.sweep import PAPER_VALUES, preset_grid
+    from awbench.experiments.grids import PAPER_VALUES, knob_values
 
     if knob not in PAPER_VALUES:
         return []
-    grid, _ = preset_grid(knob, Config.preset("paper"))
     run = {round(float(v), 9) for v in values_run}
-    return [v for v in grid[knob] if round(float(v), 9) not in run]
+    return [
+        v
+        for v in knob_values(knob, "paper", Config.preset("paper"))
+        if round(float(v), 9) not in run
+    ]
 
 
 def convergence_rows(pages: list[NotebookPage]) -> list[list[str]]:
@@ -459,7 +463,7 @@ def convergence_rows(pages: list[NotebookPage]) -> list[list[str]]:
     paper's values this profile did not run."""
     rows = []
     for knob, runs in knob_sweeps(pages).items():
-        conv = runs["status"] == "converged"
+        conv = runs["status"] == CONVERGED
         per_value = runs.assign(conv=conv).groupby(knob)["conv"].sum()
         empty = [_fmt_value(v) for v, n in per_value.items() if n == 0]
         other = runs.loc[~conv, "status"].value_counts()
@@ -845,7 +849,7 @@ def reproduce(
 
     Raises RuntimeError (after writing the report) if a notebook failed.
     """
-    from awbench.viz.notebook_support import check_profile
+    from awbench.experiments.grids import check_profile
 
     check_profile(profile)
     src_dir = Path(notebook_dir) if notebook_dir else default_notebook_dir()

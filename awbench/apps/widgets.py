@@ -45,7 +45,6 @@ Build the shipped store (see ``data/knobs_store/README.md``)::
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import html
 import json
@@ -68,7 +67,8 @@ from plotly.subplots import make_subplots
 from awbench.cache import cache_dir
 from awbench.config import Config, ConfigError
 from awbench.viz.gap_plots import COLORS, KNOB_LABELS, TEMPLATE
-from awbench.experiments.store import DONE_STATUSES, Store, _atomic_write_table, config_from_row, load_store
+from awbench.experiments.store import Store, _atomic_write_table, config_from_row, load_store
+from awbench.status import CONVERGED, DONE_STATUSES
 
 # The sliders, in display order (Config field names, as everywhere).
 KNOBS = (
@@ -193,7 +193,7 @@ def _with_training_columns(runs: pd.DataFrame, budgets: list[int]) -> pd.DataFra
     from the analysis's clean ``train_loss`` (the same model), the budget from each Config
     (``budgets``); the final train accuracy was not recorded then and stays NaN."""
     runs = runs.copy()
-    by_status = (runs["status"] == "converged").to_numpy()
+    by_status = (runs["status"] == CONVERGED).to_numpy()
     if "converged" in runs:
         runs["converged"] = [
             bool(v) if pd.notna(v) else bool(b) for v, b in zip(runs["converged"], by_status)
@@ -457,9 +457,10 @@ class KnobGrid:
         from awbench.experiments.sweep import execute
 
         report(0.0, "training")
-        first_loss, done = [math.nan], [0.0]
+        first_loss, done, shown = [math.nan], [0.0], [0.0]
 
-        def on_epoch(epoch: int, budget: int, loss: float) -> None:
+        def on_epoch(epoch: int, budget: int, row: dict) -> None:
+            loss = float(row["train_loss"])
             # A run that meets the stopping rule ends far inside its budget, so the epoch
             # count alone would leave the bar near zero: the loss's way down to stop_loss
             # (on a log scale) measures progress too, and the bar takes the further of both.
@@ -471,13 +472,16 @@ class KnobGrid:
                 if span > 0:
                     fraction = max(fraction, math.log(first_loss[0] / loss) / span)
             done[0] = max(done[0], min(fraction, 1.0))  # never backwards
+            now = time.perf_counter()
+            if now - shown[0] <= 0.1:  # a widget update costs more than a small epoch
+                return
+            shown[0] = now
             text = f"training: epoch {epoch} of at most {budget}"
             if math.isfinite(loss):
                 text += f", train loss {_fmt(loss)} (the stopping rule needs < {cfg.stop_loss:g})"
             report(0.85 * done[0], text)
 
-        with _epoch_progress(on_epoch):
-            res = experiment.run_experiment(cfg, show_progress=False)
+        res = experiment.run_experiment(cfg, show_progress=False, on_epoch=on_epoch)
         report(0.85, "analysing")
         row, directions = execute(cfg)  # the cached result, as a store row and directions table
         row["status"] = res.status  # execute reads the same cache entry
@@ -518,59 +522,6 @@ SCALARS = (
     "duality_error",
 )
 CURVE_COLUMNS = ("real_gap", "sharpness", "size")
-
-
-class _EpochBar:
-    """Stands in for the tqdm bar of the epoch loop: reports epochs and the last train loss
-    (which the loop hands to a bar through ``set_postfix``) to ``callback``."""
-
-    def __init__(self, iterable, total: int, callback: Callable[[int, int, float], None]):
-        self.iterable, self.total, self.callback = iterable, total, callback
-        self.loss = math.nan
-        self.last = 0.0
-
-    def __iter__(self):
-        for i, item in enumerate(self.iterable):
-            now = time.perf_counter()
-            if now - self.last > 0.1:  # a widget update costs more than a small epoch
-                self.last = now
-                self.callback(i, self.total, self.loss)
-            yield item
-
-    def set_postfix(self, ordered_dict=None, refresh=True, **values) -> None:
-        try:
-            self.loss = float(values.get("loss", math.nan))
-        except (TypeError, ValueError):  # a postfix we do not know: epochs still count
-            pass
-
-    def close(self) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def _epoch_progress(callback: Callable[[int, int, float], None]):
-    """Report training to ``callback(epoch, budget, train_loss)``, at most ~10 times a second
-    (train_loss NaN until the first epoch ends).
-
-    The training code offers no progress callback, only its tqdm wrapper
-    ``awbench.training.sgd.progress`` (a module attribute looked up on every call); this swaps that
-    wrapper for the duration of one call, so the panel's own bar replaces tqdm's.
-    """
-    from awbench.training import sgd as train_module
-
-    original = getattr(train_module, "progress", None)
-    if original is None:
-        yield
-        return
-
-    def wrapper(iterable, total=None, desc="", enabled=None):
-        return _EpochBar(iterable, total if total is not None else len(iterable), callback)
-
-    train_module.progress = wrapper
-    try:
-        yield
-    finally:
-        train_module.progress = original
 
 
 EFFECT_COLUMNS = (

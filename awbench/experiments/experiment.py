@@ -21,7 +21,8 @@ from awbench.config import SCHEMA_VERSION, Config
 from awbench.data import load_data
 from awbench.analysis.decomposition import Analysis, analyze
 from awbench.nn.mlp import build_model
-from awbench.training.sgd import Run, train
+from awbench.training.sgd import EpochCallback, Run, train
+from awbench.status import CONVERGED, DONE_STATUSES
 
 RESULT_FORMAT = 1
 
@@ -45,12 +46,12 @@ class Result:
     @property
     def ok(self) -> bool:
         """Trained and analysed (converged or not); see ``converged`` for results."""
-        return self.status in ("converged", "max_epochs")
+        return self.status in DONE_STATUSES
 
     @property
     def converged(self) -> bool:
         """Met the stopping rule: the only runs that count as results."""
-        return self.status == "converged"
+        return self.status == CONVERGED
 
     def load_run(self) -> Run:
         """Rebuild the trained :class:`Run` (model weights and data) from this result."""
@@ -144,7 +145,7 @@ def _training_scalars(run: Run) -> dict:
     that every stored run says whether it is a converged network (docs/science.md#5)."""
     last = run.history.iloc[-1] if len(run.history) else None
     return {
-        "converged": run.status == "converged",
+        "converged": run.status == CONVERGED,
         "final_train_loss": float("nan") if last is None else float(last["train_loss"]),
         "final_train_acc": float("nan") if last is None else float(last["train_acc"]),
         "epoch_budget": int(run.config.epoch_budget()),
@@ -186,17 +187,24 @@ def result_of(run: Run) -> Result:
     )
 
 
-def run_experiment(cfg: Config, cache: bool = True, show_progress: bool | None = None) -> Result:
+def run_experiment(
+    cfg: Config,
+    cache: bool = True,
+    show_progress: bool | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> Result:
     """Train and analyze ``cfg``; return the cached result when there is one.
 
     Divergence is a result (status "diverged"), not an exception. Only complete results are
-    cached; a run that ends in an exception leaves no entry behind.
+    cached; a run that ends in an exception (one raised by ``on_epoch`` included) leaves no
+    entry behind. ``on_epoch`` follows the training (see
+    :data:`awbench.training.sgd.EpochCallback`); a cache hit trains nothing and never calls it.
     """
     if cache:
         hit = load_cached(cfg)
         if hit is not None:
             return hit
-    res = result_of(train(cfg, show_progress=show_progress))
+    res = result_of(train(cfg, show_progress=show_progress, on_epoch=on_epoch))
     if cache:
         save_cached(res)
     return res

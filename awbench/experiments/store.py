@@ -35,12 +35,7 @@ import pyarrow.parquet as pq
 
 from awbench.config import FIELD_NAMES, Config
 
-# One status vocabulary everywhere (docs/science.md#5-budgets-and-convergence): converged = met
-# the stopping rule (the only runs that are results), max_epochs = the budget ran out first,
-# diverged = the loss or a parameter became non-finite, failed = an exception.
-STATUSES = ("converged", "max_epochs", "diverged", "failed")
-DONE_STATUSES = ("converged", "max_epochs")  # trained and analysed: drawn (unconverged hollow)
-FAILED_STATUSES = ("diverged", "failed")
+from awbench.status import STATUSES
 
 
 class StoreFrames(NamedTuple):

@@ -5,10 +5,11 @@
     runs, directions = aw.load_store("results/bs")      # or report.load()
 
 A grid is a dict of lists (their product), a list of such dicts (concatenated), or the name
-of a sweep preset: one per knob of docs/science.md#4-the-demo-protocol-and-awbenchs-presets (``batch_size``, ``lr``, ``init_scale``,
-``dropout``, ``weight_decay``, ``label_noise``, ``n_train``) with the paper's values scaled
-to the base preset's dataset, plus ``knobs``, the multi-knob grid behind the sliders of
-notebook 08 (``data/knobs_store``). Every Config is validated before anything runs.
+of a sweep preset (``awbench.experiments.grids``): one per knob of docs/science.md#6-sweeps
+(``batch_size``, ``lr``, ``init_scale``, ``dropout``, ``weight_decay``, ``label_noise``,
+``n_train``) with the paper's values scaled to the base preset's dataset, plus ``knobs``, the
+multi-knob grid behind the sliders of notebook 08 (``data/knobs_store``). Every Config is
+validated before anything runs.
 
 Executors share one concurrent.futures code path: in-process (``workers=1``), a process pool
 (default: one worker per core, one torch thread each), or Dask distributed (``scheduler=``
@@ -49,94 +50,10 @@ import pandas as pd
 from awbench.experiments import experiment
 from awbench.config import FIELD_NAMES, PRESETS, Config, ConfigError
 from awbench.progress import interactive, progress
-from awbench.experiments.store import DONE_STATUSES, FAILED_STATUSES, Store, config_columns
-
-# --- sweep presets ---------------------------------------------------------------------
-
-# docs/science.md#4-the-demo-protocol-and-awbenchs-presets, one knob at a time (n_train and label_noise are scaled, see below).
-PAPER_VALUES: dict[str, tuple] = {
-    "batch_size": (25, 100, 200, 400),
-    "lr": (0.005, 0.01, 0.02, 0.05, 0.1),
-    "init_scale": (4.0, 5.0, 6.0, 7.0),
-    "dropout": (0.0, 0.05, 0.1, 0.2, 0.3),
-    "weight_decay": (0.0, 0.005, 0.01, 0.02),
-    "label_noise": (0.0, 0.091, 0.13, 0.167, 0.2),
-    "n_train": (4000, 8000, 16000, 32000),  # 1x, 2x, 4x, 8x the base training set
-}
-
-SWEEP_PRESETS = (*PAPER_VALUES, "knobs")
-PAPER_SEEDS = 10  # the paper's repeats per setting
-KNOBS_SEEDS = 3  # the knob panel averages converged seeds at every grid point
-
-# Training samples a dataset can supply (clean + corrupted); generated datasets grow on demand.
-POOL_SIZES = {"digits": 1297, "mnist": 60000, "fashion_mnist": 60000}
-
-
-def _n_total(n_train: int, label_noise: float) -> int:
-    from awbench.data import n_total_train
-
-    return n_total_train(n_train, label_noise)
-
-
-def knobs_grid(base: Config) -> tuple[list[dict[str, list]], dict[str, Any]]:
-    """The grid behind the sliders of notebook 08 (``awbench.apps.widgets.KnobPanel``).
-
-    Batch size x weight decay (the knobs the paper ties to sharpness and to size), then every
-    other knob moved alone from the default. Runs use half the base training set so that one
-    run takes seconds, and the base's budget (auto: trained to the stopping rule); on "paper"
-    this is ``data/knobs_store``.
-    """
-    n = base.n_train
-    fixed = {"n_train": max(10, n // 2)}
-    grid = [
-        {"batch_size": [25, 100, 400], "weight_decay": [0.0, 0.01, 0.02]},
-        {"lr": [0.05, 0.2]},
-        {"dropout": [0.1, 0.2]},
-        {"label_noise": [0.1, 0.2]},
-        {"n_train": [max(10, n // 4), n]},
-        {"init_scale": [2.0, 4.0]},
-    ]
-    return grid, fixed
-
-
-def preset_grid(name: str, base: Config) -> tuple[dict[str, list] | list, dict[str, Any]]:
-    """``(grid, fixed)`` of sweep preset ``name`` scaled to ``base``'s dataset.
-
-    - ``knobs``: see :func:`knobs_grid` (a list of blocks).
-    - ``n_train``: the paper's 1x/2x/4x/8x of the base training set when the dataset has the
-      samples (paper-mnist: 4000 ... 32000), else 1/8, 1/4, 1/2 and all of the pool (digits:
-      162, 324, 648, 1297).
-    - ``label_noise``: the paper adds corrupted samples so that n_train stay clean; when the
-      pool cannot supply n_train / (1 - 0.2) samples, n_train is lowered for the whole sweep
-      (digits: 1000).
-    """
-    if name not in SWEEP_PRESETS:
-        raise ConfigError(
-            f"sweep preset {name!r} is not known: expected one of {', '.join(SWEEP_PRESETS)}"
-        )
-    if name == "knobs":
-        return knobs_grid(base)
-    values = list(PAPER_VALUES[name])
-    pool = POOL_SIZES.get(base.dataset)
-    fixed: dict[str, Any] = {}
-    if name == "n_train":
-        multiples = [base.n_train * m for m in (1, 2, 4, 8)]
-        if pool is None or _n_total(multiples[-1], base.label_noise) <= pool:
-            values = multiples
-        else:
-            clean_pool = int(pool * (1.0 - base.label_noise))
-            values = [max(10, round(clean_pool * f)) for f in (1 / 8, 1 / 4, 1 / 2)] + [clean_pool]
-    elif name == "label_noise" and pool is not None:
-        worst = max(values)
-        if _n_total(base.n_train, worst) > pool:
-            fits = int(pool * (1.0 - worst))
-            step = 100 if fits >= 1000 else 10
-            n = fits // step * step
-            while _n_total(n, worst) > pool:
-                n -= step
-            fixed["n_train"] = n
-    return {name: values}, fixed
-
+from awbench.data import n_total_train
+from awbench.experiments.grids import KNOBS_SEEDS, POOL_SIZES, PROFILES, preset_grid
+from awbench.status import DONE_STATUSES, FAILED, FAILED_STATUSES
+from awbench.experiments.store import Store, config_columns
 
 # --- grids -----------------------------------------------------------------------------
 
@@ -241,7 +158,7 @@ def check_data_size(cfg: Config) -> None:
     pool = POOL_SIZES.get(cfg.dataset)
     if pool is None:
         return
-    need = _n_total(cfg.n_train, cfg.label_noise)
+    need = n_total_train(cfg.n_train, cfg.label_noise)
     if need > pool:
         extra = (
             "" if cfg.label_noise == 0 else f" (with label_noise={cfg.label_noise}: {need} in all)"
@@ -288,7 +205,7 @@ def plan_sweep(
         preset = grid
         grid, fixed = preset_grid(preset, base_cfg)
         name = name or preset
-        default_seeds = KNOBS_SEEDS if preset == "knobs" else PAPER_SEEDS
+        default_seeds = KNOBS_SEEDS if preset == "knobs" else PROFILES["paper"].seeds
     else:
         default_seeds = 1
     if seeds is None:
@@ -391,7 +308,7 @@ def failed_row(
     """The runs-table row of a run that raised instead of returning a Result."""
     return {
         "key": cfg.key(),
-        "status": "failed",
+        "status": FAILED,
         "reason": reason,
         **config_columns(cfg),
         "epochs": 0,
@@ -665,7 +582,7 @@ def run_sweep(
 ) -> SweepReport:
     """Run every Config of ``grid`` not yet in ``store``; return a :class:`SweepReport`.
 
-    ``grid``: a sweep preset name (see :data:`SWEEP_PRESETS`), a dict of lists, a list of
+    ``grid``: a sweep preset name (see :data:`awbench.experiments.grids.SWEEP_PRESETS`), a dict of lists, a list of
     dicts, or a planned :class:`Sweep`. ``workers``: processes (default one per core; 1 runs
     in this process). ``scheduler`` / ``dask_local``: run on Dask instead. ``retry_failed``
     reruns runs stored with status "failed" (exceptions; divergence is a result and is kept).
@@ -684,7 +601,7 @@ def run_sweep(
     todo = [
         c
         for c in sweep.configs
-        if c.key() not in statuses or (retry_failed and statuses[c.key()] == "failed")
+        if c.key() not in statuses or (retry_failed and statuses[c.key()] == FAILED)
     ]
     skipped = len(sweep) - len(todo)
     log = (lambda *a: None) if quiet else (lambda msg: print(msg, flush=True))

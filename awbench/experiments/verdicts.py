@@ -53,6 +53,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from awbench.status import CONVERGED
+
 QUANTITIES = ("sharpness", "size", "sharp_gap", "flat_gap", "real_gap")
 VERDICTS = ("up", "down", "non-monotone", "no clear change", "not enough data")
 MIN_RUNS = 4
@@ -228,7 +230,7 @@ def knob_effect(
     x_all = _numeric(runs[knob], knob)
     y_all = _numeric(runs[quantity], quantity)
     status = runs["status"].astype(str).to_numpy()
-    converged = status == "converged"
+    converged = status == CONVERGED
     keep = converged & np.isfinite(x_all) & np.isfinite(y_all)
 
     labels = np.where(converged, "converged, non-finite", status)[~keep]

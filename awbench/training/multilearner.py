@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from awbench.config import TOPOLOGIES, Config, ConfigError
 from awbench.data import Data, load_data
 from awbench.nn.mlp import MLP, build_model
-from awbench.training.sgd import _ACT_GRADS, DeviceData, Run, epoch_loop
+from awbench.training.sgd import _ACT_GRADS, DeviceData, EpochCallback, Run, epoch_loop
 
 __all__ = ["Learners", "mixing_matrix", "shard_positions", "train_multilearner"]
 
@@ -344,12 +344,16 @@ class Learners:
 
 
 def train_multilearner(
-    cfg: Config, data: Data | None = None, show_progress: bool | None = None
+    cfg: Config,
+    data: Data | None = None,
+    show_progress: bool | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> Run:
     """Train ``cfg.n_learners`` learners with ``cfg.algorithm``; ``Run.model`` is their average.
 
     Same protocol as :func:`awbench.training.sgd` (stopping rule on the average, weight decay epochs,
-    divergence as a status). With one learner every algorithm is plain SGD.
+    divergence as a status, ``on_epoch`` after each epoch with its history row, consensus
+    columns included). With one learner every algorithm is plain SGD.
     """
     data = data if data is not None else load_data(cfg)
     n_samples = int(data.x_train.shape[0])
@@ -362,7 +366,7 @@ def train_multilearner(
     start = time.perf_counter()
     with torch.no_grad():
         learners = Learners(cfg, model)
-        history, status, reason = _epochs(cfg, learners, model, data, show_progress)
+        history, status, reason = _epochs(cfg, learners, model, data, show_progress, on_epoch)
         learners.load_average(model)
     model.eval()
     last = history[-1] if history else {}
@@ -391,7 +395,14 @@ def train_multilearner(
     )
 
 
-def _epochs(cfg: Config, learners: Learners, model: MLP, data: Data, show_progress: bool | None):
+def _epochs(
+    cfg: Config,
+    learners: Learners,
+    model: MLP,
+    data: Data,
+    show_progress: bool | None,
+    on_epoch: EpochCallback | None,
+):
     tensors = DeviceData.of(cfg, data)
     device = tensors.x.device
     pos, valid = shard_positions(tensors.x.shape[0], learners.n, cfg.batch_size)
@@ -424,4 +435,5 @@ def _epochs(cfg: Config, learners: Learners, model: MLP, data: Data, show_progre
         lambda: bool(torch.isfinite(learners.flat).all()),
         extra_metrics,
         show_progress,
+        on_epoch,
     )

@@ -21,8 +21,13 @@ from awbench.config import Config
 from awbench.data import Data, load_data
 from awbench.nn.mlp import MLP, build_model
 from awbench.progress import progress
+from awbench.status import CONVERGED, DIVERGED, MAX_EPOCHS
 
-STATUSES = ("converged", "max_epochs", "diverged")
+
+# on_epoch(epoch, budget, row): called after every epoch with the number of epochs done so far
+# (1-based, row["epoch"]), the epoch budget and a copy of that epoch's history row. It is how
+# a caller (an app's progress bar) observes training; an exception from it ends the training.
+EpochCallback = Callable[[int, int, dict], None]
 
 
 @dataclass
@@ -44,7 +49,7 @@ class Run:
 
     @property
     def ok(self) -> bool:
-        return self.status != "diverged"
+        return self.status != DIVERGED
 
 
 def weight_penalty(model: nn.Module, cfg: Config) -> torch.Tensor:
@@ -164,21 +169,27 @@ def add_weight_decay_gradient(grads: list[torch.Tensor], model: nn.Module, cfg: 
     weight_decay_gradient(model, cfg)(grads)
 
 
-def train(cfg: Config, data: Data | None = None, show_progress: bool | None = None) -> Run:
+def train(
+    cfg: Config,
+    data: Data | None = None,
+    show_progress: bool | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> Run:
     """Train ``cfg``'s MLP with the paper's protocol and return a :class:`Run`.
 
     A non-finite loss ends the run with status "diverged" and its reason instead of raising,
-    so that a sweep records it and goes on.
+    so that a sweep records it and goes on. ``on_epoch``: see :data:`EpochCallback`; it sees
+    every row of the returned history, the diverged epoch's included.
     """
     if cfg.n_learners > 1 or cfg.algorithm != "sgd":
         from awbench.training.multilearner import train_multilearner
 
-        return train_multilearner(cfg, data=data, show_progress=show_progress)
+        return train_multilearner(cfg, data=data, show_progress=show_progress, on_epoch=on_epoch)
     data = data if data is not None else load_data(cfg)
     model = build_model(cfg, data.n_features, data.n_classes)
     start = time.perf_counter()
     with torch.no_grad():
-        history, status, reason = _sgd_epochs(cfg, model, data, show_progress)
+        history, status, reason = _sgd_epochs(cfg, model, data, show_progress, on_epoch)
     model.eval()
     return Run(
         config=cfg,
@@ -218,19 +229,20 @@ def epoch_loop(
     all_finite: Callable[[], bool],
     extra_metrics: Callable[[], dict] | None = None,
     show_progress: bool | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> tuple[list[dict], str, str]:
     """The protocol around the steps, shared by every training algorithm.
 
     Per epoch: a fresh sample order from ``cfg.seed``'s generator, ``train_epoch(order,
     decay_on)`` takes the steps, then ``model`` is evaluated on the clean training set and the
-    test set, divergence is checked and the demo's stopping rule applied. Returns the history
-    rows, the status and its reason.
+    test set, ``on_epoch`` is told, divergence is checked and the demo's stopping rule
+    applied. Returns the history rows, the status and its reason.
     """
     batch_gen = torch.Generator().manual_seed(cfg.seed)
     n = tensors.x.shape[0]
     history: list[dict] = []
     budget, decay_epochs = cfg.epoch_budget(), cfg.decay_epochs()
-    status, reason = "max_epochs", f"stopping rule not met within max_epochs={budget}"
+    status, reason = MAX_EPOCHS, f"stopping rule not met within max_epochs={budget}"
     bar = progress(range(budget), desc=f"train {cfg.key()[:8]}", enabled=show_progress)
     try:
         for epoch in bar:
@@ -250,14 +262,17 @@ def epoch_loop(
             if extra_metrics is not None:
                 row.update(extra_metrics())
             history.append(row)
+            if on_epoch is not None:
+                # a copy: a callback that edits its row must not change the stopping rule's input
+                on_epoch(epoch + 1, budget, dict(row))
             if not (math.isfinite(train_loss) and all_finite()):
-                status = "diverged"
+                status = DIVERGED
                 reason = f"non-finite training loss ({train_loss}) at epoch {epoch + 1} with lr={cfg.lr}"
                 break
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{train_loss:.2e}", acc=f"{train_acc:.3f}", refresh=False)
             if stopping_rule_met(history, cfg):
-                status, reason = "converged", f"stopping rule met at epoch {epoch + 1}"
+                status, reason = CONVERGED, f"stopping rule met at epoch {epoch + 1}"
                 break
     finally:
         if hasattr(bar, "close"):
@@ -265,7 +280,13 @@ def epoch_loop(
     return history, status, reason
 
 
-def _sgd_epochs(cfg: Config, model: MLP, data: Data, show_progress: bool | None):
+def _sgd_epochs(
+    cfg: Config,
+    model: MLP,
+    data: Data,
+    show_progress: bool | None,
+    on_epoch: EpochCallback | None,
+):
     tensors = DeviceData.of(cfg, data)
     params = list(model.parameters())
     velocity = [torch.zeros_like(p) for p in params] if cfg.momentum > 0 else None
@@ -289,4 +310,6 @@ def _sgd_epochs(cfg: Config, model: MLP, data: Data, show_progress: bool | None)
     def all_finite() -> bool:
         return all(bool(torch.isfinite(p).all()) for p in params)
 
-    return epoch_loop(cfg, model, tensors, train_epoch, all_finite, show_progress=show_progress)
+    return epoch_loop(
+        cfg, model, tensors, train_epoch, all_finite, show_progress=show_progress, on_epoch=on_epoch
+    )

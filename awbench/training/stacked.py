@@ -30,7 +30,8 @@ from awbench.config import Config
 from awbench.data import Data, load_data
 from awbench.nn.mlp import MLP, build_model
 from awbench.progress import progress
-from awbench.training.sgd import _ACT_GRADS, DeviceData, Run, stopping_rule_met
+from awbench.training.sgd import _ACT_GRADS, DeviceData, EpochCallback, Run, stopping_rule_met
+from awbench.status import CONVERGED, DIVERGED, MAX_EPOCHS
 
 __all__ = ["train_stacked"]
 
@@ -252,6 +253,7 @@ def train_stacked(
     data: Data | None = None,
     show_progress: bool | None = None,
     test_every: int = 1,
+    on_epoch: EpochCallback | None = None,
 ) -> list[Run]:
     """Train configs that differ only in ``seed`` together; one :class:`Run` per config.
 
@@ -262,6 +264,11 @@ def train_stacked(
 
     ``test_every``: the test set is evaluated every ``test_every``-th epoch and at each
     member's last epoch; other epochs have NaN test columns (1: every epoch, as train()).
+    ``on_epoch`` is called per member, as train() calls it for that member's run: after each
+    epoch, once for every member that trained in it, in the order of ``cfgs``, with the
+    member's own (complete) history row. Per member, not per stack, so that each member's
+    calls are the ones train() of its config would make (interleaved); the call order is
+    how a caller tells the members apart.
     ``train_seconds`` of each Run is the wall time of the whole stacked training divided by
     the number of members. Raises ValueError unless the configs are single-learner SGD, differ
     in nothing but ``seed`` and have distinct seeds.
@@ -273,7 +280,7 @@ def train_stacked(
     models = [build_model(cfg, data.n_features, data.n_classes) for cfg in cfgs]
     start = time.perf_counter()
     with torch.no_grad():
-        outcome = _train(base, cfgs, models, data, show_progress, test_every)
+        outcome = _train(base, cfgs, models, data, show_progress, test_every, on_epoch)
     seconds = (time.perf_counter() - start) / len(cfgs)
     runs = []
     for cfg, model, (history, status, reason) in zip(cfgs, models, outcome):
@@ -299,6 +306,7 @@ def _train(
     data: Data,
     show_progress: bool | None,
     test_every: int,
+    on_epoch: EpochCallback | None,
 ) -> list[tuple[list[dict], str, str]]:
     tensors = DeviceData.of(cfg, data)
     device, dtype = tensors.x.device, tensors.x.dtype
@@ -368,12 +376,12 @@ def _train(
                         f"non-finite training loss ({train_loss[r]}) at epoch {epoch + 1} "
                         f"with lr={cfg.lr}"
                     )
-                    finished.append((r, "diverged", reason))
+                    finished.append((r, DIVERGED, reason))
                 elif stopping_rule_met(history, cfg):
-                    finished.append((r, "converged", f"stopping rule met at epoch {epoch + 1}"))
+                    finished.append((r, CONVERGED, f"stopping rule met at epoch {epoch + 1}"))
                 elif epoch + 1 == budget:
                     finished.append(
-                        (r, "max_epochs", f"stopping rule not met within max_epochs={budget}")
+                        (r, MAX_EPOCHS, f"stopping rule not met within max_epochs={budget}")
                     )
 
             if (epoch + 1) % test_every == 0:
@@ -388,6 +396,10 @@ def _train(
                 for r, loss, acc in zip(test_rows, test_loss, test_acc):
                     row = histories[stack.members[r]][-1]
                     row["test_loss"], row["test_acc"] = loss, acc
+            if on_epoch is not None:
+                # after the test columns are in, before finished members leave stack.members
+                for member in stack.members:
+                    on_epoch(epoch + 1, budget, dict(histories[member][-1]))
 
             if finished:
                 for r, status, reason in finished:

@@ -24,6 +24,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from awbench.status import CONVERGED, DONE_STATUSES
+
 TEMPLATE = "plotly_white"
 COLORS = {
     "real_gap": "#222222",
@@ -68,7 +70,6 @@ NOT_CONVERGED = "not converged (left out)"
 UNCONVERGED_COLOR = "#999"
 LEVEL = 0.95
 INTERVAL = "95 % CI of the mean, t-based"
-DONE_STATUSES = ("converged", "max_epochs")
 
 
 def knob_label(knob: str) -> str:
@@ -124,7 +125,7 @@ def converged_mask(runs: pd.DataFrame) -> pd.Series:
     "converged". Rows where ``converged`` is missing (stores written before it existed) fall
     back to their status; a table with neither column has nothing to mark and counts whole."""
     if "status" in runs:
-        from_status = runs["status"].astype(str).eq("converged")
+        from_status = runs["status"].astype(str).eq(CONVERGED)
     else:
         from_status = pd.Series(True, index=runs.index)
     if "converged" not in runs:

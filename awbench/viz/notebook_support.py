@@ -5,9 +5,8 @@ A notebook's ``parameters`` cell holds literals only; this module turns them int
 sentences a notebook shows after each figure from the numbers of this run, so that the
 notebooks themselves stay a few lines per cell.
 
-Profiles: ``smoke`` (seconds: the smoke preset, 1-2 seeds, 2 values per knob; tests),
-``quick`` (the paper preset, 2 seeds, 3 values per knob; ``make reproduce``) and ``paper``
-(docs/science.md#4-the-demo-protocol-and-awbenchs-presets's grid with 10 seeds, scaled to the dataset's training pool).
+The profiles (``smoke``, ``quick``, ``paper``: values per knob, seeds, workers) live in
+``awbench.experiments.grids``, shared with the sweep presets.
 """
 
 from __future__ import annotations
@@ -22,50 +21,9 @@ import numpy as np
 import pandas as pd
 
 from awbench.config import Config
+from awbench.experiments.grids import PROFILES, check_profile, knob_values
+from awbench.status import CONVERGED, DONE_STATUSES
 
-PROFILES = ("smoke", "quick", "paper")
-SEEDS = {"smoke": 2, "quick": 5, "paper": 10}
-# Sweep processes: a process pool costs seconds to start (each worker imports torch), more
-# than a smoke sweep takes, so smoke runs inside the kernel.
-WORKERS = {"smoke": 1, "quick": 2, "paper": 2}
-# A verdict needs an interval over seeds: quick runs 5 per knob value (the seeds of a value
-# train together as one stacked model), paper the demo's 10.
-KNOB_SEEDS = {"smoke": 2, "quick": 5, "paper": 10}
-# Training pools that cannot grow (the bundled digits: 1797 images, 500 kept for testing).
-POOL_SIZE = {"digits": 1297}
-# The paper's sweeps (docs/science.md#6-sweeps), one knob at a time. n_train and label_noise
-# are handled by ``knob_grid`` because they depend on the dataset's pool.
-# Smoke values are ones whose runs meet the smoke preset's (looser) stopping rule, so the
-# converged-only statistics have numbers to work on in the tests.
-GRIDS: dict[str, dict[str, list]] = {
-    "batch_size": {"smoke": [25, 50], "quick": [25, 100, 400], "paper": [25, 100, 200, 400]},
-    # quick: three of the paper's values per knob (every one converges under the auto
-    # budget); the report lists the paper values a profile leaves out.
-    "lr": {
-        "smoke": [0.05, 0.2],
-        "quick": [0.01, 0.05, 0.1],
-        "paper": [0.005, 0.01, 0.02, 0.05, 0.1],
-    },
-    "weight_decay": {
-        "smoke": [0.0, 0.02],
-        "quick": [0.0, 0.01, 0.02],
-        "paper": [0.0, 0.005, 0.01, 0.02],
-    },
-    "init_scale": {"smoke": [1.0, 4.0], "quick": [1.0, 4.0, 7.0], "paper": [4.0, 5.0, 6.0, 7.0]},
-    "dropout": {"smoke": [0.0, 0.2], "quick": [0.0, 0.1, 0.3], "paper": [0.0, 0.05, 0.1, 0.2, 0.3]},
-    "label_noise": {
-        "smoke": [0.0, 0.1],
-        "quick": [0.0, 0.091, 0.2],
-        "paper": [0.0, 0.091, 0.13, 0.167, 0.2],
-    },
-}
-# Training-set sizes as fractions of the base n_train (the paper: 4000 ... 32000, factor 2).
-N_TRAIN_FACTORS = {"smoke": [0.5, 1.0], "quick": [0.25, 0.5, 1.0], "paper": [0.125, 0.25, 0.5, 1.0]}
-N_TRAIN_FACTORS_GROWING = {
-    "smoke": [0.5, 1.0],
-    "quick": [0.5, 1.0, 2.0],
-    "paper": [1.0, 2.0, 4.0, 8.0],
-}
 RUN_COLUMNS = [
     "value",
     "seed",
@@ -100,14 +58,6 @@ def setup(threads: int = 1) -> None:
 
     torch.set_num_threads(threads)
     pio.renderers.default = "plotly_mimetype"
-
-
-def check_profile(profile: str) -> str:
-    if profile not in PROFILES:
-        raise ValueError(
-            f"profile={profile!r} is not allowed: expected one of {', '.join(map(repr, PROFILES))}"
-        )
-    return profile
 
 
 def parse_overrides(overrides: str) -> dict[str, str]:
@@ -160,14 +110,14 @@ def config_text(cfg: Config) -> str:
     )
 
 
-def seeds(profile: str, seed: int = 0, n_seeds: int = 0, knob: bool = False) -> list[int]:
+def seeds(profile: str, seed: int = 0, n_seeds: int = 0) -> list[int]:
     """``n_seeds`` consecutive seeds from ``seed`` (0: the profile's number)."""
     check_profile(profile)
     if n_seeds < 0:
         raise ValueError(
             f"n_seeds={n_seeds} is not allowed: expected 0 (the profile's) or a positive integer"
         )
-    n = n_seeds or (KNOB_SEEDS if knob else SEEDS)[profile]
+    n = n_seeds or PROFILES[profile].seeds
     return list(range(seed, seed + n))
 
 
@@ -185,55 +135,17 @@ def parse_grid(name: str, text: str) -> list[float]:
 
 
 def knob_grid(knob: str, profile: str, base: Config, override: str = "") -> list:
-    """Values of ``knob`` to sweep: ``override`` (comma-separated) or the profile's grid,
-    each validated through Config (the error names the field). The paper profile takes the
-    sweep module's presets (docs/science.md#4-the-demo-protocol-and-awbenchs-presets scaled to the dataset) when it is installed."""
+    """Values of ``knob`` to sweep: ``override`` (comma-separated) or the profile's values
+    scaled to the dataset (``awbench.experiments.grids``), each validated through Config (the
+    error names the field)."""
     check_profile(profile)
     if override.strip():
         values = parse_grid(f"{knob}_grid", override)
-    elif profile == "paper" and _paper_values(knob, base) is not None:
-        values = _paper_values(knob, base)
-    elif knob == "n_train":
-        pool = POOL_SIZE.get(base.dataset)
-        factors = (N_TRAIN_FACTORS if pool else N_TRAIN_FACTORS_GROWING)[profile]
-        top = min(base.n_train, pool) if pool else base.n_train
-        values = [max(10, round(top * f)) for f in factors]
-    elif knob in GRIDS:
-        values = GRIDS[knob][profile]
     else:
-        raise ValueError(
-            f"knob={knob!r} has no grid: expected one of {', '.join([*GRIDS, 'n_train'])}"
-        )
+        values = knob_values(knob, profile, base)
     for v in values:
         base.replace(**{knob: v})
     return list(values)
-
-
-def _paper_values(knob: str, base: Config) -> list | None:
-    try:
-        from awbench.experiments.sweep import preset_grid
-    except ImportError:
-        return None
-    grid, _ = preset_grid(knob, base)
-    return list(grid[knob])
-
-
-def noise_base(base: Config, noise_values: Sequence[float]) -> Config:
-    """Shrink n_train so that the largest label noise fits the dataset's pool:
-    n_train / (1 - rho) <= pool (the paper keeps the clean count fixed across rho). Rounded
-    down to a multiple of 100 (10 below 1000), as the sweep module's label-noise preset."""
-    from awbench.data import n_total_train
-
-    pool = POOL_SIZE.get(base.dataset)
-    worst = max(noise_values) if len(noise_values) else 0.0
-    if not pool or n_total_train(base.n_train, worst) <= pool:
-        return base
-    fits = math.floor(pool * (1.0 - worst) + 1e-9)
-    step = 100 if fits >= 1000 else 10
-    n = fits // step * step
-    while n > step and n_total_train(n, worst) > pool:
-        n -= step
-    return base.replace(n_train=n)
 
 
 # --- running ---------------------------------------------------------------------------
@@ -251,10 +163,10 @@ def _with_columns(runs: pd.DataFrame, knob: str | None) -> pd.DataFrame:
     runs = runs.copy()
     # ok: has analysis numbers (drawn, hollow when unconverged); converged: counts as a result.
     runs["ok"] = (
-        runs["status"].isin(("converged", "max_epochs"))
+        runs["status"].isin(DONE_STATUSES)
         & runs.get("pair_gap", pd.Series(np.nan, index=runs.index)).notna()
     )
-    runs["converged"] = runs["ok"] & (runs["status"] == "converged")
+    runs["converged"] = runs["ok"] & (runs["status"] == CONVERGED)
     if knob is not None:
         runs.insert(0, "knob", knob)
         runs.insert(1, "value", runs[knob])
@@ -270,7 +182,7 @@ def workers_for(profile: str, workers: int = 0) -> int:
         raise ValueError(
             f"workers={workers} is not allowed: expected 0 (the profile's) or a positive integer"
         )
-    return workers or WORKERS[profile]
+    return workers or PROFILES[profile].workers
 
 
 def sweep(
@@ -368,7 +280,7 @@ def converged_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs that count as results: met the stopping rule and were analysed."""
     if "converged" in runs:
         return runs[runs["converged"].astype(bool)]
-    return runs[runs["status"] == "converged"]
+    return runs[runs["status"] == CONVERGED]
 
 
 def effects(runs: pd.DataFrame, knob: str) -> dict[str, float]:
@@ -379,7 +291,7 @@ def effects(runs: pd.DataFrame, knob: str) -> dict[str, float]:
     ok = converged_runs(runs)
     out: dict[str, float] = {
         "n_runs": float(len(runs)),
-        "n_failed": float((~runs["status"].isin(("converged", "max_epochs"))).sum()),
+        "n_failed": float((~runs["status"].isin(DONE_STATUSES)).sum()),
         "n_left_out": float(len(runs) - len(ok)),
     }
     if ok.empty:
@@ -661,10 +573,10 @@ def record_sweeps(runs_by_knob: dict[str, pd.DataFrame]) -> None:
 def convergence_takeaway(runs: pd.DataFrame, by: Sequence[str]) -> str:
     """Markdown: how many runs met the stopping rule per setting, and what the others did."""
     counts = runs.groupby(list(by))["status"].value_counts().unstack(fill_value=0)
-    n_conv = int((runs["status"] == "converged").sum())
+    n_conv = int((runs["status"] == CONVERGED).sum())
     text = f"**{n_conv} of {len(runs)} runs met the stopping rule.**"
     if n_conv < len(runs):
-        worst = counts.drop(columns=["converged"], errors="ignore").sum(axis=1)
+        worst = counts.drop(columns=[CONVERGED], errors="ignore").sum(axis=1)
         settings = ", ".join(
             "/".join(str(v) for v in (k if isinstance(k, tuple) else (k,))) + f" ({int(n)})"
             for k, n in worst[worst > 0].items()
@@ -694,7 +606,7 @@ def compare_algorithms(pairs: pd.DataFrame) -> dict:
     and the verdict of each paper claim (awbench.experiments.verdicts)."""
     from awbench.experiments.verdicts import CLAIMS, claim_verdicts, paired_comparison
 
-    both = pairs[(pairs["status_ssgd"] == "converged") & (pairs["status_dpsgd"] == "converged")]
+    both = pairs[(pairs["status_ssgd"] == CONVERGED) & (pairs["status_dpsgd"] == CONVERGED)]
     both = both.set_index("seed")
     quantities = ("real_gap", "sharpness", "size")
     comparisons = (
