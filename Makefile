@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test reproduce lab bench figures clean
+.PHONY: setup lint check test reproduce lab bench figures clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (awbench)"
 	touch $(STAMP)
 
-test: $(STAMP)
+# Layer contract, formatting and lint: the package, tests and benches (notebooks are
+# py:percent pairs kept by jupytext, so they stay out of the formatter).
+lint: $(STAMP)
 	$(BIN)/lint-imports
+	$(BIN)/ruff format --check awbench tests bench
+	$(BIN)/ruff check awbench tests bench
+
+# The fast developer lane: lint plus every test not marked slow (no notebooks, no browser).
+check: lint
+	$(BIN)/python -m pytest -q -x -m "not slow" $(PYTEST_ARGS)
+
+# The full suite; .ci/run calls this.
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 reproduce: $(STAMP)

@@ -1,12 +1,15 @@
 """awbench: a workbench for the activity-weight duality (Feng, Zhang & Tu 2023)."""
 
-from awbench.config import Config, ConfigError
-from awbench.data import Data, DataError, load_data
-from awbench.analysis.decomposition import Analysis, analyze
-from awbench.analysis.duality import dual_weights, duality_check, general_dual_weights, layer_inputs, pair_samples
-from awbench.experiments.experiment import Result, run_experiment
 from awbench import landscape
-from awbench.viz import plots
+from awbench.analysis.decomposition import Analysis, analyze
+from awbench.analysis.duality import (
+    dual_weights,
+    duality_check,
+    general_dual_weights,
+    layer_inputs,
+    pair_samples,
+)
+from awbench.config import Config, ConfigError
 from awbench.curvature.hessian import (
     Eigenpairs,
     GaussNewtonOperator,
@@ -20,57 +23,60 @@ from awbench.curvature.hessian import (
     spectral_density,
     top_eigenpairs,
 )
-from awbench.landscape import dual_directions, eigen_slices, plane_2d, random_directions, slice_1d
-from awbench.nn.mlp import MLP, build_model
+from awbench.data import Data, DataError, load_data
+from awbench.experiments.experiment import Result, run_experiment
 from awbench.experiments.records import read_records, record
 from awbench.experiments.store import Store, load_store
 from awbench.experiments.sweep import plan_sweep, run_notebooks, run_sweep
+from awbench.landscape import dual_directions, eigen_slices, plane_2d, random_directions, slice_1d
+from awbench.nn.mlp import MLP, build_model
 from awbench.training.sgd import Run, train
+from awbench.viz import plots
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Store",
-    "load_store",
-    "plan_sweep",
-    "read_records",
-    "record",
-    "run_notebooks",
-    "run_sweep",
-    "Eigenpairs",
-    "GaussNewtonOperator",
-    "HessianOperator",
-    "NondeterministicModelError",
-    "SpectralDensity",
-    "TraceEstimate",
-    "determinism_report",
-    "dual_directions",
-    "eigen_slices",
-    "hessian_trace",
-    "landscape",
-    "plane_2d",
-    "plots",
-    "random_directions",
-    "slice_1d",
-    "spectral_density",
-    "top_eigenpairs",
+    "MLP",
     "Analysis",
     "Config",
     "ConfigError",
     "Data",
     "DataError",
-    "MLP",
+    "Eigenpairs",
+    "GaussNewtonOperator",
+    "HessianOperator",
+    "NondeterministicModelError",
     "Result",
     "Run",
+    "SpectralDensity",
+    "Store",
+    "TraceEstimate",
     "analyze",
     "build_model",
+    "determinism_report",
+    "dual_directions",
     "dual_weights",
     "duality_check",
+    "eigen_slices",
     "general_dual_weights",
+    "hessian_trace",
+    "landscape",
     "layer_hessian",
     "layer_inputs",
     "load_data",
+    "load_store",
     "pair_samples",
+    "plan_sweep",
+    "plane_2d",
+    "plots",
+    "random_directions",
+    "read_records",
+    "record",
     "run_experiment",
+    "run_notebooks",
+    "run_sweep",
+    "slice_1d",
+    "spectral_density",
+    "top_eigenpairs",
     "train",
 ]

@@ -11,8 +11,9 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
 
 # Bump when a field's meaning changes so old cache entries and store rows stop matching.
 # 2: max_epochs and weight_decay_epochs default to None, the budget in samples seen.
@@ -276,12 +277,12 @@ class Config:
 
     # --- construction -------------------------------------------------------------------
     @classmethod
-    def preset(cls, name: str) -> "Config":
+    def preset(cls, name: str) -> Config:
         if name not in PRESETS:
             raise ConfigError(f"preset={name!r} is not known: expected one of {', '.join(PRESETS)}")
         return cls(**PRESETS[name])
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         unknown = sorted(set(changes) - {f.name for f in fields(self)})
         if unknown:
             raise ConfigError(
@@ -296,7 +297,7 @@ class Config:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Config":
+    def from_dict(cls, d: dict[str, Any]) -> Config:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -312,7 +313,7 @@ class Config:
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-    def diff(self, other: "Config | None" = None) -> dict[str, Any]:
+    def diff(self, other: Config | None = None) -> dict[str, Any]:
         """Fields that differ from ``other`` (default: the dataclass defaults)."""
         base = (other or Config()).to_dict()
         return {k: v for k, v in self.to_dict().items() if base[k] != v}

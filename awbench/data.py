@@ -113,8 +113,8 @@ def _cached_mnist1d_chunk(seed: int) -> tuple[np.ndarray, ...]:
         try:
             with np.load(path) as z:
                 return z["x"], z["y"], z["x_test"], z["y_test"]
-        except Exception:
-            path.unlink(missing_ok=True)  # corrupt cache entry: regenerate below
+        except Exception:  # noqa: BLE001 - a corrupt cache entry of any kind is regenerated
+            path.unlink(missing_ok=True)
     x, y, xt, yt = _mnist1d_chunk(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
@@ -209,7 +209,7 @@ def _idx_dataset(name: str, data_dir: str) -> tuple[np.ndarray, ...]:
                 f"{name} {split} IDX files disagree: images {imgs.shape}, labels {labels.shape} "
                 "(expected (N, rows, cols) images and N labels)"
             )
-    flat = lambda a: (a.reshape(len(a), -1).astype(np.float32) / 255.0)  # noqa: E731
+    flat = lambda a: a.reshape(len(a), -1).astype(np.float32) / 255.0
     x_train, y_train = flat(arrays["train_images"]), arrays["train_labels"].astype(np.int64)
     # The demo's training subset: numpy's legacy generator seeded with 1 permutes the training
     # images and the first n_train are taken (docs/science.md#4-the-demo-protocol-and-awbenchs-presets).
@@ -227,7 +227,7 @@ def _idx_dataset(name: str, data_dir: str) -> tuple[np.ndarray, ...]:
 
 def n_total_train(n_train: int, label_noise: float) -> int:
     """Training samples including the corrupted extras, so that ``n_train`` stay clean."""
-    return int(round(n_train / (1.0 - label_noise)))
+    return round(n_train / (1.0 - label_noise))
 
 
 def corrupt_labels(y: np.ndarray, n_clean: int, n_classes: int, seed: int = DATA_SEED):
@@ -266,7 +266,8 @@ def _load(dataset: str, data_dir: str, n_train: int, n_test: int, label_noise: f
         x_pool, y_pool, x_test, y_test = _idx_dataset(dataset, data_dir)
     if n_total > len(y_pool):
         need = (
-            f"n_train={n_train}" if label_noise == 0
+            f"n_train={n_train}"
+            if label_noise == 0
             else f"n_train={n_train} clean + {n_total - n_train} corrupted for label_noise={label_noise}"
         )
         raise ConfigError(

@@ -137,7 +137,9 @@ def losses_at(
     if D.ndim == 1:
         D = D[None]
     if D.shape[1] != flat.size:
-        raise ValueError(f"directions have {D.shape[1]} entries but params select {flat.size} parameters")
+        raise ValueError(
+            f"directions have {D.shape[1]} entries but params select {flat.size} parameters"
+        )
     if C.ndim != 2 or C.shape[1] != D.shape[0]:
         raise ValueError(f"coords must have shape (G, {D.shape[0]}), got {tuple(C.shape)}")
     per_sample = _per_sample_loss(loss)
@@ -177,7 +179,9 @@ def losses_at(
 def _curvature_and_slope(model, x, y, d, params, mode, dtype, loss, check, need_curvature=True):
     op = HessianOperator(model, x, y, params, loss=loss, mode=mode, dtype=dtype, check=check)
     if d.numel() != op.size:
-        raise ValueError(f"direction has {d.numel()} entries but params select {op.size} parameters")
+        raise ValueError(
+            f"direction has {d.numel()} entries but params select {op.size} parameters"
+        )
     d = d.to(op.flat.device, op.flat.dtype)
     c = float(d @ op.apply(d)) if need_curvature else float("nan")
     return c, float(op.gradient @ d), op.loss0
@@ -207,12 +211,24 @@ def slice_1d(
     """
     d = torch.as_tensor(direction, dtype=torch.float64).reshape(-1)
     ts = np.asarray(t, dtype=np.float64).reshape(-1)
-    c, slope, loss0 = _curvature_and_slope(model, x, y, d, params, mode, dtype, loss, check,
-                                           need_curvature=curvature is None)
+    c, slope, loss0 = _curvature_and_slope(
+        model, x, y, d, params, mode, dtype, loss, check, need_curvature=curvature is None
+    )
     if curvature is not None:
         c = float(curvature)
-    values = losses_at(model, x, y, d[None], torch.from_numpy(ts)[:, None], params=params, mode=mode,
-                       dtype=dtype, loss=loss, check="off", max_elements=max_elements)
+    values = losses_at(
+        model,
+        x,
+        y,
+        d[None],
+        torch.from_numpy(ts)[:, None],
+        params=params,
+        mode=mode,
+        dtype=dtype,
+        loss=loss,
+        check="off",
+        max_elements=max_elements,
+    )
     return Slice1D(ts, values, loss0 + 0.5 * c * ts**2, loss0, c, slope, label)
 
 
@@ -232,8 +248,18 @@ def eigen_slices(
     """1-D slices along the top-k Hessian eigenvectors (eigen-units), each with 1/2 lam t^2."""
     eig = top_eigenpairs(model, x, y, k, params=params, which=which, mode=mode, seed=seed)
     return [
-        slice_1d(model, x, y, eig.vectors[i], t, params=params, curvature=float(eig.values[i]),
-                 label=f"v{i + 1} (lam={float(eig.values[i]):.3g})", mode=mode, max_elements=max_elements)
+        slice_1d(
+            model,
+            x,
+            y,
+            eig.vectors[i],
+            t,
+            params=params,
+            curvature=float(eig.values[i]),
+            label=f"v{i + 1} (lam={float(eig.values[i]):.3g})",
+            mode=mode,
+            max_elements=max_elements,
+        )
         for i in range(k)
     ]
 
@@ -258,14 +284,41 @@ def plane_2d(
     """Loss on the plane ``theta0 + a d1 + b d2`` over the grid t1 x t2 (batched passes)."""
     t1 = np.asarray(t1, dtype=np.float64).reshape(-1)
     t2 = np.asarray(t2, dtype=np.float64).reshape(-1)
-    D = torch.stack([torch.as_tensor(d1, dtype=torch.float64).reshape(-1),
-                     torch.as_tensor(d2, dtype=torch.float64).reshape(-1)])
+    D = torch.stack(
+        [
+            torch.as_tensor(d1, dtype=torch.float64).reshape(-1),
+            torch.as_tensor(d2, dtype=torch.float64).reshape(-1),
+        ]
+    )
     A, B = np.meshgrid(t1, t2, indexing="ij")
     coords = torch.from_numpy(np.stack([A.ravel(), B.ravel()], axis=1))
-    values = losses_at(model, x, y, D, coords, params=params, mode=mode, dtype=dtype, loss=loss,
-                       check=check, max_elements=max_elements)
-    loss0 = float(losses_at(model, x, y, D, torch.zeros(1, 2), params=params, mode=mode, dtype=dtype,
-                            loss=loss, check="off")[0])
+    values = losses_at(
+        model,
+        x,
+        y,
+        D,
+        coords,
+        params=params,
+        mode=mode,
+        dtype=dtype,
+        loss=loss,
+        check=check,
+        max_elements=max_elements,
+    )
+    loss0 = float(
+        losses_at(
+            model,
+            x,
+            y,
+            D,
+            torch.zeros(1, 2),
+            params=params,
+            mode=mode,
+            dtype=dtype,
+            loss=loss,
+            check="off",
+        )[0]
+    )
     return Plane2D(t1, t2, values.reshape(len(t1), len(t2)), loss0, tuple(labels))
 
 
@@ -331,7 +384,9 @@ def random_directions(
     ids = _filter_ids(flat, model, bias)
     n_filters = int(ids.max()) + 1 if (ids >= 0).any() else 0
     if n_filters == 0:
-        raise ValueError("params select no parameter with filters (2+ dims): every direction would be zero")
+        raise ValueError(
+            "params select no parameter with filters (2+ dims): every direction would be zero"
+        )
     gen = torch.Generator().manual_seed(int(seed))
     theta = flat.theta0.cpu()
     target = _group_sum(theta * theta, ids, n_filters).sqrt()
@@ -373,7 +428,9 @@ def dual_directions(
         raise ValueError(f"params must include {weight!r} to place dual weights of layer={layer!r}")
     shape = flat.shapes[flat.names.index(weight)]
     if dual.ndim != 3 or dual.shape[1] != shape[0] or dual.shape[2] not in (shape[1], shape[1] + 1):
-        raise ValueError(f"dual must have shape (K, {shape[0]}, {shape[1]}) (or n_in + 1 with a bias), got {tuple(dual.shape)}")
+        raise ValueError(
+            f"dual must have shape (K, {shape[0]}, {shape[1]}) (or n_in + 1 with a bias), got {tuple(dual.shape)}"
+        )
     if dual.shape[2] == shape[1] + 1 and bias not in flat.names:
         raise ValueError(f"dual has a bias column but params do not include {bias!r}")
     K = dual.shape[0]
@@ -391,5 +448,6 @@ def dual_directions(
     comps *= torch.sign(comps[torch.arange(n), idx])[:, None]
     var = S**2 / K
     total = float(var.sum())
-    return DualDirections(mean, comps, var[:n].sqrt().numpy(),
-                          (var[:n] / total).numpy() if total > 0 else np.zeros(n))
+    return DualDirections(
+        mean, comps, var[:n].sqrt().numpy(), (var[:n] / total).numpy() if total > 0 else np.zeros(n)
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def interactive() -> bool:
@@ -20,7 +20,9 @@ def interactive() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
-def progress(iterable: Iterable, total: int | None = None, desc: str = "", enabled: bool | None = None):
+def progress(
+    iterable: Iterable, total: int | None = None, desc: str = "", enabled: bool | None = None
+):
     """Wrap ``iterable`` in a tqdm bar when ``enabled`` (default: :func:`interactive`)."""
     if enabled is None:
         enabled = interactive()

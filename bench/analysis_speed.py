@@ -27,8 +27,7 @@ from threadpoolctl import threadpool_limits
 os.environ.setdefault("AWBENCH_CACHE", tempfile.mkdtemp(prefix="awbench_bench_"))
 torch.set_num_threads(1)
 
-import awbench as aw  # noqa: E402
-
+import awbench as aw
 
 # Totals over the most curved eigen-directions are basis-independent (distinct eigenvalues fix
 # each eigenvector up to a sign, which flips theta and gamma together), unlike totals over the
@@ -51,7 +50,9 @@ def reference_hessian(model, x, y):
     loss = F.cross_entropy(model(x), y)
     (grad,) = torch.autograd.grad(loss, W, create_graph=True)
     grad = grad.flatten()
-    rows = [torch.autograd.grad(grad[i], W, retain_graph=True)[0].flatten() for i in range(len(grad))]
+    rows = [
+        torch.autograd.grad(grad[i], W, retain_graph=True)[0].flatten() for i in range(len(grad))
+    ]
     return torch.stack(rows)
 
 
@@ -133,14 +134,18 @@ def compare_at(run, threads):
 def main():
     cfg = aw.Config.preset("paper")
     run = aw.run_experiment(cfg).load_run()
-    print(f"paper preset, fc2 ({run.model.fc2.weight.numel()} weights), {len(run.data.y_test)} test pairs; best of 3 each")
+    print(
+        f"paper preset, fc2 ({run.model.fc2.weight.numel()} weights), {len(run.data.y_test)} test pairs; best of 3 each"
+    )
     # One thread is what a sweep worker gets; all cores is a notebook session's default.
     for threads in sorted({1, len(os.sched_getaffinity(0))}):
         an, ref = compare_at(run, threads)
     torch.set_num_threads(1)
     rel = abs(ref["identity_total"] - (an.sharp_gap + an.flat_gap)) / abs(an.pair_gap)
     rel_gap = abs(ref["pair_gap"] - an.pair_gap) / abs(an.pair_gap)
-    curved = an.directions.sort_values("lam", ascending=False)["contribution"].to_numpy()[:N_TOP_CURVED]
+    curved = an.directions.sort_values("lam", ascending=False)["contribution"].to_numpy()[
+        :N_TOP_CURVED
+    ]
     rel_top = abs(ref["top_curved_total"] - curved.sum()) / abs(curved.sum())
     rel_lam = abs(ref["lam_max"] - an.lam_max) / an.lam_max
     print(
@@ -157,8 +162,12 @@ def main():
     with threadpool_limits(limits=1):
         t_h, H = best_of(lambda: aw.layer_hessian(model, "fc2", x, y))
         t_rows, H_ref = best_of(lambda: reference_hessian(model, x, y), repeats=1)
-    print(f"dense fc2 Hessian ({H.shape[0]} weights, {len(y)} samples, 1 thread): {t_h:.3f} s  (target <= 0.1 s)")
-    print(f"row-by-row double backprop: {t_rows:.2f} s; ratio {t_rows / t_h:.1f}x; max |diff| {float((H - H_ref).abs().max()):.1e}")
+    print(
+        f"dense fc2 Hessian ({H.shape[0]} weights, {len(y)} samples, 1 thread): {t_h:.3f} s  (target <= 0.1 s)"
+    )
+    print(
+        f"row-by-row double backprop: {t_rows:.2f} s; ratio {t_rows / t_h:.1f}x; max |diff| {float((H - H_ref).abs().max()):.1e}"
+    )
 
 
 if __name__ == "__main__":

@@ -73,8 +73,8 @@ def train_to_the_stopping_rule(batch_sizes=(25, 400), n_train: int = 648) -> lis
     import numpy as np
 
     import awbench as aw
-    from awbench.experiments.experiment import run_experiment
     from awbench.apps.widgets import SLICE_POINTS, loss_slice
+    from awbench.experiments.experiment import run_experiment
 
     out = []
     for batch in batch_sizes:
@@ -119,7 +119,7 @@ def main() -> int:
 
         from awbench.apps.widgets import KnobPanel, wait_for_warm_up
 
-        go.FigureWidget
+        _ = go.FigureWidget  # resolve plotly's lazy widget import before the panel is timed
         t0 = time.perf_counter()
         panel = KnobPanel(mode="live", extra_store=os.path.join(tmp, "user_store"))
         build = time.perf_counter() - t0

@@ -90,8 +90,10 @@ def main():
     cfg = aw.Config.preset("mnist1d")
     start = time.perf_counter()
     run = aw.train(cfg)
-    print(f"trained mnist1d preset: {run.status} after {run.epochs} epochs in {time.perf_counter() - start:.1f} s, "
-          f"train loss {run.history.train_loss.iloc[-1]:.2e}")
+    print(
+        f"trained mnist1d preset: {run.status} after {run.epochs} epochs in {time.perf_counter() - start:.1f} s, "
+        f"train loss {run.history.train_loss.iloc[-1]:.2e}"
+    )
     x, y = run.data.x_clean, run.data.y_clean
     op = HessianOperator(run.model, x, y)  # all parameters, float64, eval mode, full batch
     P, N = op.shape[0], op.n_samples
@@ -106,19 +108,29 @@ def main():
     model64.eval()
     op_autograd = HessianOperator(run.model, x, y, backend="autograd")
     v = torch.randn(P, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    assert torch.allclose(op.apply(v), op_autograd.apply(v), rtol=0, atol=1e-12 * float(op.apply(v).abs().max()))
-    t_grad, t_grad_explicit, t_hvp, t_hvp_autograd = interleaved_best([
-        lambda: torch.autograd.grad(F.cross_entropy(flat.logits(theta, x64), y), theta),
-        lambda: mlp_gradients(model64, x64, y),
-        lambda: op.apply(v),
-        lambda: op_autograd.apply(v),
-    ])
-    print(f"one gradient (autograd, functional_call): {1e3 * t_grad:.1f} ms; "
-          f"explicit backprop (awbench.training.sgd): {1e3 * t_grad_explicit:.1f} ms")
-    print(f"one HVP, default backend:  {1e3 * t_hvp:.1f} ms = {t_hvp / t_grad:.2f} x autograd gradient "
-          f"({t_hvp / t_grad_explicit:.2f} x explicit)   target <= 2")
-    print(f"one HVP, autograd backend (retained graph, double backward): {1e3 * t_hvp_autograd:.1f} ms "
-          f"= {t_hvp_autograd / t_grad:.2f} x autograd gradient")
+    assert torch.allclose(
+        op.apply(v), op_autograd.apply(v), rtol=0, atol=1e-12 * float(op.apply(v).abs().max())
+    )
+    t_grad, t_grad_explicit, t_hvp, t_hvp_autograd = interleaved_best(
+        [
+            lambda: torch.autograd.grad(F.cross_entropy(flat.logits(theta, x64), y), theta),
+            lambda: mlp_gradients(model64, x64, y),
+            lambda: op.apply(v),
+            lambda: op_autograd.apply(v),
+        ]
+    )
+    print(
+        f"one gradient (autograd, functional_call): {1e3 * t_grad:.1f} ms; "
+        f"explicit backprop (awbench.training.sgd): {1e3 * t_grad_explicit:.1f} ms"
+    )
+    print(
+        f"one HVP, default backend:  {1e3 * t_hvp:.1f} ms = {t_hvp / t_grad:.2f} x autograd gradient "
+        f"({t_hvp / t_grad_explicit:.2f} x explicit)   target <= 2"
+    )
+    print(
+        f"one HVP, autograd backend (retained graph, double backward): {1e3 * t_hvp_autograd:.1f} ms "
+        f"= {t_hvp_autograd / t_grad:.2f} x autograd gradient"
+    )
 
     # -- reference: dense Hessian, dense eigh -------------------------------------------------
     start = time.perf_counter()
@@ -132,11 +144,15 @@ def main():
     ref = evals[::-1][:K].copy()
     ref_lm = evals[np.argsort(-np.abs(evals))][:K]
     del H
-    print(f"dense Hessian by layer blocks {t_dense:.1f} s (agrees with autograd HVPs to {check:.1e}); "
-          f"dense eigvalsh {t_eigh:.1f} s")
+    print(
+        f"dense Hessian by layer blocks {t_dense:.1f} s (agrees with autograd HVPs to {check:.1e}); "
+        f"dense eigvalsh {t_eigh:.1f} s"
+    )
     print("top-10 eigenvalues (dense eigh): " + " ".join(f"{v:.6g}" for v in ref))
     if not np.allclose(np.sort(np.abs(ref_lm)), np.sort(np.abs(ref))):
-        print("note: the 10 largest |lambda| differ from the 10 largest lambda; power iteration is scored on |lambda|")
+        print(
+            "note: the 10 largest |lambda| differ from the 10 largest lambda; power iteration is scored on |lambda|"
+        )
 
     def rel_err(values, target):
         return float(np.max(np.abs(np.asarray(values) - target) / np.abs(target)))
@@ -145,16 +161,28 @@ def main():
     rows = []
     for seed in SEEDS:
         for name, fn, target in (
-            ("awbench lanczos", lambda s: operator_eigenpairs(op, K, "LA", method="lanczos", seed=s).values.numpy(), ref),
-            ("scipy arpack", lambda s: operator_eigenpairs(op, K, "LA", method="arpack", seed=s).values.numpy(), ref),
+            (
+                "awbench lanczos",
+                lambda s: operator_eigenpairs(op, K, "LA", method="lanczos", seed=s).values.numpy(),
+                ref,
+            ),
+            (
+                "scipy arpack",
+                lambda s: operator_eigenpairs(op, K, "LA", method="arpack", seed=s).values.numpy(),
+                ref,
+            ),
             ("pyhessian power", lambda s: pyhessian_power_iteration(op, K, seed=s), ref_lm),
         ):
             op.n_products = 0
             start = time.perf_counter()
             values = fn(seed)
             wall = time.perf_counter() - start
-            order = np.argsort(-np.abs(values)) if name == "pyhessian power" else np.argsort(-values)
-            rows.append((name, seed, op.n_products, wall, rel_err(np.asarray(values)[order], target)))
+            order = (
+                np.argsort(-np.abs(values)) if name == "pyhessian power" else np.argsort(-values)
+            )
+            rows.append(
+                (name, seed, op.n_products, wall, rel_err(np.asarray(values)[order], target))
+            )
     print()
     print(f"{'method':<18}{'seed':>5}{'HVPs':>7}{'wall s':>9}{'max rel err':>13}")
     for name, seed, n, wall, err in rows:
@@ -166,10 +194,14 @@ def main():
 
     n_lz, n_pw = median("awbench lanczos", 2), median("pyhessian power", 2)
     print()
-    print(f"median HVPs: lanczos {n_lz:.0f} (max rel err {max(r[4] for r in rows if r[0] == 'awbench lanczos'):.1e}), "
-          f"power iteration {n_pw:.0f} (max rel err {max(r[4] for r in rows if r[0] == 'pyhessian power'):.1e})")
-    print(f"lanczos / power iteration HVPs = {n_lz / n_pw:.2f}   target <= 0.33; "
-          f"wall {median('awbench lanczos', 3):.2f} s vs {median('pyhessian power', 3):.2f} s")
+    print(
+        f"median HVPs: lanczos {n_lz:.0f} (max rel err {max(r[4] for r in rows if r[0] == 'awbench lanczos'):.1e}), "
+        f"power iteration {n_pw:.0f} (max rel err {max(r[4] for r in rows if r[0] == 'pyhessian power'):.1e})"
+    )
+    print(
+        f"lanczos / power iteration HVPs = {n_lz / n_pw:.2f}   target <= 0.33; "
+        f"wall {median('awbench lanczos', 3):.2f} s vs {median('pyhessian power', 3):.2f} s"
+    )
     print(f"total bench time {time.perf_counter() - t_start:.0f} s")
 
 

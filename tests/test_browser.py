@@ -111,7 +111,7 @@ def lab(tmp_path):
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and CI runners
         cmd.append("--allow-root")
-    log = open(tmp_path / "jupyterlab.log", "w")
+    log = open(tmp_path / "jupyterlab.log", "w")  # noqa: SIM115 - the server writes to it until teardown
     proc = subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -197,7 +197,7 @@ def test_notebook_08_in_chromium(lab, tmp_path):
         from playwright.sync_api import sync_playwright
     except ImportError:
         _missing("playwright (pip install -e '.[browser]')")
-    url, token, root = lab
+    url, token, _root = lab
     t0 = time.monotonic()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -228,7 +228,7 @@ def _accept_kernel_dialog(page, wait_ms: int = 3000) -> None:
     """JupyterLab may ask which kernel to start: take the notebook's own (the default)."""
     try:
         page.wait_for_selector(".jp-Dialog", timeout=wait_ms)
-    except Exception:
+    except Exception:  # noqa: BLE001 - no dialog appeared: nothing to dismiss
         return
     page.locator(".jp-Dialog .jp-mod-accept").click()
 

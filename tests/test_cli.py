@@ -52,7 +52,13 @@ def test_sweep_then_status(tmp_path, capsys):
     assert main(["status", str(store)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == [
-        "sweep", "planned", "converged", "max_epochs", "diverged", "failed", "pending"
+        "sweep",
+        "planned",
+        "converged",
+        "max_epochs",
+        "diverged",
+        "failed",
+        "pending",
     ]
     assert table[1].split() == ["grid", "2", "0", "2", "0", "0", "0"]  # 3 epochs: max_epochs
 

@@ -361,7 +361,9 @@ def test_paper_mnist_takes_the_demos_training_subset(tmp_path):
     write_idx(folder / IDX_FILES["train_images"], (index % 256).astype(np.uint8).reshape(-1, 1, 1))
     write_idx(folder / IDX_FILES["train_labels"], (index // 256 % 10).astype(np.uint8))
     test_index = np.arange(1200)
-    write_idx(folder / IDX_FILES["test_images"], (test_index % 256).astype(np.uint8).reshape(-1, 1, 1))
+    write_idx(
+        folder / IDX_FILES["test_images"], (test_index % 256).astype(np.uint8).reshape(-1, 1, 1)
+    )
     write_idx(folder / IDX_FILES["test_labels"], (test_index % 10).astype(np.uint8))
     cfg = Config.preset("paper-mnist").replace(data_dir=str(folder))
     d = load_data(cfg)

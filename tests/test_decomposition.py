@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch.func import functional_call, hessian
 
 import awbench as aw
-from awbench.data import Data
 from awbench.analysis.decomposition import DIRECTION_COLUMNS, direction_statistics
+from awbench.data import Data
 from awbench.nn.mlp import MLP
 from awbench.training.sgd import Run
 
@@ -68,7 +68,10 @@ def test_output_hessians_explicit_mlp_route_equals_autograd_route(activation, bi
         G_ref, a_ref = output_hessians(wrapped, f"mlp.{layer}", x, y)
         assert G.shape == (25, getattr(mlp, layer).out_features, getattr(mlp, layer).out_features)
         assert float((G - G_ref).abs().max()) <= 1e-12 and torch.equal(a, a_ref)
-        H, H_ref = aw.layer_hessian(mlp, layer, x, y), aw.layer_hessian(wrapped, f"mlp.{layer}", x, y)
+        H, H_ref = (
+            aw.layer_hessian(mlp, layer, x, y),
+            aw.layer_hessian(wrapped, f"mlp.{layer}", x, y),
+        )
         assert float((H - H_ref).abs().max()) <= 1e-12
         assert float((H - dense_reference_hessian(mlp, layer, x, y)).abs().max()) <= 1e-10
 
@@ -102,7 +105,13 @@ def test_layer_hessian_last_layer_closed_form():
     x, y = torch.randn(25, 6).double(), torch.randint(0, 4, (25,))
     a = aw.layer_inputs(model, "fc2", x)
     p = torch.softmax(model(x), 1).detach()
-    ref = sum(torch.kron(torch.diag(pk) - torch.outer(pk, pk), torch.outer(ak, ak)) for pk, ak in zip(p, a)) / 25
+    ref = (
+        sum(
+            torch.kron(torch.diag(pk) - torch.outer(pk, pk), torch.outer(ak, ak))
+            for pk, ak in zip(p, a)
+        )
+        / 25
+    )
     assert float((aw.layer_hessian(model, "fc2", x, y) - ref).abs().max()) <= 1e-14
 
 
@@ -151,7 +160,11 @@ def test_symmetric_eigh_splits_off_zero_rows_exactly(torch_threads):
     # Each dead coordinate is its own eigenvector with an exact zero eigenvalue.
     for i in dead.tolist():
         col = int(V[i].abs().argmax())
-        assert float(V[i, col]) == 1.0 and float(V[:, col].abs().sum()) == 1.0 and float(lam[col]) == 0.0
+        assert (
+            float(V[i, col]) == 1.0
+            and float(V[:, col].abs().sum()) == 1.0
+            and float(lam[col]) == 0.0
+        )
     # A matrix that is all zero, or has no zero row, is handled the same way.
     lam0, V0 = symmetric_eigh(torch.zeros(5, 5, dtype=torch.float64))
     assert torch.equal(lam0, torch.zeros(5, dtype=torch.float64)) and torch.equal(V0, eye[:5, :5])
@@ -190,8 +203,14 @@ def test_identity_is_exact_and_consistent(smoke_run):
     model = smoke_run.model.double().eval()
     data = smoke_run.data
     with torch.no_grad():
-        direct = F.cross_entropy(model(data.x_test.double()[an.pairs_test]), data.y_test[an.pairs_test], reduction="none")
-        base = F.cross_entropy(model(data.x_train.double()[an.pairs_train]), data.y_test[an.pairs_test], reduction="none")
+        direct = F.cross_entropy(
+            model(data.x_test.double()[an.pairs_test]), data.y_test[an.pairs_test], reduction="none"
+        )
+        base = F.cross_entropy(
+            model(data.x_train.double()[an.pairs_train]),
+            data.y_test[an.pairs_test],
+            reduction="none",
+        )
         real = F.cross_entropy(model(data.x_test.double()), data.y_test) - F.cross_entropy(
             model(data.x_clean.double()), data.y_clean
         )
@@ -207,7 +226,11 @@ def test_identity_is_exact_and_consistent(smoke_run):
 
 def test_identity_holds_in_random_orthonormal_bases(smoke_run):
     for seed in range(3):
-        Q, _ = torch.linalg.qr(torch.randn(400, 400, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+        Q, _ = torch.linalg.qr(
+            torch.randn(
+                400, 400, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+            )
+        )
         an = aw.analyze(smoke_run, basis=Q)
         assert an.identity_error <= 1e-10
         assert an.hessian_method == "given"
@@ -254,12 +277,22 @@ def test_rescaling_hidden_layers_scales_size_not_function(smoke_run):
     V = an.eigenvectors
     a1, a2 = aw.analyze(smoke_run, basis=V), aw.analyze(scaled, basis=V)
     x1, x2 = a1.directions.sort_values("eigen_index"), a2.directions.sort_values("eigen_index")
-    assert np.allclose(x2["sigma_w"].to_numpy(), s * x1["sigma_w"].to_numpy(), rtol=1e-9, atol=1e-14)
+    assert np.allclose(
+        x2["sigma_w"].to_numpy(), s * x1["sigma_w"].to_numpy(), rtol=1e-9, atol=1e-14
+    )
     assert np.allclose(x2["contribution"].to_numpy(), x1["contribution"].to_numpy(), atol=1e-12)
 
 
-def _hand_made_run(x_train, y_train, x_test, y_test, clean=None, widths=(6,), seed=0, activation="relu"):
-    cfg = aw.Config(dataset="teacher", widths=widths, layer="fc1", n_train=max(10, len(y_train)), n_test=len(y_test))
+def _hand_made_run(
+    x_train, y_train, x_test, y_test, clean=None, widths=(6,), seed=0, activation="relu"
+):
+    cfg = aw.Config(
+        dataset="teacher",
+        widths=widths,
+        layer="fc1",
+        n_train=max(10, len(y_train)),
+        n_test=len(y_test),
+    )
     torch.manual_seed(seed)
     model = MLP(x_train.shape[1], widths, int(max(y_train.max(), y_test.max())) + 1, activation)
     clean = torch.ones(len(y_train), dtype=torch.bool) if clean is None else clean
@@ -270,7 +303,10 @@ def _hand_made_run(x_train, y_train, x_test, y_test, clean=None, widths=(6,), se
 def test_identical_test_and_training_sample_gives_zero_pair():
     gen = torch.Generator().manual_seed(0)
     x_train, y_train = torch.randn(30, 4, generator=gen), torch.arange(30) % 3
-    x_test, y_test = torch.cat([x_train[:1], torch.randn(9, 4, generator=gen)]), torch.cat([y_train[:1], torch.arange(9) % 3])
+    x_test, y_test = (
+        torch.cat([x_train[:1], torch.randn(9, 4, generator=gen)]),
+        torch.cat([y_train[:1], torch.arange(9) % 3]),
+    )
     run = _hand_made_run(x_train, y_train, x_test, y_test)
     an = aw.analyze(run)
     first = int(np.flatnonzero(an.pairs_test == 0)[0])
@@ -283,9 +319,14 @@ def test_identical_test_and_training_sample_gives_zero_pair():
 def test_class_absent_from_test_set_and_fully_corrupted_class():
     gen = torch.Generator().manual_seed(1)
     x_train, y_train = torch.randn(40, 5, generator=gen), torch.arange(40) % 4
-    x_test, y_test = torch.randn(12, 5, generator=gen), torch.tensor([0, 1, 2] * 4)  # class 3 absent
+    x_test, y_test = (
+        torch.randn(12, 5, generator=gen),
+        torch.tensor([0, 1, 2] * 4),
+    )  # class 3 absent
     clean = y_train != 2  # every class-2 training label corrupted
-    an = aw.analyze(_hand_made_run(x_train, y_train, x_test, y_test, clean, activation="tanh"), layer="fc2")
+    an = aw.analyze(
+        _hand_made_run(x_train, y_train, x_test, y_test, clean, activation="tanh"), layer="fc2"
+    )
     assert an.n_excluded == 4 and an.n_pairs == 8
     assert not np.isin(an.pairs_test, np.flatnonzero(y_test.numpy() == 2)).any()
     assert an.identity_error <= 1e-12
@@ -318,5 +359,7 @@ def test_pairing_variants_all_keep_the_identity(smoke_run):
     for pairing in ("feature", "knn", "random"):
         an = aw.analyze(smoke_run, pairing=pairing)
         assert an.identity_error <= 1e-10 and an.duality_error <= 1e-10
-        expected = len(smoke_run.data.y_test) * (smoke_run.config.pairing_k if pairing == "knn" else 1)
+        expected = len(smoke_run.data.y_test) * (
+            smoke_run.config.pairing_k if pairing == "knn" else 1
+        )
         assert an.n_pairs == expected

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from torch.func import functional_call, hessian
 
 import awbench as aw
 from awbench.analysis.duality import (
@@ -75,7 +74,10 @@ def test_dual_weights_formula_and_minimal_norm():
 def test_dual_weights_scale_linearly_with_the_layer():
     gen = torch.Generator().manual_seed(1)
     W = torch.randn(4, 3, generator=gen, dtype=torch.float64)
-    a, a2 = torch.randn(7, 3, generator=gen, dtype=torch.float64), torch.randn(7, 3, generator=gen, dtype=torch.float64)
+    a, a2 = (
+        torch.randn(7, 3, generator=gen, dtype=torch.float64),
+        torch.randn(7, 3, generator=gen, dtype=torch.float64),
+    )
     assert torch.allclose(aw.dual_weights(2.5 * W, a, a2), 2.5 * aw.dual_weights(W, a, a2))
 
 
@@ -129,7 +131,10 @@ def brute_force_nearest(x_te, y_te, x_tr, y_tr, clean):
 def test_nearest_same_label_clean_partner_matches_brute_force_and_chunking():
     gen = torch.Generator().manual_seed(5)
     x_tr, x_te = torch.randn(200, 6, generator=gen), torch.randn(60, 6, generator=gen)
-    y_tr, y_te = torch.randint(0, 4, (200,), generator=gen), torch.randint(0, 4, (60,), generator=gen)
+    y_tr, y_te = (
+        torch.randint(0, 4, (200,), generator=gen),
+        torch.randint(0, 4, (60,), generator=gen),
+    )
     clean = torch.rand(200, generator=gen) > 0.3
     expected = brute_force_nearest(x_te.double(), y_te, x_tr.double(), y_tr, clean)
     for chunk in (2**24, 50):  # tiny chunks force many blocks
@@ -151,7 +156,10 @@ def test_ties_go_to_the_lower_training_index():
 def test_knn_and_random_pairing():
     gen = torch.Generator().manual_seed(2)
     x_tr, x_te = torch.randn(50, 3, generator=gen), torch.randn(10, 3, generator=gen)
-    y_tr, y_te = torch.randint(0, 2, (50,), generator=gen), torch.randint(0, 2, (10,), generator=gen)
+    y_tr, y_te = (
+        torch.randint(0, 2, (50,), generator=gen),
+        torch.randint(0, 2, (10,), generator=gen),
+    )
     knn = pair_samples(x_te, y_te, x_tr, y_tr, method="knn", k=3)
     assert len(knn.test) == 30 and np.array_equal(knn.test, np.repeat(np.arange(10), 3))
     for i in range(10):

@@ -63,7 +63,9 @@ def func_gauss_newton(model, x, y, params=None):
 
 
 def snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}, [m.training for m in model.modules()]
+    return {k: v.clone() for k, v in model.state_dict().items()}, [
+        m.training for m in model.modules()
+    ]
 
 
 def assert_untouched(model, snap):
@@ -130,7 +132,9 @@ def test_operator_agrees_with_layer_hessian():
 def test_chunking_keeps_the_full_batch_mean():
     x, y = make_data(103, 8, 3)
     model = make_model(8, (9, 9), 3, "tanh", bias=True)
-    v = torch.randn(FlatModel(model).size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    v = torch.randn(
+        FlatModel(model).size, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
     for backend in ("mlp", "autograd"):
         ref = HessianOperator(model, x, y, backend=backend).apply(v)
         for chunk in (1, 7, 50, 103, 1000):
@@ -191,7 +195,9 @@ def test_mode_is_explicit_and_restored():
     model.eval()
     assert torch.equal(HessianOperator(model, x, y).dense(), H_eval)
     model.train()
-    with pytest.raises(NondeterministicModelError, match=r"drop \(Dropout, p=0.3\) is active in train mode"):
+    with pytest.raises(
+        NondeterministicModelError, match=r"drop \(Dropout, p=0.3\) is active in train mode"
+    ):
         HessianOperator(model, x, y, mode="train")
     assert_untouched(model, snap)
     with pytest.warns(UserWarning, match="Dropout"):
@@ -353,8 +359,10 @@ def test_near_tie_of_opposite_signs():
     H = func_hessian(net, x, y)
     evals, evecs = torch.linalg.eigh(H)
     g = c * g_unit
-    pair = sorted([g * (alpha / 2 + np.sqrt(1 + alpha**2 / 4)), g * (alpha / 2 - np.sqrt(1 + alpha**2 / 4))],
-                  key=lambda v: -abs(v))
+    pair = sorted(
+        [g * (alpha / 2 + np.sqrt(1 + alpha**2 / 4)), g * (alpha / 2 - np.sqrt(1 + alpha**2 / 4))],
+        key=lambda v: -abs(v),
+    )
     ref_vals, ref_vecs = reference(evals, evecs, 2, "LM")
     assert np.allclose(ref_vals.numpy(), pair, rtol=1e-10)  # the construction does what it says
     assert abs(abs(pair[1]) / abs(pair[0]) - 1) < 2 * alpha  # near-tie, opposite signs
@@ -446,7 +454,16 @@ def test_spectral_density_full_steps_and_settings():
     # mean over probes of sum w theta estimates tr(H)/P
     est = float((sd.weights * sd.nodes).sum(1).mean())
     assert abs(est - ev.mean()) < 0.5 * np.abs(ev).max()
-    for key in ("n_probes", "steps", "seed", "sigma", "kernel", "probe", "n_params", "reorthogonalisation"):
+    for key in (
+        "n_probes",
+        "steps",
+        "seed",
+        "sigma",
+        "kernel",
+        "probe",
+        "n_params",
+        "reorthogonalisation",
+    ):
         assert key in sd.settings
     assert sd.settings["steps"] == P
     again = spectral_density(model, x, y, n_probes=4, steps=P + 50, seed=1)

@@ -41,11 +41,15 @@ def make_model(n_in, widths, n_out, activation="tanh", bias=True, dropout=0.0, s
 
 def make_data(n, n_in, n_out, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, n_in, generator=g, dtype=torch.float64), torch.randint(0, n_out, (n,), generator=g)
+    return torch.randn(n, n_in, generator=g, dtype=torch.float64), torch.randint(
+        0, n_out, (n,), generator=g
+    )
 
 
 def snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}, [m.training for m in model.modules()]
+    return {k: v.clone() for k, v in model.state_dict().items()}, [
+        m.training for m in model.modules()
+    ]
 
 
 def assert_untouched(model, snap):
@@ -88,7 +92,9 @@ def test_finite_difference_curvature_along_eigenvector_is_lambda(activation):
         assert abs(fd - lam) <= 1e-4 * abs(lam), (i, fd, lam)
         assert abs(s.curvature - lam) <= 1e-10 * abs(lam)  # d^T H d of a unit eigenvector
         assert s.loss[1] == pytest.approx(s.loss0, abs=1e-15)
-        assert np.allclose(s.quadratic, s.loss0 + 0.5 * lam * np.array([h * h, 0.0, h * h]), rtol=0, atol=1e-15)
+        assert np.allclose(
+            s.quadratic, s.loss0 + 0.5 * lam * np.array([h * h, 0.0, h * h]), rtol=0, atol=1e-15
+        )
     assert_untouched(model, snap)
 
 
@@ -96,7 +102,10 @@ def test_slice_values_curvature_and_slope_match_direct_evaluation(problem):
     model, x, y = problem
     snap = snapshot(model)
     flat = FlatModel(model)
-    d = torch.randn(flat.size, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.1
+    d = (
+        torch.randn(flat.size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        * 0.1
+    )
     ts = np.linspace(-2, 2, 9)
     s = slice_1d(model, x, y, d, ts, label="random")
     for t, value in zip(ts, s.loss):
@@ -141,10 +150,20 @@ def test_model_is_never_displaced_even_when_a_sweep_fails(problem):
         return F.cross_entropy(logits, target, reduction="none")
 
     with pytest.raises(RuntimeError, match="boom"):
-        losses_at(model, x, y, D, torch.rand(50, 2, dtype=torch.float64), loss=flaky_loss, max_elements=500)
+        losses_at(
+            model,
+            x,
+            y,
+            D,
+            torch.rand(50, 2, dtype=torch.float64),
+            loss=flaky_loss,
+            max_elements=500,
+        )
     assert_untouched(model, snap)
     eigen = eigen_slices(model, x, y, 2, np.linspace(-0.5, 0.5, 5))
-    assert [round(s.curvature, 12) for s in eigen] == [round(float(v), 12) for v in top_eigenpairs(model, x, y, 2).values]
+    assert [round(s.curvature, 12) for s in eigen] == [
+        round(float(v), 12) for v in top_eigenpairs(model, x, y, 2).values
+    ]
     assert_untouched(model, snap)
 
 
@@ -202,7 +221,9 @@ def test_random_directions_are_filter_normalised_zero_mean_and_orthogonal():
     Z = random_directions(model, 2, seed=11, bias="zero")
     assert float(Z[:, where["fc2.bias"]].abs().max()) == 0.0
     W = model.fc2.weight.detach()
-    assert torch.allclose(Z[0, where["fc2.weight"]].view_as(W).norm(dim=1), W.norm(dim=1), rtol=1e-12)
+    assert torch.allclose(
+        Z[0, where["fc2.weight"]].view_as(W).norm(dim=1), W.norm(dim=1), rtol=1e-12
+    )
     assert abs(float(Z[0] @ Z[1])) <= 1e-12 * float(Z[0].norm() * Z[1].norm())
     only = random_directions(model, 2, seed=0, params="fc2.weight")
     assert only.shape == (2, W.numel())
@@ -259,7 +280,9 @@ def test_plot_builders(problem):
     assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
     assert plots.slice_figure(slices[0], overlay=False).data[0].name.startswith("v1")
     D = random_directions(model, 2, seed=0)
-    plane = plane_2d(model, x, y, D[0], D[1], np.linspace(-1, 1, 5), np.linspace(-1, 1, 4), labels=("a", "b"))
+    plane = plane_2d(
+        model, x, y, D[0], D[1], np.linspace(-1, 1, 5), np.linspace(-1, 1, 4), labels=("a", "b")
+    )
     c = plots.contour_figure(plane, title="Plane")
     assert isinstance(c.data[0], go.Contour) and np.asarray(c.data[0].z).shape == (4, 5)
     assert c.layout.xaxis.title.text == "t1 along a" and c.layout.title.text == "Plane"

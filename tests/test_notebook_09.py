@@ -20,6 +20,7 @@ SRC = NB_DIR / "09_multi_learner.ipynb"
 EXACT = 1e-10
 
 
+@pytest.mark.slow
 def test_smoke_run_records_exact_and_finite(tmp_path):
     out = tmp_path / SRC.name
     papermill.execute_notebook(

@@ -1,15 +1,26 @@
 """The install paths agree: pyproject (source of truth), environment.yml, Makefile, CI."""
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED_RUNTIME = {
-    "torch", "numpy", "scipy", "pandas", "pyarrow", "plotly", "ipywidgets", "anywidget",
-    "jupyterlab", "papermill", "tqdm", "scikit-learn", "mnist1d",
+    "torch",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pyarrow",
+    "plotly",
+    "ipywidgets",
+    "anywidget",
+    "jupyterlab",
+    "papermill",
+    "tqdm",
+    "scikit-learn",
+    "mnist1d",
 }
 
 
@@ -55,7 +66,7 @@ def test_environment_yml_installs_the_same_thing_through_pip():
 def test_makefile_targets_and_ci_entry_point():
     makefile = (ROOT / "Makefile").read_text()
     for target in ("setup", "test", "reproduce", "lab", "bench"):
-        assert re.search(rf"^{target}:", makefile, re.M), target
+        assert re.search(rf"^{target}:", makefile, re.MULTILINE), target
     # torch goes in before the project so pip never resolves an unpinned (CUDA) torch.
     assert makefile.index("torch==") < makefile.index("-e '.[")
     assert "ipykernel install --sys-prefix --name python3" in makefile

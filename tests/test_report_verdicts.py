@@ -4,10 +4,10 @@ store is left out of every verdict and counted, and the claims table says what i
 import numpy as np
 import pandas as pd
 
-from awbench.viz import notebook_support as nb
 from awbench.apps import report
 from awbench.config import Config
 from awbench.experiments.store import Store, config_columns, load_store
+from awbench.viz import notebook_support as nb
 
 QUANTITIES = ("sharpness", "size", "sharp_gap", "flat_gap", "real_gap", "pair_gap")
 
@@ -58,9 +58,10 @@ def test_planted_unconverged_run_is_left_out_of_the_verdict(tmp_path):
     assert table.loc["size", "verdict"] == "no clear change"
     # Counted in, the planted run would drag the largest batch's mean far down.
     with_planted = runs.assign(status="converged", converged=True)
-    assert nb.effects(with_planted, "batch_size")["sharpness_high"] < 0.85 * nb.effects(
-        runs, "batch_size"
-    )["sharpness_high"]
+    assert (
+        nb.effects(with_planted, "batch_size")["sharpness_high"]
+        < 0.85 * nb.effects(runs, "batch_size")["sharpness_high"]
+    )
     summary = nb.summary_table(runs, "batch_size")
     assert summary.loc[200, "converged runs"] == 4 and summary.loc[200, "runs"] == 5
 
@@ -85,7 +86,10 @@ def test_value_without_a_converged_run_is_listed(tmp_path):
     runs = write_sweep(tmp_path)
     runs.loc[runs["batch_size"] == 200, ["status", "converged"]] = ("max_epochs", False)
     page = report.NotebookPage(
-        "04_sgd_batch_and_lr", "04", tmp_path / "x.ipynb", records=nb.knob_records(runs, "batch_size")
+        "04_sgd_batch_and_lr",
+        "04",
+        tmp_path / "x.ipynb",
+        records=nb.knob_records(runs, "batch_size"),
     )
     (row,) = report.convergence_rows([page])
     assert row[2] == "15" and row[4] == "200"

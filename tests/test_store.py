@@ -119,9 +119,13 @@ def test_status_counts_runs_per_status(tmp_path):
     with pytest.raises(KeyError, match="no sweep named 'nope'.*demo, other"):
         load_store(tmp_path, sweep="nope")
     table = store.status().set_index("sweep")
-    counts = lambda c, m, d, f, p: dict(  # noqa: E731
-        converged=c, max_epochs=m, diverged=d, failed=f, pending=p
-    )
+    counts = lambda c, m, d, f, p: {
+        "converged": c,
+        "max_epochs": m,
+        "diverged": d,
+        "failed": f,
+        "pending": p,
+    }
     assert table.loc["demo"].to_dict() == {"planned": 4, **counts(1, 1, 1, 0, 1)}
     assert table.loc["(not in a plan)", "converged"] == 1
     assert table.loc["other"].to_dict() == {"planned": 2, **counts(0, 0, 1, 0, 1)}
@@ -176,7 +180,11 @@ def test_compact_directions_keeps_numbers_to_float32(tmp_path):
     store = Store(tmp_path)
     cfg = Config.preset("smoke")
     dirs = pd.DataFrame(
-        {"rank": range(500), "lam": np.linspace(0, 1, 500) ** 3, "sigma_g": np.random.default_rng(0).random(500)}
+        {
+            "rank": range(500),
+            "lam": np.linspace(0, 1, 500) ** 3,
+            "sigma_g": np.random.default_rng(0).random(500),
+        }
     )
     store.write(_row(cfg), dirs)
     before = store.load().directions

@@ -166,6 +166,7 @@ def test_missing_dask_says_how_to_install(tmp_path, monkeypatch):
 # --- real runs -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_diverging_run_recorded_with_reason_in_a_process_pool(tmp_path):
     grid = [
         {"lr": 0.1},
@@ -184,6 +185,7 @@ def test_diverging_run_recorded_with_reason_in_a_process_pool(tmp_path):
     assert set(runs["pid"]) != {os.getpid()}  # ran in the workers
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_gives_the_serial_numbers(tmp_path):
     pytest.importorskip("distributed")
     grid = {"batch_size": [25, 100], "seed": [0, 1]}
@@ -213,6 +215,7 @@ def test_dask_local_cluster_gives_the_serial_numbers(tmp_path):
     assert set(b["pid"]).isdisjoint({os.getpid()})
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_runs_every_config_exactly_once(tmp_path):
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text(yaml.safe_dump({"batch_size": [25, 50, 100], "seed": [0, 1]}))

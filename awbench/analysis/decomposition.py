@@ -19,8 +19,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from awbench.analysis.duality import augment, dual_weights, eval_mode, layer_inputs, layer_matrix, pair_samples, per_sample_weights
-from awbench.curvature.hessian import _layer, layer_hessian, output_as_leaf, output_hessians, symmetric_eigh
+from awbench.analysis.duality import (
+    augment,
+    dual_weights,
+    eval_mode,
+    layer_inputs,
+    layer_matrix,
+    pair_samples,
+    per_sample_weights,
+)
+from awbench.curvature.hessian import (
+    _layer,
+    layer_hessian,
+    output_as_leaf,
+    output_hessians,
+    symmetric_eigh,
+)
 
 # Above this many weights the dense Hessian (P^2 entries, P^3 eigh) gives way to Lanczos top-k
 # plus one orthogonal-complement direction.
@@ -70,11 +84,21 @@ class Analysis:
     pair_gaps: np.ndarray = field(repr=False)  # dl_k
     dual: torch.Tensor = field(repr=False)  # (K, n_out, n_in[+1]) dual weights
     secant: torch.Tensor = field(repr=False)  # (K, n_out, n_in[+1]) secant gradients
-    eigenvectors: torch.Tensor = field(repr=False)  # (P, m): column j is the direction with eigen_index j
+    eigenvectors: torch.Tensor = field(
+        repr=False
+    )  # (P, m): column j is the direction with eigen_index j
 
     def scalars(self) -> dict:
         """The scalar fields as a flat dict (for stores, records and tables)."""
-        skip = {"directions", "pairs_test", "pairs_train", "pair_gaps", "dual", "secant", "eigenvectors"}
+        skip = {
+            "directions",
+            "pairs_test",
+            "pairs_train",
+            "pair_gaps",
+            "dual",
+            "secant",
+            "eigenvectors",
+        }
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
@@ -86,8 +110,21 @@ def direction_statistics(theta: torch.Tensor, gamma: torch.Tensor) -> dict[str, 
     sigma_g = dg.pow(2).mean(0).sqrt()
     cov = (dw * dg).mean(0)
     denom = sigma_w * sigma_g
-    c = torch.where(denom > 0, cov / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(denom))
-    return {k: v.numpy() for k, v in dict(mu_w=mu_w, sigma_w=sigma_w, mu_g=mu_g, sigma_g=sigma_g, c=c).items()}
+    c = torch.where(
+        denom > 0,
+        cov / torch.where(denom > 0, denom, torch.ones_like(denom)),
+        torch.zeros_like(denom),
+    )
+    return {
+        k: v.numpy()
+        for k, v in {
+            "mu_w": mu_w,
+            "sigma_w": sigma_w,
+            "mu_g": mu_g,
+            "sigma_g": sigma_g,
+            "c": c,
+        }.items()
+    }
 
 
 def _pair_losses(model, layer, x_train, x_test, y, delta):
@@ -152,7 +189,9 @@ def analyze(
         pairs = pair_samples(qa, y_test, ra, y_train, clean, method="input", seed=cfg.seed)
     else:
         method = "knn" if pairing == "knn" else ("random" if pairing == "random" else "input")
-        pairs = pair_samples(x_test, y_test, x_train, y_train, clean, method, cfg.pairing_k, cfg.seed)
+        pairs = pair_samples(
+            x_test, y_test, x_train, y_train, clean, method, cfg.pairing_k, cfg.seed
+        )
     a_tr = layer_inputs(model, layer, x_train[pairs.train])
     a_te = layer_inputs(model, layer, x_test[pairs.test])
     if with_bias:
@@ -172,7 +211,9 @@ def analyze(
     K = len(test_idx)
     dw = dW.reshape(K, -1)
     y_pair = y_test[test_idx]
-    base, direct, dual = _pair_losses(model, layer, x_train[train_idx], x_test[test_idx], y_pair, dW)
+    base, direct, dual = _pair_losses(
+        model, layer, x_train[train_idx], x_test[test_idx], y_pair, dW
+    )
     dl = direct - base
     duality_error = float((dual - direct).abs().max())
 
@@ -203,7 +244,9 @@ def analyze(
         # One scalar direction per pair carries what the basis misses: theta_c * gamma_c
         # equals r_w . r_g exactly, so the identity stays exact.
         theta_c = r_norm
-        gamma_c = torch.where(r_norm > 0, (r_w * r_g).sum(1) / torch.where(r_norm > 0, r_norm, 1.0), 0.0)
+        gamma_c = torch.where(
+            r_norm > 0, (r_w * r_g).sum(1) / torch.where(r_norm > 0, r_norm, 1.0), 0.0
+        )
         theta = torch.cat([theta, theta_c[:, None]], 1)
         gamma = torch.cat([gamma, gamma_c[:, None]], 1)
         lam = torch.cat([lam, torch.tensor([float("nan")], dtype=torch.float64)])
@@ -230,7 +273,13 @@ def analyze(
         lam_np = np.nan_to_num(lam.numpy()[: V.shape[1]], nan=0.0)
         s = directions.sort_values("eigen_index")
         second_order = 0.5 * float(
-            math.fsum(lam_np * (s["sigma_w"].to_numpy()[: V.shape[1]] ** 2 + s["mu_w"].to_numpy()[: V.shape[1]] ** 2))
+            math.fsum(
+                lam_np
+                * (
+                    s["sigma_w"].to_numpy()[: V.shape[1]] ** 2
+                    + s["mu_w"].to_numpy()[: V.shape[1]] ** 2
+                )
+            )
         )
 
     with torch.no_grad(), eval_mode(model):

@@ -99,7 +99,11 @@ def general_dual_weights(
     """
     minimal = dual_weights(W, a_train, a_test)
     sq = (a_train * a_train).sum(-1)
-    Ma = torch.einsum("...oi,ki->ko", M, a_train) if M.ndim == 2 else torch.einsum("koi,ki->ko", M, a_train)
+    Ma = (
+        torch.einsum("...oi,ki->ko", M, a_train)
+        if M.ndim == 2
+        else torch.einsum("koi,ki->ko", M, a_train)
+    )
     projected = M - torch.einsum("ko,ki->koi", Ma, a_train / sq[:, None])
     return minimal + projected
 
@@ -157,8 +161,10 @@ def _nearest(q: torch.Tensor, ref: torch.Tensor, k: int, chunk_elems: int) -> np
         if k == 1:
             out.append(np.argmin(d2, axis=1)[:, None])  # argmin returns the first minimum
         else:
-            cand = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < d2.shape[1] else np.tile(
-                np.arange(d2.shape[1]), (len(d2), 1)
+            cand = (
+                np.argpartition(d2, k - 1, axis=1)[:, :k]
+                if k < d2.shape[1]
+                else np.tile(np.arange(d2.shape[1]), (len(d2), 1))
             )
             vals = np.take_along_axis(d2, cand, 1)
             order = np.lexsort((cand, vals), axis=1)  # by distance, then by index
@@ -185,7 +191,9 @@ def pair_samples(
     in chunks of about ``chunk_elems`` entries, so 10k x 60k fits in memory.
     """
     if method not in ("input", "feature", "knn", "random"):
-        raise ValueError(f"method={method!r} is not allowed: expected 'input', 'feature', 'knn' or 'random'")
+        raise ValueError(
+            f"method={method!r} is not allowed: expected 'input', 'feature', 'knn' or 'random'"
+        )
     if k < 1:
         raise ValueError(f"k={k} is not allowed: expected an integer >= 1")
     per_test = k if method == "knn" else 1

@@ -201,7 +201,8 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
         "--preset",
         choices=SWEEP_PRESETS,
         metavar="NAME",
-        help="a knob sweep of docs/science.md#4-the-demo-protocol-and-awbenchs-presets or 'knobs': " + ", ".join(SWEEP_PRESETS),
+        help="a knob sweep of docs/science.md#4-the-demo-protocol-and-awbenchs-presets or 'knobs': "
+        + ", ".join(SWEEP_PRESETS),
     )
     what.add_argument(
         "--grid", metavar="FILE", help="YAML grid: a dict of lists, or a list of them"
@@ -289,8 +290,8 @@ def _status_arguments(p: argparse.ArgumentParser) -> None:
 def _status(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from awbench.status import FAILED_STATUSES
     from awbench.experiments.store import Store
+    from awbench.status import FAILED_STATUSES
 
     if not Path(args.store).is_dir():
         raise FileNotFoundError(f"no result store at {args.store}")

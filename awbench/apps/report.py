@@ -546,7 +546,16 @@ def _verdict_section(table, claims, pages: list[NotebookPage]) -> list[str]:
     )
     out.append(
         _table(
-            ["knob", "quantity", "verdict", "Spearman ρ [95 % interval]", "Holm p", "change", "runs", "left out"],
+            [
+                "knob",
+                "quantity",
+                "verdict",
+                "Spearman ρ [95 % interval]",
+                "Holm p",
+                "change",
+                "runs",
+                "left out",
+            ],
             [
                 [
                     f"<code>{r.knob}</code>",

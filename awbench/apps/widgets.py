@@ -66,9 +66,9 @@ from plotly.subplots import make_subplots
 
 from awbench.cache import cache_dir
 from awbench.config import Config, ConfigError
-from awbench.viz.gap_plots import COLORS, KNOB_LABELS, TEMPLATE
 from awbench.experiments.store import Store, _atomic_write_table, config_from_row, load_store
 from awbench.status import CONVERGED, DONE_STATUSES
+from awbench.viz.gap_plots import COLORS, KNOB_LABELS, TEMPLATE
 
 # The sliders, in display order (Config field names, as everywhere).
 KNOBS = (
@@ -221,7 +221,7 @@ def _read_slices(store: Path, keys: Iterable[str]) -> dict[str, pd.DataFrame]:
         if path.exists():
             try:
                 out[key] = pd.read_parquet(path)
-            except Exception as exc:  # a damaged part: show the run without its slice
+            except Exception as exc:  # noqa: BLE001 - a damaged part: show the run without its slice
                 warnings.warn(f"skipping unreadable slice {path}: {exc}", stacklevel=3)
     return out
 
@@ -266,7 +266,7 @@ class KnobGrid:
         if (self.extra / "runs").is_dir() and self.extra.resolve() != self.store.resolve():
             try:
                 xruns, xdirs = load_store(self.extra)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a damaged user store must not hide the grid
                 warnings.warn(f"ignoring the user knobs store {self.extra}: {exc}", stacklevel=2)
             else:
                 xruns["source"] = "trained"
@@ -868,9 +868,9 @@ def _subplots(cols: int, titles: tuple[str, ...], widths=None) -> go.Figure:
     fig.update_layout(
         template=TEMPLATE,
         height=370,
-        margin=dict(t=70, l=60, r=20, b=95),
-        legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0),
-        title=dict(x=0.01, xanchor="left", font=dict(size=14)),
+        margin={"t": 70, "l": 60, "r": 20, "b": 95},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.25, "xanchor": "left", "x": 0},
+        title={"x": 0.01, "xanchor": "left", "font": {"size": 14}},
         barmode="group",
     )
     return fig
@@ -913,16 +913,16 @@ def _line(
         **({"dash": dash} if dash else {}),
         **({"width": width} if width else {}),
     }
-    trace = dict(
-        type="scatter",
-        mode="lines+markers" if marker_size else "lines",
-        line=line,
-        x=x,
-        y=y,
-        xaxis=f"x{axis}",
-        yaxis=f"y{axis}",
-        hovertemplate=f"{hover}<extra>{label}</extra>",
-    )
+    trace = {
+        "type": "scatter",
+        "mode": "lines+markers" if marker_size else "lines",
+        "line": line,
+        "x": x,
+        "y": y,
+        "xaxis": f"x{axis}",
+        "yaxis": f"y{axis}",
+        "hovertemplate": f"{hover}<extra>{label}</extra>",
+    }
     if name is None:
         trace["showlegend"] = False
     else:
@@ -930,7 +930,7 @@ def _line(
     if group is not None:
         trace["legendgroup"] = group
     if marker_size:
-        trace["marker"] = dict(size=marker_size)
+        trace["marker"] = {"size": marker_size}
     return trace
 
 
@@ -961,7 +961,7 @@ def sharpness_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dic
         return np.arange(1, len(s.top_lam) + 1) if s is not None else _E
 
     rank_hover, slice_hover = "rank %{x}<br>σg %{y:.3g}", "t %{x:.3g}<br>loss %{y:.4g}"
-    default = dict(color=REFERENCE, dash="dot", group="ref")
+    default = {"color": REFERENCE, "dash": "dot", "group": "ref"}
     traces = [
         _line(
             _field(r, "rank"),
@@ -1086,30 +1086,30 @@ def size_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], d
             SIZE_COLOR,
             name="this setting",
         ),
-        dict(
-            type="bar",
-            showlegend=False,
-            marker=dict(color=[REFERENCE, SIZE_COLOR]),
-            x=["default", "this setting"],
-            y=[_get(r, "weight_norm"), _get(c, "weight_norm")],
-            text=[_fmt(_get(r, "weight_norm")), _fmt(_get(c, "weight_norm"))],
-            textposition="auto",
-            xaxis="x2",
-            yaxis="y2",
-            hovertemplate="%{x}: ‖W‖F = %{y:.4g}<extra></extra>",
-        ),
-        dict(
-            type="bar",
-            showlegend=False,
-            marker=dict(color=[REFERENCE, SIZE_COLOR], opacity=0.6),
-            x=["default", "this setting"],
-            y=[_get(r, "size"), _get(c, "size")],
-            text=[_fmt(_get(r, "size")), _fmt(_get(c, "size"))],
-            textposition="auto",
-            xaxis="x3",
-            yaxis="y3",
-            hovertemplate="%{x}: Σσw² = %{y:.4g}<extra></extra>",
-        ),
+        {
+            "type": "bar",
+            "showlegend": False,
+            "marker": {"color": [REFERENCE, SIZE_COLOR]},
+            "x": ["default", "this setting"],
+            "y": [_get(r, "weight_norm"), _get(c, "weight_norm")],
+            "text": [_fmt(_get(r, "weight_norm")), _fmt(_get(c, "weight_norm"))],
+            "textposition": "auto",
+            "xaxis": "x2",
+            "yaxis": "y2",
+            "hovertemplate": "%{x}: ‖W‖F = %{y:.4g}<extra></extra>",
+        },
+        {
+            "type": "bar",
+            "showlegend": False,
+            "marker": {"color": [REFERENCE, SIZE_COLOR], "opacity": 0.6},
+            "x": ["default", "this setting"],
+            "y": [_get(r, "size"), _get(c, "size")],
+            "text": [_fmt(_get(r, "size")), _fmt(_get(c, "size"))],
+            "textposition": "auto",
+            "xaxis": "x3",
+            "yaxis": "y3",
+            "hovertemplate": "%{x}: Σσw² = %{y:.4g}<extra></extra>",
+        },
     ]
     title = _unconverged_flag(c, r) + (
         f"<b>Size</b>  Σσw² = {_fmt(_get(c, 'size'))} (default {_fmt(_get(r, 'size'))})"
@@ -1145,59 +1145,59 @@ def gap_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], di
     sharp = [_get(r, "sharp_gap"), _get(c, "sharp_gap")]
     flat = [_get(r, "flat_gap"), _get(c, "flat_gap")]
     traces = [
-        dict(
-            type="bar",
-            name="default setting",
-            marker=dict(color=REFERENCE),
-            x=list(GAP_BARS),
-            y=vals(r),
-            text=[_fmt(v) for v in vals(r)],
-            textposition="auto",
-            xaxis="x",
-            yaxis="y",
-            hovertemplate="%{x}: %{y:.4g} nats<extra>default</extra>",
-            offsetgroup="ref",
-        ),
-        dict(
-            type="bar",
-            name="this setting",
-            marker=dict(color=COLORS["estimated_gap"]),
-            x=list(GAP_BARS),
-            y=vals(c),
-            text=[_fmt(v) for v in vals(c)],
-            textposition="auto",
-            xaxis="x",
-            yaxis="y",
-            hovertemplate="%{x}: %{y:.4g} nats<extra>this setting</extra>",
-            offsetgroup="cur",
-        ),
-        dict(
-            type="bar",
-            name="sharp directions",
-            marker=dict(color=COLORS["sharp_gap"]),
-            x=["default", "this setting"],
-            y=sharp,
-            xaxis="x2",
-            yaxis="y2",
-            offsetgroup="split",
-            text=[_fmt(v) for v in sharp],
-            textposition="inside",
-            hovertemplate="%{x}: sharp part %{y:.4g} nats<extra></extra>",
-        ),
-        dict(
-            type="bar",
-            name="flat directions",
-            marker=dict(color=COLORS["flat_gap"]),
-            x=["default", "this setting"],
-            y=flat,
-            base=[0.0 if math.isnan(v) else v for v in sharp],
-            xaxis="x2",
-            yaxis="y2",
-            offsetgroup="split",
-            text=[_fmt(v) for v in flat],
-            textposition="inside",
-            hovertemplate="%{x}: flat part %{y:.4g} nats<extra></extra>",
-        ),
+        {
+            "type": "bar",
+            "name": "default setting",
+            "marker": {"color": REFERENCE},
+            "x": list(GAP_BARS),
+            "y": vals(r),
+            "text": [_fmt(v) for v in vals(r)],
+            "textposition": "auto",
+            "xaxis": "x",
+            "yaxis": "y",
+            "hovertemplate": "%{x}: %{y:.4g} nats<extra>default</extra>",
+            "offsetgroup": "ref",
+        },
+        {
+            "type": "bar",
+            "name": "this setting",
+            "marker": {"color": COLORS["estimated_gap"]},
+            "x": list(GAP_BARS),
+            "y": vals(c),
+            "text": [_fmt(v) for v in vals(c)],
+            "textposition": "auto",
+            "xaxis": "x",
+            "yaxis": "y",
+            "hovertemplate": "%{x}: %{y:.4g} nats<extra>this setting</extra>",
+            "offsetgroup": "cur",
+        },
+        {
+            "type": "bar",
+            "name": "sharp directions",
+            "marker": {"color": COLORS["sharp_gap"]},
+            "x": ["default", "this setting"],
+            "y": sharp,
+            "xaxis": "x2",
+            "yaxis": "y2",
+            "offsetgroup": "split",
+            "text": [_fmt(v) for v in sharp],
+            "textposition": "inside",
+            "hovertemplate": "%{x}: sharp part %{y:.4g} nats<extra></extra>",
+        },
+        {
+            "type": "bar",
+            "name": "flat directions",
+            "marker": {"color": COLORS["flat_gap"]},
+            "x": ["default", "this setting"],
+            "y": flat,
+            "base": [0.0 if math.isnan(v) else v for v in sharp],
+            "xaxis": "x2",
+            "yaxis": "y2",
+            "offsetgroup": "split",
+            "text": [_fmt(v) for v in flat],
+            "textposition": "inside",
+            "hovertemplate": "%{x}: flat part %{y:.4g} nats<extra></extra>",
+        },
     ]
     share = _get(c, "sharp_gap") / _get(c, "pair_gap") if _get(c, "pair_gap") else float("nan")
     title = _unconverged_flag(c, r) + (
@@ -1248,53 +1248,56 @@ def sweep_traces(
         mean = curve[f"{col}_mean"].to_numpy(dtype=float) if len(curve) else _E
         sd = curve[f"{col}_sd"].to_numpy(dtype=float) if len(curve) else _E
         traces.append(
-            dict(
-                type="scatter",
-                mode="lines+markers",
-                name="grid (mean ± sd over seeds)",
-                showlegend=j == 1,
-                legendgroup="curve",
-                line=dict(color=COLORS.get(col, "#444")),
-                marker=marker,
-                x=xs,
-                y=mean,
-                error_y=dict(type="data", array=sd, visible=True),
-                customdata=seeds_text,
-                xaxis=f"x{axis}",
-                yaxis=f"y{axis}",
-                hovertemplate=f"{knob} %{{text}}<br>{col} %{{y:.4g}} ± %{{error_y.array:.2g}}"
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": "grid (mean ± sd over seeds)",
+                "showlegend": j == 1,
+                "legendgroup": "curve",
+                "line": {"color": COLORS.get(col, "#444")},
+                "marker": marker,
+                "x": xs,
+                "y": mean,
+                "error_y": {"type": "data", "array": sd, "visible": True},
+                "customdata": seeds_text,
+                "xaxis": f"x{axis}",
+                "yaxis": f"y{axis}",
+                "hovertemplate": f"{knob} %{{text}}<br>{col} %{{y:.4g}} ± %{{error_y.array:.2g}}"
                 "<br>%{customdata}<extra></extra>",
-                text=[f"{_native(v)}" for v in curve[knob]] if len(curve) else [],
-            )
+                "text": [f"{_native(v)}" for v in curve[knob]] if len(curve) else [],
+            }
         )
     here_x = [pos.get(_native(getattr(cur.config, knob)), np.nan)] if cur is not None else []
     for j, col in enumerate(CURVE_COLUMNS, start=1):
         axis = "" if j == 1 else str(j)
         traces.append(
-            dict(
-                type="scatter",
-                mode="markers",
-                name="you are here",
-                showlegend=j == 1,
-                legendgroup="here",
-                marker=dict(
-                    symbol="star", size=16, color=CURRENT, line=dict(color="black", width=1)
-                ),
-                x=here_x,
-                y=[_get(cur, col)] if cur is not None else [],
-                xaxis=f"x{axis}",
-                yaxis=f"y{axis}",
-                hovertemplate=f"you are here<br>{col} %{{y:.4g}}<extra></extra>",
-            )
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": "you are here",
+                "showlegend": j == 1,
+                "legendgroup": "here",
+                "marker": {
+                    "symbol": "star",
+                    "size": 16,
+                    "color": CURRENT,
+                    "line": {"color": "black", "width": 1},
+                },
+                "x": here_x,
+                "y": [_get(cur, col)] if cur is not None else [],
+                "xaxis": f"x{axis}",
+                "yaxis": f"y{axis}",
+                "hovertemplate": f"you are here<br>{col} %{{y:.4g}}<extra></extra>",
+            }
         )
     label = KNOB_TEXT.get(knob, knob)
-    ticks = dict(
-        tickmode="array",
-        tickvals=list(range(len(options))),
-        ticktext=[f"{v:g}" for v in options],
-        range=[-0.4, max(len(options) - 0.6, 0.4)],
-        title=dict(text=label),
-    )
+    ticks = {
+        "tickmode": "array",
+        "tickvals": list(range(len(options))),
+        "ticktext": [f"{v:g}" for v in options],
+        "range": [-0.4, max(len(options) - 0.6, 0.4)],
+        "title": {"text": label},
+    }
     layout = {
         "title.text": f"<b>Sweep of {label}</b>, the other knobs as set above "
         f"({len(curve)} of {len(options)} values on the grid"
@@ -1417,8 +1420,8 @@ def _warm_up(cfg: Config) -> None:
         try:
             import torch
 
-            from awbench.data import load_data
             from awbench.curvature.hessian import output_hessians
+            from awbench.data import load_data
             from awbench.nn.mlp import build_model
 
             small = cfg.replace(n_train=20, n_test=10, label_noise=0.0)
@@ -1426,7 +1429,7 @@ def _warm_up(cfg: Config) -> None:
             model = build_model(small, data.n_features, data.n_classes).double().eval()
             output_hessians(model, small.layer, data.x_train[:4].double(), data.y_train[:4])
             del torch
-        except Exception:  # only a head start: training works (slower) without it
+        except Exception:  # noqa: BLE001, S110 - only a head start: training works without it
             pass
 
     global _WARM_THREAD
@@ -1594,7 +1597,7 @@ class KnobPanel:
     def _train_clicked(self) -> None:
         try:
             self.train()
-        except Exception as exc:  # a button has no caller to raise to: say it on screen
+        except Exception as exc:  # noqa: BLE001 - a button has no caller to raise to: say it on screen
             self.widgets[
                 "status"
             ].value = f"<b>Training failed:</b> {html.escape(f'{type(exc).__name__}: {exc}')}"
@@ -1823,7 +1826,9 @@ def _same(a: Any, b: Any) -> bool:
         a, b = np.asarray(a), np.asarray(b)
         # spectra of two runs are different arrays (a setting's arrays are reused as they are)
         return (
-            a.shape == b.shape and a.size <= 64 and bool(np.all((a == b) | ((a != a) & (b != b))))
+            a.shape == b.shape
+            and a.size <= 64
+            and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
         )
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
@@ -1833,7 +1838,7 @@ def _same(a: Any, b: Any) -> bool:
         return True
     try:
         return bool(a == b)
-    except Exception:
+    except Exception:  # noqa: BLE001 - values that cannot be compared are not the same
         return False
 
 

@@ -39,7 +39,9 @@ def _layer(model: nn.Module, layer: str) -> nn.Linear:
     module = dict(model.named_modules()).get(layer)
     if not isinstance(module, nn.Linear):
         linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        raise ValueError(f"layer={layer!r} is not a Linear layer of this model: expected one of {linear}")
+        raise ValueError(  # noqa: TRY004 - a bad layer name is a bad value, as every input error
+            f"layer={layer!r} is not a Linear layer of this model: expected one of {linear}"
+        )
     return module
 
 
@@ -80,7 +82,9 @@ def output_hessians(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tens
         (grad_z,) = torch.autograd.grad(loss, z, create_graph=True)
         n_out = z.shape[1]
         if not grad_z.requires_grad:  # downstream is piecewise linear and loss-free: G = 0
-            return torch.zeros(z.shape[0], n_out, n_out, dtype=torch.float64), captured["a"].double()
+            return torch.zeros(z.shape[0], n_out, n_out, dtype=torch.float64), captured[
+                "a"
+            ].double()
         unit = torch.eye(n_out, dtype=z.dtype, device=z.device)
         tangents = unit[:, None, :].expand(n_out, z.shape[0], n_out)
         (cols,) = torch.autograd.grad(grad_z, z, grad_outputs=tangents, is_grads_batched=True)
@@ -200,7 +204,9 @@ def symmetric_eigh(H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     sub = H[np.ix_(live_idx, live_idx)]
     if torch.get_num_threads() == 1:
         with _blas_controller().limit(limits=1, user_api="blas"):
-            lam_live, V_live = scipy.linalg.eigh(sub, driver="evd", overwrite_a=True, check_finite=False)
+            lam_live, V_live = scipy.linalg.eigh(
+                sub, driver="evd", overwrite_a=True, check_finite=False
+            )
     else:
         lam_t, V_t = torch.linalg.eigh(torch.from_numpy(sub))
         lam_live, V_live = lam_t.numpy(), V_t.numpy()
@@ -212,7 +218,9 @@ def symmetric_eigh(H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     column = np.empty(P, dtype=np.int64)
     column[order] = np.arange(P)
     rows = np.zeros((len(live_idx), P))
-    rows[:, column[: len(live_idx)]] = V_live  # a column scatter then a row copy: 2x faster than np.ix_
+    rows[:, column[: len(live_idx)]] = (
+        V_live  # a column scatter then a row copy: 2x faster than np.ix_
+    )
     V = np.zeros((P, P))
     V[live_idx] = rows
     V[dead_idx, column[len(live_idx) :]] = 1.0
@@ -349,7 +357,10 @@ class FlatModel:
 
     def slices(self) -> dict[str, slice]:
         """Where each parameter sits in the flat vector."""
-        return {n: slice(int(a), int(b)) for n, a, b in zip(self.names, self.offsets[:-1], self.offsets[1:])}
+        return {
+            n: slice(int(a), int(b))
+            for n, a, b in zip(self.names, self.offsets[:-1], self.offsets[1:])
+        }
 
     def logits(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.model, {**self.fixed, **self.unflatten(theta)}, (x,))
@@ -365,7 +376,9 @@ class FlatModel:
         return x, y.to(self.device)
 
 
-def determinism_report(model: nn.Module, mode: str = "eval", x: torch.Tensor | None = None) -> list[str]:
+def determinism_report(
+    model: nn.Module, mode: str = "eval", x: torch.Tensor | None = None
+) -> list[str]:
     """What makes the loss in ``mode`` random or couple samples; empty when there is nothing.
 
     Structural checks: dropout with p > 0 active in train mode; BatchNorm using batch
@@ -436,7 +449,9 @@ def _chunks(n: int, chunk_size: int | None) -> list[slice]:
     if chunk_size is None:
         return [slice(0, n)]
     if int(chunk_size) < 1:
-        raise ValueError(f"chunk_size={chunk_size!r} is not allowed: expected None or an integer >= 1")
+        raise ValueError(
+            f"chunk_size={chunk_size!r} is not allowed: expected None or an integer >= 1"
+        )
     c = int(chunk_size)
     return [slice(i, min(i + c, n)) for i in range(0, n, c)]
 
@@ -477,7 +492,9 @@ def mlp_backend_reason(model: nn.Module, loss, mode: str) -> str | None:
     if mode == "train" and model.dropout_p > 0:
         return "dropout is active in train mode"
     expected = {f"fc{i}.{k}" for i in range(1, model.n_layers + 1) for k in ("weight", "bias")}
-    if not {n for n, _ in model.named_parameters()} <= expected or any(True for _ in model.buffers()):
+    if not {n for n, _ in model.named_parameters()} <= expected or any(
+        True for _ in model.buffers()
+    ):
         return "the model has parameters or buffers beyond fc1..fcL"
     for m in model.modules():
         if m._forward_hooks or m._forward_pre_hooks or getattr(m, "_backward_hooks", None):
@@ -528,8 +545,13 @@ class _MLPCurvature:
             if self.b[i] is not None:
                 z = z + self.b[i]
             if i < self.L - 1:
-                h = torch.relu(z) if self.activation == "relu" else {
-                    "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": F.gelu}[self.activation](z)
+                h = (
+                    torch.relu(z)
+                    if self.activation == "relu"
+                    else {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": F.gelu}[
+                        self.activation
+                    ](z)
+                )
                 d1, d2 = _activation_derivatives(self.activation, z, h)
                 s1.append(d1)
                 s2.append(d2)
@@ -594,9 +616,15 @@ class _MLPCurvature:
                 out_i, in_i = self.W[i].shape
                 if self.wslice[i]:
                     target = out[self.wslice[i]].view(out_i, in_i, m)
-                    target += (rd.reshape(N, m * out_i).T @ a[i]).view(m, out_i, in_i).permute(1, 2, 0)
+                    target += (
+                        (rd.reshape(N, m * out_i).T @ a[i]).view(m, out_i, in_i).permute(1, 2, 0)
+                    )
                     if not gauss_newton and Ra[i] is not None:
-                        target += (delta[i].T @ Ra[i].reshape(N, m * in_i)).view(out_i, m, in_i).transpose(1, 2)
+                        target += (
+                            (delta[i].T @ Ra[i].reshape(N, m * in_i))
+                            .view(out_i, m, in_i)
+                            .transpose(1, 2)
+                        )
                 if self.bslice[i]:
                     out[self.bslice[i]] += rd.sum(0).T
                 if i > lo:
@@ -628,7 +656,9 @@ class _MLPCurvature:
             has_b = self.b[i] is not None
             idx = torch.full((out_i, in_i + has_b), -1, dtype=torch.long)
             if self.wslice[i]:
-                idx[:, :in_i] = torch.arange(self.wslice[i].start, self.wslice[i].stop).view(out_i, in_i)
+                idx[:, :in_i] = torch.arange(self.wslice[i].start, self.wslice[i].stop).view(
+                    out_i, in_i
+                )
             if has_b and self.bslice[i]:
                 idx[:, in_i] = torch.arange(self.bslice[i].start, self.bslice[i].stop)
             index[i] = idx.reshape(-1)
@@ -636,8 +666,12 @@ class _MLPCurvature:
         for c in self.caches:
             a, s1, delta, p = c["a"], c["s1"], c["delta"], c["p"]
             N, C = p.shape
-            aug = [torch.cat([a[i], torch.ones(N, 1, dtype=dtype, device=device)], 1)
-                   if self.b[i] is not None else a[i] for i in range(L)]
+            aug = [
+                torch.cat([a[i], torch.ones(N, 1, dtype=dtype, device=device)], 1)
+                if self.b[i] is not None
+                else a[i]
+                for i in range(L)
+            ]
             B = [None] * L
             B[L - 1] = torch.eye(C, dtype=dtype, device=device).expand(N, C, C)
             for i in range(L - 1, lo, -1):
@@ -645,7 +679,9 @@ class _MLPCurvature:
             Bp = {i: torch.einsum("nco,nc->no", B[i], p) for i in layers}
             for mi, m_ in enumerate(layers):
                 for l_ in layers[: mi + 1]:
-                    K = (B[m_] * p[:, :, None]).transpose(1, 2) @ B[l_] - Bp[m_][:, :, None] * Bp[l_][:, None, :]
+                    K = (B[m_] * p[:, :, None]).transpose(1, 2) @ B[l_] - Bp[m_][:, :, None] * Bp[
+                        l_
+                    ][:, None, :]
                     om, ol = K.shape[1], K.shape[2]
                     im, il = aug[m_].shape[1], aug[l_].shape[1]
                     blk = torch.zeros(om, im, ol, il, dtype=dtype, device=device)
@@ -659,7 +695,9 @@ class _MLPCurvature:
                     if not gauss_newton and l_ < m_:
                         in_m = self.W[m_].shape[1]
                         if m_ == l_ + 1:  # da_m/dz_l = diag(act'(z_l)): one GEMM over samples
-                            S = ((delta[m_][:, :, None] * s1[l_][:, None, :]).reshape(N, -1).T @ aug[l_])
+                            S = (delta[m_][:, :, None] * s1[l_][:, None, :]).reshape(N, -1).T @ aug[
+                                l_
+                            ]
                             S = S.view(om, in_m, il)
                             j = torch.arange(in_m)
                             blk[:, j, j, :] += S
@@ -673,7 +711,9 @@ class _MLPCurvature:
                             for s in range(0, N, step):
                                 e = slice(s, s + step)
                                 T = delta[m_][e][:, :, None, None] * M[e][:, None, :, :]
-                                blk[:, :in_m, :, :] += (T.reshape(T.shape[0], -1).T @ aug[l_][e]).view(om, in_m, ol, il)
+                                blk[:, :in_m, :, :] += (
+                                    T.reshape(T.shape[0], -1).T @ aug[l_][e]
+                                ).view(om, in_m, ol, il)
                     key = (m_, l_)
                     blk = blk.reshape(om * im, ol * il)
                     blocks[key] = blocks[key] + blk if key in blocks else blk
@@ -698,8 +738,12 @@ class CurvatureOperator(sla.LinearOperator):
 
     def __init__(self, model, x, y, params, loss, mode, dtype, chunk_size, check, backend):
         if backend not in ("auto", "mlp", "autograd"):
-            raise ValueError(f"backend={backend!r} is not allowed: expected 'auto', 'mlp' or 'autograd'")
-        reason = mlp_backend_reason(model, loss, mode) if backend != "autograd" else "asked for autograd"
+            raise ValueError(
+                f"backend={backend!r} is not allowed: expected 'auto', 'mlp' or 'autograd'"
+            )
+        reason = (
+            mlp_backend_reason(model, loss, mode) if backend != "autograd" else "asked for autograd"
+        )
         if backend == "mlp" and reason is not None:
             raise ValueError(f"backend='mlp' cannot serve this case: {reason}")
         self.backend = "mlp" if reason is None else "autograd"
@@ -753,7 +797,9 @@ class CurvatureOperator(sla.LinearOperator):
         vec = V.ndim == 1
         V2 = (V[:, None] if vec else V).to(self.flat.device, self.flat.dtype)
         if V2.ndim != 2 or V2.shape[0] != self.size:
-            raise ValueError(f"expected a vector ({self.size},) or a matrix ({self.size}, m), got {tuple(V.shape)}")
+            raise ValueError(
+                f"expected a vector ({self.size},) or a matrix ({self.size}, m), got {tuple(V.shape)}"
+            )
         if V2.shape[1] == 0:
             return V2.clone()
         self.n_products += V2.shape[1]
@@ -769,15 +815,21 @@ class CurvatureOperator(sla.LinearOperator):
         if self._batched:
             try:
                 (g,) = torch.autograd.grad(
-                    outputs, inputs, grad_outputs=cotangents, retain_graph=True,
-                    is_grads_batched=True, allow_unused=True,
+                    outputs,
+                    inputs,
+                    grad_outputs=cotangents,
+                    retain_graph=True,
+                    is_grads_batched=True,
+                    allow_unused=True,
                 )
                 return g
             except RuntimeError:
                 self._batched = False  # an op without a batching rule: fall back to a loop
         rows = []
         for c in cotangents:
-            (g,) = torch.autograd.grad(outputs, inputs, grad_outputs=c, retain_graph=True, allow_unused=True)
+            (g,) = torch.autograd.grad(
+                outputs, inputs, grad_outputs=c, retain_graph=True, allow_unused=True
+            )
             rows.append(g)
         if any(r is None for r in rows):
             return None
@@ -785,7 +837,11 @@ class CurvatureOperator(sla.LinearOperator):
 
     # -- scipy / torch interface --------------------------------------------------------------
     def _matvec(self, v):
-        return self.apply(torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).reshape(-1)).cpu().numpy()
+        return (
+            self.apply(torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).reshape(-1))
+            .cpu()
+            .numpy()
+        )
 
     def _matmat(self, V):
         return self.apply(torch.from_numpy(np.ascontiguousarray(V, dtype=np.float64))).cpu().numpy()
@@ -851,8 +907,20 @@ class HessianOperator(CurvatureOperator):
     products; ``dense()`` gives the matrix.
     """
 
-    def __init__(self, model, x, y, params=None, *, loss="cross_entropy", mode="eval",
-                 dtype=torch.float64, chunk_size=None, check="raise", backend="auto"):
+    def __init__(
+        self,
+        model,
+        x,
+        y,
+        params=None,
+        *,
+        loss="cross_entropy",
+        mode="eval",
+        dtype=torch.float64,
+        chunk_size=None,
+        check="raise",
+        backend="auto",
+    ):
         super().__init__(model, x, y, params, loss, mode, dtype, chunk_size, check, backend)
 
     def _build(self, chunks):
@@ -890,8 +958,20 @@ class GaussNewtonOperator(CurvatureOperator):
     (differentiable in u, giving J v by the double-vjp trick) and the loss gradient in z.
     """
 
-    def __init__(self, model, x, y, params=None, *, loss="cross_entropy", mode="eval",
-                 dtype=torch.float64, chunk_size=None, check="raise", backend="auto"):
+    def __init__(
+        self,
+        model,
+        x,
+        y,
+        params=None,
+        *,
+        loss="cross_entropy",
+        mode="eval",
+        dtype=torch.float64,
+        chunk_size=None,
+        check="raise",
+        backend="auto",
+    ):
         super().__init__(model, x, y, params, loss, mode, dtype, chunk_size, check, backend)
 
     def _build(self, chunks):
@@ -901,13 +981,17 @@ class GaussNewtonOperator(CurvatureOperator):
         for sl in chunks:
             z = self.flat.logits(self._theta, self.x[sl])
             u = torch.zeros_like(z, requires_grad=True)
-            (jtu,) = torch.autograd.grad(z, self._theta, grad_outputs=u, create_graph=True, allow_unused=True)
+            (jtu,) = torch.autograd.grad(
+                z, self._theta, grad_outputs=u, create_graph=True, allow_unused=True
+            )
             z_leaf = z.detach().requires_grad_(True)
             losses = self._loss(z_leaf, self.y[sl])
             loss = losses.sum() / self.n_samples
             (gz,) = torch.autograd.grad(loss, z_leaf, create_graph=True)
             total += float(loss.detach())
-            (g,) = torch.autograd.grad(z, self._theta, grad_outputs=gz.detach(), retain_graph=True, allow_unused=True)
+            (g,) = torch.autograd.grad(
+                z, self._theta, grad_outputs=gz.detach(), retain_graph=True, allow_unused=True
+            )
             if g is not None:
                 grad += g
             if jtu is None or not jtu.requires_grad or not gz.requires_grad:
@@ -1046,7 +1130,9 @@ def _krylov_schur(op, k, which, tol, ncv, max_restarts, seed):
         w = orthogonalise(HV[:, m - 1].clone(), basis)
         beta = float(w.norm())
         if basis < ncv:  # extend the basis
-            if beta <= 1e-12 * max(scale, 1e-300):  # invariant subspace: exact pairs, look elsewhere
+            if beta <= 1e-12 * max(
+                scale, 1e-300
+            ):  # invariant subspace: exact pairs, look elsewhere
                 V[:, basis] = new_direction(basis)
             else:
                 V[:, basis] = w / beta
@@ -1112,7 +1198,9 @@ def operator_eigenpairs(
     if not 1 <= k <= P:
         raise ValueError(f"k={k} is not allowed: expected 1 <= k <= {P} (the number of parameters)")
     if method not in ("auto", "dense", "lanczos", "arpack"):
-        raise ValueError(f"method={method!r} is not allowed: expected 'auto', 'dense', 'lanczos' or 'arpack'")
+        raise ValueError(
+            f"method={method!r} is not allowed: expected 'auto', 'dense', 'lanczos' or 'arpack'"
+        )
     if tol < 0:
         raise ValueError(f"tol={tol} is not allowed: expected >= 0")
     if method == "auto":
@@ -1133,7 +1221,8 @@ def operator_eigenpairs(
         if not k < ncv <= P:
             raise ValueError(f"ncv={ncv} is not allowed: expected k < ncv <= P ({k} < ncv <= {P})")
         values, vectors, residuals, gaps, scale = _krylov_schur(
-            op, k, which, tol, ncv, 100 if maxiter is None else int(maxiter), seed)
+            op, k, which, tol, ncv, 100 if maxiter is None else int(maxiter), seed
+        )
         vectors = _fix_signs(vectors)
         converged = _converged(values, residuals, gaps, tol, scale)
     else:
@@ -1198,9 +1287,12 @@ def top_eigenpairs(
         eig.values, eig.converged.all()          # descending, all True
         layer = aw.top_eigenpairs(model, x, y, 5, params="fc2.weight")
     """
-    op = HessianOperator(model, x, y, params, loss=loss, mode=mode, dtype=dtype,
-                         chunk_size=chunk_size, check=check)
-    return operator_eigenpairs(op, k, which, method=method, tol=tol, ncv=ncv, maxiter=maxiter, seed=seed)
+    op = HessianOperator(
+        model, x, y, params, loss=loss, mode=mode, dtype=dtype, chunk_size=chunk_size, check=check
+    )
+    return operator_eigenpairs(
+        op, k, which, method=method, tol=tol, ncv=ncv, maxiter=maxiter, seed=seed
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -1219,8 +1311,13 @@ def _rademacher(P: int, m: int, gen: torch.Generator, dtype, device) -> torch.Te
     return (torch.randint(0, 2, (P, m), generator=gen, dtype=torch.int64) * 2 - 1).to(device, dtype)
 
 
-def operator_trace(op: CurvatureOperator, probes: int = 100, seed: int = 0, method: str = "hutchinson",
-                   block: int = 64) -> TraceEstimate:
+def operator_trace(
+    op: CurvatureOperator,
+    probes: int = 100,
+    seed: int = 0,
+    method: str = "hutchinson",
+    block: int = 64,
+) -> TraceEstimate:
     """Trace of a symmetric operator with ``probes`` products.
 
     "hutchinson": mean of z^T H z over Rademacher z; stderr = sample std (ddof 1) / sqrt(m).
@@ -1280,8 +1377,9 @@ def hessian_trace(
     Hutchinson with ``probes`` Rademacher vectors drawn from ``seed`` (or Hutch++ with
     ``method="hutch++"``, same number of Hessian-vector products); see :func:`operator_trace`.
     """
-    op = HessianOperator(model, x, y, params, loss=loss, mode=mode, dtype=dtype,
-                         chunk_size=chunk_size, check=check)
+    op = HessianOperator(
+        model, x, y, params, loss=loss, mode=mode, dtype=dtype, chunk_size=chunk_size, check=check
+    )
     return operator_trace(op, probes, seed, method)
 
 
@@ -1303,8 +1401,9 @@ class SpectralDensity(NamedTuple):
     settings: dict
 
 
-def lanczos_quadrature(op: CurvatureOperator, V0: torch.Tensor, steps: int,
-                       breakdown: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+def lanczos_quadrature(
+    op: CurvatureOperator, V0: torch.Tensor, steps: int, breakdown: float = 1e-10
+) -> tuple[np.ndarray, np.ndarray]:
     """Gauss quadrature nodes and weights of ``v^T f(H) v / |v|^2`` for each column of V0.
 
     Lanczos runs on all probes at once (one matmat per step) with full re-orthogonalisation
@@ -1343,7 +1442,9 @@ def lanczos_quadrature(op: CurvatureOperator, V0: torch.Tensor, steps: int,
         if j == steps - 1 or not active.any():
             break
         beta[:, j] = torch.where(active, bt.cpu(), torch.zeros_like(bt.cpu()))
-        q = torch.where(active.to(device)[None, :], w / torch.where(bt > 0, bt, 1.0), torch.zeros_like(w))
+        q = torch.where(
+            active.to(device)[None, :], w / torch.where(bt > 0, bt, 1.0), torch.zeros_like(w)
+        )
     nodes = np.zeros((b, steps))
     weights = np.zeros((b, steps))
     for i in range(b):
@@ -1358,8 +1459,13 @@ def lanczos_quadrature(op: CurvatureOperator, V0: torch.Tensor, steps: int,
     return nodes, weights
 
 
-def smooth_density(nodes: np.ndarray, weights: np.ndarray, sigma: float | None = None,
-                   grid: np.ndarray | None = None, n_grid: int = 1000) -> tuple[np.ndarray, np.ndarray, float]:
+def smooth_density(
+    nodes: np.ndarray,
+    weights: np.ndarray,
+    sigma: float | None = None,
+    grid: np.ndarray | None = None,
+    n_grid: int = 1000,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Average over probes of Gaussian kernels at the nodes: (grid, density, sigma).
 
     Default sigma: 1% of the node range (0.01 if the range is 0). Default grid: n_grid points
@@ -1410,8 +1516,21 @@ def spectral_density(
     (see :func:`smooth_density`). Pass ``operator`` to reuse a built operator (for instance a
     :class:`GaussNewtonOperator`); then model, x and y are not used.
     """
-    op = operator if operator is not None else HessianOperator(
-        model, x, y, params, loss=loss, mode=mode, dtype=dtype, chunk_size=chunk_size, check=check)
+    op = (
+        operator
+        if operator is not None
+        else HessianOperator(
+            model,
+            x,
+            y,
+            params,
+            loss=loss,
+            mode=mode,
+            dtype=dtype,
+            chunk_size=chunk_size,
+            check=check,
+        )
+    )
     P = op.shape[0]
     if int(n_probes) < 1 or int(steps) < 1:
         raise ValueError(f"n_probes={n_probes}, steps={steps}: expected both >= 1")

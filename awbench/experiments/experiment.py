@@ -16,13 +16,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from awbench.analysis.decomposition import Analysis, analyze
 from awbench.cache import cache_dir
 from awbench.config import SCHEMA_VERSION, Config
 from awbench.data import load_data
-from awbench.analysis.decomposition import Analysis, analyze
 from awbench.nn.mlp import build_model
-from awbench.training.sgd import EpochCallback, Run, train
 from awbench.status import CONVERGED, DONE_STATUSES
+from awbench.training.sgd import EpochCallback, Run, train
 
 RESULT_FORMAT = 1
 
@@ -61,7 +61,9 @@ class Result:
         model = build_model(self.config, data.n_features, data.n_classes)
         model.load_state_dict(self.model_state)
         model.eval()
-        return Run(self.config, model, data, self.history, self.status, self.reason, self.train_seconds)
+        return Run(
+            self.config, model, data, self.history, self.status, self.reason, self.train_seconds
+        )
 
     def analysis(self, **kwargs) -> Analysis:
         """Recompute the full :class:`Analysis` (with per-pair arrays) of the cached model."""
@@ -118,7 +120,7 @@ def load_cached(cfg: Config) -> Result | None:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         return _decode(blob, cfg)
-    except Exception as exc:  # corrupt or foreign file: recompute rather than crash
+    except Exception as exc:  # noqa: BLE001 - corrupt or foreign file: recompute, never crash
         warnings.warn(f"ignoring unreadable cache entry {path}: {exc}", stacklevel=2)
         return None
 

@@ -34,7 +34,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from awbench.config import FIELD_NAMES, Config
-
 from awbench.status import STATUSES
 
 

@@ -47,13 +47,13 @@ from typing import Any
 
 import pandas as pd
 
-from awbench.experiments import experiment
 from awbench.config import FIELD_NAMES, PRESETS, Config, ConfigError
-from awbench.progress import interactive, progress
 from awbench.data import n_total_train
+from awbench.experiments import experiment
 from awbench.experiments.grids import KNOBS_SEEDS, POOL_SIZES, PROFILES, preset_grid
-from awbench.status import DONE_STATUSES, FAILED, FAILED_STATUSES
 from awbench.experiments.store import Store, config_columns
+from awbench.progress import interactive, progress
+from awbench.status import DONE_STATUSES, FAILED, FAILED_STATUSES
 
 # --- grids -----------------------------------------------------------------------------
 
@@ -325,7 +325,9 @@ def _failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def _row(res: experiment.Result, meta: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame | None]:
+def _row(
+    res: experiment.Result, meta: dict[str, Any]
+) -> tuple[dict[str, Any], pd.DataFrame | None]:
     cfg = res.config
     row: dict[str, Any] = {
         "key": cfg.key(),

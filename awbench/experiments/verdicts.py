@@ -684,7 +684,9 @@ def _comparison_claim(claim: Claim, comparisons: Mapping[str, Mapping[str, Any]]
         found = f"{quantity} within +/-{SAME_MARGIN:.0%}" if within else f"{quantity} {direction}"
         # Equivalence needs the interval inside the margin (a significant but small difference
         # is still "the same size"); the opposite needs the interval wholly outside it.
-        outside = math.isfinite(lo) and math.isfinite(hi) and (lo > SAME_MARGIN or hi < -SAME_MARGIN)
+        outside = (
+            math.isfinite(lo) and math.isfinite(hi) and (lo > SAME_MARGIN or hi < -SAME_MARGIN)
+        )
         if within:
             return found, "supported", because
         return found, "contradicted" if outside else "inconclusive", because

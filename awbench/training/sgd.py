@@ -23,7 +23,6 @@ from awbench.nn.mlp import MLP, build_model
 from awbench.progress import progress
 from awbench.status import CONVERGED, DIVERGED, MAX_EPOCHS
 
-
 # on_epoch(epoch, budget, row): called after every epoch with the number of epochs done so far
 # (1-based, row["epoch"]), the epoch budget and a copy of that epoch's history row. It is how
 # a caller (an app's progress bar) observes training; an exception from it ends the training.
@@ -89,8 +88,10 @@ _ACT_GRADS = {
     "relu": lambda z, h: torch.sign(h),  # h = relu(z) >= 0, so sign(h) is the 0/1 mask
     "tanh": lambda z, h: 1.0 - h * h,
     "sigmoid": lambda z, h: h * (1.0 - h),
-    "gelu": lambda z, h: 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
-    + z * torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi),
+    "gelu": lambda z, h: (
+        0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+        + z * torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    ),
 }
 
 
@@ -267,7 +268,9 @@ def epoch_loop(
                 on_epoch(epoch + 1, budget, dict(row))
             if not (math.isfinite(train_loss) and all_finite()):
                 status = DIVERGED
-                reason = f"non-finite training loss ({train_loss}) at epoch {epoch + 1} with lr={cfg.lr}"
+                reason = (
+                    f"non-finite training loss ({train_loss}) at epoch {epoch + 1} with lr={cfg.lr}"
+                )
                 break
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{train_loss:.2e}", acc=f"{train_acc:.3f}", refresh=False)

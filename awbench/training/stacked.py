@@ -30,8 +30,8 @@ from awbench.config import Config
 from awbench.data import Data, load_data
 from awbench.nn.mlp import MLP, build_model
 from awbench.progress import progress
-from awbench.training.sgd import _ACT_GRADS, DeviceData, EpochCallback, Run, stopping_rule_met
 from awbench.status import CONVERGED, DIVERGED, MAX_EPOCHS
+from awbench.training.sgd import _ACT_GRADS, DeviceData, EpochCallback, Run, stopping_rule_met
 
 __all__ = ["train_stacked"]
 

@@ -615,7 +615,9 @@ def compare_algorithms(pairs: pd.DataFrame) -> dict:
         else {}
     )
     claims = claim_verdicts(
-        pd.DataFrame(), [c for c in CLAIMS if c.knob == "algorithm"], comparisons=comparisons or None
+        pd.DataFrame(),
+        [c for c in CLAIMS if c.knob == "algorithm"],
+        comparisons=comparisons or None,
     )
     return {
         "n_pairs": len(pairs),
@@ -641,9 +643,7 @@ def dpsgd_takeaway(comparison: dict, n_learners: int, topology: str) -> str:
             f"{q.replace('_', ' ')} DPSGD − SSGD = {fmt(c['diff'])} "
             f"[{fmt(c['diff_low'])}, {fmt(c['diff_high'])}] ({pct(c['rel_diff'])}, p = {fmt(c['p'], 2)})"
         )
-    claims = "; ".join(
-        f"*{r.text}* → **{r.verdict}**" for r in comparison["claims"].itertuples()
-    )
+    claims = "; ".join(f"*{r.text}* → **{r.verdict}**" for r in comparison["claims"].itertuples())
     return (
         head + ". " + "; ".join(parts) + " (95 % bootstrap intervals over seed pairs, sign-flip "
         f"p-values, Holm over the three claims). Against the paper's claim: {claims}."

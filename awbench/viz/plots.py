@@ -47,11 +47,30 @@ def spectrum_figure(
     fig = make_subplots(rows=1, cols=cols, subplot_titles=titles, horizontal_spacing=0.12)
     stem_x = np.repeat(rank, 3).astype(float)
     stem_y = np.column_stack([np.zeros_like(lam), lam, np.full_like(lam, np.nan)]).ravel()
-    fig.add_trace(go.Scatter(x=stem_x, y=stem_y, mode="lines", line={"color": _COLORS[0], "width": 1.5},
-                             hoverinfo="skip", showlegend=False), row=1, col=1)
-    fig.add_trace(go.Scatter(x=rank, y=lam, mode="markers", marker={"color": _COLORS[0], "size": 8},
-                             name="eigenvalue", hovertemplate="rank %{x}<br>lambda %{y:.4g}<extra></extra>"),
-                  row=1, col=1)
+    fig.add_trace(
+        go.Scatter(
+            x=stem_x,
+            y=stem_y,
+            mode="lines",
+            line={"color": _COLORS[0], "width": 1.5},
+            hoverinfo="skip",
+            showlegend=False,
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=rank,
+            y=lam,
+            mode="markers",
+            marker={"color": _COLORS[0], "size": 8},
+            name="eigenvalue",
+            hovertemplate="rank %{x}<br>lambda %{y:.4g}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
     fig.update_xaxes(title_text="rank", row=1, col=1)
     fig.update_yaxes(title_text="eigenvalue lambda", row=1, col=1)
     if density is not None:
@@ -61,14 +80,27 @@ def spectrum_figure(
         label = "density"
         if "sigma" in settings:
             label += f" (sigma={settings['sigma']:.2g}, {settings.get('n_probes', '?')} probes, {settings.get('steps', '?')} steps)"
-        fig.add_trace(go.Scatter(x=grid, y=shown, mode="lines", line={"color": _COLORS[2]}, name=label),
-                      row=1, col=2)
+        fig.add_trace(
+            go.Scatter(x=grid, y=shown, mode="lines", line={"color": _COLORS[2]}, name=label),
+            row=1,
+            col=2,
+        )
         if len(lam):
-            fig.add_trace(go.Scatter(x=lam, y=np.full_like(lam, max(float(shown.max()), floor)), mode="markers",
-                                     marker={"symbol": "line-ns-open", "size": 14, "color": _COLORS[0]},
-                                     name="top-k eigenvalues"), row=1, col=2)
+            fig.add_trace(
+                go.Scatter(
+                    x=lam,
+                    y=np.full_like(lam, max(float(shown.max()), floor)),
+                    mode="markers",
+                    marker={"symbol": "line-ns-open", "size": 14, "color": _COLORS[0]},
+                    name="top-k eigenvalues",
+                ),
+                row=1,
+                col=2,
+            )
         fig.update_xaxes(title_text="eigenvalue lambda", row=1, col=2)
-        fig.update_yaxes(title_text="density", type="log" if log_density else "linear", row=1, col=2)
+        fig.update_yaxes(
+            title_text="density", type="log" if log_density else "linear", row=1, col=2
+        )
     fig.update_layout(title=title, template="plotly_white", legend={"orientation": "h", "y": -0.2})
     return fig
 
@@ -92,12 +124,26 @@ def slice_figure(
     for i, s in enumerate(slices):
         color = _COLORS[i % len(_COLORS)]
         name = s.label or f"direction {i + 1}"
-        fig.add_trace(go.Scatter(x=_array(s.t), y=_array(s.loss), mode="lines+markers", name=name,
-                                 line={"color": color}, marker={"size": 4}))
+        fig.add_trace(
+            go.Scatter(
+                x=_array(s.t),
+                y=_array(s.loss),
+                mode="lines+markers",
+                name=name,
+                line={"color": color},
+                marker={"size": 4},
+            )
+        )
         if overlay:
-            fig.add_trace(go.Scatter(x=_array(s.t), y=_array(s.quadratic), mode="lines",
-                                     name=f"{name}: 1/2 c t^2, c={s.curvature:.3g}",
-                                     line={"color": color, "dash": "dash"}))
+            fig.add_trace(
+                go.Scatter(
+                    x=_array(s.t),
+                    y=_array(s.quadratic),
+                    mode="lines",
+                    name=f"{name}: 1/2 c t^2, c={s.curvature:.3g}",
+                    line={"color": color, "dash": "dash"},
+                )
+            )
     fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, template="plotly_white")
     return fig
 
@@ -117,12 +163,36 @@ def contour_figure(
     """Contour map of a :class:`awbench.landscape.Plane2D` (x: t1, y: t2), the origin marked."""
     t1, t2, loss, labels = _plane_axes(plane, labels)
     z = np.log10(np.maximum(loss, 1e-300)) if log else loss
-    fig = go.Figure(go.Contour(x=t1, y=t2, z=z.T, colorscale="Viridis", ncontours=30,
-                               colorbar={"title": "log10 loss" if log else "loss"}))
-    fig.add_trace(go.Scatter(x=[0.0], y=[0.0], mode="markers", name="trained weights",
-                             marker={"symbol": "x", "size": 10, "color": "white", "line": {"width": 1, "color": "black"}}))
-    fig.update_layout(title=title, xaxis_title=f"t1 along {labels[0]}", yaxis_title=f"t2 along {labels[1]}",
-                      template="plotly_white")
+    fig = go.Figure(
+        go.Contour(
+            x=t1,
+            y=t2,
+            z=z.T,
+            colorscale="Viridis",
+            ncontours=30,
+            colorbar={"title": "log10 loss" if log else "loss"},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0.0],
+            y=[0.0],
+            mode="markers",
+            name="trained weights",
+            marker={
+                "symbol": "x",
+                "size": 10,
+                "color": "white",
+                "line": {"width": 1, "color": "black"},
+            },
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title=f"t1 along {labels[0]}",
+        yaxis_title=f"t2 along {labels[1]}",
+        template="plotly_white",
+    )
     return fig
 
 
@@ -136,12 +206,22 @@ def surface_figure(
     """3-D surface of a :class:`awbench.landscape.Plane2D` (x: t1, y: t2, z: loss)."""
     t1, t2, loss, labels = _plane_axes(plane, labels)
     z = np.log10(np.maximum(loss, 1e-300)) if log else loss
-    fig = go.Figure(go.Surface(x=t1, y=t2, z=z.T, colorscale="Viridis",
-                               colorbar={"title": "log10 loss" if log else "loss"}))
+    fig = go.Figure(
+        go.Surface(
+            x=t1,
+            y=t2,
+            z=z.T,
+            colorscale="Viridis",
+            colorbar={"title": "log10 loss" if log else "loss"},
+        )
+    )
     fig.update_layout(
         title=title,
         template="plotly_white",
-        scene={"xaxis_title": f"t1 along {labels[0]}", "yaxis_title": f"t2 along {labels[1]}",
-                   "zaxis_title": "log10 loss" if log else LOSS_LABEL},
+        scene={
+            "xaxis_title": f"t1 along {labels[0]}",
+            "yaxis_title": f"t2 along {labels[1]}",
+            "zaxis_title": "log10 loss" if log else LOSS_LABEL,
+        },
     )
     return fig
