@@ -43,6 +43,7 @@ overrides: str = ""  # more Config fields, name: value pairs, e.g. weight_decay:
 from IPython.display import Markdown
 
 import awbench as aw
+from awbench.experiments import record_names as rn
 from awbench.viz import gap_plots as gp
 from awbench.viz import notebook_support as nb
 
@@ -128,18 +129,18 @@ Markdown(nb.factors_takeaway(an))
 
 # %%
 for name in [
-    "real_gap",
-    "pair_gap",
-    "estimated_gap",
+    rn.REAL_GAP,
+    rn.PAIR_GAP,
+    rn.ESTIMATED_GAP,
     "sharp_gap",
     "flat_gap",
-    "sharpness",
-    "size",
+    rn.SHARPNESS,
+    rn.SIZE,
     "weight_norm",
     "test_error",
-    "identity_error",
-    "duality_error",
-    "lam_max",
+    rn.IDENTITY_ERROR,
+    rn.DUALITY_ERROR,
+    rn.LAM_MAX,
 ]:
     aw.record(name, an.scalars()[name])
 aw.record("logit_duality_error", float(errors.max()))

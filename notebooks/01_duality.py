@@ -43,6 +43,7 @@ import numpy as np
 from IPython.display import Markdown
 
 import awbench as aw
+from awbench.experiments import record_names as rn
 from awbench.viz import gap_plots as gp
 from awbench.viz import notebook_support as nb
 
@@ -141,12 +142,12 @@ Markdown(
 # ## Recorded numbers
 
 # %%
-aw.record("duality_error", max(v for k, v in worst.items() if "float32" not in k))
+aw.record(rn.DUALITY_ERROR, max(v for k, v in worst.items() if "float32" not in k))
 for name in run.model.layer_names:
     aw.record(f"duality_error.{name}", worst[name])
-aw.record("float32_logit_error", worst[f"{cfg.layer} (float32)"])
+aw.record(rn.FLOAT32_LOGIT_ERROR, worst[f"{cfg.layer} (float32)"])
 aw.record("family_max_error", float(fam["max_error"].max()))
-aw.record("family_min_norm_ratio", float(fam["min_norm_ratio"].min()))
-aw.record("linearity_deviation", deviation)
-aw.record("identity_error", res.scalars["identity_error"])
+aw.record(rn.FAMILY_MIN_NORM_RATIO, float(fam["min_norm_ratio"].min()))
+aw.record(rn.LINEARITY_DEVIATION, deviation)
+aw.record(rn.IDENTITY_ERROR, res.scalars["identity_error"])
 aw.record("n_pairs", int(keep.sum()))

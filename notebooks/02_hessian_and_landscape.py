@@ -45,6 +45,7 @@ import numpy as np
 from IPython.display import Markdown
 
 import awbench as aw
+from awbench.experiments import record_names as rn
 from awbench.viz import gap_plots as gp
 from awbench.viz import notebook_support as nb
 from awbench import plots
@@ -161,13 +162,13 @@ Markdown(
 # ## Recorded numbers
 
 # %%
-aw.record("lam_max", float(eig.values[0]))
+aw.record(rn.LAM_MAX, float(eig.values[0]))
 aw.record("eigen_rel_error", nb.eigen_check(eig.values, exact_values))
 aw.record("eigen_converged", bool(eig.converged.all()))
-aw.record("trace", float(traces["estimate"].iloc[-1]))
-aw.record("trace_se", float(traces["stderr"].iloc[-1]))
+aw.record(rn.TRACE, float(traces["estimate"].iloc[-1]))
+aw.record(rn.TRACE_SE, float(traces["stderr"].iloc[-1]))
 aw.record("trace_exact", exact_trace)
-aw.record("slice_curvature_rel_error", abs(fd - float(eig.values[0])) / float(eig.values[0]))
+aw.record(rn.SLICE_CURVATURE_REL_ERROR, abs(fd - float(eig.values[0])) / float(eig.values[0]))
 aw.record("rayleigh_dual_over_random", nb.rayleigh_ratio(curv))
-aw.record("duality_error", an.duality_error)
-aw.record("identity_error", an.identity_error)
+aw.record(rn.DUALITY_ERROR, an.duality_error)
+aw.record(rn.IDENTITY_ERROR, an.identity_error)

@@ -48,6 +48,7 @@ overrides: str = ""  # more Config fields, name: value pairs, e.g. weight_decay:
 from IPython.display import Markdown
 
 import awbench as aw
+from awbench.experiments import record_names as rn
 from awbench.viz import gap_plots as gp
 from awbench.viz import notebook_support as nb
 
@@ -142,24 +143,24 @@ Markdown(nb.estimate_takeaway(seed_runs))
 
 # %%
 for name in [
-    "real_gap",
-    "pair_gap",
-    "estimated_gap",
+    rn.REAL_GAP,
+    rn.PAIR_GAP,
+    rn.ESTIMATED_GAP,
     "mean_term",
     "sharp_gap",
     "flat_gap",
     "second_order_gap",
     "second_order_error",
-    "sharpness",
-    "size",
-    "identity_error",
-    "duality_error",
+    rn.SHARPNESS,
+    rn.SIZE,
+    rn.IDENTITY_ERROR,
+    rn.DUALITY_ERROR,
 ]:
     aw.record(name, an.scalars()[name])
-aw.record("sharp_share", an.sharp_gap / an.pair_gap)
-aw.record("spearman_sigma_g_lam", nb.spearman_sigma_g(an))
-aw.record("spearman_ratio_lam", nb.spearman_ratio(an))
-aw.record("identity_error_all_layers", float(layer_table["identity_error"].max()))
+aw.record(rn.SHARP_SHARE, an.sharp_gap / an.pair_gap)
+aw.record(rn.SPEARMAN_SIGMA_G_LAM, nb.spearman_sigma_g(an))
+aw.record(rn.SPEARMAN_RATIO_LAM, nb.spearman_ratio(an))
+aw.record(rn.IDENTITY_ERROR_ALL_LAYERS, float(layer_table["identity_error"].max()))
 aw.record("duality_error_all_layers", float(layer_table["duality_error"].max()))
-aw.record("seeds.estimate_rel_error", nb.effects_estimate(seed_runs))
+aw.record(rn.SEEDS_ESTIMATE_REL_ERROR, nb.effects_estimate(seed_runs))
 aw.record("seeds.max_identity_error", float(seed_runs["identity_error"].max()))

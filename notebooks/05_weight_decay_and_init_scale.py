@@ -49,6 +49,7 @@ import pandas as pd
 from IPython.display import Markdown
 
 import awbench as aw
+from awbench.experiments import record_names as rn
 from awbench.viz import gap_plots as gp
 from awbench.viz import notebook_support as nb
 
@@ -140,8 +141,8 @@ gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 Markdown(nb.estimate_takeaway(all_runs))
 
 # %%
-aw.record("size_norm_slope", nb.size_norm_slope(sized))
-aw.record("size_norm_rho", nb.spearman(sized["weight_norm"], sized["size"]))
+aw.record(rn.SIZE_NORM_SLOPE, nb.size_norm_slope(sized))
+aw.record(rn.SIZE_NORM_RHO, nb.spearman(sized["weight_norm"], sized["size"]))
 
 # %%
 effects = nb.effects_table(sweeps)

@@ -41,7 +41,7 @@ lr: float = 0.1  # starting learning rate alpha
 label_noise: float = 0.0  # starting label-noise fraction rho
 n_train: int = 648  # starting number of clean training samples
 init_scale: float = 1.0  # starting init scale s
-store: str = ""  # knobs store folder (empty: the grid shipped in data/knobs_store)
+store: str = ""  # knobs store folder (empty: the grid shipped in awbench/apps/knobs_store)
 mode: str = "auto"  # auto | live | static: widgets, or static figures (auto: static when headless)
 
 # %%
@@ -58,7 +58,7 @@ nb.setup()
 # ## 1 · The panel
 # Each slider offers the grid's values of one Config field. Grid: batch size × weight decay,
 # plus every other knob moved alone from the default; three seeds each, every run trained to
-# the stopping rule (see `data/knobs_store/README.md`). The status line shows the setting's
+# the stopping rule (see `awbench/apps/knobs_store/README.md`). The status line shows the setting's
 # final train loss and accuracy and warns when a run did not converge. Combine knobs freely:
 # an off-grid combination says so and offers the train button (it trains to the stopping
 # rule too: a few seconds, up to about 20 s with weight decay). The text box holds the Config on screen, ready to paste into

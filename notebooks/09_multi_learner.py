@@ -49,6 +49,7 @@ from IPython.display import Markdown
 from plotly.subplots import make_subplots
 
 import awbench as aw
+from awbench.experiments import record_names as rn
 from awbench.viz import notebook_support as nb
 from awbench.progress import interactive
 
@@ -158,7 +159,7 @@ for alg in algorithms:  # means over converged runs only (NaN when none converge
     aw.record(f"n_converged_{alg}", len(at))
     for col in ("real_gap", "sharpness", "size"):
         aw.record(f"{col}_{alg}", float(at[col].mean()))
-aw.record("multilearner.pairs", pairs.to_dict("list"))
+aw.record(rn.MULTILEARNER_PAIRS, pairs.to_dict("list"))
 aw.record("agrees_with_claim", bool(comparison["agrees"]))
-aw.record("duality_error", float(ok["duality_error"].max()))
-aw.record("identity_error", float(ok["identity_error"].max()))
+aw.record(rn.DUALITY_ERROR, float(ok["duality_error"].max()))
+aw.record(rn.IDENTITY_ERROR, float(ok["identity_error"].max()))

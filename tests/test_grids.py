@@ -1,11 +1,10 @@
 """Grids: the numbers the digits get, profile values Config accepts, quick within the paper's,
 the knob grid is the shipped store's, and sweep presets and notebooks agree."""
 
-from pathlib import Path
-
 import pytest
 import yaml
 
+from awbench.apps.widgets import shipped_store
 from awbench.config import Config
 from awbench.experiments import grids
 from awbench.experiments.sweep import check_data_size
@@ -57,7 +56,7 @@ def test_quick_is_within_the_papers_values():
 
 
 def test_knobs_grid_is_the_shipped_grid():
-    shipped = Path(__file__).resolve().parents[1] / "data" / "knobs_store" / "grid.yaml"
+    shipped = shipped_store() / "grid.yaml"
     grid, fixed = grids.knobs_grid(PAPER)
     assert grid == yaml.safe_load(shipped.read_text(encoding="utf-8"))
     assert fixed == {"n_train": 648}

@@ -20,6 +20,7 @@ import pytest
 papermill = pytest.importorskip("papermill")
 jupytext = pytest.importorskip("jupytext")
 
+from awbench.experiments import record_names as rn
 from awbench.experiments.records import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +86,8 @@ def test_there_are_notebooks():
 def test_smoke_run_records(src, executed):
     records = read_records(executed(src))
     assert records, f"{src.name} recorded nothing"
+    missing = rn.missing(src.stem, records)
+    assert not missing, f"{src.name} lacks records the report reads: {missing}"
     bad = [
         f"{name}{where}={v}"
         for name, value in records.items()

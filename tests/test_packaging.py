@@ -1,8 +1,15 @@
-"""The install paths agree: pyproject (source of truth), environment.yml, Makefile, CI."""
+"""The install paths agree: pyproject (source of truth), environment.yml, Makefile, CI; and a
+wheel carries the knob grid (built, installed into a bare folder, opened from outside the
+checkout)."""
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import tomllib
 import yaml
 
@@ -74,3 +81,64 @@ def test_makefile_targets_and_ci_entry_point():
     assert "make test" in ci
     readme = (ROOT / "README.md").read_text()
     assert "make reproduce" in readme and "make test" in readme
+
+
+# Runs in the installed copy; the editable install must not answer instead of it.
+SNIPPET = """
+import sys
+from pathlib import Path
+
+import awbench
+from awbench.apps import widgets
+
+target = Path(sys.argv[1]).resolve()
+assert Path(awbench.__file__).resolve().is_relative_to(target), awbench.__file__
+store = widgets.default_store()
+assert store.resolve().is_relative_to(target), store
+grid = widgets.KnobGrid()
+runs = grid.runs
+assert len(runs) == 57, len(runs)
+assert (runs["status"] == "converged").all(), runs["status"].value_counts()
+slices = sorted((store / "slices").glob("*.parquet"))
+assert len(slices) == 57, len(slices)
+assert grid.default().slice_loss.size == grid.t_grid.size > 0
+print("ok", len(runs), len(slices))
+"""
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_knob_grid(tmp_path):
+    wheels, target, src = tmp_path / "wheels", tmp_path / "target", tmp_path / "src"
+    # setuptools builds in the source tree (build/, egg-info): a copy keeps the checkout clean
+    # and no stale build/lib from an earlier build can leak into the wheel.
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    shutil.copytree(ROOT / "awbench", src / "awbench", ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, "wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(wheels)],
+        check=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    (wheel,) = wheels.glob("awbench-*.whl")
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    env = {k: v for k, v in os.environ.items() if k != "AWBENCH_KNOBS_STORE"}
+    env.update(PYTHONPATH=str(target), AWBENCH_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run(
+        [sys.executable, "-c", SNIPPET, str(target)],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ok", "57", "57"]

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 import awbench.experiments.experiment
+from awbench.apps.widgets import shipped_store
 from awbench.config import Config, ConfigError
 from awbench.experiments.experiment import Result
 from awbench.experiments.grids import SWEEP_PRESETS, preset_grid
@@ -67,9 +68,9 @@ def test_plan_seeds_dedupe_and_labels():
 
 
 def test_knobs_preset_is_the_shipped_knobs_store():
-    shipped = Path(__file__).resolve().parents[1] / "data" / "knobs_store"
+    shipped = shipped_store()
     if not (shipped / "runs").is_dir():
-        pytest.skip("data/knobs_store is not there")
+        pytest.skip("awbench/apps/knobs_store is not there")
     assert set(plan_sweep("knobs", base="paper").config_keys()) == Store(shipped).keys()
 
 

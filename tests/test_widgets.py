@@ -20,7 +20,7 @@ import awbench as aw
 from awbench.apps import widgets as kw
 from awbench.experiments.store import load_store
 
-STORE = kw.REPO_STORE
+STORE = kw.shipped_store()
 
 
 @pytest.fixture(scope="module")

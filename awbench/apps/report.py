@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from awbench.experiments import record_names as rn
 from awbench.experiments.records import MIME as RECORD_MIME
 from awbench.experiments.records import read_records
 from awbench.status import CONVERGED
@@ -42,7 +43,16 @@ NOTEBOOK_PATTERN = re.compile(r"^\d\d_.+\.ipynb$")
 # --- the paper's claims, and how this run's records speak to them ------------------------
 
 
+MISSING = "missing record: "
+# The rendered claims table turns each of these into a red "fail" span.
+_MISSING_RE = re.compile(re.escape(MISSING) + r"[\w.\-]+")
+
+
 def _num(r: dict, name: str, spec: str = ".3g") -> str:
+    # n/a is for a recorded value that is not a finite number; a record the notebook never
+    # wrote means the notebook and the report disagree on its name, which must show.
+    if name not in r:
+        return MISSING + name
     v = r.get(name)
     if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
         return format(v, spec)
@@ -50,6 +60,8 @@ def _num(r: dict, name: str, spec: str = ".3g") -> str:
 
 
 def _pct(r: dict, name: str) -> str:
+    if name not in r:
+        return MISSING + name
     v = r.get(name)
     if isinstance(v, (int, float)) and math.isfinite(v):
         return f"{100 * v:+.0f} %"
@@ -57,12 +69,13 @@ def _pct(r: dict, name: str) -> str:
 
 
 def _knob(r: dict, knob: str, label: str) -> str:
-    if f"{knob}.sharpness_change" not in r:
-        return ""
-    verdict = r.get(f"{knob}.verdict", "")
+    def k(q: str) -> str:
+        return rn.knob_record(knob, q)
+
+    verdict = r.get(k(rn.VERDICT), "")
     return (
-        f"{label}: sharpness {_pct(r, f'{knob}.sharpness_change')}, size {_pct(r, f'{knob}.size_change')}, "
-        f"real gap {_pct(r, f'{knob}.real_gap_change')}" + (f" — {verdict}" if verdict else "")
+        f"{label}: sharpness {_pct(r, k(rn.SHARPNESS_CHANGE))}, size {_pct(r, k(rn.SIZE_CHANGE))}, "
+        f"real gap {_pct(r, k(rn.REAL_GAP_CHANGE))}" + (f" — {verdict}" if verdict else "")
     )
 
 
@@ -83,8 +96,8 @@ CLAIMS: list[Claim] = [
         "A change of activity is reproduced exactly by a change of weights: "
         "loss(x′, W) = loss(x, W + ΔW*) for every pair, at any layer (section 1).",
         lambda r: (
-            f"worst logit error over all layers {_num(r, 'duality_error', '.1e')} in float64 "
-            f"({_num(r, 'float32_logit_error', '.1e')} in float32)"
+            f"worst logit error over all layers {_num(r, rn.DUALITY_ERROR, '.1e')} in float64 "
+            f"({_num(r, rn.FLOAT32_LOGIT_ERROR, '.1e')} in float32)"
         ),
     ),
     Claim(
@@ -92,8 +105,8 @@ CLAIMS: list[Claim] = [
         "ΔW* is the smallest dual weight, and it is linear in W, so the dual weights' spread "
         "scales with the weight norm (section 1).",
         lambda r: (
-            f"smallest norm ratio of any family member to ΔW*: {_num(r, 'family_min_norm_ratio', '.6f')}; "
-            f"ΔW*(sW) = s ΔW*(W) to {_num(r, 'linearity_deviation', '.1e')}"
+            f"smallest norm ratio of any family member to ΔW*: {_num(r, rn.FAMILY_MIN_NORM_RATIO, '.6f')}; "
+            f"ΔW*(sW) = s ΔW*(W) to {_num(r, rn.LINEARITY_DEVIATION, '.1e')}"
         ),
     ),
     Claim(
@@ -101,8 +114,8 @@ CLAIMS: list[Claim] = [
         "The generalization gap decomposes exactly as Σₙ μg μw + c σg σw over the Hessian's "
         "eigen-directions; dropping the mean term, ΔL ≈ Σ c σg σw (section 3).",
         lambda r: (
-            f"identity error {_num(r, 'identity_error', '.1e')}; estimate {_num(r, 'estimated_gap', '.4g')} "
-            f"vs exact pair gap {_num(r, 'pair_gap', '.4g')} vs real gap {_num(r, 'real_gap', '.4g')} nats"
+            f"identity error {_num(r, rn.IDENTITY_ERROR, '.1e')}; estimate {_num(r, rn.ESTIMATED_GAP, '.4g')} "
+            f"vs exact pair gap {_num(r, rn.PAIR_GAP, '.4g')} vs real gap {_num(r, rn.REAL_GAP, '.4g')} nats"
         ),
     ),
     Claim(
@@ -110,28 +123,25 @@ CLAIMS: list[Claim] = [
         "Each direction contributes sharpness σg × size σw; the sharp directions "
         "(top 10 by σg) carry the gap (section 3).",
         lambda r: (
-            f"top-10 share of the exact gap {_num(r, 'sharp_share', '.1%')}; σg vs λ Spearman "
-            f"{_num(r, 'spearman_sigma_g_lam', '.2f')}, σg/σw vs λ {_num(r, 'spearman_ratio_lam', '.2f')}; "
-            f"identity error at every layer ≤ {_num(r, 'identity_error_all_layers', '.1e')}"
+            f"top-10 share of the exact gap {_num(r, rn.SHARP_SHARE, '.1%')}; σg vs λ Spearman "
+            f"{_num(r, rn.SPEARMAN_SIGMA_G_LAM, '.2f')}, σg/σw vs λ {_num(r, rn.SPEARMAN_RATIO_LAM, '.2f')}; "
+            f"identity error at every layer ≤ {_num(r, rn.IDENTITY_ERROR_ALL_LAYERS, '.1e')}"
         ),
     ),
     Claim(
         "03_gap_decomposition",
         "The Σ c σg σw estimate tracks the real gap across runs (figure 2).",
-        lambda r: f"median relative error over seeds {_num(r, 'seeds.estimate_rel_error', '.1%')}",
+        lambda r: f"median relative error over seeds {_num(r, rn.SEEDS_ESTIMATE_REL_ERROR, '.1%')}",
     ),
     Claim(
         "02_hessian_and_landscape",
         "Sharpness is a property of the loss landscape: large curvature along "
         "few directions (figure 7).",
-        lambda r: _join(
-            f"top Hessian eigenvalue {_num(r, 'lam_max', '.4g')}" if "lam_max" in r else "",
-            f"trace {_num(r, 'trace', '.4g')} ± {_num(r, 'trace_se', '.2g')}"
-            if "trace" in r
-            else "",
-            f"quadratic model ½λt² matches the slice curvature to {_num(r, 'slice_curvature_rel_error', '.1e')}"
-            if "slice_curvature_rel_error" in r
-            else "",
+        lambda r: (
+            f"top Hessian eigenvalue {_num(r, rn.LAM_MAX, '.4g')}; "
+            f"trace {_num(r, rn.TRACE, '.4g')} ± {_num(r, rn.TRACE_SE, '.2g')}; "
+            f"quadratic model ½λt² matches the slice curvature to "
+            f"{_num(r, rn.SLICE_CURVATURE_REL_ERROR, '.1e')}"
         ),
     ),
     Claim(
@@ -147,16 +157,14 @@ CLAIMS: list[Claim] = [
         lambda r: _join(
             _knob(r, "weight_decay", "weight decay ↑"),
             _knob(r, "init_scale", "init scale ↑"),
-            f"size vs weight norm: Spearman {_num(r, 'size_norm_rho', '.2f')}, log-log slope "
-            f"{_num(r, 'size_norm_slope', '.2f')}"
-            if "size_norm_rho" in r
-            else "",
+            f"size vs weight norm: Spearman {_num(r, rn.SIZE_NORM_RHO, '.2f')}, log-log slope "
+            f"{_num(r, rn.SIZE_NORM_SLOPE, '.2f')}",
         ),
     ),
     Claim(
         "06_dropout",
         "Dropout acts on one or both factors (section 7).",
-        lambda r: _knob(r, "dropout", "dropout ↑") or "not measured in this run",
+        lambda r: _knob(r, "dropout", "dropout ↑"),
     ),
     Claim(
         "07_data_size_and_label_noise",
@@ -171,13 +179,13 @@ CLAIMS: list[Claim] = [
         "Flatter and smaller solutions generalize better: sharpness and size act together "
         "(section 7).",
         lambda r: (
-            f"this run: sharpness Σσg² {_num(r, 'sharpness')}, size Σσw² {_num(r, 'size')}, "
-            f"real gap {_num(r, 'real_gap', '.4g')} nats — see the knob table for how they move together"
+            f"this run: sharpness Σσg² {_num(r, rn.SHARPNESS)}, size Σσw² {_num(r, rn.SIZE)}, "
+            f"real gap {_num(r, rn.REAL_GAP, '.4g')} nats — see the knob table for how they move together"
         ),
     ),
 ]
 
-KNOB_ORDER = ["batch_size", "lr", "weight_decay", "init_scale", "dropout", "n_train", "label_noise"]
+KNOB_ORDER = list(rn.KNOBS)
 
 
 # --- reading executed notebooks ------------------------------------------------------------
@@ -345,26 +353,29 @@ def knob_rows(pages: list[NotebookPage]) -> list[dict]:
     for p in pages:
         records.update(p.records)
     rows = []
-    for knob in KNOB_ORDER + sorted(
-        {k.split(".")[0] for k in records if k.endswith(".sharpness_change")} - set(KNOB_ORDER)
-    ):
-        if f"{knob}.sharpness_change" not in records:
+    found = {rn.knob_of(k, rn.SHARPNESS_CHANGE) for k in records} - {None}
+    for knob in KNOB_ORDER + sorted(found - set(KNOB_ORDER)):
+        if knob not in found:
             continue
-        vals = records.get(f"{knob}.values", [])
+
+        def k(q: str, knob: str = knob) -> str:
+            return rn.knob_record(knob, q)
+
+        vals = records.get(k(rn.VALUES), [])
         rows.append(
             {
                 "knob": knob,
                 "values": ", ".join(_fmt_value(v) for v in vals)
                 if isinstance(vals, list)
                 else str(vals),
-                "seeds": records.get(f"{knob}.n_seeds"),
-                "sharpness": records.get(f"{knob}.sharpness_change"),
-                "size": records.get(f"{knob}.size_change"),
-                "weight_norm": records.get(f"{knob}.weight_norm_change"),
-                "real_gap": records.get(f"{knob}.real_gap_change"),
-                "gap_low": records.get(f"{knob}.real_gap_low"),
-                "gap_high": records.get(f"{knob}.real_gap_high"),
-                "verdict": records.get(f"{knob}.verdict", ""),
+                "seeds": records.get(k(rn.N_SEEDS)),
+                "sharpness": records.get(k(rn.SHARPNESS_CHANGE)),
+                "size": records.get(k(rn.SIZE_CHANGE)),
+                "weight_norm": records.get(k(rn.WEIGHT_NORM_CHANGE)),
+                "real_gap": records.get(k(rn.REAL_GAP_CHANGE)),
+                "gap_low": records.get(k(rn.REAL_GAP_LOW)),
+                "gap_high": records.get(k(rn.REAL_GAP_HIGH)),
+                "verdict": records.get(k(rn.VERDICT), ""),
             }
         )
     return rows
@@ -377,12 +388,11 @@ def all_runs(pages: list[NotebookPage]):
     frames = []
     for p in pages:
         for name, value in p.records.items():
-            if name.endswith(".runs") and isinstance(value, dict) and value.get("real_gap"):
-                knob = name[: -len(".runs")]
-                if knob in KNOB_ORDER:
-                    frame = pd.DataFrame(value)
-                    frame.insert(0, "knob", knob)
-                    frames.append(frame)
+            knob = rn.knob_of(name, rn.RUNS)
+            if knob in KNOB_ORDER and isinstance(value, dict) and value.get("real_gap"):
+                frame = pd.DataFrame(value)
+                frame.insert(0, "knob", knob)
+                frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
@@ -415,7 +425,7 @@ def dpsgd_comparisons(pages: list[NotebookPage]) -> dict:
     records: dict = {}
     for p in pages:
         records.update(p.records)
-    pairs = records.get("multilearner.pairs")
+    pairs = records.get(rn.MULTILEARNER_PAIRS)
     if not isinstance(pairs, dict) or not pairs.get("seed"):
         return {}
     frame = pd.DataFrame(pairs)
@@ -651,7 +661,10 @@ def render(
         elif page.error:
             measured = f'<span class="fail">notebook failed: {html.escape(page.error)}</span>'
         else:
-            measured = html.escape(c.measured(page.records))
+            measured = _MISSING_RE.sub(
+                lambda m: f'<span class="fail">{m.group(0)}</span>',
+                html.escape(c.measured(page.records)),
+            )
         claim_rows.append(
             [html.escape(c.claim), f'<a href="#{c.notebook}">{c.notebook}</a>', measured]
         )
@@ -730,7 +743,11 @@ def render(
                 status,
                 f"{secs:.0f} s" if secs else "n/a",
                 str(n_f),
-                str(len(p.records)),
+                str(len(p.records))
+                + "".join(
+                    f'<br><span class="fail">{MISSING}{html.escape(n)}</span>'
+                    for n in ([] if p.error else rn.missing(p.stem, p.records))
+                ),
                 f'<a href="../notebooks/{p.path.name}">{p.path.name}</a>',
             ]
         )

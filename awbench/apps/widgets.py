@@ -6,7 +6,7 @@ the analysed layer's Hessian (``slices/<key>.parquet``, added by :func:`add_slic
 slider is a selection slider over the grid's values of one Config field, so a move is a
 dictionary lookup, never a training run::
 
-    panel = KnobPanel()                 # the shipped data/knobs_store
+    panel = KnobPanel()                 # the shipped grid, awbench/apps/knobs_store
     panel                               # sliders, four linked panels, reset, train button
     panel.set(batch_size=400)           # the same as moving the slider
     panel.config                        # the Config on screen (paste-able: panel.config_text)
@@ -37,15 +37,19 @@ Live widgets (plotly ``FigureWidget``) only where a Jupyter front end renders th
 (papermill, nbconvert, ``AWBENCH_QUIET=1``) the panel displays static figures and creates no
 widget at all, so an executed notebook carries no widget state.
 
-Build the shipped store (see ``data/knobs_store/README.md``)::
+The shipped store is package data (``awbench/apps/knobs_store``, in a wheel too; see its
+README.md). Build it again with::
 
-    awbench sweep --preset knobs --store data/knobs_store
-    python -m awbench.apps.widgets data/knobs_store        # adds slices/
+    awbench sweep --preset knobs --store awbench/apps/knobs_store
+    python -m awbench.apps.widgets awbench/apps/knobs_store        # adds slices/
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import copy
+import functools
 import html
 import json
 import math
@@ -56,6 +60,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -86,17 +91,28 @@ PANELS = ("sharpness", "size", "gap", "sweep")
 SLICE_POINTS = 41
 FIGURE_WIDTH = 980  # px, live panels (fits beside the file browser)
 TOP_EIGENVALUES = 10
-REPO_STORE = Path(__file__).resolve().parents[2] / "data" / "knobs_store"
 CURRENT = "#d62728"  # this setting
 WARNING = "#b00020"  # not converged: not a result
 REFERENCE = "#9e9e9e"  # the default setting
 SIZE_COLOR = COLORS["size"]
 
 
+# as_file may extract to a temporary folder (a zipped install); it lives until exit.
+_RESOURCES = contextlib.ExitStack()
+atexit.register(_RESOURCES.close)
+
+
+@functools.cache
+def shipped_store() -> Path:
+    """The knob grid shipped as package data (``awbench/apps/knobs_store``)."""
+    grid = resources.files("awbench.apps") / "knobs_store"
+    return _RESOURCES.enter_context(resources.as_file(grid))
+
+
 def default_store() -> Path:
-    """``$AWBENCH_KNOBS_STORE`` if set, else the store shipped in the repository."""
+    """``$AWBENCH_KNOBS_STORE`` if set, else the store shipped in the package."""
     explicit = os.environ.get("AWBENCH_KNOBS_STORE")
-    return Path(explicit).expanduser() if explicit else REPO_STORE
+    return Path(explicit).expanduser() if explicit else shipped_store()
 
 
 def user_store() -> Path:

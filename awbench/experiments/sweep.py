@@ -8,8 +8,8 @@ A grid is a dict of lists (their product), a list of such dicts (concatenated), 
 of a sweep preset (``awbench.experiments.grids``): one per knob of docs/science.md#6-sweeps
 (``batch_size``, ``lr``, ``init_scale``, ``dropout``, ``weight_decay``, ``label_noise``,
 ``n_train``) with the paper's values scaled to the base preset's dataset, plus ``knobs``, the
-multi-knob grid behind the sliders of notebook 08 (``data/knobs_store``). Every Config is
-validated before anything runs.
+multi-knob grid behind the sliders of notebook 08 (``awbench/apps/knobs_store``). Every
+Config is validated before anything runs.
 
 Executors share one concurrent.futures code path: in-process (``workers=1``), a process pool
 (default: one worker per core, one torch thread each), or Dask distributed (``scheduler=``

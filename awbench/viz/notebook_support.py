@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from awbench.config import Config
+from awbench.experiments import record_names as rn
 from awbench.experiments.grids import PROFILES, check_profile, knob_values
 from awbench.status import CONVERGED, DONE_STATUSES
 
@@ -354,16 +355,27 @@ def knob_records(runs: pd.DataFrame, knob: str) -> dict[str, Any]:
         "weight_norm_change",
         "test_error_change",
     ]
-    out: dict[str, Any] = {f"{knob}.{k}": e[k] for k in keys if k in e}
-    out[f"{knob}.values"] = [float(v) for v in sorted(runs[knob].unique())]
-    out[f"{knob}.n_seeds"] = int(runs.groupby(knob).size().max())
+    out: dict[str, Any] = {rn.knob_record(knob, k): e[k] for k in keys if k in e}
+    # effects() leaves these out when no run converged; the report reads them, so record
+    # NaN (shown as n/a) rather than leave a gap it would flag as a missing record.
+    for q in (
+        rn.SHARPNESS_CHANGE,
+        rn.SIZE_CHANGE,
+        rn.WEIGHT_NORM_CHANGE,
+        rn.REAL_GAP_CHANGE,
+        rn.REAL_GAP_LOW,
+        rn.REAL_GAP_HIGH,
+    ):
+        out.setdefault(rn.knob_record(knob, q), math.nan)
+    out[rn.knob_record(knob, rn.VALUES)] = [float(v) for v in sorted(runs[knob].unique())]
+    out[rn.knob_record(knob, rn.N_SEEDS)] = int(runs.groupby(knob).size().max())
     out[f"{knob}.n_converged"] = len(converged_runs(runs))
     table = verdicts({knob: runs})
     for row in table.itertuples():
         out[f"{knob}.verdict.{row.quantity}"] = row.verdict
-    out[f"{knob}.verdict"] = which_factor(table)
+    out[rn.knob_record(knob, rn.VERDICT)] = which_factor(table)
     with_numbers = runs[runs["ok"]] if "ok" in runs else runs
-    out[f"{knob}.runs"] = {
+    out[rn.knob_record(knob, rn.RUNS)] = {
         c: [v if isinstance(v, str) else float(v) for v in with_numbers[c]]
         for c in RUN_RECORD_COLUMNS
         if c in with_numbers
@@ -566,8 +578,8 @@ def record_sweeps(runs_by_knob: dict[str, pd.DataFrame]) -> None:
         for name, value in knob_records(runs, knob).items():
             record(name, value)
     all_runs = pd.concat(runs_by_knob.values(), ignore_index=True)
-    record("duality_error", float(all_runs["duality_error"].max()))
-    record("identity_error", float(all_runs["identity_error"].max()))
+    record(rn.DUALITY_ERROR, float(all_runs["duality_error"].max()))
+    record(rn.IDENTITY_ERROR, float(all_runs["identity_error"].max()))
 
 
 def convergence_takeaway(runs: pd.DataFrame, by: Sequence[str]) -> str:
