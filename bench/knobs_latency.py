@@ -73,7 +73,7 @@ def train_to_the_stopping_rule(batch_sizes=(25, 400), n_train: int = 648) -> lis
     import numpy as np
 
     import awbench as aw
-    from awbench.apps.widgets import SLICE_POINTS, loss_slice
+    from awbench.apps.knob_grid import SLICE_POINTS, loss_slice
     from awbench.experiments.experiment import run_experiment
 
     out = []
@@ -117,6 +117,7 @@ def main() -> int:
         sizes = recording_comms()
         import plotly.graph_objects as go
 
+        from awbench.apps.knob_grid import describe
         from awbench.apps.widgets import KnobPanel, wait_for_warm_up
 
         _ = go.FigureWidget  # resolve plotly's lazy widget import before the panel is timed
@@ -150,7 +151,7 @@ def main() -> int:
         train_s, cpu = time.perf_counter() - start, time.process_time() - cpu
         s = panel.setting
         print(
-            f"train this setting ({panel.describe(panel.config, panel.grid.base)}): {train_s:.1f} s, {cpu:.1f} s CPU "
+            f"train this setting ({describe(panel.config, panel.grid.base)}): {train_s:.1f} s, {cpu:.1f} s CPU "
             f"({s.status}, {int(s['epochs'])} epochs, train {panel.grid.runs.iloc[-1]['train_seconds']:.1f} s)  "
             f"[target <= {TARGET_TRAIN_S:.0f} s: {'ok' if train_s <= TARGET_TRAIN_S else 'MISSED'}]"
         )

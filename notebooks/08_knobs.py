@@ -45,6 +45,8 @@ store: str = ""  # knobs store folder (empty: the grid shipped in awbench/apps/k
 mode: str = "auto"  # auto | live | static: widgets, or static figures (auto: static when headless)
 
 # %%
+import awbench.apps.knob_grid as kg
+import awbench.apps.knob_panels as kp
 import awbench.apps.widgets as kw
 from awbench.experiments import grids
 from awbench.viz import notebook_support as nb
@@ -91,13 +93,13 @@ Markdown(kw.takeaway(panel))
 # counted). Which factor moves is measured here, not assumed.
 
 # %%
-effects = kw.grid_effects(panel.grid)
-Markdown(kw.effects_takeaway(effects))
+effects = kg.grid_effects(panel.grid)
+Markdown(kp.effects_takeaway(effects))
 
 # %%
 if profile == "paper":
-    for knob in kw.KNOBS[:-1]:
-        display(kw.sweep_figure(panel.grid, knob))
+    for knob in kg.KNOBS[:-1]:
+        display(kp.sweep_figure(panel.grid, knob))
 
 # %% [markdown]
 # ## 3 · Recorded numbers

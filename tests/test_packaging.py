@@ -89,13 +89,13 @@ import sys
 from pathlib import Path
 
 import awbench
-from awbench.apps import widgets
+from awbench.apps import knob_grid, widgets  # widgets: the panel on top imports in the wheel too
 
 target = Path(sys.argv[1]).resolve()
 assert Path(awbench.__file__).resolve().is_relative_to(target), awbench.__file__
-store = widgets.default_store()
+store = knob_grid.default_store()
 assert store.resolve().is_relative_to(target), store
-grid = widgets.KnobGrid()
+grid = knob_grid.KnobGrid()
 runs = grid.runs
 assert len(runs) == 57, len(runs)
 assert (runs["status"] == "converged").all(), runs["status"].value_counts()

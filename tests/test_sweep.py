@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import awbench.experiments.experiment
-from awbench.apps.widgets import shipped_store
+from awbench.apps.knob_grid import shipped_store
 from awbench.config import Config, ConfigError
 from awbench.experiments.experiment import Result
 from awbench.experiments.grids import SWEEP_PRESETS, preset_grid

@@ -1,7 +1,7 @@
 """KnobPanel driven in plain Python: every control, every option, panels against the store.
 
 The ground truth is read straight from the store files (runs, directions and slices parquet
-parts), independently of the lookups in awbench.apps.widgets. The off-grid "train this setting"
+parts), independently of the lookups in awbench.apps.knob_grid. The off-grid "train this setting"
 path runs on a seconds-small store built here with the smoke preset.
 """
 
@@ -17,10 +17,12 @@ import pytest
 import yaml
 
 import awbench as aw
+from awbench.apps import knob_grid as kg
+from awbench.apps import knob_panels as kp
 from awbench.apps import widgets as kw
 from awbench.experiments.store import load_store
 
-STORE = kw.shipped_store()
+STORE = kg.shipped_store()
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +84,7 @@ def _assert_panels_match(panel: kw.KnobPanel, truth) -> None:
     # the sweep of the knob last moved: the other knobs held, mean and sd (ddof 0) over the
     # converged seeds
     knob = panel.last_knob
-    held = [k for k in kw.KNOBS if k not in (knob, "seed")]
+    held = [k for k in kg.KNOBS if k not in (knob, "seed")]
     sub = runs
     for k in held:
         sub = sub[sub[k] == panel.values[k]]
@@ -95,7 +97,7 @@ def _assert_panels_match(panel: kw.KnobPanel, truth) -> None:
     here = f["sweep"].data[3]  # "you are here" on the real-gap axis
     assert list(here.y) == [row["real_gap"]]
     assert panel.options[knob][int(here.x[0])] == panel.values[knob]
-    assert f["sweep"].layout.xaxis.title.text == kw.KNOB_TEXT[knob]
+    assert f["sweep"].layout.xaxis.title.text == kg.KNOB_TEXT[knob]
     assert row["key"] in panel.widgets["status"].value
 
 
@@ -105,8 +107,8 @@ def test_shipped_store_is_small_complete_and_documented(truth):
     assert size <= 5 * 2**20, f"the shipped store is {size / 2**20:.2f} MB"
     assert (runs["status"].isin(["converged", "max_epochs"])).all()
     assert set(slices) == set(runs["key"]), "every run has its loss slice"
-    grid = kw.KnobGrid(STORE, extra=STORE)
-    for knob in kw.KNOBS:
+    grid = kg.KnobGrid(STORE, extra=STORE)
+    for knob in kg.KNOBS:
         assert len(grid.values[knob]) >= 2, f"{knob} has one value only"
     readme = (STORE / "README.md").read_text()
     assert "awbench sweep" in readme and "python -m awbench.apps.widgets" in readme
@@ -119,12 +121,12 @@ def test_shipped_store_is_small_complete_and_documented(truth):
 
 
 def test_every_slider_over_every_option_matches_the_store(panel, truth):
-    default = {k: panel.values[k] for k in kw.KNOBS}
+    default = {k: panel.values[k] for k in kg.KNOBS}
     reference = {
         n: [np.array(t.y, dtype=float).copy() for t in panel.figures[n].data] for n in kw.PANELS
     }
     _assert_panels_match(panel, truth)
-    for knob in kw.KNOBS:
+    for knob in kg.KNOBS:
         slider = panel.widgets[knob]
         assert slider.continuous_update is False
         assert [v for _, v in slider.options] == panel.grid.values[knob]
@@ -230,12 +232,12 @@ def test_frontend_guess(monkeypatch):
 
 
 def test_grid_effects_and_sweep_figures():
-    grid = kw.KnobGrid(STORE, extra=STORE)
-    effects = kw.grid_effects(grid)
-    assert list(effects["knob"]) == list(kw.KNOBS[:-1])
+    grid = kg.KnobGrid(STORE, extra=STORE)
+    effects = kg.grid_effects(grid)
+    assert list(effects["knob"]) == list(kg.KNOBS[:-1])
     assert effects[["real_gap_change", "sharpness_change", "size_change"]].notna().all().all()
-    for knob in kw.KNOBS[:-1]:
-        fig = kw.sweep_figure(grid, knob)
+    for knob in kg.KNOBS[:-1]:
+        fig = kp.sweep_figure(grid, knob)
         assert len(fig.data[0].y) == len(grid.values[knob])
 
 
@@ -263,7 +265,7 @@ def small_store(tmp_path_factory):
         quiet=True,
     )
     torch.set_num_threads(1)
-    assert kw.add_slices(path, log=lambda *_: None) == 3
+    assert kg.add_slices(path, log=lambda *_: None) == 3
     return path
 
 
@@ -295,7 +297,7 @@ def test_train_this_setting(small_store, tmp_path, monkeypatch):
     np.testing.assert_allclose(
         p.figures["sharpness"].data[1].y, res.directions["sigma_g"].to_numpy(), rtol=1e-12
     )
-    assert len(p.figures["sharpness"].data[6].y) == kw.SLICE_POINTS
+    assert len(p.figures["sharpness"].data[6].y) == kg.SLICE_POINTS
     assert (user / "runs" / f"{p.config.key()}.parquet").exists()
     assert (user / "slices" / f"{p.config.key()}.parquet").exists()
     # a new session finds it without training
@@ -316,7 +318,7 @@ def test_loss_slice_is_functional_and_curved_like_lam():
     run = aw.train(cfg)
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     h = 1e-4  # ReLU kinks: a larger step crosses some and the second difference jumps
-    s = kw.loss_slice(run, np.array([-h, 0.0, h]))
+    s = kg.loss_slice(run, np.array([-h, 0.0, h]))
     for k, v in run.model.state_dict().items():
         assert torch.equal(v, before[k]), f"{k} was displaced"
     curvature = (s["loss"][0] - 2 * s["loss"][1] + s["loss"][2]) / h**2
@@ -396,7 +398,7 @@ def test_panel_training_leaves_the_training_modules_alone(small_store, tmp_path,
     monkeypatch.setenv("AWBENCH_CACHE", str(tmp_path / "cache"))
     modules = [importlib.import_module(f"awbench.training.{m}") for m in ("sgd", "stacked")]
     assert all(m.progress is progress_module.progress for m in modules)
-    grid = kw.KnobGrid(small_store, extra=tmp_path / "u")
+    grid = kg.KnobGrid(small_store, extra=tmp_path / "u")
     reports = []
 
     def report(fraction: float, text: str) -> None:
@@ -478,11 +480,11 @@ def test_warning_for_a_setting_that_hit_the_budget(small_store, tmp_path):
     warning = _warnings(status)
     assert len(warning) == 1 and warning[0] == (
         "⚠ not converged: stopped at the budget of 12 epochs with train loss "
-        f"{kw._fmt(row['final_train_loss'])} &gt; {s.config.stop_loss:g} — its numbers are not "
+        f"{kg._fmt(row['final_train_loss'])} &gt; {s.config.stop_loss:g} — its numbers are not "
         "a result"
     )
     assert "color:#b00020" in status, "the warning is coloured"
-    assert f"final train loss {kw._fmt(row['final_train_loss'])}" in status
+    assert f"final train loss {kg._fmt(row['final_train_loss'])}" in status
     assert f"train accuracy {100 * row['final_train_acc']:.2f} %" in status
     assert "after 12 epochs (budget 12)" in status
     for name in ("sharpness", "size", "gap"):
@@ -500,7 +502,7 @@ def test_no_warning_for_converged_runs_and_seeds_counted(mixed_store, tmp_path):
     status = p.widgets["status"].value
     assert _warnings(status) == [] and "⚠" not in status
     assert "converged</b> after 9 epochs (budget 12)" in status
-    assert f"final train loss {kw._fmt(row['final_train_loss'])}" in status
+    assert f"final train loss {kg._fmt(row['final_train_loss'])}" in status
     assert "3/3 seeds converged at this point" in status
     for name in kw.PANELS:
         assert "⚠" not in p.figures[name].layout.title.text, name
@@ -512,7 +514,7 @@ def test_no_warning_for_converged_runs_and_seeds_counted(mixed_store, tmp_path):
     assert _warnings(status) == [
         (
             f"⚠ not converged: stopped at the budget of 12 epochs with train loss "
-            f"{kw._fmt(loss)} &gt; 1.5 — its numbers are not a result"
+            f"{kg._fmt(loss)} &gt; 1.5 — its numbers are not a result"
         ),
         (
             "⚠ none of the 3 seeds at this point converged: the grid&#x27;s numbers here "
@@ -527,7 +529,7 @@ def test_no_warning_for_converged_runs_and_seeds_counted(mixed_store, tmp_path):
 
 def test_grid_means_leave_unconverged_seeds_out(mixed_store, tmp_path):
     runs, _ = load_store(mixed_store)
-    grid = kw.KnobGrid(mixed_store, extra=tmp_path / "u")
+    grid = kg.KnobGrid(mixed_store, extra=tmp_path / "u")
     at = runs[(runs["dropout"] == 0.1) & (runs["lr"] == 0.3)].sort_values("seed")
     good = at[at["converged"]]
     assert list(good["seed"]) == [0, 1]
@@ -572,7 +574,7 @@ def test_grid_means_leave_unconverged_seeds_out(mixed_store, tmp_path):
     assert text.startswith("**⚠ Not converged:**") and "the means of the 2 that did" in text
     assert "real gap 100 " in text, "its own numbers are quoted, after the warning"
 
-    effects = kw.grid_effects(grid).set_index("knob")
+    effects = kg.grid_effects(grid).set_index("knob")
     lo = runs[(runs["dropout"] == 0.0) & (runs["lr"] == 0.3)]["real_gap"].mean()
     assert effects.loc["dropout", "real_gap_change"] == pytest.approx(
         (good["real_gap"].mean() - lo) / abs(lo), rel=1e-10
@@ -580,7 +582,7 @@ def test_grid_means_leave_unconverged_seeds_out(mixed_store, tmp_path):
     assert effects.loc["dropout", "left_out"] == 0
     assert np.isnan(effects.loc["lr", "real_gap_change"]), "one converged point: no comparison"
     assert (effects.loc["lr", "left_out"], effects.loc["lr", "left_out_values"]) == (1, "0.001")
-    md = kw.effects_takeaway(kw.grid_effects(grid))
+    md = kp.effects_takeaway(kg.grid_effects(grid))
     assert "(1 unconverged point left out: 0.001)" in md and "**⚠ 1 point left out:**" in md
     assert "mostly" in md.split("dropout")[1].split("\n")[0]
 
@@ -597,7 +599,7 @@ def test_a_store_without_the_convergence_columns_falls_back_to_status(mixed_stor
         ).to_parquet(part, index=False)
     runs, _ = load_store(old)
     assert "converged" not in runs
-    grid = kw.KnobGrid(old, extra=tmp_path / "u")
+    grid = kg.KnobGrid(old, extra=tmp_path / "u")
     got = grid.runs.set_index("key")
     want = runs.set_index("key").loc[got.index]
     assert (got["converged"] == want["status"].eq("converged")).all()
@@ -631,6 +633,6 @@ def test_takeaway_follows_the_sliders(mixed_store, tmp_path):
     p.widgets["reset"].click()  # the seed comes last in a reset: no line along a knob
     assert p.widgets["takeaway"].value == first.split("<p>Along")[0]
     # the effects of every knob, held where the panel is
-    effects = kw.grid_effects(p.grid, {"lr": 0.001})
+    effects = kg.grid_effects(p.grid, {"lr": 0.001})
     assert effects.attrs["held"] == "at lr=0.001"
-    assert kw.effects_takeaway(effects).startswith("Along each knob of the grid (other knobs at lr")
+    assert kp.effects_takeaway(effects).startswith("Along each knob of the grid (other knobs at lr")
