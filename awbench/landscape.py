@@ -22,10 +22,12 @@ Directions:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -451,3 +453,77 @@ def dual_directions(
     return DualDirections(
         mean, comps, var[:n].sqrt().numpy(), (var[:n] / total).numpy() if total > 0 else np.zeros(n)
     )
+
+
+def span(lam_max: float, rise: float = 0.25) -> float:
+    """Half-width t where the quadratic model 1/2 lam_max t^2 rises by ``rise`` nats."""
+    return math.sqrt(2.0 * rise / lam_max) if lam_max > 0 else 1.0
+
+
+def unit(d):
+    """``d`` scaled to unit Euclidean norm."""
+    return d / d.norm()
+
+
+def fd_curvature(model, x, y, direction, params, h: float = 1e-5) -> float:
+    """Second finite difference of the loss at 0 along ``direction``: (L(h) + L(-h) - 2 L(0)) / h^2."""
+    L = losses_at(
+        model,
+        x,
+        y,
+        direction[None],
+        torch.tensor([[-h], [0.0], [h]], dtype=torch.float64),
+        params=params,
+    )
+    return float((L[0] + L[2] - 2 * L[1]) / h**2)
+
+
+def rayleigh(model, x, y, directions: dict, params) -> pd.DataFrame:
+    """dᵀHd/|d|² of each named direction (one Hessian-vector product each); ``directions`` as
+    returned by :func:`landscape_directions`."""
+    op = HessianOperator(model, x, y, params)
+    rows = []
+    for name, (kind, d, *_) in directions.items():
+        d = d.to(op.flat.dtype).reshape(-1)
+        rows.append({"direction": name, "kind": kind, "rayleigh": float(d @ op.apply(d) / (d @ d))})
+    return pd.DataFrame(rows)
+
+
+def rayleigh_ratio(table: pd.DataFrame) -> float:
+    """Mean Rayleigh quotient of the dual-weight directions over that of the random ones."""
+    mean = table.groupby("kind")["rayleigh"].mean()
+    return float(mean.get("dual weight", np.nan) / mean.get("random", np.nan))
+
+
+def landscape_directions(model, eig, dual_weights, layer: str, n_eigen: int, seed: int) -> dict:
+    """Named directions over ``layer``'s weights: ``name -> (kind, vector, t range, label)``.
+
+    Eigenvectors (unit; t in eigen-units up to where 1/2 lam_1 t^2 rises by 1/4 nat), the mean
+    dual weight (t = 1 moves the layer by it), the dual weights' first two principal
+    directions scaled to one standard deviation, and two filter-normalised random directions
+    (Li et al.; t = 1 moves every unit by its own norm)."""
+    lam1 = float(eig.values[0])
+    dual = dual_directions(model, dual_weights, layer, n_components=2, params=layer)
+    rand = random_directions(model, 2, seed=seed, params=layer)
+    out = {}
+    for i in range(n_eigen):
+        lam = float(eig.values[i])
+        out[f"v{i + 1}"] = ("eigenvector", eig.vectors[i], span(lam1), f"v{i + 1} (λ={lam:.3g})")
+    out["dual mean"] = ("dual weight", dual.mean, 2.0, "mean dual weight")
+    for i in range(len(dual.sigma)):
+        label = f"dual PC{i + 1} ({100 * dual.explained[i]:.0f} % of variance)"
+        out[f"dual PC{i + 1}"] = ("dual weight", dual.components[i] * dual.sigma[i], 3.0, label)
+    for i in range(len(rand)):
+        out[f"random {i + 1}"] = ("random", rand[i], 1.0, f"random {i + 1}")
+    return out
+
+
+def slices(model, x, y, directions: dict, kind: str, points: int, layer: str, eig=None) -> list:
+    """1-D slices along every direction of ``kind`` (eigenvectors get their eigenvalue as the
+    quadratic model's curvature; the others get d^T H d computed exactly)."""
+    out = []
+    for i, (k, d, half, label) in enumerate(v for v in directions.values() if v[0] == kind):
+        curvature = float(eig.values[i]) if kind == "eigenvector" and eig is not None else None
+        t = np.linspace(-half, half, points)
+        out.append(slice_1d(model, x, y, d, t, params=layer, curvature=curvature, label=label))
+    return out

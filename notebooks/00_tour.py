@@ -46,6 +46,7 @@ import awbench as aw
 from awbench.experiments import record_names as rn
 from awbench.viz import gap_plots as gp
 from awbench.viz import notebook_support as nb
+from awbench.nn.mlp import float64_model
 
 nb.setup()
 
@@ -83,7 +84,7 @@ Markdown(nb.run_takeaway(res))
 
 # %%
 an = res.analysis()
-model64 = nb.float64_model(run)
+model64 = float64_model(run.model)
 x_test, x_train = run.data.x_test.double(), run.data.x_train.double()
 errors = aw.duality_check(model64, cfg.layer, x_test[an.pairs_test], x_train[an.pairs_train])
 gp.duality_exactness({cfg.layer: errors.numpy()})

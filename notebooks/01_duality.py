@@ -46,6 +46,8 @@ import awbench as aw
 from awbench.experiments import record_names as rn
 from awbench.viz import gap_plots as gp
 from awbench.viz import notebook_support as nb
+from awbench.analysis import checks
+from awbench.nn.mlp import float64_model
 
 nb.setup()
 
@@ -58,7 +60,7 @@ Markdown(nb.config_text(cfg))
 # %%
 res = aw.run_experiment(cfg)
 run = res.load_run()
-model64 = nb.float64_model(run)
+model64 = float64_model(run.model)
 data = run.data
 Markdown(nb.run_takeaway(res))
 
@@ -69,7 +71,7 @@ Markdown(nb.run_takeaway(res))
 
 # %%
 pairs = aw.pair_samples(data.x_test, data.y_test, data.x_train, data.y_train, data.clean)
-a_tr, a_te, keep = nb.pair_activities(model64, cfg.layer, data, pairs)
+a_tr, a_te, keep = checks.pair_activities(model64, cfg.layer, data, pairs)
 W = getattr(model64, cfg.layer).weight.detach()
 dual = aw.dual_weights(W, a_tr, a_te)
 predicted = ((a_te - a_tr) @ W.T).norm(dim=1) / a_tr.norm(dim=1)
@@ -113,7 +115,7 @@ Markdown(
 # a. We draw a random M per pair with ‖M‖ = scale × ‖ΔW*‖.
 
 # %%
-fam = nb.family_sweep(model64, cfg.layer, data, pairs, family, seed=cfg.seed)
+fam = checks.family_sweep(model64, cfg.layer, data, pairs, family, seed=cfg.seed)
 gp.general_family(fam)
 
 # %%
@@ -129,7 +131,7 @@ Markdown(
 # proportionally larger dual weights: the size factor grows with the weight norm.
 
 # %%
-lin = nb.scaling_sweep(model64, cfg.layer, data, pairs, scales)
+lin = checks.scaling_sweep(model64, cfg.layer, data, pairs, scales)
 gp.scaling_check(lin["scale"], lin["ratio"])
 
 # %%

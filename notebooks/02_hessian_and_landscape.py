@@ -48,6 +48,8 @@ import awbench as aw
 from awbench.experiments import record_names as rn
 from awbench.viz import gap_plots as gp
 from awbench.viz import notebook_support as nb
+from awbench.curvature.hessian import eigen_check, trace_table
+from awbench.nn.mlp import float64_model
 from awbench import plots
 
 nb.setup()
@@ -57,7 +59,7 @@ cfg = nb.base_config(profile, dataset, overrides, seed=seed, layer=layer)
 settings = nb.landscape_settings(profile)
 res = aw.run_experiment(cfg)
 run = res.load_run()
-model = nb.float64_model(run)
+model = float64_model(run.model)
 x, y = run.data.x_clean.double(), run.data.y_clean
 Markdown(nb.run_takeaway(res))
 
@@ -93,7 +95,7 @@ Markdown(nb.spectrum_takeaway(eig, exact_values, exact_trace))
 # ## 2 · The trace, with its error bar
 
 # %%
-traces = nb.trace_table(model, x, y, settings["probes"], cfg.seed, cfg.layer)
+traces = trace_table(model, x, y, settings["probes"], cfg.seed, cfg.layer)
 gp.trace_convergence(traces, exact_trace)
 
 # %%
@@ -105,12 +107,12 @@ Markdown(nb.trace_takeaway(traces, exact_trace))
 
 # %%
 an = res.analysis()
-directions = nb.landscape_directions(model, eig, an.dual, cfg.layer, n_slices, cfg.seed)
-eigen_slices = nb.slices(model, x, y, directions, "eigenvector", settings["points"], cfg.layer, eig)
+directions = aw.landscape.landscape_directions(model, eig, an.dual, cfg.layer, n_slices, cfg.seed)
+eigen_slices = aw.landscape.slices(model, x, y, directions, "eigenvector", settings["points"], cfg.layer, eig)
 plots.slice_figure(eigen_slices, title="Loss along the top Hessian eigenvectors, with ½λt²", xlabel="t (eigen-units)")
 
 # %%
-fd = nb.fd_curvature(model, x, y, eig.vectors[0], cfg.layer)
+fd = aw.landscape.fd_curvature(model, x, y, eig.vectors[0], cfg.layer)
 Markdown(nb.slices_takeaway(eigen_slices, fd))
 
 # %% [markdown]
@@ -122,15 +124,15 @@ Markdown(nb.slices_takeaway(eigen_slices, fd))
 # norm). Dashed: the quadratic model with the exact curvature dᵀHd.
 
 # %%
-dual_slices = nb.slices(model, x, y, directions, "dual weight", settings["points"], cfg.layer)
+dual_slices = aw.landscape.slices(model, x, y, directions, "dual weight", settings["points"], cfg.layer)
 plots.slice_figure(dual_slices, title="Loss along dual-weight directions")
 
 # %%
-random_slices = nb.slices(model, x, y, directions, "random", settings["points"], cfg.layer)
+random_slices = aw.landscape.slices(model, x, y, directions, "random", settings["points"], cfg.layer)
 plots.slice_figure(random_slices, title="Loss along filter-normalised random directions (Li et al.)")
 
 # %%
-curv = nb.rayleigh(model, x, y, directions, cfg.layer)
+curv = aw.landscape.rayleigh(model, x, y, directions, cfg.layer)
 gp.direction_curvatures(curv, float(eig.values[0]))
 
 # %%
@@ -142,13 +144,13 @@ Markdown(nb.curvature_takeaway(curv, float(eig.values[0])))
 # principal direction and a random direction, both scaled to unit length, on the same grid.
 
 # %%
-g = np.linspace(-1, 1, settings["grid"]) * nb.span(float(eig.values[0]))
+g = np.linspace(-1, 1, settings["grid"]) * aw.landscape.span(float(eig.values[0]))
 v1, v2 = eig.vectors[0], eig.vectors[1]
 plane_eig = aw.plane_2d(model, x, y, v1, v2, g, g, params=cfg.layer, labels=("v1", "v2"))
 plots.contour_figure(plane_eig, title="Loss on the plane of v1 and v2 (eigen-units)")
 
 # %%
-pc1, r1 = nb.unit(directions["dual PC1"][1]), nb.unit(directions["random 1"][1])
+pc1, r1 = aw.landscape.unit(directions["dual PC1"][1]), aw.landscape.unit(directions["random 1"][1])
 plane_mix = aw.plane_2d(model, x, y, pc1, r1, g, g, params=cfg.layer, labels=("dual PC1", "random 1"))
 plots.contour_figure(plane_mix, title="Loss on the plane of dual PC1 and a random direction (unit length)")
 
@@ -163,12 +165,12 @@ Markdown(
 
 # %%
 aw.record(rn.LAM_MAX, float(eig.values[0]))
-aw.record("eigen_rel_error", nb.eigen_check(eig.values, exact_values))
+aw.record("eigen_rel_error", eigen_check(eig.values, exact_values))
 aw.record("eigen_converged", bool(eig.converged.all()))
 aw.record(rn.TRACE, float(traces["estimate"].iloc[-1]))
 aw.record(rn.TRACE_SE, float(traces["stderr"].iloc[-1]))
 aw.record("trace_exact", exact_trace)
 aw.record(rn.SLICE_CURVATURE_REL_ERROR, abs(fd - float(eig.values[0])) / float(eig.values[0]))
-aw.record("rayleigh_dual_over_random", nb.rayleigh_ratio(curv))
+aw.record("rayleigh_dual_over_random", aw.landscape.rayleigh_ratio(curv))
 aw.record(rn.DUALITY_ERROR, an.duality_error)
 aw.record(rn.IDENTITY_ERROR, an.identity_error)

@@ -51,6 +51,8 @@ import awbench as aw
 from awbench.experiments import record_names as rn
 from awbench.viz import gap_plots as gp
 from awbench.viz import notebook_support as nb
+from awbench.analysis.decomposition import spearman_ratio, spearman_sigma_g
+from awbench.experiments.effects import effects_estimate
 
 nb.setup()
 
@@ -158,9 +160,9 @@ for name in [
 ]:
     aw.record(name, an.scalars()[name])
 aw.record(rn.SHARP_SHARE, an.sharp_gap / an.pair_gap)
-aw.record(rn.SPEARMAN_SIGMA_G_LAM, nb.spearman_sigma_g(an))
-aw.record(rn.SPEARMAN_RATIO_LAM, nb.spearman_ratio(an))
+aw.record(rn.SPEARMAN_SIGMA_G_LAM, spearman_sigma_g(an))
+aw.record(rn.SPEARMAN_RATIO_LAM, spearman_ratio(an))
 aw.record(rn.IDENTITY_ERROR_ALL_LAYERS, float(layer_table["identity_error"].max()))
 aw.record("duality_error_all_layers", float(layer_table["duality_error"].max()))
-aw.record(rn.SEEDS_ESTIMATE_REL_ERROR, nb.effects_estimate(seed_runs))
+aw.record(rn.SEEDS_ESTIMATE_REL_ERROR, effects_estimate(seed_runs))
 aw.record("seeds.max_identity_error", float(seed_runs["identity_error"].max()))

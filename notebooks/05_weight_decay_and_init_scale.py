@@ -52,6 +52,8 @@ import awbench as aw
 from awbench.experiments import record_names as rn
 from awbench.viz import gap_plots as gp
 from awbench.viz import notebook_support as nb
+from awbench.analysis.decomposition import spearman
+from awbench.experiments.effects import size_norm_slope
 
 nb.setup()
 
@@ -141,8 +143,8 @@ gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 Markdown(nb.estimate_takeaway(all_runs))
 
 # %%
-aw.record(rn.SIZE_NORM_SLOPE, nb.size_norm_slope(sized))
-aw.record(rn.SIZE_NORM_RHO, nb.spearman(sized["weight_norm"], sized["size"]))
+aw.record(rn.SIZE_NORM_SLOPE, size_norm_slope(sized))
+aw.record(rn.SIZE_NORM_RHO, spearman(sized["weight_norm"], sized["size"]))
 
 # %%
 effects = nb.effects_table(sweeps)

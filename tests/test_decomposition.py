@@ -1,16 +1,25 @@
 """Ground truth for the layer Hessian and the gap decomposition (docs/science.md sections 1-3)."""
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import stats
 from torch.func import functional_call, hessian
 
 import awbench as aw
-from awbench.analysis.decomposition import DIRECTION_COLUMNS, direction_statistics
+from awbench.analysis.decomposition import (
+    DIRECTION_COLUMNS,
+    curved_directions,
+    direction_statistics,
+    spearman,
+    spearman_ratio,
+    spearman_sigma_g,
+)
 from awbench.data import Data
 from awbench.nn.mlp import MLP
 from awbench.training.sgd import Run
@@ -363,3 +372,28 @@ def test_pairing_variants_all_keep_the_identity(smoke_run):
             smoke_run.config.pairing_k if pairing == "knn" else 1
         )
         assert an.n_pairs == expected
+
+
+def test_spearman_matches_scipy_with_ties_and_skips_non_finite():
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 5, 40).astype(float), rng.normal(size=40)
+    assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, rel=1e-12)
+    assert spearman([*x, np.nan], [*y, 1.0]) == spearman(x, y)
+    assert np.isnan(spearman([1.0, 2.0], [3.0, 4.0]))
+    assert np.isnan(spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+
+
+def test_spearman_of_sigma_g_and_ratio_use_the_curved_directions_only():
+    d = pd.DataFrame(
+        {
+            "lam": [1e-17, 0.5, 1.0, 2.0, 4.0],
+            "sigma_g": [9.0, 1.0, 2.0, 3.0, 4.0],
+            "sigma_w": [1.0, 0.5, 2.0, 1.0, 8.0],
+        }
+    )
+    curved = curved_directions(d)
+    assert list(curved.index) == [1, 2, 3, 4]
+    an = SimpleNamespace(directions=d)
+    assert spearman_sigma_g(an) == pytest.approx(1.0)
+    ratio = curved["sigma_g"] / curved["sigma_w"]
+    assert spearman_ratio(an) == pytest.approx(stats.spearmanr(curved["lam"], ratio).statistic)

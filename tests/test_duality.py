@@ -1,10 +1,13 @@
 """Ground truth for the duality itself: exactness, the minimal solution, pairing rules."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
 import awbench as aw
+from awbench.analysis.checks import dual_errors, family_sweep, pair_activities, scaling_sweep
 from awbench.analysis.duality import (
     ZeroActivityError,
     augment,
@@ -12,7 +15,7 @@ from awbench.analysis.duality import (
     pair_samples,
     per_sample_weights,
 )
-from awbench.nn.mlp import MLP
+from awbench.nn.mlp import MLP, float64_model
 
 
 def random_mlp(depth, activation, bias, seed, n_in=9, n_out=4):
@@ -189,3 +192,55 @@ def test_bad_pairing_arguments():
         pair_samples(x, y, x, y, method="nearest")
     with pytest.raises(ValueError, match="k=0"):
         pair_samples(x, y, x, y, method="knn", k=0)
+
+
+@pytest.fixture
+def paired():
+    model = random_mlp(3, "tanh", False, seed=4)
+    gen = torch.Generator().manual_seed(5)
+    data = SimpleNamespace(
+        x_train=torch.randn(40, 9, generator=gen, dtype=torch.float64),
+        x_test=torch.randn(30, 9, generator=gen, dtype=torch.float64),
+    )
+    pairs = SimpleNamespace(train=np.arange(0, 40, 2), test=np.arange(20))
+    return model, model.layer_names[1], data, pairs
+
+
+def test_pair_activities_and_dual_errors(paired):
+    model, layer, data, pairs = paired
+    a_tr, a_te, keep = pair_activities(model, layer, data, pairs)
+    assert bool(keep.all())
+    assert torch.equal(a_tr, aw.layer_inputs(model, layer, data.x_train[pairs.train]))
+    assert torch.equal(a_te, aw.layer_inputs(model, layer, data.x_test[pairs.test]))
+    W = model.get_submodule(layer).weight.detach()
+    x_tr, x_te = data.x_train[pairs.train], data.x_test[pairs.test]
+    exact = dual_errors(model, layer, x_tr, x_te, aw.dual_weights(W, a_tr, a_te))
+    assert exact.shape == (20,) and float(exact.max()) <= 1e-12
+    wrong = dual_errors(model, layer, x_tr, x_te, 1.1 * aw.dual_weights(W, a_tr, a_te))
+    assert float(wrong.min()) > 1e-6
+
+
+def test_family_sweep_minimal_member_is_dual_weights_and_every_member_is_exact(paired):
+    model, layer, data, pairs = paired
+    fam = family_sweep(model, layer, data, pairs, [0.0, 1.0, 3.0], seed=2)
+    assert fam["norm_ratio"][0] == pytest.approx(1.0, abs=1e-14)
+    assert fam["min_norm_ratio"][0] == pytest.approx(1.0, abs=1e-14)
+    assert (fam["max_error"] <= 1e-12).all()
+    # the added part is orthogonal to the minimal one and at most ``scale`` times as long
+    s = fam["scale"]
+    assert (fam["min_norm_ratio"][1:] > 1).all()
+    assert (fam["norm_ratio"] <= np.sqrt(1 + s**2) + 1e-12).all()
+
+
+def test_scaling_sweep_ratio_is_the_scale(paired):
+    model, layer, data, pairs = paired
+    table = scaling_sweep(model, layer, data, pairs, [0.5, 2.0, -1.0])
+    assert np.allclose(table["ratio"], [0.5, 2.0, 1.0], rtol=1e-12, atol=0)
+
+
+def test_float64_model_is_an_eval_copy():
+    model = MLP(3, (4,), 2, "relu", True).train()
+    copy64 = float64_model(model)
+    assert model.training and not copy64.training
+    assert all(p.dtype == torch.float64 for p in copy64.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())

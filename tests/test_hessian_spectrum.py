@@ -22,6 +22,7 @@ from awbench.curvature.hessian import (
     HessianOperator,
     NondeterministicModelError,
     determinism_report,
+    eigen_check,
     hessian_trace,
     lanczos_quadrature,
     layer_hessian,
@@ -30,6 +31,7 @@ from awbench.curvature.hessian import (
     operator_trace,
     spectral_density,
     top_eigenpairs,
+    trace_table,
 )
 
 
@@ -468,3 +470,18 @@ def test_spectral_density_full_steps_and_settings():
     assert sd.settings["steps"] == P
     again = spectral_density(model, x, y, n_probes=4, steps=P + 50, seed=1)
     assert np.array_equal(again.density, sd.density)
+
+
+def test_eigen_check_is_the_worst_relative_error_against_the_sorted_exact_values():
+    assert eigen_check([3.0, 2.0], [1.0, 2.0, 3.0]) == 0.0
+    assert eigen_check([3.3, 2.0], [2.0, 3.0, 1.0]) == pytest.approx(0.1)
+
+
+def test_trace_table_rows_are_the_seeded_hutchinson_estimates(trace_problem):
+    model, x, y, H = trace_problem
+    exact = float(torch.trace(H))
+    table = trace_table(model, x, y, [30, 60], seed=1, params=None)
+    assert list(table["probes"]) == [30, 60]
+    assert ((table["estimate"] - exact).abs() <= 4 * table["stderr"]).all()
+    est = hessian_trace(model, x, y, probes=60, seed=1)
+    assert (table["estimate"].iloc[1], table["stderr"].iloc[1]) == (est.estimate, est.stderr)

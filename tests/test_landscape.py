@@ -25,10 +25,17 @@ from awbench.curvature.hessian import (
 from awbench.landscape import (
     dual_directions,
     eigen_slices,
+    fd_curvature,
+    landscape_directions,
     losses_at,
     plane_2d,
     random_directions,
+    rayleigh,
+    rayleigh_ratio,
     slice_1d,
+    slices,
+    span,
+    unit,
 )
 
 
@@ -288,3 +295,49 @@ def test_plot_builders(problem):
     assert c.layout.xaxis.title.text == "t1 along a" and c.layout.title.text == "Plane"
     srf = plots.surface_figure(plane, log=True)
     assert isinstance(srf.data[0], go.Surface) and srf.layout.scene.zaxis.title.text == "log10 loss"
+
+
+# --------------------------------------------------------------------------------------
+# Curvature along named directions (notebook 02)
+# --------------------------------------------------------------------------------------
+
+
+def test_rayleigh_and_fd_curvature_match_the_dense_layer_hessian():
+    x, y = make_data(150, 8, 4, seed=5)
+    model = make_model(8, (12, 10), 4, bias=False, seed=6)
+    H = aw.layer_hessian(model, "fc2", x, y)
+    g = torch.Generator().manual_seed(0)
+    d1, d2 = (torch.randn(H.shape[0], generator=g, dtype=torch.float64) for _ in range(2))
+    table = rayleigh(model, x, y, {"a": ("dual weight", d1), "b": ("random", 3 * d2)}, "fc2")
+    for d, got in zip((d1, d2), table["rayleigh"], strict=True):
+        assert got == pytest.approx(float(d @ H @ d / (d @ d)), rel=1e-10)
+    assert rayleigh_ratio(table) == pytest.approx(table["rayleigh"][0] / table["rayleigh"][1])
+    u = unit(d1)
+    assert float(u.norm()) == pytest.approx(1.0, rel=1e-15)
+    # along the sharpest direction the curvature dwarfs the rounding error of the difference
+    v = torch.linalg.eigh(H).eigenvectors[:, -1]
+    assert fd_curvature(model, x, y, v, "fc2", h=1e-3) == pytest.approx(float(v @ H @ v), rel=1e-4)
+
+
+def test_span_is_where_the_quadratic_rises_by_the_given_amount():
+    for lam in (0.3, 7.0):
+        assert 0.5 * lam * span(lam, rise=0.4) ** 2 == pytest.approx(0.4, rel=1e-14)
+    assert span(0.0) == 1.0  # no curvature: unit range
+
+
+def test_landscape_directions_and_slices_carry_the_exact_curvature():
+    x, y = make_data(120, 8, 4, seed=7)
+    model = make_model(8, (12, 10), 4, bias=False, seed=8)
+    H = aw.layer_hessian(model, "fc2", x, y)
+    eig = top_eigenpairs(model, x, y, 2, params="fc2")
+    a = aw.layer_inputs(model, "fc2", x)
+    dw = aw.dual_weights(model.fc2.weight.detach(), a[:20], a[20:40])
+    dirs = landscape_directions(model, eig, dw, "fc2", n_eigen=2, seed=0)
+    kinds = [v[0] for v in dirs.values()]
+    assert kinds == ["eigenvector"] * 2 + ["dual weight"] * 3 + ["random"] * 2
+    for kind in ("eigenvector", "dual weight", "random"):
+        got = slices(model, x, y, dirs, kind, points=5, layer="fc2", eig=eig)
+        vectors = [v[1].reshape(-1) for v in dirs.values() if v[0] == kind]
+        assert len(got) == len(vectors)
+        for s, d in zip(got, vectors, strict=True):
+            assert s.curvature == pytest.approx(float(d @ H @ d), rel=1e-8)

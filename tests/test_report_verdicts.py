@@ -6,6 +6,7 @@ import pandas as pd
 
 from awbench.apps import report
 from awbench.config import Config
+from awbench.experiments.effects import effects
 from awbench.experiments.store import Store, config_columns, load_store
 from awbench.viz import notebook_support as nb
 
@@ -59,8 +60,8 @@ def test_planted_unconverged_run_is_left_out_of_the_verdict(tmp_path):
     # Counted in, the planted run would drag the largest batch's mean far down.
     with_planted = runs.assign(status="converged", converged=True)
     assert (
-        nb.effects(with_planted, "batch_size")["sharpness_high"]
-        < 0.85 * nb.effects(runs, "batch_size")["sharpness_high"]
+        effects(with_planted, "batch_size")["sharpness_high"]
+        < 0.85 * effects(runs, "batch_size")["sharpness_high"]
     )
     summary = nb.summary_table(runs, "batch_size")
     assert summary.loc[200, "converged runs"] == 4 and summary.loc[200, "runs"] == 5

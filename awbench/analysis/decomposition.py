@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -330,3 +331,40 @@ def _output_grads(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor
         loss = F.cross_entropy(model(x), y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, captured["z"])
     return grad
+
+
+def spearman(x: Iterable[float], y: Iterable[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN for fewer than 3 points."""
+    x, y = np.asarray(list(x), dtype=float), np.asarray(list(y), dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 3:
+        return float("nan")
+    rx, ry = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def curved_directions(directions: pd.DataFrame, rel_floor: float = 1e-12) -> pd.DataFrame:
+    """Directions with λ above ``rel_floor`` × λ_max (the rest are numerically flat: dead
+    units and the null space give λ ~ 1e-16) and nonzero σw, σg."""
+    lam_max = float(directions["lam"].max())
+    keep = (
+        (directions["lam"] > rel_floor * lam_max)
+        & (directions["sigma_w"] > 0)
+        & (directions["sigma_g"] > 0)
+    )
+    return directions[keep]
+
+
+def spearman_sigma_g(an) -> float:
+    """Spearman ρ of σg against λ over the curved directions."""
+    d = curved_directions(an.directions)
+    return spearman(d["lam"], d["sigma_g"])
+
+
+def spearman_ratio(an) -> float:
+    """Spearman ρ of σg/σw against λ over the curved directions."""
+    d = curved_directions(an.directions)
+    return spearman(d["lam"], d["sigma_g"] / d["sigma_w"])

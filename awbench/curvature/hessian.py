@@ -22,10 +22,11 @@ import contextlib
 import functools
 import math
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import scipy.linalg
 import scipy.sparse.linalg as sla
 import threadpoolctl
@@ -1553,3 +1554,21 @@ def spectral_density(
         "normalisation": "density integrates to 1; times n_params gives eigenvalues per unit lambda",
     }
     return SpectralDensity(nodes, weights, grid_out, density, settings)
+
+
+def eigen_check(values, exact) -> float:
+    """Largest relative error of the top-k eigenvalues against the dense ones (descending)."""
+    top = torch.sort(torch.as_tensor(exact, dtype=torch.float64), descending=True).values[
+        : len(values)
+    ]
+    v = torch.as_tensor(values, dtype=torch.float64)
+    return float(((v - top).abs() / top.abs().clamp_min(1e-300)).max())
+
+
+def trace_table(model, x, y, probes: Sequence[int], seed: int, params) -> pd.DataFrame:
+    """Hutchinson estimate and standard error for each probe count."""
+    rows = []
+    for m in probes:
+        est = hessian_trace(model, x, y, probes=int(m), seed=seed, params=params)
+        rows.append({"probes": int(m), "estimate": est.estimate, "stderr": est.stderr})
+    return pd.DataFrame(rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -60,3 +62,8 @@ def build_model(cfg: Config, n_in: int, n_out: int) -> MLP:
         for layer in model.layer_names:
             getattr(model, layer).weight.mul_(cfg.init_scale)
     return model.to(dtype=getattr(torch, cfg.dtype), device=cfg.resolved_device())
+
+
+def float64_model(model: nn.Module) -> nn.Module:
+    """A float64 eval-mode copy of ``model`` (the duality is checked in float64)."""
+    return copy.deepcopy(model).double().eval()

@@ -24,6 +24,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from awbench.analysis.decomposition import curved_directions, spearman
 from awbench.status import CONVERGED, DONE_STATUSES
 
 TEMPLATE = "plotly_white"
@@ -199,19 +200,6 @@ def seed_stats(
     out["n_runs"] = runs.groupby(knob).size().reindex(values).fillna(0).astype(int)
     out["n_converged"] = conv.groupby(knob).size().reindex(values).fillna(0).astype(int)
     return out.reset_index()
-
-
-def spearman(x: Iterable[float], y: Iterable[float]) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN for fewer than 3 points."""
-    x, y = np.asarray(list(x), dtype=float), np.asarray(list(y), dtype=float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 3:
-        return float("nan")
-    rx, ry = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 # --- one run ----------------------------------------------------------------------------
@@ -412,18 +400,6 @@ def second_order(
     )
     fig.update_yaxes(title_text="nats")
     return _layout(fig, title, height=400, showlegend=False)
-
-
-def curved_directions(directions: pd.DataFrame, rel_floor: float = 1e-12) -> pd.DataFrame:
-    """Directions with λ above ``rel_floor`` × λ_max (the rest are numerically flat: dead
-    units and the null space give λ ~ 1e-16) and nonzero σw, σg."""
-    lam_max = float(directions["lam"].max())
-    keep = (
-        (directions["lam"] > rel_floor * lam_max)
-        & (directions["sigma_w"] > 0)
-        & (directions["sigma_g"] > 0)
-    )
-    return directions[keep]
 
 
 def sharpness_vs_lam(directions: pd.DataFrame, title: str | None = None) -> go.Figure:

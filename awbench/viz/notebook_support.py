@@ -11,34 +11,26 @@ The profiles (``smoke``, ``quick``, ``paper``: values per knob, seeds, workers) 
 
 from __future__ import annotations
 
-import copy
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from awbench.analysis.decomposition import curved_directions, spearman
 from awbench.config import Config
+from awbench.curvature.hessian import eigen_check
 from awbench.experiments import record_names as rn
+from awbench.experiments.effects import SUMMARY_COLUMNS, converged_runs, effects, size_norm_slope
 from awbench.experiments.grids import PROFILES, check_profile, knob_values
+from awbench.landscape import rayleigh_ratio
 from awbench.status import CONVERGED, DONE_STATUSES
 
 RUN_COLUMNS = [
     "value",
     "seed",
-    "real_gap",
-    "pair_gap",
-    "estimated_gap",
-    "sharp_gap",
-    "flat_gap",
-    "sharpness",
-    "size",
-    "weight_norm",
-    "test_error",
-]
-SUMMARY_COLUMNS = [
     "real_gap",
     "pair_gap",
     "estimated_gap",
@@ -255,11 +247,6 @@ def runs_over_seeds(
     )
 
 
-def float64_model(run):
-    """A float64 eval-mode copy of ``run.model`` (the duality is checked in float64)."""
-    return copy.deepcopy(run.model).double().eval()
-
-
 # --- numbers and takeaways -------------------------------------------------------------------
 
 
@@ -269,54 +256,6 @@ def fmt(x: float, digits: int = 3) -> str:
 
 def pct(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{100 * x:+.0f} %"
-
-
-def spearman(x: Iterable[float], y: Iterable[float]) -> float:
-    from awbench.viz.gap_plots import spearman as _spearman
-
-    return _spearman(x, y)
-
-
-def converged_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs that count as results: met the stopping rule and were analysed."""
-    if "converged" in runs:
-        return runs[runs["converged"].astype(bool)]
-    return runs[runs["status"] == CONVERGED]
-
-
-def effects(runs: pd.DataFrame, knob: str) -> dict[str, float]:
-    """For each summary column, over converged runs only: mean at the smallest and largest
-    knob value, the relative change between them, Spearman's rank correlation with the knob
-    over all runs, and the largest seed standard deviation (the noise floor). ``n_left_out``
-    counts the runs that did not converge (or failed)."""
-    ok = converged_runs(runs)
-    out: dict[str, float] = {
-        "n_runs": float(len(runs)),
-        "n_failed": float((~runs["status"].isin(DONE_STATUSES)).sum()),
-        "n_left_out": float(len(runs) - len(ok)),
-    }
-    if ok.empty:
-        return out
-    g = ok.groupby(knob)
-    means, stds = g[SUMMARY_COLUMNS].mean(), g[SUMMARY_COLUMNS].std(ddof=1).fillna(0.0)
-    lo, hi = means.index.min(), means.index.max()
-    for c in SUMMARY_COLUMNS:
-        a, b = float(means.loc[lo, c]), float(means.loc[hi, c])
-        out[f"{c}_low"], out[f"{c}_high"] = a, b
-        out[f"{c}_change"] = (b - a) / abs(a) if a != 0 else float("nan")
-        out[f"{c}_rho"] = spearman(ok[knob], ok[c])
-        out[f"{c}_seed_sd"] = float(stds[c].max())
-    out["max_duality_error"] = float(ok["duality_error"].max())
-    out["max_identity_error"] = float(ok["identity_error"].max())
-    out["sharp_share"] = (
-        float(ok["sharp_gap"].sum() / ok["pair_gap"].sum())
-        if ok["pair_gap"].sum()
-        else float("nan")
-    )
-    out["estimate_rel_error"] = float(
-        ((ok["estimated_gap"] - ok["real_gap"]).abs() / ok["real_gap"].abs()).median()
-    )
-    return out
 
 
 VERDICT_QUANTITIES = ("sharpness", "size", "sharp_gap", "flat_gap", "real_gap")
@@ -495,15 +434,6 @@ def metric_takeaway(runs: pd.DataFrame, knob: str, metric: str) -> str:
         f"(best {fmt(m.min())} at {knob} = {m.idxmin():g}; Spearman ρ with the knob = "
         f"{fmt(spearman(ok[knob], ok[metric]), 2)})."
     )
-
-
-def size_norm_slope(runs: pd.DataFrame) -> float:
-    """Least-squares slope of log(size) against log(weight norm) over the ok runs."""
-    ok = converged_runs(runs)
-    ok = ok[(ok["size"] > 0) & (ok["weight_norm"] > 0)]
-    if len(ok) < 2 or ok["weight_norm"].nunique() < 2:
-        return float("nan")
-    return float(np.polyfit(np.log(ok["weight_norm"]), np.log(ok["size"]), 1)[0])
 
 
 def size_norm_takeaway(runs: pd.DataFrame) -> str:
@@ -732,8 +662,6 @@ def strength(rho: float) -> str:
 
 def factors_takeaway(an) -> str:
     """Markdown: sharpness against curvature, size against the weight norm."""
-    from awbench.viz.gap_plots import curved_directions
-
     d = curved_directions(an.directions)
     rho_g = spearman(d["lam"], d["sigma_g"])
     rho_r = spearman(d["lam"], d["sigma_g"] / d["sigma_w"])
@@ -753,22 +681,6 @@ def second_order_takeaway(an) -> str:
         f"{fmt(an.pair_gap, 4)}: off by **{fmt(100 * rel, 3)} %**. Dual weights are not small steps, so the "
         "quadratic picture is a guide, and the exact identity is what the decomposition uses."
     )
-
-
-def spearman_sigma_g(an) -> float:
-    """Spearman ρ of σg against λ over the curved directions."""
-    from awbench.viz.gap_plots import curved_directions
-
-    d = curved_directions(an.directions)
-    return spearman(d["lam"], d["sigma_g"])
-
-
-def spearman_ratio(an) -> float:
-    """Spearman ρ of σg/σw against λ over the curved directions."""
-    from awbench.viz.gap_plots import curved_directions
-
-    d = curved_directions(an.directions)
-    return spearman(d["lam"], d["sigma_g"] / d["sigma_w"])
 
 
 def layer_table(analyses: dict) -> pd.DataFrame:
@@ -808,12 +720,6 @@ def layer_takeaway(table: pd.DataFrame) -> str:
     )
 
 
-def effects_estimate(runs: pd.DataFrame) -> float:
-    """Median relative error of the Σcσσ estimate against the real gap over ``runs``."""
-    ok = runs[runs["ok"]] if "ok" in runs else runs
-    return float(((ok["estimated_gap"] - ok["real_gap"]).abs() / ok["real_gap"].abs()).median())
-
-
 # --- spectrum and landscape (notebook 02) -----------------------------------------------------
 
 LANDSCAPE = {
@@ -838,112 +744,6 @@ LANDSCAPE = {
 def landscape_settings(profile: str) -> dict:
     """Grid sizes, trace probe counts and SLQ settings of the profile."""
     return dict(LANDSCAPE[check_profile(profile)])
-
-
-def eigen_check(values, exact) -> float:
-    """Largest relative error of the top-k eigenvalues against the dense ones (descending)."""
-    import torch
-
-    top = torch.sort(torch.as_tensor(exact, dtype=torch.float64), descending=True).values[
-        : len(values)
-    ]
-    v = torch.as_tensor(values, dtype=torch.float64)
-    return float(((v - top).abs() / top.abs().clamp_min(1e-300)).max())
-
-
-def trace_table(model, x, y, probes: Sequence[int], seed: int, params) -> pd.DataFrame:
-    """Hutchinson estimate and standard error for each probe count."""
-    from awbench.curvature.hessian import hessian_trace
-
-    rows = []
-    for m in probes:
-        est = hessian_trace(model, x, y, probes=int(m), seed=seed, params=params)
-        rows.append({"probes": int(m), "estimate": est.estimate, "stderr": est.stderr})
-    return pd.DataFrame(rows)
-
-
-def span(lam_max: float, rise: float = 0.25) -> float:
-    """Half-width t where the quadratic model 1/2 lam_max t^2 rises by ``rise`` nats."""
-    return math.sqrt(2.0 * rise / lam_max) if lam_max > 0 else 1.0
-
-
-def unit(d):
-    """``d`` scaled to unit Euclidean norm."""
-    return d / d.norm()
-
-
-def rayleigh(model, x, y, directions: dict, params) -> pd.DataFrame:
-    """dᵀHd/|d|² of each named direction (one Hessian-vector product each); ``directions`` as
-    returned by :func:`landscape_directions`."""
-    from awbench.curvature.hessian import HessianOperator
-
-    op = HessianOperator(model, x, y, params)
-    rows = []
-    for name, (kind, d, *_) in directions.items():
-        d = d.to(op.flat.dtype).reshape(-1)
-        rows.append({"direction": name, "kind": kind, "rayleigh": float(d @ op.apply(d) / (d @ d))})
-    return pd.DataFrame(rows)
-
-
-def rayleigh_ratio(table: pd.DataFrame) -> float:
-    """Mean Rayleigh quotient of the dual-weight directions over that of the random ones."""
-    mean = table.groupby("kind")["rayleigh"].mean()
-    return float(mean.get("dual weight", np.nan) / mean.get("random", np.nan))
-
-
-def fd_curvature(model, x, y, direction, params, h: float = 1e-5) -> float:
-    """Second finite difference of the loss at 0 along ``direction``: (L(h) + L(-h) - 2 L(0)) / h^2."""
-    import torch
-
-    from awbench.landscape import losses_at
-
-    L = losses_at(
-        model,
-        x,
-        y,
-        direction[None],
-        torch.tensor([[-h], [0.0], [h]], dtype=torch.float64),
-        params=params,
-    )
-    return float((L[0] + L[2] - 2 * L[1]) / h**2)
-
-
-def landscape_directions(model, eig, dual_weights, layer: str, n_eigen: int, seed: int) -> dict:
-    """Named directions over ``layer``'s weights: ``name -> (kind, vector, t range, label)``.
-
-    Eigenvectors (unit; t in eigen-units up to where 1/2 lam_1 t^2 rises by 1/4 nat), the mean
-    dual weight (t = 1 moves the layer by it), the dual weights' first two principal
-    directions scaled to one standard deviation, and two filter-normalised random directions
-    (Li et al.; t = 1 moves every unit by its own norm)."""
-    from awbench.landscape import dual_directions, random_directions
-
-    lam1 = float(eig.values[0])
-    dual = dual_directions(model, dual_weights, layer, n_components=2, params=layer)
-    rand = random_directions(model, 2, seed=seed, params=layer)
-    out = {}
-    for i in range(n_eigen):
-        lam = float(eig.values[i])
-        out[f"v{i + 1}"] = ("eigenvector", eig.vectors[i], span(lam1), f"v{i + 1} (λ={lam:.3g})")
-    out["dual mean"] = ("dual weight", dual.mean, 2.0, "mean dual weight")
-    for i in range(len(dual.sigma)):
-        label = f"dual PC{i + 1} ({100 * dual.explained[i]:.0f} % of variance)"
-        out[f"dual PC{i + 1}"] = ("dual weight", dual.components[i] * dual.sigma[i], 3.0, label)
-    for i in range(len(rand)):
-        out[f"random {i + 1}"] = ("random", rand[i], 1.0, f"random {i + 1}")
-    return out
-
-
-def slices(model, x, y, directions: dict, kind: str, points: int, layer: str, eig=None) -> list:
-    """1-D slices along every direction of ``kind`` (eigenvectors get their eigenvalue as the
-    quadratic model's curvature; the others get d^T H d computed exactly)."""
-    from awbench.landscape import slice_1d
-
-    out = []
-    for i, (k, d, half, label) in enumerate(v for v in directions.values() if v[0] == kind):
-        curvature = float(eig.values[i]) if kind == "eigenvector" and eig is not None else None
-        t = np.linspace(-half, half, points)
-        out.append(slice_1d(model, x, y, d, t, params=layer, curvature=curvature, label=label))
-    return out
 
 
 def spectrum_takeaway(eig, exact_values, trace_exact: float) -> str:
@@ -991,76 +791,3 @@ def curvature_takeaway(table: pd.DataFrame, lam_max: float) -> str:
 
 
 # --- the duality, pair by pair (notebook 01) ---------------------------------------------------
-
-
-def pair_activities(model, layer: str, data, pairs):
-    """(a_train, a_test, keep): float64 activities entering ``layer`` for each pair, with the
-    pairs whose training activity is zero dropped (``keep`` marks the kept pairs)."""
-    from awbench.analysis.duality import layer_inputs
-
-    x_tr, x_te = data.x_train.double()[pairs.train], data.x_test.double()[pairs.test]
-    a_tr, a_te = layer_inputs(model, layer, x_tr), layer_inputs(model, layer, x_te)
-    keep = (a_tr * a_tr).sum(1) > 0
-    return a_tr[keep], a_te[keep], keep
-
-
-def dual_errors(model, layer: str, x_train, x_test, delta):
-    """Per pair max |logits(x_test, W) - logits(x_train, W + delta_k)|."""
-    import torch
-
-    from awbench.analysis.duality import eval_mode, per_sample_weights
-
-    with torch.no_grad(), eval_mode(model):
-        direct = model(x_test)
-        with per_sample_weights(model, layer, delta):
-            dual = model(x_train)
-    return (direct - dual).abs().amax(1)
-
-
-def family_sweep(
-    model, layer: str, data, pairs, scales: Sequence[float], seed: int = 0
-) -> pd.DataFrame:
-    """Members ``dW* + M_k (I - a a^T/|a|^2)`` with random M_k of norm scale x |dW*_k|:
-    their norm relative to the minimal one and their exactness."""
-    import torch
-
-    from awbench.analysis.duality import dual_weights, general_dual_weights
-    from awbench.curvature.hessian import _layer
-
-    W = _layer(model, layer).weight.detach()
-    a_tr, a_te, keep = pair_activities(model, layer, data, pairs)
-    x_tr, x_te = data.x_train.double()[pairs.train][keep], data.x_test.double()[pairs.test][keep]
-    minimal = dual_weights(W, a_tr, a_te)
-    base_norm = minimal.flatten(1).norm(dim=1)
-    gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn(minimal.shape, generator=gen, dtype=minimal.dtype)
-    noise = noise / noise.flatten(1).norm(dim=1)[:, None, None] * base_norm[:, None, None]
-    rows = []
-    for s in scales:
-        member = general_dual_weights(W, a_tr, a_te, s * noise)
-        ratio = member.flatten(1).norm(dim=1) / torch.where(base_norm > 0, base_norm, 1.0)
-        err = dual_errors(model, layer, x_tr, x_te, member)
-        rows.append(
-            {
-                "scale": float(s),
-                "norm_ratio": float(ratio.mean()),
-                "min_norm_ratio": float(ratio.min()),
-                "max_error": float(err.max()),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def scaling_sweep(model, layer: str, data, pairs, scales: Sequence[float]) -> pd.DataFrame:
-    """Mean |dW*(sW)| / |dW*(W)| for each s: the dual weight is linear in the layer."""
-    from awbench.analysis.duality import dual_weights
-    from awbench.curvature.hessian import _layer
-
-    W = _layer(model, layer).weight.detach()
-    a_tr, a_te, _ = pair_activities(model, layer, data, pairs)
-    base = dual_weights(W, a_tr, a_te).flatten(1).norm(dim=1)
-    rows = []
-    for s in scales:
-        scaled = dual_weights(s * W, a_tr, a_te).flatten(1).norm(dim=1)
-        rows.append({"scale": float(s), "ratio": float((scaled / base).mean())})
-    return pd.DataFrame(rows)
