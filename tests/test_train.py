@@ -14,10 +14,10 @@ from awbench.data import load_data
 from awbench.nn.mlp import MLP, build_model
 from awbench.status import STATUSES
 from awbench.training.sgd import (
-    add_weight_decay_gradient,
     evaluate,
     mlp_gradients,
     stopping_rule_met,
+    weight_decay_gradient,
     weight_penalty,
 )
 
@@ -151,7 +151,7 @@ def test_weight_decay_gradient_matches_autograd(mode, bias):
     grads = [torch.randn_like(p) for p in params]
     before = [g.clone() for g in grads]
     with torch.no_grad():  # as in training
-        add_weight_decay_gradient(grads, model, cfg)
+        weight_decay_gradient(model, cfg)(grads)
     expected = torch.autograd.grad(weight_penalty(model, cfg), params, allow_unused=True)
     for (name, _), g, g0, e in zip(model.named_parameters(), grads, before, expected):
         e = torch.zeros_like(g) if e is None else e
@@ -178,7 +178,7 @@ def test_norm_weight_decay_at_zero_weights_is_zero():
     for p in model.parameters():
         p.data.zero_()
     grads = [torch.ones_like(p) for p in model.parameters()]
-    add_weight_decay_gradient(grads, model, Config(weight_decay=0.1))
+    weight_decay_gradient(model, Config(weight_decay=0.1))(grads)
     assert all(torch.equal(g, torch.ones_like(g)) for g in grads)
 
 

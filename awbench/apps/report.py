@@ -468,6 +468,19 @@ def paper_values_left_out(knob: str, values_run) -> list:
     ]
 
 
+def pooled_verdicts(table) -> dict:
+    """``{<knob>.verdict record name: verdict line}`` from the pooled verdict table (empty
+    without knob sweeps)."""
+    if table is None:
+        return {}
+    from awbench.viz.notebook_support import which_factor
+
+    return {
+        rn.knob_record(knob, rn.VERDICT): which_factor(rows)
+        for knob, rows in table.groupby("knob", sort=False)
+    }
+
+
 def convergence_rows(pages: list[NotebookPage]) -> list[list[str]]:
     """Per knob: runs, converged, left out by status, values without a converged run, and the
     paper's values this profile did not run."""
@@ -653,6 +666,10 @@ def render(
     nav.append("</ol></nav>")
 
     body = []
+    verdicts, claims = verdict_tables(pages)
+    # One verdict per knob in the whole report: the pooled table's (Holm over every knob and
+    # quantity) replaces the verdict each notebook recorded under its own, smaller family.
+    pooled = pooled_verdicts(verdicts)
     claim_rows = []
     for c in CLAIMS:
         page = by_stem.get(c.notebook)
@@ -663,7 +680,7 @@ def render(
         else:
             measured = _MISSING_RE.sub(
                 lambda m: f'<span class="fail">{m.group(0)}</span>',
-                html.escape(c.measured(page.records)),
+                html.escape(c.measured({**page.records, **pooled})),
             )
         claim_rows.append(
             [html.escape(c.claim), f'<a href="#{c.notebook}">{c.notebook}</a>', measured]
@@ -676,13 +693,8 @@ def render(
     body.append(_table(["the paper's claim", "notebook", "measured in this run"], claim_rows))
 
     rows = knob_rows(pages)
-    verdicts, claims = verdict_tables(pages)
-    if verdicts is not None:
-        from awbench.viz.notebook_support import which_factor
-
-        for r in rows:
-            mine = verdicts[verdicts["knob"] == r["knob"]]
-            r["verdict"] = which_factor(mine) if len(mine) else r["verdict"]
+    for r in rows:
+        r["verdict"] = pooled.get(rn.knob_record(r["knob"], rn.VERDICT), r["verdict"])
     body.append('<h2 id="knobs">What each knob did</h2>')
     if rows:
         body.append(

@@ -142,12 +142,12 @@ def _json_scalar(v):
     return float(v)
 
 
-def _training_scalars(run: Run) -> dict:
+def _training_scalars(run: Run, status: str) -> dict:
     """How training ended: the stopping rule's numbers at the last epoch and the budget, so
     that every stored run says whether it is a converged network (docs/science.md#5)."""
     last = run.history.iloc[-1] if len(run.history) else None
     return {
-        "converged": run.status == CONVERGED,
+        "converged": status == CONVERGED,
         "final_train_loss": float("nan") if last is None else float(last["train_loss"]),
         "final_train_acc": float("nan") if last is None else float(last["train_acc"]),
         "epoch_budget": int(run.config.epoch_budget()),
@@ -172,9 +172,7 @@ def result_of(run: Run) -> Result:
             scalars = {k: _json_scalar(v) for k, v in an.scalars().items()}
             directions = an.directions
         analyze_seconds = time.perf_counter() - start
-    scalars.update(_training_scalars(run))
-    if status == "failed":
-        scalars["converged"] = False
+    scalars.update(_training_scalars(run, status))
     return Result(
         config=run.config,
         status=status,
@@ -241,15 +239,15 @@ def run_experiments(
             results[i] = hit
         else:
             todo.append(i)
+    # The cache was read above: train what is missing, without a second lookup per config.
     if todo and (cfgs[0].n_learners > 1 or cfgs[0].algorithm != "sgd" or len(todo) == 1):
-        for i in todo:
-            results[i] = run_experiment(cfgs[i], cache=cache, show_progress=show_progress)
+        runs = [train(cfgs[i], show_progress=show_progress) for i in todo]
     elif todo:
         from awbench.training.stacked import train_stacked
 
         runs = train_stacked([cfgs[i] for i in todo], show_progress=show_progress)
-        for i, run in zip(todo, runs):
-            results[i] = result_of(run)
-            if cache:
-                save_cached(results[i])
+    for i, run in zip(todo, runs if todo else []):
+        results[i] = result_of(run)
+        if cache:
+            save_cached(results[i])
     return [results[i] for i in range(len(cfgs))]

@@ -165,11 +165,6 @@ def weight_decay_gradient(model: nn.Module, cfg: Config) -> Callable[[list[torch
     return add
 
 
-def add_weight_decay_gradient(grads: list[torch.Tensor], model: nn.Module, cfg: Config) -> None:
-    """Add the gradient of :func:`weight_penalty` to ``grads`` (ordered as parameters())."""
-    weight_decay_gradient(model, cfg)(grads)
-
-
 def train(
     cfg: Config,
     data: Data | None = None,

@@ -28,19 +28,7 @@ from awbench.experiments.grids import PROFILES, check_profile, knob_values
 from awbench.landscape import rayleigh_ratio
 from awbench.status import CONVERGED, DONE_STATUSES
 
-RUN_COLUMNS = [
-    "value",
-    "seed",
-    "real_gap",
-    "pair_gap",
-    "estimated_gap",
-    "sharp_gap",
-    "flat_gap",
-    "sharpness",
-    "size",
-    "weight_norm",
-    "test_error",
-]
+RUN_COLUMNS = ["value", "seed", *SUMMARY_COLUMNS]
 
 
 def setup(threads: int = 1) -> None:
