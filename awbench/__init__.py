@@ -25,12 +25,15 @@ from awbench.curvature.hessian import (
 )
 from awbench.data import Data, DataError, load_data
 from awbench.experiments.experiment import Result, run_experiment
+from awbench.experiments.notebook_runs import run_notebooks
+from awbench.experiments.planning import plan_sweep
 from awbench.experiments.records import read_records, record
 from awbench.experiments.store import Store, load_store
-from awbench.experiments.sweep import plan_sweep, run_notebooks, run_sweep
+from awbench.experiments.sweep import run_sweep
 from awbench.landscape import dual_directions, eigen_slices, plane_2d, random_directions, slice_1d
 from awbench.nn.mlp import MLP, build_model
-from awbench.training.sgd import Run, train
+from awbench.training.run import Run
+from awbench.training.sgd import train
 from awbench.viz import plots
 
 __version__ = "0.1.0"

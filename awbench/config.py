@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from awbench.activations import ACTIVATIONS as ACTIVATION_TABLE
+
 # Bump when a field's meaning changes so old cache entries and store rows stop matching.
 # 2: max_epochs and weight_decay_epochs default to None, the budget in samples seen.
 SCHEMA_VERSION = 2
@@ -33,7 +35,7 @@ BUDGET_MARGIN = 2
 AUTO_EPOCH_CAP = 20_000
 
 DATASETS = ("digits", "mnist1d", "teacher", "mnist", "fashion_mnist")
-ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
+ACTIVATIONS = tuple(ACTIVATION_TABLE)
 WEIGHT_DECAY_MODES = ("norm", "squared")
 PAIRINGS = ("input", "feature", "knn", "random")
 DTYPES = ("float32", "float64")

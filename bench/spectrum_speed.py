@@ -41,7 +41,7 @@ torch.set_num_threads(1)
 
 import awbench as aw
 from awbench.curvature.hessian import HessianOperator, operator_eigenpairs
-from awbench.training.sgd import mlp_gradients
+from awbench.nn.engine import mlp_gradients
 
 K = 10
 SEEDS = (0, 1, 2)
@@ -121,7 +121,7 @@ def main():
     )
     print(
         f"one gradient (autograd, functional_call): {1e3 * t_grad:.1f} ms; "
-        f"explicit backprop (awbench.training.sgd): {1e3 * t_grad_explicit:.1f} ms"
+        f"explicit backprop (awbench.nn.engine): {1e3 * t_grad_explicit:.1f} ms"
     )
     print(
         f"one HVP, default backend:  {1e3 * t_hvp:.1f} ms = {t_hvp / t_grad:.2f} x autograd gradient "

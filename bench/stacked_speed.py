@@ -2,7 +2,7 @@
 
 For each batch size in (25, 100, 400) on the "paper" preset (digits, 64 -> 30 -> 30 -> 10 ReLU,
 no bias, float32, lr 0.1) this times a fixed number of epochs (a stop_loss no run reaches, an
-explicit max_epochs) of S seeds trained one after another with ``awbench.training.sgd`` and of the
+explicit max_epochs) of S seeds trained one after another with ``awbench.train`` (a stack of one) and of the
 same S seeds trained together with ``awbench.training.stacked.train_stacked``. Both sides evaluate the
 clean-train and test sets every epoch (test_every=1), run in this process single-threaded,
 and the best of a few repeats is kept. It also checks that the two give the same final

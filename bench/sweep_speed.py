@@ -24,7 +24,8 @@ import time
 
 from awbench.config import PRESETS
 from awbench.experiments.grids import SWEEP_PRESETS
-from awbench.experiments.sweep import plan_sweep, run_sweep
+from awbench.experiments.planning import plan_sweep
+from awbench.experiments.sweep import run_sweep
 
 DEMO_MINUTES = 30.0  # the authors' README, MNIST batch-size sweep on a CPU
 TARGET_MINUTES = 3.0  # the stacked paper batch-size sweep with 2 workers

@@ -1,7 +1,7 @@
-"""Training speed of awbench.training.sgd against a loop in the style of typical research code.
+"""Training speed of awbench.train against a loop in the style of typical research code.
 
 For the "paper" preset (digits, 64 -> 30 -> 30 -> 10 ReLU without bias, SGD lr 0.1, batch 25)
-this prints the time to the stopping rule and the cost per SGD step of ``awbench.training.sgd``, and
+this prints the time to the stopping rule and the cost per SGD step of ``awbench.train``, and
 the cost per step of a reference loop: DataLoader over a TensorDataset with shuffle, the same
 MLP from ``awbench.build_model``, torch.optim.SGD, nn.CrossEntropyLoss and loss.backward().
 Both sides evaluate clean-train and test loss/accuracy once per epoch, as the demo does, and
@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import awbench
-from awbench.training.sgd import evaluate
+from awbench.training.run import evaluate
 
 TARGET = 3.0
 EPOCHS = 20  # fixed-length timings (both sides); time-to-stop is measured for awbench only
@@ -93,14 +93,14 @@ def main() -> int:
         f"{steps_per_epoch} steps/epoch (per-epoch clean-train + test evaluation included)"
     )
     print(
-        f"awbench.training.sgd to the stopping rule: {run.status} after {run.epochs} epochs "
+        f"awbench.train to the stopping rule: {run.status} after {run.epochs} epochs "
         f"({stop_steps} steps) in {run.train_seconds:.2f} s = {1e6 * stop_per_step:.0f} us/step; "
         f"final train loss {run.history['train_loss'].iloc[-1]:.2e}, "
         f"test acc {run.history['test_acc'].iloc[-1]:.3f}"
     )
     print(f"{EPOCHS} epochs ({steps} steps), median of {REPEATS}:")
     print(
-        f"  awbench.training.sgd                  {1e6 * aw_step:7.0f} us/step  "
+        f"  awbench.train                  {1e6 * aw_step:7.0f} us/step  "
         f"(train loss {r.history['train_loss'].iloc[-1]:.3f})"
     )
     print(

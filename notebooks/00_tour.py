@@ -44,8 +44,10 @@ from IPython.display import Markdown
 
 import awbench as aw
 from awbench.experiments import record_names as rn
-from awbench.viz import gap_plots as gp
+from awbench.viz import decomposition_plots as dp
+from awbench.viz import duality_plots
 from awbench.viz import notebook_support as nb
+from awbench.viz import run_takeaways as rt
 from awbench.nn.mlp import float64_model
 
 nb.setup()
@@ -71,10 +73,10 @@ Markdown(nb.config_text(cfg))
 # %%
 res = aw.run_experiment(cfg)
 run = res.load_run()
-gp.training_curves(res.history, title=f"Training curves ({cfg.dataset}, seed {cfg.seed})")
+dp.training_curves(res.history, title=f"Training curves ({cfg.dataset}, seed {cfg.seed})")
 
 # %%
-Markdown(nb.run_takeaway(res))
+Markdown(rt.run_takeaway(res))
 
 # %% [markdown]
 # ## 2 · The duality holds exactly
@@ -87,7 +89,7 @@ an = res.analysis()
 model64 = float64_model(run.model)
 x_test, x_train = run.data.x_test.double(), run.data.x_train.double()
 errors = aw.duality_check(model64, cfg.layer, x_test[an.pairs_test], x_train[an.pairs_train])
-gp.duality_exactness({cfg.layer: errors.numpy()})
+duality_plots.duality_exactness({cfg.layer: errors.numpy()})
 
 # %%
 Markdown(
@@ -102,16 +104,16 @@ Markdown(
 # term gives the paper's estimate Σ c σg σw.
 
 # %%
-gp.gap_budget(an.scalars(), title=f"Where the gap of this run comes from (layer {cfg.layer})")
+dp.gap_budget(an.scalars(), title=f"Where the gap of this run comes from (layer {cfg.layer})")
 
 # %%
-Markdown(nb.identity_takeaway(an))
+Markdown(rt.identity_takeaway(an))
 
 # %%
-gp.direction_spectra(an.directions, cfg.n_sharp)
+dp.direction_spectra(an.directions, cfg.n_sharp)
 
 # %%
-Markdown(nb.spectra_takeaway(an, cfg.n_sharp))
+Markdown(rt.spectra_takeaway(an, cfg.n_sharp))
 
 # %% [markdown]
 # ## 4 · The two factors
@@ -119,10 +121,10 @@ Markdown(nb.spectra_takeaway(an, cfg.n_sharp))
 # strongly. σw is the size factor: it scales with the layer's weights.
 
 # %%
-gp.sharpness_vs_lam(an.directions)
+dp.sharpness_vs_lam(an.directions)
 
 # %%
-Markdown(nb.factors_takeaway(an))
+Markdown(rt.factors_takeaway(an))
 
 # %% [markdown]
 # ## Recorded numbers

@@ -44,8 +44,9 @@ from IPython.display import Markdown
 
 import awbench as aw
 from awbench.experiments import record_names as rn
-from awbench.viz import gap_plots as gp
+from awbench.viz import duality_plots
 from awbench.viz import notebook_support as nb
+from awbench.viz import run_takeaways as rt
 from awbench.analysis import checks
 from awbench.nn.mlp import float64_model
 
@@ -62,7 +63,7 @@ res = aw.run_experiment(cfg)
 run = res.load_run()
 model64 = float64_model(run.model)
 data = run.data
-Markdown(nb.run_takeaway(res))
+Markdown(rt.run_takeaway(res))
 
 # %% [markdown]
 # ## 1 · Pairs, activity changes and dual weights
@@ -75,7 +76,7 @@ a_tr, a_te, keep = checks.pair_activities(model64, cfg.layer, data, pairs)
 W = getattr(model64, cfg.layer).weight.detach()
 dual = aw.dual_weights(W, a_tr, a_te)
 predicted = ((a_te - a_tr) @ W.T).norm(dim=1) / a_tr.norm(dim=1)
-gp.dual_norm_check(predicted.numpy(), dual.flatten(1).norm(dim=1).numpy())
+duality_plots.dual_norm_check(predicted.numpy(), dual.flatten(1).norm(dim=1).numpy())
 
 # %%
 Markdown(
@@ -99,7 +100,7 @@ errors = {
     for name in run.model.layer_names
 }
 errors[f"{cfg.layer} (float32)"] = aw.duality_check(run.model, cfg.layer, x_te, x_tr).numpy()
-gp.duality_exactness(errors)
+duality_plots.duality_exactness(errors)
 
 # %%
 worst = {k: float(np.nanmax(v)) for k, v in errors.items()}
@@ -116,7 +117,7 @@ Markdown(
 
 # %%
 fam = checks.family_sweep(model64, cfg.layer, data, pairs, family, seed=cfg.seed)
-gp.general_family(fam)
+duality_plots.general_family(fam)
 
 # %%
 Markdown(
@@ -132,7 +133,7 @@ Markdown(
 
 # %%
 lin = checks.scaling_sweep(model64, cfg.layer, data, pairs, scales)
-gp.scaling_check(lin["scale"], lin["ratio"])
+duality_plots.scaling_check(lin["scale"], lin["ratio"])
 
 # %%
 deviation = float((lin["ratio"] - lin["scale"]).abs().max())

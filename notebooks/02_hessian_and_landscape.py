@@ -46,8 +46,10 @@ from IPython.display import Markdown
 
 import awbench as aw
 from awbench.experiments import record_names as rn
-from awbench.viz import gap_plots as gp
+from awbench.viz import curvature_plots
+from awbench.viz import landscape_takeaways as lt
 from awbench.viz import notebook_support as nb
+from awbench.viz import run_takeaways as rt
 from awbench.curvature.hessian import eigen_check, trace_table
 from awbench.nn.mlp import float64_model
 from awbench import plots
@@ -56,12 +58,12 @@ nb.setup()
 
 # %%
 cfg = nb.base_config(profile, dataset, overrides, seed=seed, layer=layer)
-settings = nb.landscape_settings(profile)
+settings = lt.landscape_settings(profile)
 res = aw.run_experiment(cfg)
 run = res.load_run()
 model = float64_model(run.model)
 x, y = run.data.x_clean.double(), run.data.y_clean
-Markdown(nb.run_takeaway(res))
+Markdown(rt.run_takeaway(res))
 
 # %% [markdown]
 # ## 1 · The spectrum
@@ -89,17 +91,17 @@ plots.spectrum_figure(
 # %%
 H = aw.layer_hessian(model, cfg.layer, x, y)
 exact_values, exact_trace = np.linalg.eigvalsh(H.numpy()), float(H.trace())
-Markdown(nb.spectrum_takeaway(eig, exact_values, exact_trace))
+Markdown(lt.spectrum_takeaway(eig, exact_values, exact_trace))
 
 # %% [markdown]
 # ## 2 · The trace, with its error bar
 
 # %%
 traces = trace_table(model, x, y, settings["probes"], cfg.seed, cfg.layer)
-gp.trace_convergence(traces, exact_trace)
+curvature_plots.trace_convergence(traces, exact_trace)
 
 # %%
-Markdown(nb.trace_takeaway(traces, exact_trace))
+Markdown(lt.trace_takeaway(traces, exact_trace))
 
 # %% [markdown]
 # ## 3 · The loss along the top eigenvectors
@@ -113,7 +115,7 @@ plots.slice_figure(eigen_slices, title="Loss along the top Hessian eigenvectors,
 
 # %%
 fd = aw.landscape.fd_curvature(model, x, y, eig.vectors[0], cfg.layer)
-Markdown(nb.slices_takeaway(eigen_slices, fd))
+Markdown(lt.slices_takeaway(eigen_slices, fd))
 
 # %% [markdown]
 # ## 4 · Dual-weight and random directions
@@ -133,10 +135,10 @@ plots.slice_figure(random_slices, title="Loss along filter-normalised random dir
 
 # %%
 curv = aw.landscape.rayleigh(model, x, y, directions, cfg.layer)
-gp.direction_curvatures(curv, float(eig.values[0]))
+curvature_plots.direction_curvatures(curv, float(eig.values[0]))
 
 # %%
-Markdown(nb.curvature_takeaway(curv, float(eig.values[0])))
+Markdown(lt.curvature_takeaway(curv, float(eig.values[0])))
 
 # %% [markdown]
 # ## 5 · Planes

@@ -49,8 +49,11 @@ from IPython.display import Markdown
 
 import awbench as aw
 from awbench.experiments import record_names as rn
+from awbench.viz import decomposition_plots as dp
 from awbench.viz import gap_plots as gp
+from awbench.viz import knob_takeaways as kt
 from awbench.viz import notebook_support as nb
+from awbench.viz import run_takeaways as rt
 from awbench.analysis.decomposition import spearman_ratio, spearman_sigma_g
 from awbench.experiments.effects import effects_estimate
 
@@ -66,29 +69,29 @@ Markdown(nb.config_text(cfg))
 # %%
 res = aw.run_experiment(cfg)
 an = res.analysis()
-Markdown(nb.run_takeaway(res))
+Markdown(rt.run_takeaway(res))
 
 # %% [markdown]
 # ## 1 · Per-direction spectra
 # Directions sorted by σg. The shaded band is the sharp part.
 
 # %%
-gp.direction_spectra(an.directions, cfg.n_sharp)
+dp.direction_spectra(an.directions, cfg.n_sharp)
 
 # %%
-Markdown(nb.spectra_takeaway(an, cfg.n_sharp))
+Markdown(rt.spectra_takeaway(an, cfg.n_sharp))
 
 # %% [markdown]
 # ## 2 · The identity and the sharp/flat split
 
 # %%
-gp.gap_budget(an.scalars())
+dp.gap_budget(an.scalars())
 
 # %%
-Markdown(nb.identity_takeaway(an))
+Markdown(rt.identity_takeaway(an))
 
 # %%
-gp.cumulative_gap(an.directions, an.pair_gap, an.real_gap, cfg.n_sharp)
+dp.cumulative_gap(an.directions, an.pair_gap, an.real_gap, cfg.n_sharp)
 
 # %%
 top = an.directions.head(cfg.n_sharp)[["rank", "lam", "sigma_g", "sigma_w", "c", "contribution"]]
@@ -100,20 +103,20 @@ top.style.format(precision=4).hide(axis="index")
 # ⟨∇l·Δw⟩ + ½ Σ λ (σw² + μw²). It shows why curvature matters; it is not exact.
 
 # %%
-gp.second_order(an.scalars())
+dp.second_order(an.scalars())
 
 # %%
-Markdown(nb.second_order_takeaway(an))
+Markdown(rt.second_order_takeaway(an))
 
 # %% [markdown]
 # ## 4 · The sharpness factor against curvature
 # Is σg large where the training loss curves (large λ)? Measured here, not assumed.
 
 # %%
-gp.sharpness_vs_lam(an.directions)
+dp.sharpness_vs_lam(an.directions)
 
 # %%
-Markdown(nb.factors_takeaway(an))
+Markdown(rt.factors_takeaway(an))
 
 # %% [markdown]
 # ## 5 · The identity holds at every layer
@@ -121,11 +124,11 @@ Markdown(nb.factors_takeaway(an))
 # %%
 run = res.load_run()
 per_layer = {c.layer: aw.analyze(run, layer=c.layer) for c in checked}
-layer_table = nb.layer_table(per_layer)
+layer_table = rt.layer_table(per_layer)
 layer_table
 
 # %%
-Markdown(nb.layer_takeaway(layer_table))
+Markdown(rt.layer_takeaway(layer_table))
 
 # %% [markdown]
 # ## 6 · Estimated against actual gap over seeds
@@ -138,7 +141,7 @@ gp.estimated_vs_actual(
 )
 
 # %%
-Markdown(nb.estimate_takeaway(seed_runs))
+Markdown(kt.estimate_takeaway(seed_runs))
 
 # %% [markdown]
 # ## Recorded numbers

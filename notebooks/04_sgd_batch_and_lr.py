@@ -47,6 +47,8 @@ import pandas as pd
 from IPython.display import Markdown
 
 from awbench.viz import gap_plots as gp
+from awbench.viz import knob_plots as kp
+from awbench.viz import knob_takeaways as kt
 from awbench.viz import notebook_support as nb
 
 nb.setup()
@@ -69,22 +71,22 @@ runs_bs = nb.sweep(base, "batch_size", bs_values, seed_list, workers, store)
 nb.summary_table(runs_bs, "batch_size")
 
 # %%
-gp.gap_vs_knob(runs_bs, "batch_size")
+kp.gap_vs_knob(runs_bs, "batch_size")
 
 # %%
-Markdown(nb.gap_takeaway(runs_bs, "batch_size"))
+Markdown(kt.gap_takeaway(runs_bs, "batch_size"))
 
 # %%
-gp.factors_vs_knob(runs_bs, "batch_size")
+kp.factors_vs_knob(runs_bs, "batch_size")
 
 # %%
-Markdown(nb.factor_takeaway(runs_bs, "batch_size"))
+Markdown(kt.factor_takeaway(runs_bs, "batch_size"))
 
 # %%
-gp.factor_plane(runs_bs, "batch_size")
+kp.factor_plane(runs_bs, "batch_size")
 
 # %%
-Markdown(nb.plane_takeaway(runs_bs))
+Markdown(kt.plane_takeaway(runs_bs))
 
 # %% [markdown]
 # ## 2 · Learning rate
@@ -94,22 +96,22 @@ runs_lr = nb.sweep(base, "lr", lr_values, seed_list, workers, store)
 nb.summary_table(runs_lr, "lr")
 
 # %%
-gp.gap_vs_knob(runs_lr, "lr")
+kp.gap_vs_knob(runs_lr, "lr")
 
 # %%
-Markdown(nb.gap_takeaway(runs_lr, "lr"))
+Markdown(kt.gap_takeaway(runs_lr, "lr"))
 
 # %%
-gp.factors_vs_knob(runs_lr, "lr")
+kp.factors_vs_knob(runs_lr, "lr")
 
 # %%
-Markdown(nb.factor_takeaway(runs_lr, "lr"))
+Markdown(kt.factor_takeaway(runs_lr, "lr"))
 
 # %%
-gp.factor_plane(runs_lr, "lr")
+kp.factor_plane(runs_lr, "lr")
 
 # %%
-Markdown(nb.plane_takeaway(runs_lr))
+Markdown(kt.plane_takeaway(runs_lr))
 
 # %% [markdown]
 # ## 3 · Estimated against actual gap, every run
@@ -120,7 +122,7 @@ all_runs = pd.concat(sweeps.values(), ignore_index=True)
 gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 
 # %%
-Markdown(nb.estimate_takeaway(all_runs))
+Markdown(kt.estimate_takeaway(all_runs))
 
 # %%
 effects = nb.effects_table(sweeps)

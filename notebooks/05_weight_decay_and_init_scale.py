@@ -51,6 +51,8 @@ from IPython.display import Markdown
 import awbench as aw
 from awbench.experiments import record_names as rn
 from awbench.viz import gap_plots as gp
+from awbench.viz import knob_plots as kp
+from awbench.viz import knob_takeaways as kt
 from awbench.viz import notebook_support as nb
 from awbench.analysis.decomposition import spearman
 from awbench.experiments.effects import size_norm_slope
@@ -78,22 +80,22 @@ runs_wd = nb.sweep(base, "weight_decay", weight_decay_values, seed_list, workers
 nb.summary_table(runs_wd, "weight_decay")
 
 # %%
-gp.gap_vs_knob(runs_wd, "weight_decay")
+kp.gap_vs_knob(runs_wd, "weight_decay")
 
 # %%
-Markdown(nb.gap_takeaway(runs_wd, "weight_decay"))
+Markdown(kt.gap_takeaway(runs_wd, "weight_decay"))
 
 # %%
-gp.factors_vs_knob(runs_wd, "weight_decay")
+kp.factors_vs_knob(runs_wd, "weight_decay")
 
 # %%
-Markdown(nb.factor_takeaway(runs_wd, "weight_decay"))
+Markdown(kt.factor_takeaway(runs_wd, "weight_decay"))
 
 # %%
-gp.factor_plane(runs_wd, "weight_decay")
+kp.factor_plane(runs_wd, "weight_decay")
 
 # %%
-Markdown(nb.plane_takeaway(runs_wd))
+Markdown(kt.plane_takeaway(runs_wd))
 
 # %% [markdown]
 # ## 2 · Initial weight scale
@@ -103,22 +105,22 @@ runs_init = nb.sweep(base, "init_scale", init_scale_values, seed_list, workers, 
 nb.summary_table(runs_init, "init_scale")
 
 # %%
-gp.gap_vs_knob(runs_init, "init_scale")
+kp.gap_vs_knob(runs_init, "init_scale")
 
 # %%
-Markdown(nb.gap_takeaway(runs_init, "init_scale"))
+Markdown(kt.gap_takeaway(runs_init, "init_scale"))
 
 # %%
-gp.factors_vs_knob(runs_init, "init_scale")
+kp.factors_vs_knob(runs_init, "init_scale")
 
 # %%
-Markdown(nb.factor_takeaway(runs_init, "init_scale"))
+Markdown(kt.factor_takeaway(runs_init, "init_scale"))
 
 # %%
-gp.factor_plane(runs_init, "init_scale")
+kp.factor_plane(runs_init, "init_scale")
 
 # %%
-Markdown(nb.plane_takeaway(runs_init))
+Markdown(kt.plane_takeaway(runs_init))
 
 # %% [markdown]
 # ## 3 · Size against the weight norm (figure 5)
@@ -129,7 +131,7 @@ sized = pd.concat([runs_wd, runs_init], ignore_index=True)
 gp.size_vs_weight_norm(sized[sized["ok"]], color="knob")
 
 # %%
-Markdown(nb.size_norm_takeaway(sized))
+Markdown(kt.size_norm_takeaway(sized))
 
 # %% [markdown]
 # ## 4 · Estimated against actual gap, every run
@@ -140,7 +142,7 @@ all_runs = pd.concat(sweeps.values(), ignore_index=True)
 gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 
 # %%
-Markdown(nb.estimate_takeaway(all_runs))
+Markdown(kt.estimate_takeaway(all_runs))
 
 # %%
 aw.record(rn.SIZE_NORM_SLOPE, size_norm_slope(sized))

@@ -43,6 +43,8 @@ import pandas as pd
 from IPython.display import Markdown
 
 from awbench.viz import gap_plots as gp
+from awbench.viz import knob_plots as kp
+from awbench.viz import knob_takeaways as kt
 from awbench.viz import notebook_support as nb
 
 nb.setup()
@@ -62,31 +64,31 @@ runs_do = nb.sweep(base, "dropout", dropout_values, seed_list, workers, store)
 nb.summary_table(runs_do, "dropout")
 
 # %%
-gp.gap_vs_knob(runs_do, "dropout")
+kp.gap_vs_knob(runs_do, "dropout")
 
 # %%
-Markdown(nb.gap_takeaway(runs_do, "dropout"))
+Markdown(kt.gap_takeaway(runs_do, "dropout"))
 
 # %%
-gp.factors_vs_knob(runs_do, "dropout")
+kp.factors_vs_knob(runs_do, "dropout")
 
 # %%
-Markdown(nb.factor_takeaway(runs_do, "dropout"))
+Markdown(kt.factor_takeaway(runs_do, "dropout"))
 
 # %%
-gp.factor_plane(runs_do, "dropout")
+kp.factor_plane(runs_do, "dropout")
 
 # %%
-Markdown(nb.plane_takeaway(runs_do))
+Markdown(kt.plane_takeaway(runs_do))
 
 # %% [markdown]
 # ## 2 · Test error
 
 # %%
-gp.metric_vs_knob(runs_do, "dropout", "test_error")
+kp.metric_vs_knob(runs_do, "dropout", "test_error")
 
 # %%
-Markdown(nb.metric_takeaway(runs_do, "dropout", "test_error"))
+Markdown(kt.metric_takeaway(runs_do, "dropout", "test_error"))
 
 # %% [markdown]
 # ## 3 · Estimated against actual gap, every run
@@ -97,7 +99,7 @@ all_runs = pd.concat(sweeps.values(), ignore_index=True)
 gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 
 # %%
-Markdown(nb.estimate_takeaway(all_runs))
+Markdown(kt.estimate_takeaway(all_runs))
 
 # %%
 effects = nb.effects_table(sweeps)

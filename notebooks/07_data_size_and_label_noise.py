@@ -47,6 +47,8 @@ from IPython.display import Markdown
 
 from awbench.experiments import grids
 from awbench.viz import gap_plots as gp
+from awbench.viz import knob_plots as kp
+from awbench.viz import knob_takeaways as kt
 from awbench.viz import notebook_support as nb
 
 nb.setup()
@@ -72,22 +74,22 @@ runs_nt = nb.sweep(base, "n_train", n_train_values, seed_list, workers, store)
 nb.summary_table(runs_nt, "n_train")
 
 # %%
-gp.gap_vs_knob(runs_nt, "n_train")
+kp.gap_vs_knob(runs_nt, "n_train")
 
 # %%
-Markdown(nb.gap_takeaway(runs_nt, "n_train"))
+Markdown(kt.gap_takeaway(runs_nt, "n_train"))
 
 # %%
-gp.factors_vs_knob(runs_nt, "n_train")
+kp.factors_vs_knob(runs_nt, "n_train")
 
 # %%
-Markdown(nb.factor_takeaway(runs_nt, "n_train"))
+Markdown(kt.factor_takeaway(runs_nt, "n_train"))
 
 # %%
-gp.factor_plane(runs_nt, "n_train")
+kp.factor_plane(runs_nt, "n_train")
 
 # %%
-Markdown(nb.plane_takeaway(runs_nt))
+Markdown(kt.plane_takeaway(runs_nt))
 
 # %% [markdown]
 # ## 2 · Label noise
@@ -97,22 +99,22 @@ runs_ln = nb.sweep(noise_base, "label_noise", label_noise_values, seed_list, wor
 nb.summary_table(runs_ln, "label_noise")
 
 # %%
-gp.gap_vs_knob(runs_ln, "label_noise")
+kp.gap_vs_knob(runs_ln, "label_noise")
 
 # %%
-Markdown(nb.gap_takeaway(runs_ln, "label_noise"))
+Markdown(kt.gap_takeaway(runs_ln, "label_noise"))
 
 # %%
-gp.factors_vs_knob(runs_ln, "label_noise")
+kp.factors_vs_knob(runs_ln, "label_noise")
 
 # %%
-Markdown(nb.factor_takeaway(runs_ln, "label_noise"))
+Markdown(kt.factor_takeaway(runs_ln, "label_noise"))
 
 # %%
-gp.factor_plane(runs_ln, "label_noise")
+kp.factor_plane(runs_ln, "label_noise")
 
 # %%
-Markdown(nb.plane_takeaway(runs_ln))
+Markdown(kt.plane_takeaway(runs_ln))
 
 # %% [markdown]
 # ## 3 · Estimated against actual gap, every run
@@ -123,7 +125,7 @@ all_runs = pd.concat(sweeps.values(), ignore_index=True)
 gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 
 # %%
-Markdown(nb.estimate_takeaway(all_runs))
+Markdown(kt.estimate_takeaway(all_runs))
 
 # %%
 effects = nb.effects_table(sweeps)

@@ -45,8 +45,10 @@ store: str = ""  # knobs store folder (empty: the grid shipped in awbench/apps/k
 mode: str = "auto"  # auto | live | static: widgets, or static figures (auto: static when headless)
 
 # %%
+import awbench.apps.knob_effects as ke
 import awbench.apps.knob_grid as kg
 import awbench.apps.knob_panels as kp
+import awbench.apps.knob_sentences as kt
 import awbench.apps.widgets as kw
 from awbench.experiments import grids
 from awbench.viz import notebook_support as nb
@@ -93,8 +95,8 @@ Markdown(kw.takeaway(panel))
 # counted). Which factor moves is measured here, not assumed.
 
 # %%
-effects = kg.grid_effects(panel.grid)
-Markdown(kp.effects_takeaway(effects))
+effects = ke.grid_effects(panel.grid)
+Markdown(kt.effects_takeaway(effects))
 
 # %%
 if profile == "paper":

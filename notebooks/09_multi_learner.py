@@ -50,6 +50,8 @@ from plotly.subplots import make_subplots
 
 import awbench as aw
 from awbench.experiments import record_names as rn
+from awbench.viz import knob_takeaways as kt
+from awbench.viz import learner_comparison as lc
 from awbench.viz import notebook_support as nb
 from awbench.progress import interactive
 
@@ -112,7 +114,7 @@ report = aw.run_sweep(
 all_runs = report.load().runs
 runs = all_runs[all_runs["status"] == "converged"]
 COLS = ["real_gap", "sharp_gap", "flat_gap", "sharpness", "size", "test_error"]
-Markdown(nb.convergence_takeaway(all_runs, ["algorithm", "n_learners"]))
+Markdown(kt.convergence_takeaway(all_runs, ["algorithm", "n_learners"]))
 
 # %%
 table = runs.groupby(["n_learners", "algorithm"])[COLS].agg(["mean", "std"])
@@ -145,9 +147,9 @@ fig.update_layout(title="Sharpness and size by algorithm")
 
 # %%
 n_top = counts[-1]
-pairs = nb.algorithm_pairs(all_runs, n_top, ["real_gap", "sharpness", "size", "sharp_gap"])
-comparison = nb.compare_algorithms(pairs)
-Markdown(nb.dpsgd_takeaway(comparison, n_top, topology))
+pairs = lc.algorithm_pairs(all_runs, n_top, ["real_gap", "sharpness", "size", "sharp_gap"])
+comparison = lc.compare_algorithms(pairs)
+Markdown(lc.dpsgd_takeaway(comparison, n_top, topology))
 
 # %% [markdown]
 # ## Recorded numbers

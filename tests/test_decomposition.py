@@ -22,7 +22,7 @@ from awbench.analysis.decomposition import (
 )
 from awbench.data import Data
 from awbench.nn.mlp import MLP
-from awbench.training.sgd import Run
+from awbench.training.run import Run
 
 
 def dense_reference_hessian(model, layer, x, y):

@@ -13,7 +13,10 @@ import plotly.graph_objects as go
 import pytest
 from scipy.stats import t as student_t
 
+from awbench.viz import decomposition_plots as dp
 from awbench.viz import gap_plots as gp
+from awbench.viz import knob_plots as kp
+from awbench.viz import sweep_stats as ss
 
 KNOB = "dropout"
 VALUES = (0.0, 0.1, 0.2, 0.4)
@@ -86,7 +89,7 @@ def _trace(fig: go.Figure, name: str, nth: int = 0):
 
 
 def _unconverged(fig: go.Figure) -> list:
-    return [t for t in fig.data if t.name == gp.NOT_CONVERGED]
+    return [t for t in fig.data if t.name == ss.NOT_CONVERGED]
 
 
 def _assert_hollow_planted(fig: go.Figure, xcol_value=None) -> None:
@@ -94,11 +97,11 @@ def _assert_hollow_planted(fig: go.Figure, xcol_value=None) -> None:
     hollow = _unconverged(fig)
     assert hollow, "no 'not converged (left out)' trace"
     for t in hollow:
-        assert t.marker.symbol.endswith("-open") and t.marker.color == gp.UNCONVERGED_COLOR
+        assert t.marker.symbol.endswith("-open") and t.marker.color == ss.UNCONVERGED_COLOR
     assert any(t.showlegend is not False for t in hollow)
     assert any(EXTREME in np.asarray(t.y, dtype=float) for t in hollow)
     for t in fig.data:
-        if t.name != gp.NOT_CONVERGED and t.y is not None:
+        if t.name != ss.NOT_CONVERGED and t.y is not None:
             assert EXTREME not in np.asarray(t.y, dtype=float), t.name
             if t.x is not None and not isinstance(t, go.Bar):
                 assert EXTREME not in np.asarray(t.x, dtype=float), t.name
@@ -115,13 +118,13 @@ def test_converged_mask_prefers_column_and_falls_back_to_status():
     t = pd.DataFrame(
         {"status": ["converged", "converged", "max_epochs"], "converged": [True, None, False]}
     )
-    assert gp.converged_mask(t).tolist() == [True, True, False]
-    assert gp.converged_mask(t.drop(columns="converged")).tolist() == [True, True, False]
-    assert gp.converged_mask(pd.DataFrame({"x": [1.0, 2.0]})).tolist() == [True, True]
+    assert ss.converged_mask(t).tolist() == [True, True, False]
+    assert ss.converged_mask(t.drop(columns="converged")).tolist() == [True, True, False]
+    assert ss.converged_mask(pd.DataFrame({"x": [1.0, 2.0]})).tolist() == [True, True]
 
 
 def test_seed_stats_uses_converged_runs_only(runs):
-    s = gp.seed_stats(runs, KNOB, ["real_gap"])
+    s = ss.seed_stats(runs, KNOB, ["real_gap"])
     assert s[KNOB].tolist() == list(VALUES)  # the value without a converged run keeps a row
     np.testing.assert_allclose(s["real_gap_mean"], _converged_means(runs, "real_gap"))
     assert s["n_converged"].tolist() == [3, 3, 2, 0] and s["n_runs"].tolist() == [3] * 4
@@ -132,7 +135,7 @@ def test_seed_stats_uses_converged_runs_only(runs):
 
 
 def test_t_interval_needs_two_runs():
-    ci = gp.t_interval([1.0, 1.0, 1.0], [1, 2, 10])
+    ci = ss.t_interval([1.0, 1.0, 1.0], [1, 2, 10])
     assert np.isnan(ci[0])
     assert ci[1] == pytest.approx(12.706 / np.sqrt(2), rel=1e-4)
     assert ci[2] == pytest.approx(2.262 / np.sqrt(10), rel=1e-3)
@@ -142,8 +145,8 @@ def test_t_interval_needs_two_runs():
 
 
 def test_gap_vs_knob_means_error_bars_and_hollow_runs(runs):
-    fig = gp.gap_vs_knob(runs, KNOB)
-    s = gp.seed_stats(runs, KNOB, ["real_gap", "pair_gap"])
+    fig = kp.gap_vs_knob(runs, KNOB)
+    s = ss.seed_stats(runs, KNOB, ["real_gap", "pair_gap"])
     for key in ("real_gap", "pair_gap"):
         mean = _trace(fig, f"{gp.LABELS[key]}, mean ± 95 % CI")
         np.testing.assert_allclose(np.asarray(mean.y, float), _converged_means(runs, key))
@@ -155,7 +158,7 @@ def test_gap_vs_knob_means_error_bars_and_hollow_runs(runs):
 
 
 def test_gap_vs_knob_greys_a_value_without_converged_run(runs):
-    fig = gp.gap_vs_knob(runs, KNOB)
+    fig = kp.gap_vs_knob(runs, KNOB)
     bars = [t for t in fig.data if isinstance(t, go.Bar)]
     coloured = [t for t in bars if "greyed" not in t.name]
     greyed = [t for t in bars if "greyed" in t.name]
@@ -173,7 +176,7 @@ def test_gap_vs_knob_greys_a_value_without_converged_run(runs):
 
 def test_gap_vs_knob_log_axis_greys_with_markers(runs):
     r = runs.assign(batch_size=runs[KNOB].map({0.0: 8, 0.1: 32, 0.2: 128, 0.4: 512}))
-    fig = gp.gap_vs_knob(r, "batch_size")
+    fig = kp.gap_vs_knob(r, "batch_size")
     assert fig.layout.xaxis.type == "log"
     greyed = [t for t in fig.data if t.name and "greyed" in t.name]
     assert greyed and all(list(t.x) == [512] for t in greyed)
@@ -182,7 +185,7 @@ def test_gap_vs_knob_log_axis_greys_with_markers(runs):
 
 
 def test_factors_vs_knob(runs):
-    fig = gp.factors_vs_knob(runs, KNOB)
+    fig = kp.factors_vs_knob(runs, KNOB)
     for key in ("sharpness", "size", "weight_norm"):
         mean = _trace(fig, f"{gp.LABELS[key]}, mean ± 95 % CI")
         np.testing.assert_allclose(np.asarray(mean.y, float), _converged_means(runs, key))
@@ -193,7 +196,7 @@ def test_factors_vs_knob(runs):
 
 
 def test_metric_vs_knob(runs):
-    fig = gp.metric_vs_knob(runs, KNOB, "test_error")
+    fig = kp.metric_vs_knob(runs, KNOB, "test_error")
     mean = _trace(fig, "mean ± 95 % CI (converged)")
     np.testing.assert_allclose(np.asarray(mean.y, float), _converged_means(runs, "test_error"))
     dots = _trace(fig, "converged runs")
@@ -206,7 +209,7 @@ def test_metric_vs_knob(runs):
 
 
 def test_factor_plane(runs):
-    fig = gp.factor_plane(runs, KNOB)
+    fig = kp.factor_plane(runs, KNOB)
     dots = _trace(fig, "converged runs")
     assert len(dots.x) == int(runs["converged"].sum())
     path = _trace(fig, "mean over converged seeds ± 95 % CI")
@@ -225,7 +228,7 @@ def test_estimated_vs_actual(runs, color):
     assert {t.marker.symbol for t in hollow} == {"circle-open", "x-open"}
     n_unconverged = int((~ok["converged"]).sum())
     assert all(len(t.x) == n_unconverged for t in hollow)
-    counted = [t for t in fig.data if t.name not in (gp.NOT_CONVERGED, "y = x")]
+    counted = [t for t in fig.data if t.name not in (ss.NOT_CONVERGED, "y = x")]
     assert sum(len(t.x) for t in counted) == 2 * int(ok["converged"].sum())
     assert _note(ok) in fig.layout.title.text
 
@@ -243,10 +246,10 @@ def test_size_vs_weight_norm_fits_converged_runs_only(runs):
 def test_all_converged_adds_no_note_and_no_grey(runs):
     conv = runs[runs["converged"]]
     for fig in (
-        gp.gap_vs_knob(conv, KNOB),
-        gp.factors_vs_knob(conv, KNOB),
-        gp.metric_vs_knob(conv, KNOB, "test_error"),
-        gp.factor_plane(conv, KNOB),
+        kp.gap_vs_knob(conv, KNOB),
+        kp.factors_vs_knob(conv, KNOB),
+        kp.metric_vs_knob(conv, KNOB, "test_error"),
+        kp.factor_plane(conv, KNOB),
         gp.estimated_vs_actual(conv, color="knob"),
         gp.size_vs_weight_norm(conv),
     ):
@@ -258,7 +261,7 @@ def test_all_converged_adds_no_note_and_no_grey(runs):
 
 def test_no_converged_run_at_all_still_draws(runs):
     none = runs.assign(converged=False, status=runs["status"].replace("converged", "max_epochs"))
-    fig = gp.gap_vs_knob(none, KNOB)
+    fig = kp.gap_vs_knob(none, KNOB)
     assert f"0 of {len(runs)} runs converged" in fig.layout.title.text
     assert all(np.isnan(np.asarray(t.y, float)).all() for t in fig.data if "mean" in t.name)
     _assert_hollow_planted(fig)
@@ -302,20 +305,20 @@ def test_legends_stay_clear_of_titles(runs):
         }
     )
     for fig in (
-        gp.gap_vs_knob(runs, KNOB),
-        gp.gap_vs_knob(runs[runs["converged"]], KNOB),
-        gp.training_curves(history),
-        gp.factor_plane(runs, KNOB),
+        kp.gap_vs_knob(runs, KNOB),
+        kp.gap_vs_knob(runs[runs["converged"]], KNOB),
+        dp.training_curves(history),
+        kp.factor_plane(runs, KNOB),
         gp.estimated_vs_actual(runs[runs["ok"]], color="knob"),
     ):
         _legend_clear_of_title(fig)
         assert fig.layout.margin.t >= 80
-    assert gp.gap_vs_knob(runs, KNOB).layout.margin.t >= 100  # two-line title
+    assert kp.gap_vs_knob(runs, KNOB).layout.margin.t >= 100  # two-line title
 
 
 def test_builders_leave_their_input_alone(runs):
     before = runs.copy()
-    gp.gap_vs_knob(runs, KNOB)
-    gp.factor_plane(runs, KNOB)
+    kp.gap_vs_knob(runs, KNOB)
+    kp.factor_plane(runs, KNOB)
     gp.estimated_vs_actual(runs, color="knob")
     pd.testing.assert_frame_equal(runs, before)

@@ -7,7 +7,7 @@ import yaml
 from awbench.apps.knob_grid import shipped_store
 from awbench.config import Config
 from awbench.experiments import grids
-from awbench.experiments.sweep import check_data_size
+from awbench.experiments.planning import check_data_size
 from awbench.viz import notebook_support as nb
 
 PAPER = Config.preset("paper")

@@ -7,8 +7,8 @@ import torch
 
 import awbench as aw
 from awbench.config import ConfigError
+from awbench.nn.engine import mlp_gradients
 from awbench.training.multilearner import Learners, mixing_matrix, shard_positions
-from awbench.training.sgd import mlp_gradients
 
 ALGORITHMS = ("ssgd", "dpsgd", "local_sgd")
 TOPOLOGIES = ("ring", "full", "torus", "gossip")

@@ -8,8 +8,8 @@ import yaml
 
 from awbench.apps.cli import main
 from awbench.config import Config, ConfigError
+from awbench.experiments.notebook_runs import plan_notebook_runs, run_notebooks
 from awbench.experiments.records import read_records
-from awbench.experiments.sweep import plan_notebook_runs, run_notebooks
 
 pytestmark = pytest.mark.slow
 

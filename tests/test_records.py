@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from awbench.apps import report
+from awbench.apps import report_claims, report_pages, report_render
 from awbench.experiments import record_names as rn
 from awbench.viz import notebook_support as nb
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-REPORT = ROOT / "awbench" / "apps" / "report.py"
+REPORT = sorted((ROOT / "awbench" / "apps").glob("report*.py"))  # the report and its parts
 
 
 def _constant(node: ast.AST) -> str | None:
@@ -108,7 +108,9 @@ def test_knob_notebooks_sweep_the_knobs_record_names_says():
 def test_report_reads_only_expected_names():
     """Every name the report passes to _num / _pct / .get, statically, is an expected record."""
     expected = set().union(*rn.EXPECTED.values())
-    tree = ast.parse(REPORT.read_text(encoding="utf-8"))
+    tree = ast.Module(
+        [n for f in REPORT for n in ast.parse(f.read_text(encoding="utf-8")).body], []
+    )
     read: set[str] = set()
     quantities: set[str] = set()
     for node in ast.walk(tree):
@@ -154,12 +156,12 @@ class _Everything(dict):
         return 0.5
 
 
-@pytest.mark.parametrize("claim", report.CLAIMS, ids=lambda c: c.notebook)
+@pytest.mark.parametrize("claim", report_claims.CLAIMS, ids=lambda c: c.notebook)
 def test_each_claim_reads_only_its_notebooks_expected_records(claim):
     r = _Everything()
     text = claim.measured(r)
     assert r.asked <= rn.EXPECTED[claim.notebook], r.asked - rn.EXPECTED[claim.notebook]
-    assert "n/a" not in text and report.MISSING not in text
+    assert "n/a" not in text and report_claims.MISSING not in text
 
 
 def test_knob_records_write_every_expected_knob_record(tmp_path):
@@ -175,8 +177,8 @@ def test_knob_records_write_every_expected_knob_record(tmp_path):
     assert math.isnan(written[rn.knob_record("batch_size", rn.SHARPNESS_CHANGE)])
 
 
-def _page(stem: str, records: dict) -> report.NotebookPage:
-    return report.NotebookPage(stem, stem, Path(f"{stem}.ipynb"), records=records)
+def _page(stem: str, records: dict) -> report_pages.NotebookPage:
+    return report_pages.NotebookPage(stem, stem, Path(f"{stem}.ipynb"), records=records)
 
 
 def test_missing_record_is_shown_as_a_failure():
@@ -184,7 +186,7 @@ def test_missing_record_is_shown_as_a_failure():
     del records[rn.FLOAT32_LOGIT_ERROR]
     page = _page("01_duality", records)
     assert rn.missing("01_duality", page.records) == [rn.FLOAT32_LOGIT_ERROR]
-    html = report.render([page])
+    html = report_render.render([page])
     flagged = f'<span class="fail">missing record: {rn.FLOAT32_LOGIT_ERROR}</span>'
     claims = html[html.index('id="claims"') : html.index('id="knobs"')]
     assert flagged in claims and "n/a" not in claims
@@ -194,4 +196,4 @@ def test_missing_record_is_shown_as_a_failure():
 
 def test_complete_records_show_no_missing_record():
     page = _page("01_duality", {name: 1e-15 for name in rn.EXPECTED["01_duality"]})
-    assert "missing record" not in report.render([page])
+    assert "missing record" not in report_render.render([page])

@@ -4,7 +4,7 @@ store is left out of every verdict and counted, and the claims table says what i
 import numpy as np
 import pandas as pd
 
-from awbench.apps import report
+from awbench.apps import report_knobs, report_pages
 from awbench.config import Config
 from awbench.experiments.effects import effects
 from awbench.experiments.store import Store, config_columns, load_store
@@ -70,35 +70,37 @@ def test_planted_unconverged_run_is_left_out_of_the_verdict(tmp_path):
 def test_report_claims_from_records(tmp_path):
     runs = write_sweep(tmp_path)
     records = nb.knob_records(runs, "batch_size")
-    page = report.NotebookPage("04_sgd_batch_and_lr", "04", tmp_path / "x.ipynb", records=records)
-    sweeps = report.knob_sweeps([page])
+    page = report_pages.NotebookPage(
+        "04_sgd_batch_and_lr", "04", tmp_path / "x.ipynb", records=records
+    )
+    sweeps = report_knobs.knob_sweeps([page])
     assert list(sweeps) == ["batch_size"] and len(sweeps["batch_size"]) == 20
-    _, claims = report.verdict_tables([page])
+    _, claims = report_knobs.verdict_tables([page])
     claims = claims.set_index("id")
     assert claims.loc["hyp.batch_size.sharpness", "verdict"] == "supported"
     assert claims.loc["paper.batch_size.acts_on_factors", "verdict"] == "supported"
     # No multi-learner records: the DPSGD claims cannot be judged.
     assert claims.loc["paper.dpsgd.gap", "verdict"] == "inconclusive"
-    rows = report.convergence_rows([page])
+    rows = report_knobs.convergence_rows([page])
     assert rows[0][1:3] == ["20", "19"] and "max_epochs 1" in rows[0][3]
 
 
 def test_value_without_a_converged_run_is_listed(tmp_path):
     runs = write_sweep(tmp_path)
     runs.loc[runs["batch_size"] == 200, ["status", "converged"]] = ("max_epochs", False)
-    page = report.NotebookPage(
+    page = report_pages.NotebookPage(
         "04_sgd_batch_and_lr",
         "04",
         tmp_path / "x.ipynb",
         records=nb.knob_records(runs, "batch_size"),
     )
-    (row,) = report.convergence_rows([page])
+    (row,) = report_knobs.convergence_rows([page])
     assert row[2] == "15" and row[4] == "200"
     assert (nb.summary_table(runs, "batch_size").loc[200, "sharpness"]) == "no converged run"
     assert isinstance(pd.DataFrame(nb.effects_table({"batch_size": runs})), pd.DataFrame)
 
 
 def test_paper_values_a_profile_leaves_out_are_listed():
-    assert report.paper_values_left_out("batch_size", [25, 100, 400]) == [200]
-    assert report.paper_values_left_out("lr", [0.005, 0.01, 0.02, 0.05, 0.1]) == []
-    assert report.paper_values_left_out("not_a_knob", [1]) == []
+    assert report_knobs.paper_values_left_out("batch_size", [25, 100, 400]) == [200]
+    assert report_knobs.paper_values_left_out("lr", [0.005, 0.01, 0.02, 0.05, 0.1]) == []
+    assert report_knobs.paper_values_left_out("not_a_knob", [1]) == []

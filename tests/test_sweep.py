@@ -15,16 +15,12 @@ import yaml
 import awbench.experiments.experiment
 from awbench.apps.knob_grid import shipped_store
 from awbench.config import Config, ConfigError
+from awbench.experiments.executors import DASK_MISSING
 from awbench.experiments.experiment import Result
 from awbench.experiments.grids import SWEEP_PRESETS, preset_grid
+from awbench.experiments.planning import check_data_size, expand_grid, plan_sweep
 from awbench.experiments.store import Store, load_store
-from awbench.experiments.sweep import (
-    DASK_MISSING,
-    check_data_size,
-    expand_grid,
-    plan_sweep,
-    run_sweep,
-)
+from awbench.experiments.sweep import run_sweep
 
 SMOKE = Config.preset("smoke").replace(max_epochs=5)
 

@@ -11,15 +11,10 @@ import torch.nn.functional as F
 import awbench
 from awbench.config import Config
 from awbench.data import load_data
+from awbench.nn.engine import mlp_gradients
 from awbench.nn.mlp import MLP, build_model
 from awbench.status import STATUSES
-from awbench.training.sgd import (
-    evaluate,
-    mlp_gradients,
-    stopping_rule_met,
-    weight_decay_gradient,
-    weight_penalty,
-)
+from awbench.training.run import add_weight_decay, evaluate, stopping_rule_met, weight_penalty
 
 SMOKE = Config.preset("smoke")
 ACTIVATIONS = ["relu", "tanh", "gelu", "sigmoid"]
@@ -142,6 +137,16 @@ def test_dropout_masks_depend_on_generator_and_mode():
 # --- weight decay --------------------------------------------------------------------------
 
 
+def weight_decay_on(model, grads, cfg):
+    """add_weight_decay on one model: its weights and their gradients as a stack of one."""
+    names = [name for name, _ in model.named_parameters()]
+    pick = [i for i, name in enumerate(names) if name.endswith("weight")]
+    params = list(model.parameters())
+    add_weight_decay(
+        [grads[i].unsqueeze(0) for i in pick], [params[i].unsqueeze(0) for i in pick], cfg
+    )
+
+
 @pytest.mark.parametrize("mode", ["norm", "squared"])
 @pytest.mark.parametrize("bias", [False, True])
 def test_weight_decay_gradient_matches_autograd(mode, bias):
@@ -151,7 +156,7 @@ def test_weight_decay_gradient_matches_autograd(mode, bias):
     grads = [torch.randn_like(p) for p in params]
     before = [g.clone() for g in grads]
     with torch.no_grad():  # as in training
-        weight_decay_gradient(model, cfg)(grads)
+        weight_decay_on(model, grads, cfg)
     expected = torch.autograd.grad(weight_penalty(model, cfg), params, allow_unused=True)
     for (name, _), g, g0, e in zip(model.named_parameters(), grads, before, expected):
         e = torch.zeros_like(g) if e is None else e
@@ -178,7 +183,7 @@ def test_norm_weight_decay_at_zero_weights_is_zero():
     for p in model.parameters():
         p.data.zero_()
     grads = [torch.ones_like(p) for p in model.parameters()]
-    weight_decay_gradient(model, Config(weight_decay=0.1))(grads)
+    weight_decay_on(model, grads, Config(weight_decay=0.1))
     assert all(torch.equal(g, torch.ones_like(g)) for g in grads)
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from awbench.experiments import claims as cl
 from awbench.experiments import verdicts as vd
 
 FAST = {"n_boot": 500, "n_perm": 500}
@@ -290,9 +291,9 @@ def crafted_table(rows):
 
 
 def test_claims_are_marked_as_paper_or_hypothesis():
-    assert {c.source for c in vd.CLAIMS} == {"paper", "hypothesis"}
-    assert len({c.id for c in vd.CLAIMS}) == len(vd.CLAIMS)
-    hyp = {(c.knob, c.quantity): c.expected for c in vd.CLAIMS if c.source == "hypothesis"}
+    assert {c.source for c in cl.CLAIMS} == {"paper", "hypothesis"}
+    assert len({c.id for c in cl.CLAIMS}) == len(cl.CLAIMS)
+    hyp = {(c.knob, c.quantity): c.expected for c in cl.CLAIMS if c.source == "hypothesis"}
     assert hyp[("batch_size", "sharpness")] == "up" and hyp[("lr", "sharpness")] == "down"
     assert hyp[("label_noise", "size")] == "up" and hyp[("dropout", "real_gap")] == "down"
 
@@ -311,7 +312,7 @@ def test_claim_verdicts_supported_contradicted_inconclusive():
             ("dropout", "real_gap", "not enough data", math.nan, math.nan),
         ]
     )
-    got = vd.claim_verdicts(table).set_index("id")
+    got = cl.claim_verdicts(table).set_index("id")
     assert got.loc["hyp.batch_size.sharpness", "verdict"] == "supported"
     assert "rho 0.70 [0.50, 0.90]" in got.loc["hyp.batch_size.sharpness", "because"]
     assert "Holm p 0.001" in got.loc["hyp.batch_size.sharpness", "because"]
@@ -338,23 +339,23 @@ def test_claim_verdicts_from_paired_comparisons():
         "real_gap": vd.paired_comparison(ssgd, ssgd + 2 + r.normal(0, 0.1, 10), n_boot=500),
         "size": vd.paired_comparison(ssgd, ssgd * (1 + r.normal(0, 0.005, 10)), n_boot=500),
     }
-    got = vd.claim_verdicts(crafted_table([]), comparisons=comparisons).set_index("id")
+    got = cl.claim_verdicts(crafted_table([]), comparisons=comparisons).set_index("id")
     assert got.loc["paper.dpsgd.flatter", "verdict"] == "supported"
     assert got.loc["paper.dpsgd.gap", "verdict"] == "contradicted"
     assert got.loc["paper.dpsgd.same_size", "verdict"] == "supported"
     assert "10 seed pairs" in got.loc["paper.dpsgd.flatter", "because"]
     # A noisy size difference is neither the same nor different.
     comparisons["size"] = vd.paired_comparison(ssgd, ssgd + r.normal(0, 3, 10), n_boot=500)
-    got = vd.claim_verdicts(crafted_table([]), comparisons=comparisons).set_index("id")
+    got = cl.claim_verdicts(crafted_table([]), comparisons=comparisons).set_index("id")
     assert got.loc["paper.dpsgd.same_size", "verdict"] == "inconclusive"
     # A small but significant difference is still the same size (an equivalence margin) ...
     comparisons["size"] = vd.paired_comparison(ssgd, ssgd * 1.05 + r.normal(0, 0.01, 10))
-    got = vd.claim_verdicts(crafted_table([]), comparisons=comparisons).set_index("id")
+    got = cl.claim_verdicts(crafted_table([]), comparisons=comparisons).set_index("id")
     assert comparisons["size"]["p"] < 0.01
     assert got.loc["paper.dpsgd.same_size", "verdict"] == "supported"
     # ... and only an interval wholly outside the margin contradicts it.
     comparisons["size"] = vd.paired_comparison(ssgd, ssgd * 1.3 + r.normal(0, 0.01, 10))
-    got = vd.claim_verdicts(crafted_table([]), comparisons=comparisons).set_index("id")
+    got = cl.claim_verdicts(crafted_table([]), comparisons=comparisons).set_index("id")
     assert got.loc["paper.dpsgd.same_size", "verdict"] == "contradicted"
 
 

@@ -17,8 +17,12 @@ import pytest
 import yaml
 
 import awbench as aw
+from awbench.apps import knob_effects as ke
+from awbench.apps import knob_frontend as kf
 from awbench.apps import knob_grid as kg
 from awbench.apps import knob_panels as kp
+from awbench.apps import knob_sentences as kt
+from awbench.apps import knob_slices as ks
 from awbench.apps import widgets as kw
 from awbench.experiments.store import load_store
 
@@ -182,7 +186,7 @@ def test_config_text_pastes_into_python_papermill_and_a_sweep(panel, tmp_path):
     assert params == {"batch_size": "100", "weight_decay": "0.01", "seed": "1"}
     assert panel.grid.config(params) == panel.config  # papermill hands strings; Config coerces
     grid = yaml.safe_load(sweep.split("# grid.yaml: ", 1)[1])
-    from awbench.experiments.sweep import plan_sweep
+    from awbench.experiments.planning import plan_sweep
 
     assert [c.key() for c in plan_sweep(grid, base="paper").configs] == [panel.config.key()]
 
@@ -221,19 +225,19 @@ def test_static_mode_creates_no_widget(tmp_path):
 
 def test_frontend_guess(monkeypatch):
     monkeypatch.setenv("AWBENCH_WIDGETS", "live")
-    assert kw.frontend() == "live"
+    assert kf.frontend() == "live"
     monkeypatch.setenv("AWBENCH_WIDGETS", "static")
-    assert kw.frontend() == "static"
+    assert kf.frontend() == "static"
     monkeypatch.delenv("AWBENCH_WIDGETS")
     monkeypatch.setenv("AWBENCH_QUIET", "1")
-    assert kw.frontend() == "static"
+    assert kf.frontend() == "static"
     monkeypatch.delenv("AWBENCH_QUIET")
-    assert kw.frontend() == "static"  # no kernel: plain Python
+    assert kf.frontend() == "static"  # no kernel: plain Python
 
 
 def test_grid_effects_and_sweep_figures():
     grid = kg.KnobGrid(STORE, extra=STORE)
-    effects = kg.grid_effects(grid)
+    effects = ke.grid_effects(grid)
     assert list(effects["knob"]) == list(kg.KNOBS[:-1])
     assert effects[["real_gap_change", "sharpness_change", "size_change"]].notna().all().all()
     for knob in kg.KNOBS[:-1]:
@@ -297,7 +301,7 @@ def test_train_this_setting(small_store, tmp_path, monkeypatch):
     np.testing.assert_allclose(
         p.figures["sharpness"].data[1].y, res.directions["sigma_g"].to_numpy(), rtol=1e-12
     )
-    assert len(p.figures["sharpness"].data[6].y) == kg.SLICE_POINTS
+    assert len(p.figures["sharpness"].data[6].y) == ks.SLICE_POINTS
     assert (user / "runs" / f"{p.config.key()}.parquet").exists()
     assert (user / "slices" / f"{p.config.key()}.parquet").exists()
     # a new session finds it without training
@@ -318,7 +322,7 @@ def test_loss_slice_is_functional_and_curved_like_lam():
     run = aw.train(cfg)
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     h = 1e-4  # ReLU kinks: a larger step crosses some and the second difference jumps
-    s = kg.loss_slice(run, np.array([-h, 0.0, h]))
+    s = ks.loss_slice(run, np.array([-h, 0.0, h]))
     for k, v in run.model.state_dict().items():
         assert torch.equal(v, before[k]), f"{k} was displaced"
     curvature = (s["loss"][0] - 2 * s["loss"][1] + s["loss"][2]) / h**2
@@ -396,7 +400,9 @@ def test_panel_training_leaves_the_training_modules_alone(small_store, tmp_path,
 
     # a fresh cache, so that this combination trains even after test_train_this_setting
     monkeypatch.setenv("AWBENCH_CACHE", str(tmp_path / "cache"))
-    modules = [importlib.import_module(f"awbench.training.{m}") for m in ("sgd", "stacked")]
+    modules = [
+        importlib.import_module(f"awbench.training.{m}") for m in ("stacked", "multilearner")
+    ]
     assert all(m.progress is progress_module.progress for m in modules)
     grid = kg.KnobGrid(small_store, extra=tmp_path / "u")
     reports = []
@@ -574,7 +580,7 @@ def test_grid_means_leave_unconverged_seeds_out(mixed_store, tmp_path):
     assert text.startswith("**⚠ Not converged:**") and "the means of the 2 that did" in text
     assert "real gap 100 " in text, "its own numbers are quoted, after the warning"
 
-    effects = kg.grid_effects(grid).set_index("knob")
+    effects = ke.grid_effects(grid).set_index("knob")
     lo = runs[(runs["dropout"] == 0.0) & (runs["lr"] == 0.3)]["real_gap"].mean()
     assert effects.loc["dropout", "real_gap_change"] == pytest.approx(
         (good["real_gap"].mean() - lo) / abs(lo), rel=1e-10
@@ -582,7 +588,7 @@ def test_grid_means_leave_unconverged_seeds_out(mixed_store, tmp_path):
     assert effects.loc["dropout", "left_out"] == 0
     assert np.isnan(effects.loc["lr", "real_gap_change"]), "one converged point: no comparison"
     assert (effects.loc["lr", "left_out"], effects.loc["lr", "left_out_values"]) == (1, "0.001")
-    md = kp.effects_takeaway(kg.grid_effects(grid))
+    md = kt.effects_takeaway(ke.grid_effects(grid))
     assert "(1 unconverged point left out: 0.001)" in md and "**⚠ 1 point left out:**" in md
     assert "mostly" in md.split("dropout")[1].split("\n")[0]
 
@@ -633,6 +639,6 @@ def test_takeaway_follows_the_sliders(mixed_store, tmp_path):
     p.widgets["reset"].click()  # the seed comes last in a reset: no line along a knob
     assert p.widgets["takeaway"].value == first.split("<p>Along")[0]
     # the effects of every knob, held where the panel is
-    effects = kg.grid_effects(p.grid, {"lr": 0.001})
+    effects = ke.grid_effects(p.grid, {"lr": 0.001})
     assert effects.attrs["held"] == "at lr=0.001"
-    assert kp.effects_takeaway(effects).startswith("Along each knob of the grid (other knobs at lr")
+    assert kt.effects_takeaway(effects).startswith("Along each knob of the grid (other knobs at lr")

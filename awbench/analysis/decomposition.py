@@ -157,6 +157,191 @@ def _lanczos_basis(model, layer, x, y, with_bias, k):
     return torch.from_numpy(lam), torch.from_numpy(vecs)
 
 
+@dataclass
+class _Pairs:
+    """The kept (test, training) pairs and the layer inputs that define their dual weights."""
+
+    test: np.ndarray
+    train: np.ndarray
+    a_test: torch.Tensor  # (K, n_in[+1])
+    a_train: torch.Tensor  # (K, n_in[+1])
+    n_excluded: int
+
+
+@dataclass
+class _PairGaps:
+    """Per-pair dual weights, exact gaps and secant gradients."""
+
+    dW: torch.Tensor  # (K, n_out, n_in[+1])
+    dw: torch.Tensor  # (K, P), dW flattened
+    y: torch.Tensor  # (K,) the pairs' labels
+    dl: torch.Tensor  # (K,) exact gaps
+    duality_error: float
+    secant_scale: torch.Tensor  # (K,) g_k = secant_scale_k dw_k
+    g: torch.Tensor  # (K, P) secant gradients
+
+
+def _candidate_pairs(model, layer, pairing, cfg, data, x_train, x_test):
+    # The demo's rule pairs in raw input space; "feature" pairs at the analysed layer.
+    y_train, y_test, clean = data.y_train, data.y_test, data.clean
+    if pairing == "feature":
+        qa, ra = layer_inputs(model, layer, x_test), layer_inputs(model, layer, x_train)
+        return pair_samples(qa, y_test, ra, y_train, clean, method="input", seed=cfg.seed)
+    method = "knn" if pairing == "knn" else ("random" if pairing == "random" else "input")
+    return pair_samples(x_test, y_test, x_train, y_train, clean, method, cfg.pairing_k, cfg.seed)
+
+
+def _active_pairs(model, layer, pairing, cfg, data, x_train, x_test, with_bias) -> _Pairs:
+    """Pair the samples, dropping pairs whose training activity is zero (no dual weight exists)."""
+    pairs = _candidate_pairs(model, layer, pairing, cfg, data, x_train, x_test)
+    a_tr = layer_inputs(model, layer, x_train[pairs.train])
+    a_te = layer_inputs(model, layer, x_test[pairs.test])
+    if with_bias:
+        a_tr, a_te = augment(a_tr), augment(a_te)
+    nonzero = (a_tr * a_tr).sum(1) > 0
+    n_excluded = int(len(pairs.unpaired) + (~nonzero).sum())
+    keep = nonzero.numpy()
+    test_idx, train_idx = pairs.test[keep], pairs.train[keep]
+    if len(test_idx) == 0:
+        raise ValueError(
+            f"no test sample could be paired at layer={layer!r}: every candidate pair has a zero "
+            "training activity or no clean same-class training sample"
+        )
+    return _Pairs(test_idx, train_idx, a_te[nonzero], a_tr[nonzero], n_excluded)
+
+
+def _pair_gaps(model, layer, W, pairs: _Pairs, x_train, x_test, y_test) -> _PairGaps:
+    dW = dual_weights(W, pairs.a_train, pairs.a_test)
+    dw = dW.reshape(len(pairs.test), -1)
+    y_pair = y_test[pairs.test]
+    base, direct, dual = _pair_losses(
+        model, layer, x_train[pairs.train], x_test[pairs.test], y_pair, dW
+    )
+    dl = direct - base
+    dw_sq = (dw * dw).sum(1)
+    safe = torch.where(dw_sq > 0, dw_sq, torch.ones_like(dw_sq))
+    # Kept apart from g so that _project can rescale dw's projections instead of projecting g.
+    secant_scale = torch.where(dw_sq > 0, dl / safe, torch.zeros_like(dl))
+    duality_error = float((dual - direct).abs().max())
+    return _PairGaps(dW, dw, y_pair, dl, duality_error, secant_scale, secant_scale[:, None] * dw)
+
+
+def _eigenbasis(model, layer, x, y, with_bias, n_weights, basis, dense_max, lanczos_k):
+    """(lam, V, method): the given basis, a dense eigh of the layer Hessian, or Lanczos top-k."""
+    if basis is not None:
+        lam = torch.full((basis.shape[1],), float("nan"), dtype=torch.float64)
+        return lam, basis.double(), "given"
+    if n_weights <= dense_max:
+        H = layer_hessian(model, layer, x, y, with_bias=with_bias)
+        lam, V = symmetric_eigh(H)
+        return lam, V, "dense"
+    lam, V = _lanczos_basis(model, layer, x, y, with_bias, lanczos_k)
+    return lam, V, "lanczos+complement"
+
+
+def _project(gaps: _PairGaps, V: torch.Tensor, lam: torch.Tensor):
+    """(theta, gamma, lam): coordinates of dw_k and g_k, with a complement column if V is short."""
+    theta = gaps.dw @ V
+    # g_k is a multiple of dw_k, so its projections are those of dw_k rescaled (one GEMM, not two).
+    gamma = gaps.secant_scale[:, None] * theta
+    if V.shape[1] < gaps.dw.shape[1]:
+        r_w, r_g = gaps.dw - theta @ V.T, gaps.g - gamma @ V.T
+        r_norm = r_w.norm(dim=1)
+        # One scalar direction per pair carries what the basis misses: theta_c * gamma_c
+        # equals r_w . r_g exactly, so the identity stays exact.
+        theta_c = r_norm
+        gamma_c = torch.where(
+            r_norm > 0, (r_w * r_g).sum(1) / torch.where(r_norm > 0, r_norm, 1.0), 0.0
+        )
+        theta = torch.cat([theta, theta_c[:, None]], 1)
+        gamma = torch.cat([gamma, gamma_c[:, None]], 1)
+        lam = torch.cat([lam, torch.tensor([float("nan")], dtype=torch.float64)])
+    return theta, gamma, lam
+
+
+def _direction_table(theta, gamma, lam) -> pd.DataFrame:
+    """Per-direction statistics and contributions, ranked by decreasing sigma_g."""
+    stats = direction_statistics(theta, gamma)
+    contribution = stats["mu_g"] * stats["mu_w"] + stats["c"] * stats["sigma_g"] * stats["sigma_w"]
+    directions = pd.DataFrame({"lam": lam.numpy(), **stats, "contribution": contribution})
+    directions["eigen_index"] = np.arange(len(directions))
+    order = np.argsort(-directions["sigma_g"].to_numpy(), kind="stable")
+    directions = directions.iloc[order].reset_index(drop=True)
+    directions.insert(0, "rank", np.arange(len(directions)))
+    return directions
+
+
+def _identity_terms(dl: torch.Tensor, directions: pd.DataFrame, n_sharp: int) -> dict:
+    """The exact identity's sums over the directions, split into sharp and flat parts."""
+    col = {k: directions[k].to_numpy() for k in ("mu_w", "sigma_w", "mu_g", "sigma_g", "c")}
+    contribution = directions["contribution"].to_numpy()
+    mean_dl = float(dl.mean())
+    # Compensated (fsum) sums are correctly rounded, so the identity's error is rounding only
+    # and the sums do not depend on the table's order.
+    identity_sum = float(math.fsum(contribution))
+    sharp = float(math.fsum(contribution[:n_sharp]))
+    return {
+        "pair_gap": mean_dl,
+        "estimated_gap": float(math.fsum(col["c"] * col["sigma_g"] * col["sigma_w"])),
+        "mean_term": float(math.fsum(col["mu_g"] * col["mu_w"])),
+        "identity_error": abs(mean_dl - identity_sum),
+        "sharp_gap": sharp,
+        "flat_gap": identity_sum - sharp,
+        "sharpness": float(math.fsum(col["sigma_g"] ** 2)),
+        "size": float(math.fsum(col["sigma_w"] ** 2)),
+    }
+
+
+def _second_order_terms(
+    model, layer, x_pairs, pairs: _Pairs, gaps: _PairGaps, lam, n_basis, directions, method
+) -> dict:
+    """<grad l_k . dw_k> + 1/2 sum_n lam_n (sigma_w^2 + mu_w^2), and its distance to <dl>."""
+    # Gradient of l_k w.r.t. W is (dl/dz)_k a_k^T, dl/dz obtained by backprop to the layer output.
+    dz = _output_grads(model, layer, x_pairs, gaps.y)
+    first_order = float(torch.einsum("ko,koi,ki->k", dz, gaps.dW, pairs.a_train).mean())
+    if method == "given":
+        second_order = float("nan")
+    else:
+        lam_np = np.nan_to_num(lam.numpy()[:n_basis], nan=0.0)
+        s = directions.sort_values("eigen_index")
+        sigma_w, mu_w = s["sigma_w"].to_numpy()[:n_basis], s["mu_w"].to_numpy()[:n_basis]
+        second_order = 0.5 * float(math.fsum(lam_np * (sigma_w**2 + mu_w**2)))
+    mean_dl = float(gaps.dl.mean())
+    return {
+        "first_order_term": first_order,
+        "second_order_term": second_order,
+        "second_order_gap": first_order + second_order,
+        "second_order_error": abs(first_order + second_order - mean_dl),
+    }
+
+
+def _model_losses(model, x_test, y_test, x_clean, y_clean) -> dict:
+    with torch.no_grad(), eval_mode(model):
+        test_logits = model(x_test)
+        test_loss = float(F.cross_entropy(test_logits, y_test))
+        train_loss = float(F.cross_entropy(model(x_clean), y_clean))
+        test_error = float((test_logits.argmax(1) != y_test).double().mean())
+    return {
+        "real_gap": test_loss - train_loss,
+        "test_error": test_error,
+        "train_loss": train_loss,
+        "test_loss": test_loss,
+    }
+
+
+def _per_pair_fields(pairs: _Pairs, gaps: _PairGaps) -> dict:
+    return {
+        "n_pairs": len(pairs.test),
+        "n_excluded": pairs.n_excluded,
+        "n_weights": gaps.dw.shape[1],
+        "pairs_test": pairs.test,
+        "pairs_train": pairs.train,
+        "pair_gaps": gaps.dl.numpy(),
+        "dual": gaps.dW,
+        "secant": gaps.g.reshape(gaps.dW.shape),
+    }
+
+
 def analyze(
     run,
     layer: str | None = None,
@@ -172,155 +357,39 @@ def analyze(
     with orthonormal columns replaces the Hessian eigenbasis (the identity holds for any
     complete orthonormal basis; the complement direction covers an incomplete one).
     """
-    cfg = run.config
-    layer = layer or cfg.layer
-    pairing = pairing or cfg.pairing
+    cfg, data = run.config, run.data
+    layer, pairing = layer or cfg.layer, pairing or cfg.pairing
     n_sharp = cfg.n_sharp if n_sharp is None else n_sharp
     model: nn.Module = copy.deepcopy(run.model).double().eval()
     module = _layer(model, layer)
-    data = run.data
-    x_train, y_train = data.x_train.double(), data.y_train
-    x_test, y_test = data.x_test.double(), data.y_test
-    clean = data.clean
     with_bias = module.bias is not None
+    x_train, x_test = data.x_train.double(), data.x_test.double()
+    x_clean, y_clean = x_train[data.clean], data.y_train[data.clean]
 
-    # Pairs: the demo's rule pairs in raw input space; "feature" pairs at the analysed layer.
-    if pairing == "feature":
-        qa, ra = layer_inputs(model, layer, x_test), layer_inputs(model, layer, x_train)
-        pairs = pair_samples(qa, y_test, ra, y_train, clean, method="input", seed=cfg.seed)
-    else:
-        method = "knn" if pairing == "knn" else ("random" if pairing == "random" else "input")
-        pairs = pair_samples(
-            x_test, y_test, x_train, y_train, clean, method, cfg.pairing_k, cfg.seed
-        )
-    a_tr = layer_inputs(model, layer, x_train[pairs.train])
-    a_te = layer_inputs(model, layer, x_test[pairs.test])
-    if with_bias:
-        a_tr, a_te = augment(a_tr), augment(a_te)
-    nonzero = (a_tr * a_tr).sum(1) > 0
-    n_excluded = int(len(pairs.unpaired) + (~nonzero).sum())
-    keep = nonzero.numpy()
-    test_idx, train_idx = pairs.test[keep], pairs.train[keep]
-    a_tr, a_te = a_tr[nonzero], a_te[nonzero]
-    if len(test_idx) == 0:
-        raise ValueError(
-            f"no test sample could be paired at layer={layer!r}: every candidate pair has a zero "
-            "training activity or no clean same-class training sample"
-        )
-    W = layer_matrix(module)
-    dW = dual_weights(W, a_tr, a_te)
-    K = len(test_idx)
-    dw = dW.reshape(K, -1)
-    y_pair = y_test[test_idx]
-    base, direct, dual = _pair_losses(
-        model, layer, x_train[train_idx], x_test[test_idx], y_pair, dW
+    pairs = _active_pairs(model, layer, pairing, cfg, data, x_train, x_test, with_bias)
+    gaps = _pair_gaps(model, layer, layer_matrix(module), pairs, x_train, x_test, data.y_test)
+    lam, V, method = _eigenbasis(
+        model, layer, x_clean, y_clean, with_bias, gaps.dw.shape[1], basis, dense_max, lanczos_k
     )
-    dl = direct - base
-    duality_error = float((dual - direct).abs().max())
-
-    dw_sq = (dw * dw).sum(1)
-    safe = torch.where(dw_sq > 0, dw_sq, torch.ones_like(dw_sq))
-    # g_k is a multiple of dw_k, so its projections are those of dw_k rescaled (one GEMM, not two).
-    secant_scale = torch.where(dw_sq > 0, dl / safe, torch.zeros_like(dl))
-    g = secant_scale[:, None] * dw
-
-    # Basis: dense eigh of the layer Hessian, or Lanczos top-k plus the complement direction.
-    P = dw.shape[1]
-    x_clean, y_clean = x_train[clean], y_train[clean]
-    if basis is not None:
-        lam = torch.full((basis.shape[1],), float("nan"), dtype=torch.float64)
-        V, method = basis.double(), "given"
-    elif P <= dense_max:
-        H = layer_hessian(model, layer, x_clean, y_clean, with_bias=with_bias)
-        lam, V = symmetric_eigh(H)
-        method = "dense"
-    else:
-        lam, V = _lanczos_basis(model, layer, x_clean, y_clean, with_bias, lanczos_k)
-        method = "lanczos+complement"
-    theta = dw @ V
-    gamma = secant_scale[:, None] * theta
-    if V.shape[1] < P:
-        r_w, r_g = dw - theta @ V.T, g - gamma @ V.T
-        r_norm = r_w.norm(dim=1)
-        # One scalar direction per pair carries what the basis misses: theta_c * gamma_c
-        # equals r_w . r_g exactly, so the identity stays exact.
-        theta_c = r_norm
-        gamma_c = torch.where(
-            r_norm > 0, (r_w * r_g).sum(1) / torch.where(r_norm > 0, r_norm, 1.0), 0.0
-        )
-        theta = torch.cat([theta, theta_c[:, None]], 1)
-        gamma = torch.cat([gamma, gamma_c[:, None]], 1)
-        lam = torch.cat([lam, torch.tensor([float("nan")], dtype=torch.float64)])
-    stats = direction_statistics(theta, gamma)
-    corr_term = stats["c"] * stats["sigma_g"] * stats["sigma_w"]
-    contribution = stats["mu_g"] * stats["mu_w"] + corr_term
-    directions = pd.DataFrame({"lam": lam.numpy(), **stats, "contribution": contribution})
-    directions["eigen_index"] = np.arange(len(directions))
-    order = np.argsort(-directions["sigma_g"].to_numpy(), kind="stable")
-    directions = directions.iloc[order].reset_index(drop=True)
-    directions.insert(0, "rank", np.arange(len(directions)))
-    mean_dl = float(dl.mean())
-    # Sum the identity with compensated (fsum) accumulation so its error is rounding only.
-    identity_sum = float(math.fsum(contribution))
-    sharp = float(math.fsum(directions["contribution"].to_numpy()[:n_sharp]))
-
-    # Second-order reading: <grad l_k . dw_k> + 1/2 sum_n lam_n (sigma_w^2 + mu_w^2).
-    # Gradient of l_k w.r.t. W is (dl/dz)_k a_k^T, dl/dz obtained by backprop to the layer output.
-    dz = _output_grads(model, layer, x_train[train_idx], y_pair)
-    first_order = float(torch.einsum("ko,koi,ki->k", dz, dW, a_tr).mean())
-    if method == "given":
-        second_order = float("nan")
-    else:
-        lam_np = np.nan_to_num(lam.numpy()[: V.shape[1]], nan=0.0)
-        s = directions.sort_values("eigen_index")
-        second_order = 0.5 * float(
-            math.fsum(
-                lam_np
-                * (
-                    s["sigma_w"].to_numpy()[: V.shape[1]] ** 2
-                    + s["mu_w"].to_numpy()[: V.shape[1]] ** 2
-                )
-            )
-        )
-
-    with torch.no_grad(), eval_mode(model):
-        test_logits = model(x_test)
-        test_loss = float(F.cross_entropy(test_logits, y_test))
-        train_loss = float(F.cross_entropy(model(x_clean), y_clean))
-        test_error = float((test_logits.argmax(1) != y_test).double().mean())
-    sigma_w, sigma_g = directions["sigma_w"].to_numpy(), directions["sigma_g"].to_numpy()
+    theta, gamma, lam = _project(gaps, V, lam)
+    directions = _direction_table(theta, gamma, lam)
+    identity = _identity_terms(gaps.dl, directions, n_sharp)
+    second_order = _second_order_terms(
+        model, layer, x_train[pairs.train], pairs, gaps, lam, V.shape[1], directions, method
+    )
+    losses = _model_losses(model, x_test, data.y_test, x_clean, y_clean)
     return Analysis(
         layer=layer,
         pairing=pairing,
-        real_gap=test_loss - train_loss,
-        pair_gap=mean_dl,
-        estimated_gap=float(math.fsum(corr_term)),
-        mean_term=float(math.fsum(stats["mu_g"] * stats["mu_w"])),
-        identity_error=abs(mean_dl - identity_sum),
-        duality_error=duality_error,
-        sharp_gap=sharp,
-        flat_gap=identity_sum - sharp,
-        first_order_term=first_order,
-        second_order_term=second_order,
-        second_order_gap=first_order + second_order,
-        second_order_error=abs(first_order + second_order - mean_dl),
-        sharpness=float(math.fsum(sigma_g**2)),
-        size=float(math.fsum(sigma_w**2)),
+        **identity,
+        **second_order,
+        **losses,
+        **_per_pair_fields(pairs, gaps),
+        duality_error=gaps.duality_error,
         weight_norm=float(module.weight.detach().norm()),
         lam_max=float(np.nanmax(lam.numpy())) if method != "given" else float("nan"),
-        test_error=test_error,
-        train_loss=train_loss,
-        test_loss=test_loss,
-        n_pairs=K,
-        n_excluded=n_excluded,
-        n_weights=P,
         hessian_method=method,
         directions=directions,
-        pairs_test=test_idx,
-        pairs_train=train_idx,
-        pair_gaps=dl.numpy(),
-        dual=dW,
-        secant=g.reshape(dW.shape),
         eigenvectors=V,
     )
 

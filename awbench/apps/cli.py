@@ -243,8 +243,9 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from awbench.experiments.planning import load_grid, plan_sweep
     from awbench.experiments.store import Store
-    from awbench.experiments.sweep import load_grid, plan_sweep, run_sweep
+    from awbench.experiments.sweep import run_sweep
 
     if args.preset:
         grid, name = args.preset, args.name
@@ -345,7 +346,7 @@ def _notebooks_run_arguments(p: argparse.ArgumentParser) -> None:
     _notebooks_run_arguments,
 )
 def _notebooks_run(args: argparse.Namespace) -> int:
-    from awbench.experiments.sweep import run_notebooks
+    from awbench.experiments.notebook_runs import run_notebooks
 
     index = run_notebooks(
         args.notebook,

@@ -5,10 +5,12 @@ loss along the top eigenvector of the analysed layer's Hessian (``slices/<key>.p
 by :func:`add_slices`). :class:`KnobGrid` turns a dictionary of knob values into a
 :class:`Setting` (one run) and its :class:`Point` (the seeds of that grid point), trains a
 setting missing from the grid on request, and gives the curves along one knob that
-:func:`grid_effects` compares. The widget on top is :mod:`awbench.apps.widgets`.
+:func:`~awbench.apps.knob_effects.grid_effects` compares. The slices themselves are
+:mod:`awbench.apps.knob_slices`. The widget on top is :mod:`awbench.apps.widgets`.
 
 Only a converged network is a result: the grid's per-point means average the converged seeds
-only, and a point where none converged is left out of :func:`grid_effects`' comparisons.
+only, and a point where none converged is left out of
+:func:`~awbench.apps.knob_effects.grid_effects`' comparisons.
 
 The shipped store is package data (``awbench/apps/knobs_store``, in a wheel too; see its
 README.md).
@@ -18,14 +20,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import copy
 import functools
 import json
 import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -34,9 +35,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from awbench.apps.knob_slices import (
+    SLICE_POINTS,
+    _read_slices,
+    _slice_path,
+    _write_slice,
+    loss_slice,
+)
 from awbench.cache import cache_dir
 from awbench.config import Config
-from awbench.experiments.store import Store, _atomic_write_table, config_from_row, load_store
+from awbench.experiments.store import Store, config_from_row, load_store
 from awbench.status import CONVERGED, DONE_STATUSES
 from awbench.viz.gap_plots import KNOB_LABELS
 
@@ -52,7 +60,6 @@ KNOBS = (
     "seed",
 )
 KNOB_TEXT = {**KNOB_LABELS, "seed": "seed"}
-SLICE_POINTS = 41
 TOP_EIGENVALUES = 10
 
 
@@ -183,22 +190,6 @@ def _with_training_columns(runs: pd.DataFrame, budgets: list[int]) -> pd.DataFra
     budget = pd.to_numeric(runs.get("epoch_budget", nan), errors="coerce")
     runs["epoch_budget"] = budget.fillna(pd.Series(budgets, index=runs.index)).astype(int)
     return runs
-
-
-def _slice_path(store: Path, key: str) -> Path:
-    return store / "slices" / f"{key}.parquet"
-
-
-def _read_slices(store: Path, keys: Iterable[str]) -> dict[str, pd.DataFrame]:
-    out = {}
-    for key in keys:
-        path = _slice_path(store, key)
-        if path.exists():
-            try:
-                out[key] = pd.read_parquet(path)
-            except Exception as exc:  # noqa: BLE001 - a damaged part: show the run without its slice
-                warnings.warn(f"skipping unreadable slice {path}: {exc}", stacklevel=3)
-    return out
 
 
 class KnobGrid:
@@ -501,64 +492,6 @@ SCALARS = (
 CURVE_COLUMNS = ("real_gap", "sharpness", "size")
 
 
-EFFECT_COLUMNS = (
-    "knob",
-    "values",
-    *(f"{c}_change" for c in CURVE_COLUMNS),
-    "left_out",
-    "left_out_values",
-)
-
-
-def _effect(grid: KnobGrid, knob: str, values: Mapping[str, Any]) -> tuple[dict, set]:
-    """One row of :func:`grid_effects` and the points it left out (as grid tuples)."""
-    c = grid.curve(knob, values)
-    ok, bad = c[c["converged"] > 0], c[c["converged"] == 0]
-    row = {
-        "knob": knob,
-        "values": ", ".join(f"{v:g}" for v in ok[knob]),
-        "left_out": len(bad),
-        "left_out_values": ", ".join(f"{v:g}" for v in bad[knob]),
-    }
-    for col in CURVE_COLUMNS:
-        if len(ok) >= 2:
-            lo, hi = float(ok[f"{col}_mean"].iloc[0]), float(ok[f"{col}_mean"].iloc[-1])
-            row[f"{col}_change"] = (hi - lo) / abs(lo) if lo else float("nan")
-        else:
-            row[f"{col}_change"] = float("nan")
-    return row, {grid._tuple({**values, knob: v, "seed": 0}) for v in bad[knob]}
-
-
-def _held(grid: KnobGrid, values: Mapping[str, Any], but: str | None = None) -> str:
-    moved = {k: v for k, v in values.items() if k not in ("seed", but) and v != grid.defaults[k]}
-    return "at " + ", ".join(f"{k}={v!r}" for k, v in moved.items()) if moved else "at the default"
-
-
-def grid_effects(grid: KnobGrid, values: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """One row per knob: the relative change of the real gap, sharpness and size from its
-    smallest to its largest converged value (means over the converged seeds, other knobs at
-    ``values``, default: the default setting).
-
-    A point none of whose seeds converged is left out of the comparison (``left_out`` counts
-    them, ``left_out_values`` names them); ``values`` lists the points compared. Fewer than
-    two converged points: no comparison (NaN). For :func:`effects_takeaway`,
-    ``attrs["held"]`` says where the other knobs were and ``attrs["left_out_points"]`` how
-    many distinct points were left out.
-    """
-    values = {**grid.defaults, **dict(values or {})}
-    rows = []
-    dropped = set()  # the held point lies on every knob's line: count it once
-    for knob in KNOBS:
-        if knob != "seed":
-            row, bad = _effect(grid, knob, values)
-            rows.append(row)
-            dropped |= bad
-    out = pd.DataFrame(rows, columns=list(EFFECT_COLUMNS))
-    out.attrs["left_out_points"] = len(dropped)
-    out.attrs["held"] = _held(grid, values)
-    return out
-
-
 def _fmt(x: float | None, digits: int = 3) -> str:
     return "–" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
 
@@ -567,51 +500,6 @@ def describe(cfg: Config, base: Config | None = None) -> str:
     """The fields of ``cfg`` that differ from ``base`` (default: the paper preset), as k=v."""
     diff = cfg.diff(base or Config.preset("paper"))
     return ", ".join(f"{k}={v!r}" for k, v in diff.items()) or "the defaults"
-
-
-# --- 1-D loss slices along the top Hessian eigenvector ---------------------------------------
-
-
-def loss_slice(run, t: np.ndarray, layer: str | None = None) -> pd.DataFrame:
-    """Mean clean-training cross-entropy along the top eigenvector v of ``layer``'s Hessian.
-
-    ``W + t v`` for each t (v unit norm, its largest component positive), evaluated by
-    :func:`awbench.landscape.slice_1d` (functional, float64, eval mode: the model is never
-    displaced), next to the quadratic model ``L(0) + 1/2 lam t^2``. The Hessian is the
-    analysis's own (dense, :func:`awbench.layer_hessian`), so ``lam`` is the run's
-    ``lam_max``. Columns: t, loss, quadratic, lam.
-    """
-    import torch
-
-    from awbench.curvature.hessian import layer_hessian, symmetric_eigh
-    from awbench.landscape import slice_1d
-
-    layer = layer or run.config.layer
-    model = copy.deepcopy(run.model).double().eval()
-    clean = run.data.clean
-    x, y = run.data.x_train[clean].double(), run.data.y_train[clean]
-    lam, vecs = symmetric_eigh(layer_hessian(model, layer, x, y))
-    v = vecs[:, -1]
-    v = v * torch.sign(v[v.abs().argmax()])
-    lam_max = float(lam[-1])
-    ts = np.asarray(t, dtype=float)
-    s = slice_1d(model, x, y, v, ts, params=f"{layer}.weight", curvature=lam_max, mode="eval")
-    return pd.DataFrame(
-        {
-            "t": ts,
-            "loss": np.asarray(s.loss, dtype=float),
-            "quadratic": np.asarray(s.quadratic, dtype=float),
-            "lam": lam_max,
-        }
-    )
-
-
-def _write_slice(store: Path, key: str, frame: pd.DataFrame) -> None:
-    import pyarrow as pa
-
-    path = _slice_path(store, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_table(pa.Table.from_pandas(frame.assign(key=key), preserve_index=False), path)
 
 
 def add_slices(

@@ -11,8 +11,8 @@ live :class:`~awbench.apps.widgets.KnobPanel` writes into its ``FigureWidget``) 
 - sweep: real gap, sharpness and size along one knob (mean and spread over the converged
   seeds), with a "you are here" marker.
 
-Also here: the sentences about a setting or the grid that are not tied to the widget (why a
-run did not converge, which factor each knob moves most).
+The sentences about a setting or the grid that are not tied to the widget (why a run did not
+converge, which factor each knob moves most) are :mod:`awbench.apps.knob_sentences`.
 """
 
 from __future__ import annotations
@@ -133,16 +133,17 @@ def _unconverged_flag(cur: Setting | None, ref: Setting | None) -> str:
     return f'<span style="color:{WARNING}"><b>{text}</b></span> · '
 
 
-def sharpness_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], dict]:
-    """Sharpness panel: sigma_g spectrum, top layer-Hessian eigenvalues, loss slice."""
-    r, c = ref, cur
+_DEFAULT_LINE = {"color": REFERENCE, "dash": "dot", "group": "ref"}
 
-    def n_lam(s: Setting | None) -> np.ndarray:
-        return np.arange(1, len(s.top_lam) + 1) if s is not None else _E
 
-    rank_hover, slice_hover = "rank %{x}<br>σg %{y:.3g}", "t %{x:.3g}<br>loss %{y:.4g}"
-    default = {"color": REFERENCE, "dash": "dot", "group": "ref"}
-    traces = [
+def _n_lam(s: Setting | None) -> np.ndarray:
+    return np.arange(1, len(s.top_lam) + 1) if s is not None else _E
+
+
+def _sharpness_spectra(c: Setting | None, r: Setting | None) -> list[dict]:
+    """The sigma_g spectra (first subplot) and the top eigenvalues (second), default first."""
+    rank_hover = "rank %{x}<br>σg %{y:.3g}"
+    return [
         _line(
             _field(r, "rank"),
             _field(r, "sigma_g"),
@@ -150,7 +151,7 @@ def sharpness_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dic
             rank_hover,
             "default",
             name="default setting",
-            **default,
+            **_DEFAULT_LINE,
         ),
         _line(
             _field(c, "rank"),
@@ -163,16 +164,16 @@ def sharpness_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dic
             group="cur",
         ),
         _line(
-            n_lam(r),
+            _n_lam(r),
             _field(r, "top_lam"),
             "2",
             "λ%{x} = %{y:.3g}",
             "default",
             marker_size=6,
-            **default,
+            **_DEFAULT_LINE,
         ),
         _line(
-            n_lam(c),
+            _n_lam(c),
             _field(c, "top_lam"),
             "2",
             "λ%{x} = %{y:.3g}",
@@ -181,8 +182,20 @@ def sharpness_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dic
             group="cur",
             marker_size=7,
         ),
+    ]
+
+
+def _sharpness_slices(c: Setting | None, r: Setting | None) -> list[dict]:
+    """The loss along the top eigenvector (third subplot): default, quadratic model, this."""
+    slice_hover = "t %{x:.3g}<br>loss %{y:.4g}"
+    return [
         _line(
-            _field(r, "slice_t"), _field(r, "slice_loss"), "3", slice_hover, "default", **default
+            _field(r, "slice_t"),
+            _field(r, "slice_loss"),
+            "3",
+            slice_hover,
+            "default",
+            **_DEFAULT_LINE,
         ),
         _line(
             _field(c, "slice_t"),
@@ -206,6 +219,10 @@ def sharpness_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dic
             width=2.5,
         ),
     ]
+
+
+def _sharpness_layout(c: Setting | None, r: Setting | None) -> dict:
+    """The sharpness panel's title and axis ranges."""
     layer = (c or r).config.layer if (c or r) is not None else "layer"
     title = _unconverged_flag(c, r) + (
         f"<b>Sharpness</b>  Σσg² = {_fmt(_get(c, 'sharpness'))} "
@@ -221,7 +238,13 @@ def sharpness_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dic
     if ymax:  # the quadratic may shoot far above the slice: frame the slices
         span = max(ymax) - min(ymin)
         layout["yaxis3.range"] = [min(ymin) - 0.05 * span, max(ymax) + 0.1 * span]
-    return traces, layout
+    return layout
+
+
+def sharpness_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], dict]:
+    """Sharpness panel: sigma_g spectrum, top layer-Hessian eigenvalues, loss slice."""
+    traces = [*_sharpness_spectra(cur, ref), *_sharpness_slices(cur, ref)]
+    return traces, _sharpness_layout(cur, ref)
 
 
 def _sharpness_frame() -> go.Figure:
@@ -398,19 +421,19 @@ def _gap_frame() -> go.Figure:
     return fig
 
 
-def sweep_traces(
-    curve: pd.DataFrame, knob: str, options: list, cur: Setting | None
-) -> tuple[list[dict], dict]:
-    """Sweep panel: gap, sharpness, size along ``knob`` (mean ± sd over seeds), "you are here"."""
-    pos = {v: i for i, v in enumerate(options)}
-    xs = (
-        np.array([pos.get(_native(v), np.nan) for v in curve[knob]], dtype=float)
-        if len(curve)
-        else _E
-    )
+def _seed_counts(curve: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per point of the curve: how many seeds converged, and how many seeds there are."""
     has_counts = len(curve) and "converged" in curve
     converged = curve["converged"].to_numpy() if has_counts else np.ones(len(curve), dtype=int)
     seeds = curve["seeds"].to_numpy() if has_counts else curve["n"].to_numpy()
+    return converged, seeds
+
+
+def _curve_traces(
+    curve: pd.DataFrame, knob: str, xs: np.ndarray, converged: np.ndarray, seeds: np.ndarray
+) -> list[dict]:
+    """The grid's mean ± sd along ``knob``, one subplot per quantity; a point none of whose
+    seeds converged is drawn as an ×."""
     seeds_text = [
         f"mean of {n} converged seed(s) ({k}/{m} converged)"
         if k
@@ -421,7 +444,6 @@ def sweep_traces(
         "symbol": ["circle" if k else "x" for k in converged],
         "size": [7 if k else 11 for k in converged],
     }
-    unconverged = int((converged == 0).sum())
     traces = []
     for j, col in enumerate(CURVE_COLUMNS, start=1):
         axis = "" if j == 1 else str(j)
@@ -447,7 +469,13 @@ def sweep_traces(
                 "text": [f"{_native(v)}" for v in curve[knob]] if len(curve) else [],
             }
         )
+    return traces
+
+
+def _here_traces(cur: Setting | None, knob: str, pos: dict) -> list[dict]:
+    """The "you are here" star of the setting on screen, one per subplot."""
     here_x = [pos.get(_native(getattr(cur.config, knob)), np.nan)] if cur is not None else []
+    traces = []
     for j, col in enumerate(CURVE_COLUMNS, start=1):
         axis = "" if j == 1 else str(j)
         traces.append(
@@ -470,6 +498,11 @@ def sweep_traces(
                 "hovertemplate": f"you are here<br>{col} %{{y:.4g}}<extra></extra>",
             }
         )
+    return traces
+
+
+def _sweep_layout(curve: pd.DataFrame, knob: str, options: list, unconverged: int) -> dict:
+    """The sweep panel's title (points on the grid, unconverged ones) and its knob axes."""
     label = KNOB_TEXT.get(knob, knob)
     ticks = {
         "tickmode": "array",
@@ -490,7 +523,26 @@ def sweep_traces(
     }
     for j in range(1, 4):
         layout[f"xaxis{'' if j == 1 else j}"] = ticks
-    return traces, layout
+    return layout
+
+
+def sweep_traces(
+    curve: pd.DataFrame, knob: str, options: list, cur: Setting | None
+) -> tuple[list[dict], dict]:
+    """Sweep panel: gap, sharpness, size along ``knob`` (mean ± sd over seeds), "you are here"."""
+    pos = {v: i for i, v in enumerate(options)}
+    xs = (
+        np.array([pos.get(_native(v), np.nan) for v in curve[knob]], dtype=float)
+        if len(curve)
+        else _E
+    )
+    converged, seeds = _seed_counts(curve)
+    traces = [
+        *_curve_traces(curve, knob, xs, converged, seeds),
+        *_here_traces(cur, knob, pos),
+    ]
+    unconverged = int((converged == 0).sum())
+    return traces, _sweep_layout(curve, knob, options, unconverged)
 
 
 def _sweep_frame() -> go.Figure:
@@ -537,99 +589,3 @@ def _nested(flat: Mapping[str, Any]) -> dict:
             d = d.setdefault(p, {})
         d[parts[-1]] = value
     return out
-
-
-# --- sentences ----------------------------------------------------------------------------
-
-
-def _pct(x: float) -> str:
-    return "n/a" if not math.isfinite(x) else f"{100 * x:+.0f} %"
-
-
-def not_converged_reason(s: Setting) -> str:
-    """Why a run is not a result, e.g. "stopped at the budget of 150 epochs with train loss
-    0.0037 > 0.001"."""
-    cfg = s.config
-    if s.epoch_budget and s.epochs >= s.epoch_budget:
-        where = f"stopped at the budget of {s.epoch_budget} epochs"
-    else:
-        where = f"stopped after {s.epochs} of {s.epoch_budget} epochs"
-    loss, acc = s.final_train_loss, s.final_train_acc
-    if math.isfinite(loss) and loss >= cfg.stop_loss:
-        why = f"train loss {_fmt(loss)} {'>' if loss > cfg.stop_loss else '='} {cfg.stop_loss:g}"
-    elif math.isfinite(acc) and acc <= cfg.stop_acc:
-        why = f"train accuracy {_fmt(acc, 4)} ≤ {cfg.stop_acc:g}"
-    elif math.isfinite(loss):
-        why = (
-            f"train loss {_fmt(loss)} but a mean train accuracy over the last "
-            f"{cfg.stop_window} epochs ≤ {cfg.stop_acc:g}"
-        )
-    else:
-        why = "the stopping rule not met"
-    return f"{where} with {why}"
-
-
-def warnings_of(s: Setting) -> list[str]:
-    """The warnings the panel shows for a setting: the run on screen not converged, seeds
-    of its grid point not converged. Empty for a converged run at a converged point."""
-    out = []
-    if not s.converged:
-        out.append(f"⚠ not converged: {not_converged_reason(s)} — its numbers are not a result")
-    p = s.point
-    if p is not None and p.n > 1 and p.n_converged < p.n:
-        if p.converged:
-            missed = ", ".join(str(x) for x in p.seeds if x not in p.converged_seeds)
-            out.append(
-                f"⚠ {p.n - p.n_converged}/{p.n} seeds at this point did not converge (seed "
-                f"{missed}): the grid's means here average the {p.n_converged} that did"
-            )
-        else:
-            out.append(
-                f"⚠ none of the {p.n} seeds at this point converged: the grid's numbers "
-                "here are not a result"
-            )
-    return out
-
-
-def _effect_line(r: Mapping[str, Any]) -> str | None:
-    """A Markdown list item for one row of :func:`~awbench.apps.knob_grid.grid_effects`
-    (None: nothing to say)."""
-    left = int(r.get("left_out", 0) or 0)
-    note = (
-        f" ({left} unconverged point{'s' if left > 1 else ''} left out: {r['left_out_values']})"
-        if left
-        else ""
-    )
-    label = KNOB_TEXT.get(r["knob"], r["knob"])
-    if not math.isfinite(r["sharpness_change"]) or not math.isfinite(r["size_change"]):
-        return (
-            f"- **{label}**: no comparison, fewer than two points converged{note}" if left else None
-        )
-    lead = "sharpness" if abs(r["sharpness_change"]) > abs(r["size_change"]) else "size"
-    return (
-        f"- **{label}** {r['values']}: gap {_pct(r['real_gap_change'])}, "
-        f"sharpness {_pct(r['sharpness_change'])}, size {_pct(r['size_change'])} → mostly "
-        f"**{lead}**{note}"
-    )
-
-
-def effects_takeaway(effects: pd.DataFrame) -> str:
-    """Markdown: which factor each knob of the grid moves most (from
-    :func:`~awbench.apps.knob_grid.grid_effects`), saying which points were left out because
-    none of their seeds converged."""
-    rows = [r._asdict() for r in effects.itertuples(index=False)]
-    lines = [line for line in map(_effect_line, rows) if line is not None]
-    left_total = effects.attrs.get(
-        "left_out_points", sum(int(r.get("left_out", 0) or 0) for r in rows)
-    )
-    held = effects.attrs.get("held", "at the default")
-    text = (
-        f"Along each knob of the grid (other knobs {held}, mean over the converged seeds):\n\n"
-        + ("\n".join(lines) if lines else "- no knob has two points to compare")
-    )
-    if left_total:
-        text += (
-            f"\n\n**⚠ {left_total} point{'s' if left_total > 1 else ''} left out:** none of "
-            "their seeds met the stopping rule, so their numbers are not results."
-        )
-    return text

@@ -13,13 +13,15 @@ values of one Config field, so a move is a dictionary lookup, never a training r
 
 The four panels (sharpness, size, gap, sweep along the knob last moved) are drawn by the
 pure builders of :mod:`awbench.apps.knob_panels`, also used for the static figures of a
-headless run; the grid's lookups are :mod:`awbench.apps.knob_grid`.
+headless run; the grid's lookups are :mod:`awbench.apps.knob_grid`, its comparisons along
+each knob :mod:`awbench.apps.knob_effects`, the sentences :mod:`awbench.apps.knob_sentences`,
+and whether the panel is live or static :mod:`awbench.apps.knob_frontend`.
 
 Only a converged network is a result. The status line gives the run's final clean-train loss
 and accuracy, its epochs and budget, and how many seeds of its grid point converged; a run
 that stopped at its budget is flagged in red there, in the panel titles and in the takeaway
 (shown under the sliders, redrawn on every move). The grid's per-point means (sweep panel,
-:func:`~awbench.apps.knob_grid.grid_effects`, ``Setting.point``) average the converged seeds
+:func:`~awbench.apps.knob_effects.grid_effects`, ``Setting.point``) average the converged seeds
 only; a point where none converged is shown flagged and left out of the grid's comparisons.
 
 A combination that is not in the grid is trained on request ("train this setting": a
@@ -55,14 +57,14 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from awbench.apps.knob_effects import _effect, _held
+from awbench.apps.knob_frontend import _warm_up, frontend
 from awbench.apps.knob_grid import (
     KNOB_TEXT,
     KNOBS,
     KnobGrid,
     Setting,
-    _effect,
     _fmt,
-    _held,
     _native,
     add_slices,
     describe,
@@ -70,17 +72,14 @@ from awbench.apps.knob_grid import (
 from awbench.apps.knob_panels import (
     CURRENT,
     WARNING,
-    _effect_line,
     _get,
-    _pct,
     build_figure,
     gap_traces,
-    not_converged_reason,
     sharpness_traces,
     size_traces,
     sweep_traces,
-    warnings_of,
 )
+from awbench.apps.knob_sentences import _effect_line, _pct, not_converged_reason, warnings_of
 from awbench.config import Config, ConfigError
 
 PANELS = ("sharpness", "size", "gap", "sweep")
@@ -160,7 +159,7 @@ def takeaway(panel: KnobPanel) -> str:
 
 def sweep_takeaway(panel: KnobPanel) -> str:
     """Markdown: what the knob last moved does along the sweep panel's line (other knobs as
-    on screen), as one line of :func:`~awbench.apps.knob_panels.effects_takeaway`; empty for
+    on screen), as one line of :func:`~awbench.apps.knob_sentences.effects_takeaway`; empty for
     the seed."""
     knob = panel.last_knob
     if knob == "seed":
@@ -176,98 +175,10 @@ def sweep_takeaway(panel: KnobPanel) -> str:
 # --- the widget ----------------------------------------------------------------------------
 
 
-HEADLESS_PARENTS = (
-    "papermill",
-    "nbconvert",
-    "nbclient",
-    "jupyter-execute",
-    "jupyter_execute",
-    "pytest",
-)
-
-
-def _parent_commands(levels: int = 4) -> list[str]:
-    out, pid = [], os.getpid()
-    for _ in range(levels):
-        try:
-            with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-                pid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                out.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
-        except (OSError, ValueError, IndexError):
-            break
-        if pid <= 1:
-            break
-    return out
-
-
-def frontend() -> str:
-    """ "live" where a Jupyter front end renders widgets, else "static".
-
-    Static: ``AWBENCH_QUIET`` set (headless runs), no IPython kernel, or a kernel started by
-    papermill / nbconvert / nbclient. Live: a kernel started by a Jupyter server (JupyterLab,
-    Notebook) or any other kernel front end (VS Code, ...). ``AWBENCH_WIDGETS=live|static``
-    overrides the guess.
-    """
-    forced = os.environ.get("AWBENCH_WIDGETS", "").strip().lower()
-    if forced in ("live", "static"):
-        return forced
-    if os.environ.get("AWBENCH_QUIET", "").strip() not in ("", "0"):
-        return "static"
-    try:
-        shell = get_ipython().__class__.__name__  # type: ignore[name-defined]
-    except NameError:
-        return "static"
-    if shell != "ZMQInteractiveShell":
-        return "static"
-    if os.environ.get("JPY_SESSION_NAME"):
-        return "live"
-    parents = " ".join(_parent_commands())
-    return "static" if any(name in parents for name in HEADLESS_PARENTS) else "live"
-
-
-def _warm_up(cfg: Config) -> None:
-    """Pay the first-use costs of "train this setting" (dataset loader imports, torch's
-    batched autograd) in a background thread while the user looks at the panel."""
-    import threading
-
-    def work() -> None:
-        try:
-            import torch
-
-            from awbench.curvature.hessian import output_hessians
-            from awbench.data import load_data
-            from awbench.nn.mlp import build_model
-
-            small = cfg.replace(n_train=20, n_test=10, label_noise=0.0)
-            data = load_data(small)
-            model = build_model(small, data.n_features, data.n_classes).double().eval()
-            output_hessians(model, small.layer, data.x_train[:4].double(), data.y_train[:4])
-            del torch
-        except Exception:  # noqa: BLE001, S110 - only a head start: training works without it
-            pass
-
-    global _WARM_THREAD
-    if _WARM_THREAD is not None:
-        return
-    # not a daemon: an interpreter exiting mid-warm-up waits for it (torch aborts otherwise)
-    _WARM_THREAD = threading.Thread(target=work, name="awbench-warm-up")
-    _WARM_THREAD.start()
-
-
-_WARM_THREAD = None
-
-
-def wait_for_warm_up(timeout: float | None = None) -> None:
-    """Block until the background warm-up (started by the first live panel) is over."""
-    if _WARM_THREAD is not None:
-        _WARM_THREAD.join(timeout)
-
-
 class KnobPanel:
     """Sliders over the knobs grid and four linked panels (see the module docstring).
 
-    ``mode``: "auto" (:func:`frontend`), "live" (ipywidgets + FigureWidgets) or "static"
+    ``mode``: "auto" (:func:`~awbench.apps.knob_frontend.frontend`), "live" (ipywidgets + FigureWidgets) or "static"
     (plain figures, no widget is created). ``start``: initial knob values (papermill
     parameters); a value outside the grid is added to its slider and makes an off-grid
     setting. Drive it from code with :meth:`set`, :meth:`reset`, :meth:`train`.

@@ -22,7 +22,8 @@ from awbench.config import SCHEMA_VERSION, Config
 from awbench.data import load_data
 from awbench.nn.mlp import build_model
 from awbench.status import CONVERGED, DONE_STATUSES
-from awbench.training.sgd import EpochCallback, Run, train
+from awbench.training.run import EpochCallback, Run
+from awbench.training.sgd import train
 
 RESULT_FORMAT = 1
 
@@ -198,7 +199,7 @@ def run_experiment(
     Divergence is a result (status "diverged"), not an exception. Only complete results are
     cached; a run that ends in an exception (one raised by ``on_epoch`` included) leaves no
     entry behind. ``on_epoch`` follows the training (see
-    :data:`awbench.training.sgd.EpochCallback`); a cache hit trains nothing and never calls it.
+    :data:`awbench.training.run.EpochCallback`); a cache hit trains nothing and never calls it.
     """
     if cache:
         hit = load_cached(cfg)

@@ -3,8 +3,10 @@
     from awbench.experiments import verdicts as vd
     e = vd.knob_effect(runs, "batch_size", "sharpness")          # one knob, one quantity, raw p
     table = vd.verdict_table({"batch_size": runs_bs, "lr": runs_lr})   # Holm over the table
-    claims = vd.claim_verdicts(table, comparisons={"sharpness": vd.paired_comparison(a, b), ...})
+    diff = vd.paired_comparison(a, b)                # DPSGD against SSGD, paired by seed
     print(vd.RULE)
+
+The claims table built from these lives in ``awbench.experiments.claims``.
 
 Input is the runs table of one knob sweep (one row per run): the knob column, ``seed``,
 ``status`` and the quantities. Only converged runs with a finite knob value and a finite
@@ -46,7 +48,6 @@ import itertools
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -226,30 +227,8 @@ def knob_effect(
     """
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
-    _check_columns(runs, [knob, "seed", "status", quantity])
-    x_all = _numeric(runs[knob], knob)
-    y_all = _numeric(runs[quantity], quantity)
-    status = runs["status"].astype(str).to_numpy()
-    converged = status == CONVERGED
-    keep = converged & np.isfinite(x_all) & np.isfinite(y_all)
-
-    labels = np.where(converged, "converged, non-finite", status)[~keep]
-    left_out = (
-        dict(sorted(pd.Series(labels, dtype=object).value_counts().items())) if labels.size else {}
-    )
-    left_out = {str(k): int(v) for k, v in left_out.items()}
-
-    x, y = x_all[keep], y_all[keep]
-    seeds = runs["seed"].to_numpy()[keep]
+    x, y, seeds, x_all, left_out = _converged_runs(runs, knob, quantity)
     values = np.unique(x)
-    all_values = np.unique(x_all[np.isfinite(x_all)])
-    included = set(values.tolist())
-    without = [_plain(v) for v in all_values if v not in included]
-
-    groups = pd.DataFrame({"x": x, "y": y}).groupby("x")["y"]
-    mean = groups.mean()
-    sd = groups.std(ddof=1)
-    count = groups.size()
     seed_codes, seed_ids = pd.factorize(pd.Series(seeds))
     per_seed_values = pd.Series(x).groupby(seed_codes).nunique() if x.size else pd.Series(dtype=int)
     paired = bool((per_seed_values >= 2).any())
@@ -269,22 +248,12 @@ def knob_effect(
         "resampling": "seeds (paired)" if paired else "runs within values",
         "n_left_out": int(sum(left_out.values())),
         "left_out_by_status": left_out,
-        "values_without_converged": without,
-        "values": [_plain(v) for v in values],
-        "mean_by_value": {_plain(k): float(v) for k, v in mean.items()},
-        "sd_by_value": {_plain(k): float(v) for k, v in sd.items()},
-        "n_by_value": {_plain(k): int(v) for k, v in count.items()},
-        "change": math.nan,
-        "diff": math.nan,
+        **_by_value(x, y, x_all),
         "n_boot": int(n_boot),
         "n_perm": int(n_perm),
         "level": float(level),
         "enough_data": bool(values.size >= MIN_VALUES and x.size >= MIN_RUNS),
     }
-    if values.size >= 2:
-        first, last = float(mean.iloc[0]), float(mean.iloc[-1])
-        out["diff"] = last - first
-        out["change"] = (last - first) / abs(first) if first != 0 else math.nan
     # Paired seeds: the knob's effect is read within each seed (the quantity minus that seed's
     # mean), so seed-to-seed offsets neither hide an effect nor bias a bootstrap that draws
     # fewer distinct seeds; means and changes stay on the raw values.
@@ -295,7 +264,72 @@ def knob_effect(
     out["p_kruskal"] = _kruskal(x, y, values)
     if not out["enough_data"]:
         return out
+    out.update(
+        _rho_uncertainty(x, y_within, seed_codes, paired, out["rho"], n_boot, n_perm, level, seed)
+    )
+    return out
 
+
+def _converged_runs(runs: pd.DataFrame, knob: str, quantity: str):
+    """``(x, y, seeds)`` of the converged runs with finite values, every finite knob value, and
+    the runs left out counted by status (non-finite converged ones as "converged, non-finite")."""
+    _check_columns(runs, [knob, "seed", "status", quantity])
+    x_all = _numeric(runs[knob], knob)
+    y_all = _numeric(runs[quantity], quantity)
+    status = runs["status"].astype(str).to_numpy()
+    converged = status == CONVERGED
+    keep = converged & np.isfinite(x_all) & np.isfinite(y_all)
+
+    labels = np.where(converged, "converged, non-finite", status)[~keep]
+    left_out = (
+        dict(sorted(pd.Series(labels, dtype=object).value_counts().items())) if labels.size else {}
+    )
+    left_out = {str(k): int(v) for k, v in left_out.items()}
+    seeds = runs["seed"].to_numpy()[keep]
+    return x_all[keep], y_all[keep], seeds, x_all, left_out
+
+
+def _by_value(x: np.ndarray, y: np.ndarray, x_all: np.ndarray) -> dict[str, Any]:
+    """Per knob value: the values without a converged run, mean, sd and count of the included
+    runs, and the change of the mean from the first to the last value (raw and relative)."""
+    values = np.unique(x)
+    all_values = np.unique(x_all[np.isfinite(x_all)])
+    included = set(values.tolist())
+    groups = pd.DataFrame({"x": x, "y": y}).groupby("x")["y"]
+    mean = groups.mean()
+    sd = groups.std(ddof=1)
+    count = groups.size()
+    out: dict[str, Any] = {
+        "values_without_converged": [_plain(v) for v in all_values if v not in included],
+        "values": [_plain(v) for v in values],
+        "mean_by_value": {_plain(k): float(v) for k, v in mean.items()},
+        "sd_by_value": {_plain(k): float(v) for k, v in sd.items()},
+        "n_by_value": {_plain(k): int(v) for k, v in count.items()},
+        "change": math.nan,
+        "diff": math.nan,
+    }
+    if values.size >= 2:
+        first, last = float(mean.iloc[0]), float(mean.iloc[-1])
+        out["diff"] = last - first
+        out["change"] = (last - first) / abs(first) if first != 0 else math.nan
+    return out
+
+
+def _rho_uncertainty(
+    x: np.ndarray,
+    y_within: np.ndarray,
+    seed_codes: np.ndarray,
+    paired: bool,
+    rho: float,
+    n_boot: int,
+    n_perm: int,
+    level: float,
+    seed: int,
+) -> dict[str, float]:
+    """Bootstrap interval of rho (``rho_low``, ``rho_high``) and its permutation p-value
+    (``p_monotone``), each entry only when it could be computed; independent streams of
+    ``seed``."""
+    out: dict[str, float] = {}
     boot_rng, perm_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     if n_boot > 0:
         counts = _bootstrap_counts(x, seed_codes, paired, n_boot, boot_rng)
@@ -303,7 +337,7 @@ def knob_effect(
             out["rho_low"], out["rho_high"] = _percentile_interval(
                 _spearman_weighted(x, y_within, counts), level
             )
-    if n_perm > 0 and math.isfinite(out["rho"]):
+    if n_perm > 0 and math.isfinite(rho):
         rx = stats.rankdata(x)
         ry = stats.rankdata(y_within)
         strata = seed_codes if paired else np.zeros(x.size, dtype=int)
@@ -311,7 +345,7 @@ def knob_effect(
         rho_perm = _rowwise_corr(rx[perm], ry)
         # The tolerance keeps a permutation that reproduces the observed ranking from
         # falling below it by rounding.
-        hits = np.sum(np.abs(rho_perm) >= abs(out["rho"]) - 1e-12)
+        hits = np.sum(np.abs(rho_perm) >= abs(rho) - 1e-12)
         out["p_monotone"] = float((1 + hits) / (1 + n_perm))
     return out
 
@@ -459,19 +493,7 @@ def paired_comparison(
     most ``n_perm``) and ``p_min``, the smallest p this many pairs can give: with 5 pairs it is
     2/32, so no 5-seed comparison can be significant at 0.05.
     """
-    if isinstance(a, pd.Series) and isinstance(b, pd.Series):
-        ab = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
-        labels = ab.index.to_numpy()
-        av, bv = ab["a"].to_numpy(float), ab["b"].to_numpy(float)
-        n_unmatched = (len(a) - len(ab)) + (len(b) - len(ab))
-    else:
-        av, bv = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
-        if av.size != bv.size:
-            raise ValueError(f"a and b must pair up: {av.size} vs {bv.size} values")
-        labels = np.asarray(seeds) if seeds is not None else np.arange(av.size)
-        if labels.size != av.size:
-            raise ValueError(f"seeds must name every pair: {labels.size} seeds for {av.size} pairs")
-        n_unmatched = 0
+    av, bv, labels, n_unmatched = _pairs(a, b, seeds)
     ok = np.isfinite(av) & np.isfinite(bv)
     av, bv, labels = av[ok], bv[ok], labels[ok]
     d = bv - av
@@ -499,243 +521,55 @@ def paired_comparison(
         return out
     boot_rng, perm_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     if n_boot > 0:
-        counts = boot_rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
-        mean_a = counts @ av / n
-        mean_d = counts @ d / n
-        out["diff_low"], out["diff_high"] = _percentile_interval(mean_d, level)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rel = mean_d / np.abs(mean_a)
-        out["rel_low"], out["rel_high"] = _percentile_interval(rel, level)
-    observed = abs(d.mean())
+        out.update(_bootstrap_diff(av, d, n_boot, level, boot_rng))
     if n_perm > 0:
-        if 2**n <= n_perm:
-            signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
-            total = signs.shape[0]
-            hits = np.sum(np.abs(signs @ d / n) >= observed - 1e-12 * max(1.0, observed))
-            out["p"], out["exact"] = float(hits / total), True
-            out["p_min"] = 2.0 / total
-        else:
-            signs = perm_rng.choice((1.0, -1.0), size=(n_perm, n))
-            hits = np.sum(np.abs(signs @ d / n) >= observed - 1e-12 * max(1.0, observed))
-            out["p"] = float((1 + hits) / (1 + n_perm))
-            out["p_min"] = max(2.0 / 2**n, 1.0 / (1 + n_perm))
+        out.update(_sign_flip_test(d, n_perm, perm_rng))
     return out
 
 
-# --- claims -------------------------------------------------------------------------------
+def _pairs(a, b, seeds) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(a values, b values, seed labels, pairs without a partner)``: two Series aligned on
+    their index, anything else paired by position."""
+    if isinstance(a, pd.Series) and isinstance(b, pd.Series):
+        ab = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
+        labels = ab.index.to_numpy()
+        av, bv = ab["a"].to_numpy(float), ab["b"].to_numpy(float)
+        return av, bv, labels, (len(a) - len(ab)) + (len(b) - len(ab))
+    av, bv = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if av.size != bv.size:
+        raise ValueError(f"a and b must pair up: {av.size} vs {bv.size} values")
+    labels = np.asarray(seeds) if seeds is not None else np.arange(av.size)
+    if labels.size != av.size:
+        raise ValueError(f"seeds must name every pair: {labels.size} seeds for {av.size} pairs")
+    return av, bv, labels, 0
 
 
-@dataclass(frozen=True)
-class Claim:
-    """A testable statement about one knob.
-
-    ``quantity`` may name several quantities and ``expected`` be "change" (up or down): the
-    paper's "acts on one or both factors" holds if any of them moves either way. For
-    ``knob == "algorithm"`` the evidence is a paired DPSGD-minus-SSGD comparison, and
-    ``expected`` may be "same".
-    """
-
-    id: str
-    text: str
-    source: str  # "paper" (the paper's statement) or "hypothesis" (our per-knob expectation)
-    knob: str
-    quantity: str | tuple[str, ...]
-    expected: str  # "up" | "down" | "change" | "same"
-
-    @property
-    def quantities(self) -> tuple[str, ...]:
-        return (self.quantity,) if isinstance(self.quantity, str) else tuple(self.quantity)
+def _bootstrap_diff(
+    av: np.ndarray, d: np.ndarray, n_boot: int, level: float, rng: np.random.Generator
+) -> dict[str, float]:
+    """Percentile intervals over resampled pairs of the mean difference and of the relative one."""
+    n = d.size
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    mean_a = counts @ av / n
+    mean_d = counts @ d / n
+    out: dict[str, float] = {}
+    out["diff_low"], out["diff_high"] = _percentile_interval(mean_d, level)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = mean_d / np.abs(mean_a)
+    out["rel_low"], out["rel_high"] = _percentile_interval(rel, level)
+    return out
 
 
-_PAPER_KNOBS = {
-    "weight_decay": "Weight decay",
-    "batch_size": "Batch size",
-    "lr": "Learning rate",
-    "dropout": "Dropout",
-    "n_train": "Training-set size",
-    "label_noise": "Label noise",
-}
-
-CLAIMS: list[Claim] = [
-    *(
-        Claim(
-            f"paper.{knob}.acts_on_factors",
-            f"{name} acts on one or both factors of the gap, sharpness or size.",
-            "paper",
-            knob,
-            ("sharpness", "size"),
-            "change",
-        )
-        for knob, name in _PAPER_KNOBS.items()
-    ),
-    Claim(
-        "paper.dpsgd.gap",
-        "At large batch, decentralized SGD (DPSGD) generalizes better than synchronous SGD: smaller gap.",
-        "paper",
-        "algorithm",
-        "real_gap",
-        "down",
-    ),
-    Claim(
-        "paper.dpsgd.flatter",
-        "At large batch, DPSGD finds flatter solutions than synchronous SGD: smaller sharpness.",
-        "paper",
-        "algorithm",
-        "sharpness",
-        "down",
-    ),
-    Claim(
-        "paper.dpsgd.same_size",
-        "At large batch, DPSGD and synchronous SGD reach solutions of the same size.",
-        "paper",
-        "algorithm",
-        "size",
-        "same",
-    ),
-    Claim("hyp.batch_size.sharpness", "Larger batch size gives sharper solutions.", "hypothesis", "batch_size", "sharpness", "up"),
-    Claim("hyp.lr.sharpness", "A larger learning rate gives flatter solutions.", "hypothesis", "lr", "sharpness", "down"),
-    Claim("hyp.weight_decay.size", "Weight decay gives smaller solutions.", "hypothesis", "weight_decay", "size", "down"),
-    Claim("hyp.init_scale.size", "A larger initialisation scale gives larger solutions.", "hypothesis", "init_scale", "size", "up"),
-    Claim("hyp.n_train.size", "More training data gives smaller solutions.", "hypothesis", "n_train", "size", "down"),
-    Claim("hyp.label_noise.sharpness", "More label noise gives sharper solutions.", "hypothesis", "label_noise", "sharpness", "up"),
-    Claim("hyp.label_noise.size", "More label noise gives larger solutions.", "hypothesis", "label_noise", "size", "up"),
-    Claim("hyp.dropout.real_gap", "Dropout shrinks the generalization gap.", "hypothesis", "dropout", "real_gap", "down"),
-]  # fmt: skip
-
-_OPPOSITE = {"up": "down", "down": "up"}
-
-
-def _fmt(v: Any, spec: str = ".2f") -> str:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return "n/a"
-    return format(v, spec) if math.isfinite(v) else "n/a"
-
-
-def _row_numbers(row: Mapping[str, Any]) -> str:
-    text = (
-        f"{row['quantity']}: {row['verdict']}, rho {_fmt(row.get('rho'))} "
-        f"[{_fmt(row.get('rho_low'))}, {_fmt(row.get('rho_high'))}], "
-        f"Holm p {_fmt(row.get('p_monotone_holm'), '.3g')}"
-    )
-    if row["verdict"] == "non-monotone":
-        text += f", Kruskal-Wallis Holm p {_fmt(row.get('p_kruskal_holm'), '.3g')}"
-    if row["verdict"] == "not enough data":
-        text += (
-            f" ({row.get('n_runs', 'n/a')} converged runs at {row.get('n_values', 'n/a')} values)"
-        )
-    return text
-
-
-def _comparison_numbers(quantity: str, c: Mapping[str, Any]) -> str:
-    return (
-        f"{quantity}: DPSGD - SSGD {_fmt(c.get('diff'), '.3g')} "
-        f"[{_fmt(c.get('diff_low'), '.3g')}, {_fmt(c.get('diff_high'), '.3g')}], "
-        f"relative {_fmt(c.get('rel_diff'), '+.1%')} [{_fmt(c.get('rel_low'), '+.1%')}, "
-        f"{_fmt(c.get('rel_high'), '+.1%')}], Holm p {_fmt(c.get('p_holm'), '.3g')} "
-        f"({c.get('n_pairs', 'n/a')} seed pairs)"
-    )
-
-
-def _table_claim(claim: Claim, table: pd.DataFrame) -> tuple[str, str, str]:
-    if not {"knob", "quantity", "verdict"} <= set(table.columns):
-        return "n/a", "inconclusive", "knob not in the verdict table"
-    rows = table[(table["knob"] == claim.knob) & table["quantity"].isin(claim.quantities)]
-    if rows.empty:
-        missing = "knob" if not (table["knob"] == claim.knob).any() else "quantity"
-        return "n/a", "inconclusive", f"{missing} not in the verdict table"
-    rows = rows.set_index("quantity").reindex(list(claim.quantities))
-    found = ", ".join(
-        f"{q} {v}" if isinstance(v, str) else f"{q} missing" for q, v in rows["verdict"].items()
-    )
-    because = "; ".join(
-        _row_numbers({**r, "quantity": q}) for q, r in rows.dropna(subset=["verdict"]).iterrows()
-    )
-    verdicts = rows["verdict"].dropna().tolist()
-    if claim.expected == "change":
-        moved = [v for v in verdicts if v in _OPPOSITE]
-        # A knob that moved neither factor has only failed to show an effect here; the
-        # paper's "acts on" cannot be refuted by a non-significant test.
-        return found, "supported" if moved else "inconclusive", because
-    if claim.expected not in _OPPOSITE:
-        raise ValueError(f"claim {claim.id}: expected {claim.expected!r} needs a paired comparison")
-    if claim.expected in verdicts:
-        return found, "supported", because
-    if _OPPOSITE[claim.expected] in verdicts:
-        return found, "contradicted", because
-    return found, "inconclusive", because
-
-
-def _comparison_claim(claim: Claim, comparisons: Mapping[str, Mapping[str, Any]], alpha: float):
-    quantity = claim.quantities[0]
-    c = comparisons.get(quantity)
-    if c is None:
-        return "n/a", "inconclusive", f"no DPSGD-vs-SSGD comparison of {quantity}"
-    p, diff = c.get("p_holm", math.nan), c.get("diff", math.nan)
-    significant = math.isfinite(p) and p < alpha
-    direction = ("up" if diff > 0 else "down") if significant and diff != 0 else "no clear change"
-    because = _comparison_numbers(quantity, c)
-    if claim.expected == "same":
-        lo, hi = c.get("rel_low", math.nan), c.get("rel_high", math.nan)
-        within = (
-            math.isfinite(lo) and math.isfinite(hi) and -SAME_MARGIN <= lo and hi <= SAME_MARGIN
-        )
-        found = f"{quantity} within +/-{SAME_MARGIN:.0%}" if within else f"{quantity} {direction}"
-        # Equivalence needs the interval inside the margin (a significant but small difference
-        # is still "the same size"); the opposite needs the interval wholly outside it.
-        outside = (
-            math.isfinite(lo) and math.isfinite(hi) and (lo > SAME_MARGIN or hi < -SAME_MARGIN)
-        )
-        if within:
-            return found, "supported", because
-        return found, "contradicted" if outside else "inconclusive", because
-    found = f"{quantity} {direction}"
-    if direction == claim.expected:
-        return found, "supported", because
-    if direction == _OPPOSITE.get(claim.expected):
-        return found, "contradicted", because
-    return found, "inconclusive", because
-
-
-def claim_verdicts(
-    table: pd.DataFrame,
-    claims: Sequence[Claim] = CLAIMS,
-    *,
-    comparisons: Mapping[str, Mapping[str, Any]] | None = None,
-    alpha: float | None = None,
-) -> pd.DataFrame:
-    """One row per claim: "supported", "contradicted" or "inconclusive", and the numbers why.
-
-    ``table`` is a :func:`verdict_table`. ``comparisons`` maps a quantity ("real_gap",
-    "sharpness", "size") to a :func:`paired_comparison` of SSGD (a) against DPSGD (b); those
-    p-values are Holm-corrected among themselves here. Claims about a knob or comparison that
-    is absent come out "inconclusive". ``alpha`` defaults to the table's.
-    """
-    if alpha is None:
-        alpha = float(table.attrs.get("alpha", 0.05))
-    comparisons = dict(comparisons or {})
-    if comparisons:
-        keys = list(comparisons)
-        adjusted = holm([comparisons[k].get("p", math.nan) for k in keys])
-        comparisons = {k: {**comparisons[k], "p_holm": float(p)} for k, p in zip(keys, adjusted)}
-    rows = []
-    for claim in claims:
-        if claim.knob == "algorithm":
-            found, verdict, because = _comparison_claim(claim, comparisons, alpha)
-        else:
-            found, verdict, because = _table_claim(claim, table)
-        rows.append(
-            {
-                "id": claim.id,
-                "source": claim.source,
-                "text": claim.text,
-                "knob": claim.knob,
-                "quantity": ", ".join(claim.quantities),
-                "expected": claim.expected,
-                "found": found,
-                "verdict": verdict,
-                "because": because,
-            }
-        )
-    return pd.DataFrame(rows)
+def _sign_flip_test(d: np.ndarray, n_perm: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Two-sided sign-flip test of zero mean difference: ``p``, ``exact`` and ``p_min``; every
+    sign pattern enumerated when there are at most ``n_perm`` of them."""
+    n = d.size
+    observed = abs(d.mean())
+    if 2**n <= n_perm:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+        total = signs.shape[0]
+        hits = np.sum(np.abs(signs @ d / n) >= observed - 1e-12 * max(1.0, observed))
+        return {"p": float(hits / total), "exact": True, "p_min": 2.0 / total}
+    signs = rng.choice((1.0, -1.0), size=(n_perm, n))
+    hits = np.sum(np.abs(signs @ d / n) >= observed - 1e-12 * max(1.0, observed))
+    return {"p": float((1 + hits) / (1 + n_perm)), "p_min": max(2.0 / 2**n, 1.0 / (1 + n_perm))}

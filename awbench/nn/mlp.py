@@ -7,9 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from awbench.activations import ACTIVATIONS
 from awbench.config import Config
-
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
 
 
 class MLP(nn.Module):
@@ -34,7 +33,7 @@ class MLP(nn.Module):
             setattr(self, f"fc{i + 1}", nn.Linear(sizes[i], sizes[i + 1], bias=bias))
         self.activation = activation
         self.dropout_p = float(dropout)
-        self.act = _ACTIVATIONS[activation]()
+        self.act = ACTIVATIONS[activation].module()
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     @property

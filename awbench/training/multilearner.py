@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import pandas as pd
 import torch
@@ -53,8 +54,18 @@ import torch.nn.functional as F
 
 from awbench.config import TOPOLOGIES, Config, ConfigError
 from awbench.data import Data, load_data
+from awbench.nn import engine
 from awbench.nn.mlp import MLP, build_model
-from awbench.training.sgd import _ACT_GRADS, DeviceData, EpochCallback, Run, epoch_loop
+from awbench.progress import progress
+from awbench.status import CONVERGED, DIVERGED, MAX_EPOCHS
+from awbench.training.run import (
+    DeviceData,
+    EpochCallback,
+    Run,
+    add_weight_decay,
+    evaluate,
+    stopping_rule_met,
+)
 
 __all__ = ["Learners", "mixing_matrix", "shard_positions", "train_multilearner"]
 
@@ -129,15 +140,6 @@ def shard_positions(
 # --- the stacked learners ------------------------------------------------------------------
 
 
-def _linear(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """``h @ Wᵀ + b`` per learner: h (n, B, in) or (B, in) shared, W (n, out, in), b (n, out)."""
-    if h.dim() == 2:
-        h = h.expand(W.shape[0], *h.shape)
-    if b is None:
-        return torch.bmm(h, W.transpose(1, 2))
-    return torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))
-
-
 class Learners:
     """``cfg.n_learners`` copies of an MLP in one ``(n, P)`` buffer, stepped together.
 
@@ -149,22 +151,14 @@ class Learners:
         self.cfg = cfg
         self.n = n = cfg.n_learners if n_learners is None else n_learners
         self.activation = model.activation
-        self.act = model.act
-        self.act_grad = _ACT_GRADS[model.activation]
+        self.act = engine.activation_of(model)
         self.dropout_p = model.dropout_p
         named = list(model.named_parameters())
         self.names = [name for name, _ in named]
         self.shapes = [tuple(p.shape) for _, p in named]
-        first = named[0][1]
         self.flat = torch.cat([p.detach().reshape(1, -1) for _, p in named], dim=1).repeat(n, 1)
         self.params = self._views(self.flat)
-        self.is_weight = torch.cat(
-            [
-                torch.full((p.numel(),), name.endswith("weight"), device=first.device)
-                for name, p in named
-            ]
-        )
-        self.all_weights = bool(self.is_weight.all())
+        self.weight_index = [i for i, name in enumerate(self.names) if name.endswith("weight")]
         # (W, b or None) per layer, in order fc1..fcL
         self.layers: list[tuple[torch.Tensor, torch.Tensor | None]] = []
         by_name = dict(zip(self.names, self.params))
@@ -188,12 +182,7 @@ class Learners:
     # -- forward / backward -----------------------------------------------------------------
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Eval-mode logits of every learner, ``(n, B, classes)``; x is (B, in) or (n, B, in)."""
-        h = x
-        for i, (W, b) in enumerate(self.layers):
-            h = _linear(h, W, b)
-            if i < len(self.layers) - 1:
-                h = self.act(h)
-        return h
+        return engine.logits(self.layers, x, self.act)
 
     def gradients(
         self,
@@ -203,7 +192,7 @@ class Learners:
         divisor: torch.Tensor | float | None = None,
         dropout_gen: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Per-learner gradients of the cross-entropy, ``(n, P)``, by explicit batched backprop.
+        """Per-learner gradients of the cross-entropy, ``(n, P)``, by the engine's backprop.
 
         x (n, B, in), y (n, B). Learner i's gradient is the sum over its samples where ``valid``
         is True, divided by ``divisor`` (one number, or ``divisor[i]`` per learner; default: its
@@ -212,57 +201,31 @@ class Learners:
         ``(n, B, width)`` from ``dropout_gen``.
         """
         n, B = y.shape
-        layers = self.layers
-        inputs, pre, mask = [], [], None
-        h = x
-        for i, (W, b) in enumerate(layers):
-            inputs.append(h)
-            z = _linear(h, W, b)
-            if i == len(layers) - 1:
-                break
-            a = self.act(z)
-            pre.append((z, a))
-            if i == 0 and self.dropout_p > 0:
-                keep = torch.rand(a.shape, generator=dropout_gen, device=a.device, dtype=a.dtype)
-                mask = (keep >= self.dropout_p).to(a.dtype) / (1.0 - self.dropout_p)
-                a = a * mask
-            h = a
-        dz = torch.softmax(z, dim=2)
-        dz -= F.one_hot(y, dz.shape[2]).to(dz.dtype)
-        if valid is not None:
-            dz *= valid.unsqueeze(2).to(dz.dtype)
+        mask = None
+        if self.dropout_p > 0:
+            shape = (n, B, self.layers[0][0].shape[1])
+            mask = engine.dropout_mask(shape, self.dropout_p, dropout_gen, x.dtype, x.device)
+        fp = engine.forward(self.layers, x, self.act, mask)
         if divisor is None:
-            if valid is None:
-                divisor = float(B)
-            else:
-                divisor = valid.sum(1).clamp(min=1)
-        dz /= divisor if isinstance(divisor, float) else divisor.to(dz.dtype).view(n, 1, 1)
+            divisor = float(B) if valid is None else valid.sum(1).clamp(min=1)
+        if not isinstance(divisor, float):
+            divisor = divisor.to(x.dtype).view(n, 1, 1)
+        onehot = F.one_hot(y, fp.logits.shape[2]).to(x.dtype)
+        dz = engine.cross_entropy_error(fp.logits, onehot, divisor, valid)
         grad = self.flat.new_empty(n, self.flat.shape[1])
         by_name = dict(zip(self.names, self._views(grad)))
-        for i in range(len(layers) - 1, -1, -1):
-            W, b = layers[i]
-            by_name[f"fc{i + 1}.weight"].copy_(torch.bmm(dz.transpose(1, 2), inputs[i]))
-            if b is not None:
-                by_name[f"fc{i + 1}.bias"].copy_(dz.sum(1))
-            if i == 0:
-                break
-            dh = torch.bmm(dz, W)
-            if i == 1 and mask is not None:
-                dh = dh * mask
-            z_prev, a_prev = pre[i - 1]
-            dz = dh * self.act_grad(z_prev, a_prev)
+        for i, (gW, gb) in enumerate(engine.gradients(self.layers, fp, dz, self.act)):
+            by_name[f"fc{i + 1}.weight"].copy_(gW)
+            if gb is not None:
+                by_name[f"fc{i + 1}.bias"].copy_(gb)
         return grad
 
     def add_weight_decay(self, grad: torch.Tensor, params: torch.Tensor) -> None:
         """Add the gradient of cfg's weight penalty, per learner, to ``grad`` (rows of params)."""
-        cfg = self.cfg
-        w = params if self.all_weights else params * self.is_weight.to(params.dtype)
-        if cfg.weight_decay_mode == "norm":
-            norm = w.pow(2).sum(1, keepdim=True).sqrt()
-            scale = torch.where(norm > 0, cfg.weight_decay / torch.where(norm > 0, norm, 1.0), 0.0)
-            grad.addcmul_(scale.to(w.dtype), w)
-        else:
-            grad.add_(w, alpha=cfg.weight_decay)
+        grads, weights = self._views(grad), self._views(params)
+        add_weight_decay(
+            [grads[i] for i in self.weight_index], [weights[i] for i in self.weight_index], self.cfg
+        )
 
     # -- one step -----------------------------------------------------------------------------
     def step(
@@ -427,7 +390,7 @@ def _epochs(
             "learner_train_loss": learners.learner_loss(tensors.x_clean, tensors.y_clean),
         }
 
-    return epoch_loop(
+    return _epoch_loop(
         cfg,
         model,
         tensors,
@@ -437,3 +400,64 @@ def _epochs(
         show_progress,
         on_epoch,
     )
+
+
+def _epoch_loop(
+    cfg: Config,
+    model: MLP,
+    tensors: DeviceData,
+    train_epoch: Callable[[torch.Tensor, bool], None],
+    all_finite: Callable[[], bool],
+    extra_metrics: Callable[[], dict] | None = None,
+    show_progress: bool | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> tuple[list[dict], str, str]:
+    """The protocol around the steps, shared by every training algorithm.
+
+    Per epoch: a fresh sample order from ``cfg.seed``'s generator, ``train_epoch(order,
+    decay_on)`` takes the steps, then ``model`` is evaluated on the clean training set and the
+    test set, ``on_epoch`` is told, divergence is checked and the demo's stopping rule
+    applied. Returns the history rows, the status and its reason.
+    """
+    batch_gen = torch.Generator().manual_seed(cfg.seed)
+    n = tensors.x.shape[0]
+    history: list[dict] = []
+    budget, decay_epochs = cfg.epoch_budget(), cfg.decay_epochs()
+    status, reason = MAX_EPOCHS, f"stopping rule not met within max_epochs={budget}"
+    bar = progress(range(budget), desc=f"train {cfg.key()[:8]}", enabled=show_progress)
+    try:
+        for epoch in bar:
+            decay_on = cfg.weight_decay > 0 and epoch < decay_epochs
+            model.train()
+            order = torch.randperm(n, generator=batch_gen).to(tensors.x.device)
+            train_epoch(order, decay_on)
+            train_loss, train_acc = evaluate(model, tensors.x_clean, tensors.y_clean)
+            test_loss, test_acc = evaluate(model, tensors.x_test, tensors.y_test)
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "test_loss": test_loss,
+                "test_acc": test_acc,
+            }
+            if extra_metrics is not None:
+                row.update(extra_metrics())
+            history.append(row)
+            if on_epoch is not None:
+                # a copy: a callback that edits its row must not change the stopping rule's input
+                on_epoch(epoch + 1, budget, dict(row))
+            if not (math.isfinite(train_loss) and all_finite()):
+                status = DIVERGED
+                reason = (
+                    f"non-finite training loss ({train_loss}) at epoch {epoch + 1} with lr={cfg.lr}"
+                )
+                break
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{train_loss:.2e}", acc=f"{train_acc:.3f}", refresh=False)
+            if stopping_rule_met(history, cfg):
+                status, reason = CONVERGED, f"stopping rule met at epoch {epoch + 1}"
+                break
+    finally:
+        if hasattr(bar, "close"):
+            bar.close()
+    return history, status, reason

@@ -5,15 +5,13 @@ trained one after another pay that overhead S times. Here the S members' paramet
 tensors ``(S, *shape)`` and one step is one batched forward/backward (``bmm`` over the member
 axis) for all of them, each member on its own batch.
 
-Every member follows :func:`awbench.training.sgd` for its own Config: the same initialisation, batch
-order, dropout masks, weight decay, per-epoch evaluation, stopping and divergence rules, status
-and reason. Members stop independently; a finished member is copied out and dropped from the
-stack, so it neither changes nor costs anything afterwards.
-
-The steps use the same kernels and operation order as train() (torch.softmax, the same
-products and in-place updates), so on the CPU the parameters have come out bitwise equal to
-single runs for relu, tanh and gelu (sigmoid differs in the last bit). The per-epoch losses
-are a batched logsumexp and agree with train()'s to rounding; accuracies are exact.
+This is the training loop of every single-learner run: :func:`awbench.train` of one Config is
+a stack of one member. Each member has its own initialisation, batch order, dropout masks,
+weight decay, per-epoch evaluation, stopping and divergence rules, status and reason, so a
+member's run does not depend on which others share its stack (up to the rounding of batched
+products). Members stop independently; a finished member is copied out and dropped from the
+stack, so it neither changes nor costs anything afterwards. The forward and backward passes
+are :mod:`awbench.nn.engine`'s.
 """
 
 from __future__ import annotations
@@ -28,10 +26,17 @@ import torch.nn.functional as F
 
 from awbench.config import Config
 from awbench.data import Data, load_data
+from awbench.nn import engine
 from awbench.nn.mlp import MLP, build_model
 from awbench.progress import progress
 from awbench.status import CONVERGED, DIVERGED, MAX_EPOCHS
-from awbench.training.sgd import _ACT_GRADS, DeviceData, EpochCallback, Run, stopping_rule_met
+from awbench.training.run import (
+    DeviceData,
+    EpochCallback,
+    Run,
+    add_weight_decay,
+    stopping_rule_met,
+)
 
 __all__ = ["train_stacked"]
 
@@ -45,7 +50,7 @@ def _check_configs(cfgs: list[Config], test_every: int) -> None:
     if base.n_learners != 1 or base.algorithm != "sgd":
         raise ValueError(
             "train_stacked trains single-learner SGD only: got n_learners="
-            f"{base.n_learners}, algorithm={base.algorithm!r} (use awbench.training.sgd for these)"
+            f"{base.n_learners}, algorithm={base.algorithm!r} (use awbench.train for these)"
         )
     ref = base.to_dict()
     differences = []
@@ -75,8 +80,7 @@ class _Stack:
     def __init__(self, cfg: Config, seeds: list[int], models: list[MLP], device: torch.device):
         self.cfg = cfg
         template = models[0]
-        self.act = template.act
-        self.act_grad = _ACT_GRADS[template.activation]
+        self.act = engine.activation_of(template)
         self.dropout_p = template.dropout_p
         names = [name for name, _ in template.named_parameters()]
         self.is_weight = [name.endswith("weight") for name in names]
@@ -96,10 +100,8 @@ class _Stack:
     def _refresh(self) -> None:
         # layer views are rebuilt only when rows are dropped; the update is in place
         self.layers = [
-            (self.params[w], None if b is None else self.params[b].unsqueeze(1))
-            for w, b in self.layer_pos
+            (self.params[w], None if b is None else self.params[b]) for w, b in self.layer_pos
         ]
-        self.layers_t = [(W.transpose(1, 2), b) for W, b in self.layers]
         self.weights = [p for p, w in zip(self.params, self.is_weight) if w]
         self.weight_pos = [i for i, w in enumerate(self.is_weight) if w]
 
@@ -118,78 +120,39 @@ class _Stack:
         self.dropout_gens = [self.dropout_gens[r] for r in rows]
         self._refresh()
 
-    # -- forward / backward ---------------------------------------------------------------
+    # -- forward / backward (the engine's) and the SGD step ------------------------------------
     def logits(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Eval-mode logits ``(S, N, classes)`` of the members (or only ``rows``) on shared x."""
-        h = x
-        last = len(self.layers_t) - 1
-        for i, (Wt, b) in enumerate(self.layers_t):
-            if rows is not None:
-                Wt = Wt.index_select(0, rows)
-                b = None if b is None else b.index_select(0, rows)
-            if b is None:
-                h = torch.matmul(h, Wt)  # broadcasts the shared 2-D input over members
-            else:
-                h = torch.baddbmm(b, h.expand(Wt.shape[0], *h.shape[-2:]), Wt)
-            if i < last:
-                h = self.act(h)
-        return h
+        layers = self.layers
+        if rows is not None:
+            layers = [
+                (W.index_select(0, rows), None if b is None else b.index_select(0, rows))
+                for W, b in layers
+            ]
+        return engine.logits(layers, x, self.act)
 
     def gradients(
         self, x: torch.Tensor, onehot: torch.Tensor, mask: torch.Tensor | None
     ) -> list[torch.Tensor]:
         """Mean cross-entropy gradients per member, ordered as parameters(), each ``(S, *shape)``.
 
-        x (S, B, in), onehot (S, B, classes), mask (S, B, width of fc1) or None. The same
-        arithmetic as :func:`awbench.training.sgd.mlp_gradients`, batched over members.
+        x (S, B, in), onehot (S, B, classes), mask (S, B, width of fc1) or None.
         """
-        layers_t = self.layers_t
-        last = len(layers_t) - 1
-        inputs, pre = [], []
-        h = x
-        for i, (Wt, b) in enumerate(layers_t):
-            inputs.append(h)
-            z = torch.bmm(h, Wt) if b is None else torch.baddbmm(b, h, Wt)
-            if i == last:
-                break
-            a = self.act(z)
-            pre.append((z, a))
-            if i == 0 and mask is not None:
-                a = a * mask
-            h = a
-        dz = torch.softmax(z, dim=2)
-        dz -= onehot
-        dz /= x.shape[1]
+        fp = engine.forward(self.layers, x, self.act, mask)
+        dz = engine.cross_entropy_error(fp.logits, onehot, float(x.shape[1]))
         grads: list[torch.Tensor | None] = [None] * len(self.params)
-        for i in range(last, -1, -1):
-            w_pos, b_pos = self.layer_pos[i]
-            grads[w_pos] = torch.bmm(dz.transpose(1, 2), inputs[i])
+        for (w_pos, b_pos), (gW, gb) in zip(
+            self.layer_pos, engine.gradients(self.layers, fp, dz, self.act)
+        ):
+            grads[w_pos] = gW
             if b_pos is not None:
-                grads[b_pos] = dz.sum(1)
-            if i == 0:
-                break
-            dh = torch.bmm(dz, self.layers[i][0])
-            if i == 1 and mask is not None:
-                dh *= mask
-            z_prev, a_prev = pre[i - 1]
-            dh *= self.act_grad(z_prev, a_prev)
-            dz = dh
+                grads[b_pos] = gb
         return grads  # type: ignore[return-value]
 
     def step(self, grads: list[torch.Tensor], decay_on: bool) -> None:
         cfg = self.cfg
         if decay_on:
-            wgrads = [grads[i] for i in self.weight_pos]
-            if cfg.weight_decay_mode == "norm":
-                sq = torch.stack([w.pow(2).flatten(1).sum(1) for w in self.weights]).sum(0)
-                norm = sq.sqrt()
-                # the norm has no gradient at 0; train() then adds nothing, so scale 0 here
-                safe = torch.where(norm > 0, norm, 1.0)
-                scale = torch.where(norm > 0, cfg.weight_decay / safe, 0.0)
-                for g, w in zip(wgrads, self.weights):
-                    g.addcmul_(scale.view(-1, *([1] * (w.dim() - 1))), w)
-            else:
-                torch._foreach_add_(wgrads, self.weights, alpha=cfg.weight_decay)
+            add_weight_decay([grads[i] for i in self.weight_pos], self.weights, cfg)
         if self.velocity is not None:
             torch._foreach_mul_(self.velocity, cfg.momentum)
             torch._foreach_add_(self.velocity, grads)
@@ -309,111 +272,125 @@ def _train(
     on_epoch: EpochCallback | None,
 ) -> list[tuple[list[dict], str, str]]:
     tensors = DeviceData.of(cfg, data)
-    device, dtype = tensors.x.device, tensors.x.dtype
-    stack = _Stack(cfg, [c.seed for c in cfgs], models, device)
-    n, B = tensors.x.shape[0], cfg.batch_size
+    stack = _Stack(cfg, [c.seed for c in cfgs], models, tensors.x.device)
     n_classes = int(data.n_classes)
-    onehot = F.one_hot(tensors.y, n_classes).to(dtype)
+    onehot = F.one_hot(tensors.y, n_classes).to(tensors.x.dtype)
     clean = _Split(tensors.x_clean, tensors.y_clean, n_classes)
     test = _Split(tensors.x_test, tensors.y_test, n_classes)
-    width = models[0].fc1.out_features if stack.dropout_p > 0 else 0
-    # On the CPU generator one draw of (n, width) yields the same numbers as the per-batch
-    # draws of train() in sequence, so an epoch's masks cost one call per member. Other
-    # devices' generators do not promise that, so there each batch draws its own.
-    epoch_masks = device.type == "cpu"
     histories: list[list[dict]] = [[] for _ in cfgs]
     outcome: list[tuple[list[dict], str, str] | None] = [None] * len(cfgs)
     budget, decay_epochs = cfg.epoch_budget(), cfg.decay_epochs()
     bar = progress(range(budget), desc=f"train x{len(cfgs)} {cfg.key()[:8]}", enabled=show_progress)
     try:
         for epoch in bar:
-            decay_on = cfg.weight_decay > 0 and epoch < decay_epochs
-            order = torch.stack([torch.randperm(n, generator=g) for g in stack.batch_gens])
-            order = order.to(device)
-            # every member's epoch in one gather each; index_select is ~3x cheaper than x[order]
-            flat = order.view(-1)
-            x_all = tensors.x.index_select(0, flat).view(stack.size, n, -1)
-            onehot_all = onehot.index_select(0, flat).view(stack.size, n, -1)
-            mask_all = None
-            if stack.dropout_p > 0 and epoch_masks:
-                keep = torch.stack(
-                    [torch.rand((n, width), generator=g, dtype=dtype) for g in stack.dropout_gens]
-                )
-                mask_all = (keep >= stack.dropout_p).to(dtype) / (1.0 - stack.dropout_p)
-            for lo in range(0, n, B):
-                hi = min(lo + B, n)
-                if mask_all is not None:
-                    mask = mask_all[:, lo:hi]
-                elif stack.dropout_p > 0:
-                    keep = torch.stack(
-                        [
-                            torch.rand((hi - lo, width), generator=g, device=device, dtype=dtype)
-                            for g in stack.dropout_gens
-                        ]
-                    )
-                    mask = (keep >= stack.dropout_p).to(dtype) / (1.0 - stack.dropout_p)
-                else:
-                    mask = None
-                grads = stack.gradients(x_all[:, lo:hi], onehot_all[:, lo:hi], mask)
-                stack.step(grads, decay_on)
-
-            train_loss, train_acc = clean.rows(stack.logits(clean.x))
-            finite = stack.finite_rows()
-            finished: list[tuple[int, str, str]] = []  # (row, status, reason)
-            for r, member in enumerate(stack.members):
-                history = histories[member]
-                history.append(
-                    {
-                        "epoch": epoch + 1,
-                        "train_loss": train_loss[r],
-                        "train_acc": train_acc[r],
-                        "test_loss": math.nan,
-                        "test_acc": math.nan,
-                    }
-                )
-                if not (math.isfinite(train_loss[r]) and finite[r]):
-                    reason = (
-                        f"non-finite training loss ({train_loss[r]}) at epoch {epoch + 1} "
-                        f"with lr={cfg.lr}"
-                    )
-                    finished.append((r, DIVERGED, reason))
-                elif stopping_rule_met(history, cfg):
-                    finished.append((r, CONVERGED, f"stopping rule met at epoch {epoch + 1}"))
-                elif epoch + 1 == budget:
-                    finished.append(
-                        (r, MAX_EPOCHS, f"stopping rule not met within max_epochs={budget}")
-                    )
-
-            if (epoch + 1) % test_every == 0:
-                test_rows = list(range(stack.size))
-            else:
-                test_rows = [r for r, _, _ in finished]
-            if test_rows:
-                rows = None
-                if len(test_rows) < stack.size:
-                    rows = torch.tensor(test_rows, dtype=torch.long, device=device)
-                test_loss, test_acc = test.rows(stack.logits(test.x, rows))
-                for r, loss, acc in zip(test_rows, test_loss, test_acc):
-                    row = histories[stack.members[r]][-1]
-                    row["test_loss"], row["test_acc"] = loss, acc
+            _train_epoch(stack, tensors.x, onehot, cfg.weight_decay > 0 and epoch < decay_epochs)
+            finished = _record_train(stack, clean, histories, epoch + 1, budget)
+            due = (epoch + 1) % test_every == 0
+            _record_test(stack, test, histories, [r for r, _, _ in finished], due)
             if on_epoch is not None:
                 # after the test columns are in, before finished members leave stack.members
                 for member in stack.members:
                     on_epoch(epoch + 1, budget, dict(histories[member][-1]))
-
             if finished:
-                for r, status, reason in finished:
-                    member = stack.members[r]
-                    stack.load_into(r, models[member])
-                    outcome[member] = (histories[member], status, reason)
-                done = {r for r, _, _ in finished}
-                alive = [r for r in range(stack.size) if r not in done]
-                if not alive:
+                _retire(stack, finished, models, histories, outcome)
+                if not stack.size:
                     break
-                stack.keep(alive)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(active=stack.size, refresh=False)
     finally:
         if hasattr(bar, "close"):
             bar.close()
     return outcome  # type: ignore[return-value]
+
+
+def _train_epoch(stack: _Stack, x: torch.Tensor, onehot: torch.Tensor, decay_on: bool) -> None:
+    """One epoch of every member: its own sample order and dropout masks, all steps."""
+    n, B, device, dtype = x.shape[0], stack.cfg.batch_size, x.device, x.dtype
+    order = torch.stack([torch.randperm(n, generator=g) for g in stack.batch_gens]).to(device)
+    # every member's epoch in one gather each; index_select is ~3x cheaper than x[order]
+    flat = order.view(-1)
+    x_all = x.index_select(0, flat).view(stack.size, n, -1)
+    onehot_all = onehot.index_select(0, flat).view(stack.size, n, -1)
+    p, width = stack.dropout_p, stack.layers[0][0].shape[1]
+
+    def masks(rows: int) -> torch.Tensor:
+        return torch.stack(
+            [engine.dropout_mask((rows, width), p, g, dtype, device) for g in stack.dropout_gens]
+        )
+
+    # On the CPU generator one draw of (n, width) yields the same numbers as per-batch draws
+    # in sequence, so an epoch's masks cost one call per member. Other devices' generators do
+    # not promise that, so there each batch draws its own.
+    mask_all = masks(n) if p > 0 and device.type == "cpu" else None
+    for lo in range(0, n, B):
+        hi = min(lo + B, n)
+        if mask_all is not None:
+            mask = mask_all[:, lo:hi]
+        else:
+            mask = masks(hi - lo) if p > 0 else None
+        stack.step(stack.gradients(x_all[:, lo:hi], onehot_all[:, lo:hi], mask), decay_on)
+
+
+def _record_train(
+    stack: _Stack, clean: _Split, histories: list[list[dict]], epoch: int, budget: int
+) -> list[tuple[int, str, str]]:
+    """Append every member's history row; return the rows that finish: (row, status, reason)."""
+    cfg = stack.cfg
+    train_loss, train_acc = clean.rows(stack.logits(clean.x))
+    finite = stack.finite_rows()
+    finished = []
+    for r, member in enumerate(stack.members):
+        history = histories[member]
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss[r],
+                "train_acc": train_acc[r],
+                "test_loss": math.nan,
+                "test_acc": math.nan,
+            }
+        )
+        if not (math.isfinite(train_loss[r]) and finite[r]):
+            reason = f"non-finite training loss ({train_loss[r]}) at epoch {epoch} with lr={cfg.lr}"
+            finished.append((r, DIVERGED, reason))
+        elif stopping_rule_met(history, cfg):
+            finished.append((r, CONVERGED, f"stopping rule met at epoch {epoch}"))
+        elif epoch == budget:
+            finished.append((r, MAX_EPOCHS, f"stopping rule not met within max_epochs={budget}"))
+    return finished
+
+
+def _record_test(
+    stack: _Stack, test: _Split, histories: list[list[dict]], finishing: list[int], due: bool
+) -> None:
+    """Fill the test columns of every member when ``due``, else of the finishing rows only."""
+    rows = list(range(stack.size)) if due else finishing
+    if not rows:
+        return
+    index = None
+    if len(rows) < stack.size:
+        index = torch.tensor(rows, dtype=torch.long, device=test.x.device)
+    test_loss, test_acc = test.rows(stack.logits(test.x, index))
+    for r, loss, acc in zip(rows, test_loss, test_acc):
+        row = histories[stack.members[r]][-1]
+        row["test_loss"], row["test_acc"] = loss, acc
+
+
+def _retire(
+    stack: _Stack,
+    finished: list[tuple[int, str, str]],
+    models: list[MLP],
+    histories: list[list[dict]],
+    outcome: list,
+) -> None:
+    """Copy the finished members out into their models and drop them from the stack."""
+    for r, status, reason in finished:
+        member = stack.members[r]
+        stack.load_into(r, models[member])
+        outcome[member] = (histories[member], status, reason)
+    done = {r for r, _, _ in finished}
+    alive = [r for r in range(stack.size) if r not in done]
+    if alive:
+        stack.keep(alive)
+    else:
+        stack.members = []

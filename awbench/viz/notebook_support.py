@@ -1,9 +1,11 @@
-"""What the notebooks share: profiles, grids, seeds, sweeps and computed takeaways.
+"""What the notebooks share: profiles, grids, seeds, sweeps, verdicts and records.
 
 A notebook's ``parameters`` cell holds literals only; this module turns them into Configs
-(validated, with errors naming the parameter), runs sweeps through the cache, and writes the
-sentences a notebook shows after each figure from the numbers of this run, so that the
-notebooks themselves stay a few lines per cell.
+(validated, with errors naming the parameter), runs sweeps through the cache, and gives the
+numbers every notebook formats, tabulates and records, so that the notebooks themselves stay
+a few lines per cell. The sentences a notebook shows after each figure, written from the
+numbers of this run, are in ``knob_takeaways`` (knob sweeps), ``run_takeaways`` (one run's
+decomposition), ``landscape_takeaways`` (notebook 02) and ``learner_comparison`` (notebook 09).
 
 The profiles (``smoke``, ``quick``, ``paper``: values per knob, seeds, workers) live in
 ``awbench.experiments.grids``, shared with the sweep presets.
@@ -19,13 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from awbench.analysis.decomposition import curved_directions, spearman
 from awbench.config import Config
-from awbench.curvature.hessian import eigen_check
 from awbench.experiments import record_names as rn
-from awbench.experiments.effects import SUMMARY_COLUMNS, converged_runs, effects, size_norm_slope
+from awbench.experiments.effects import SUMMARY_COLUMNS, converged_runs, effects
 from awbench.experiments.grids import PROFILES, check_profile, knob_values
-from awbench.landscape import rayleigh_ratio
 from awbench.status import CONVERGED, DONE_STATUSES
 
 RUN_COLUMNS = ["value", "seed", *SUMMARY_COLUMNS]
@@ -235,7 +234,7 @@ def runs_over_seeds(
     )
 
 
-# --- numbers and takeaways -------------------------------------------------------------------
+# --- numbers, verdicts and records -----------------------------------------------------------------
 
 
 def fmt(x: float, digits: int = 3) -> str:
@@ -332,134 +331,6 @@ def verdict_text(row) -> str:
     )
 
 
-def _span(runs: pd.DataFrame, knob: str) -> str:
-    from awbench.viz.gap_plots import knob_label
-
-    vals = sorted(runs[knob].unique())
-    n = int(runs.groupby(knob).size().max())
-    return (
-        f"{knob_label(knob)} {vals[0]:g} → {vals[-1]:g} ({n} seed{'s' if n != 1 else ''} per value)"
-    )
-
-
-def gap_takeaway(runs: pd.DataFrame, knob: str) -> str:
-    """Markdown: what the knob did to the gap, and how the sharp/flat split and the estimate
-    followed."""
-    e = effects(runs, knob)
-    if "real_gap_low" not in e:
-        return f"**{knob}:** no run converged; nothing to report."
-    ok = converged_runs(runs)
-    share = ok.groupby(knob)[["sharp_gap", "pair_gap"]].mean()
-    share = share["sharp_gap"] / share["pair_gap"]
-    noisy = abs(e["real_gap_high"] - e["real_gap_low"]) <= e["real_gap_seed_sd"]
-    text = (
-        f"**{_span(runs, knob)}:** real gap {fmt(e['real_gap_low'])} → {fmt(e['real_gap_high'])} nats "
-        f"({pct(e['real_gap_change'])}, Spearman ρ with the knob = {fmt(e['real_gap_rho'], 2)})"
-        + (", within the seed-to-seed spread" if noisy else "")
-        + f". The sharp part carries {fmt(100 * share.iloc[0], 2)} % of the exact gap at the first value and "
-        f"{fmt(100 * share.iloc[-1], 2)} % at the last; the Σ cσσ estimate stays within a median "
-        f"{fmt(100 * e['estimate_rel_error'], 2)} % of the real gap."
-    )
-    return text + _left_out_text(e)
-
-
-def factor_takeaway(runs: pd.DataFrame, knob: str) -> str:
-    """Markdown: which factor the knob moved, with changes and the verdicts with intervals."""
-    e = effects(runs, knob)
-    if "real_gap_low" not in e:
-        return f"**{knob}:** no run converged; nothing to report."
-    table = verdicts({knob: runs})
-    lines = "; ".join(verdict_text(r) for r in table.itertuples())
-    return (
-        f"**{_span(runs, knob)}:** sharpness Σσg² {fmt(e['sharpness_low'])} → {fmt(e['sharpness_high'])} "
-        f"({pct(e['sharpness_change'])}); size Σσw² {fmt(e['size_low'])} → {fmt(e['size_high'])} "
-        f"({pct(e['size_change'])}); layer weight norm {pct(e['weight_norm_change'])}. "
-        f"Verdicts over {int(e['n_runs'] - e['n_left_out'])} converged runs "
-        f"({table.attrs.get('n_comparisons', len(table))} comparisons, Holm-corrected): {lines}. "
-        f"**{which_factor(table)}.**" + _left_out_text(e)
-    )
-
-
-def _left_out_text(e: dict) -> str:
-    n = int(e.get("n_left_out", 0))
-    return f" {n} run(s) did not converge or failed and are left out." if n else ""
-
-
-def plane_takeaway(runs: pd.DataFrame) -> str:
-    """Markdown: how the real gap ranks against sharpness, size and their geometric mean."""
-    ok = converged_runs(runs)
-    both = np.sqrt(ok["sharpness"] * ok["size"])
-    rhos = {
-        "sharpness": spearman(ok["sharpness"], ok["real_gap"]),
-        "size": spearman(ok["size"], ok["real_gap"]),
-        "√(sharpness·size)": spearman(both, ok["real_gap"]),
-    }
-    finite = {k: v for k, v in rhos.items() if math.isfinite(v)}
-    text = (
-        f"Over these {len(ok)} runs the real gap ranks with sharpness at Spearman ρ = {fmt(rhos['sharpness'], 2)}, "
-        f"with size at {fmt(rhos['size'], 2)} and with √(sharpness·size) (the Cauchy–Schwarz bound on Σ σg σw) "
-        f"at {fmt(rhos['√(sharpness·size)'], 2)}"
-    )
-    if not finite:
-        return text + "."
-    best, rho = max(finite.items(), key=lambda t: t[1])
-    if rho <= 0:
-        return (
-            text
-            + ": in this sweep no factor grows with the gap (a negative ρ means the gap fell as it grew)."
-        )
-    negative = [k for k, v in finite.items() if v < 0]
-    note = f"; {' and '.join(negative)} moved against the gap here" if negative else ""
-    return text + f": **{best}** follows the gap most closely{note}."
-
-
-def metric_takeaway(runs: pd.DataFrame, knob: str, metric: str) -> str:
-    """Markdown: the metric at each end of the sweep, its change and rank correlation."""
-    ok = converged_runs(runs)
-    m = ok.groupby(knob)[metric].mean()
-    return (
-        f"**{_span(runs, knob)}:** {metric.replace('_', ' ')} {fmt(m.iloc[0])} → {fmt(m.iloc[-1])} "
-        f"(best {fmt(m.min())} at {knob} = {m.idxmin():g}; Spearman ρ with the knob = "
-        f"{fmt(spearman(ok[knob], ok[metric]), 2)})."
-    )
-
-
-def size_norm_takeaway(runs: pd.DataFrame) -> str:
-    """Markdown: how closely size follows the weight norm across the runs given."""
-    ok = converged_runs(runs)
-    slope, rho = size_norm_slope(ok), spearman(ok["weight_norm"], ok["size"])
-    return (
-        f"Across {len(ok)} runs of {', '.join(sorted(ok['knob'].unique()))} the weight norm spans "
-        f"{fmt(ok['weight_norm'].min())} … {fmt(ok['weight_norm'].max())} and size Σσw² spans "
-        f"{fmt(ok['size'].min())} … {fmt(ok['size'].max())}: Spearman ρ = **{fmt(rho, 2)}**, log-log slope "
-        f"**{fmt(slope, 3)}** (2 would mean size ∝ ‖W‖² at fixed activity changes; activity changes Δa move "
-        "too, since the earlier layer is trained along with this one)."
-    )
-
-
-def knob_takeaway(runs: pd.DataFrame, knob: str) -> str:
-    """Both paragraphs at once (gap, then factors)."""
-    return gap_takeaway(runs, knob) + "\n\n" + factor_takeaway(runs, knob)
-
-
-def estimate_takeaway(runs: pd.DataFrame) -> str:
-    ok = runs[runs["ok"]] if "ok" in runs else runs
-    rel = (ok["estimated_gap"] - ok["real_gap"]).abs() / ok["real_gap"].abs()
-    rel_pair = (ok["pair_gap"] - ok["real_gap"]).abs() / ok["real_gap"].abs()
-    r = (
-        float(np.corrcoef(ok["real_gap"], ok["estimated_gap"])[0, 1])
-        if len(ok) > 2
-        else float("nan")
-    )
-    return (
-        f"Over {len(ok)} runs the Σ cσσ estimate is within a median {fmt(100 * float(rel.median()), 2)} % "
-        f"(worst {fmt(100 * float(rel.max()), 2)} %) of the real gap, Pearson r = {fmt(r, 4)}; the exact pair gap "
-        f"⟨Δl⟩ differs from the real gap by a median {fmt(100 * float(rel_pair.median()), 2)} % "
-        "(it averages over test samples paired with their nearest clean training sample, the real gap over "
-        "the two sets separately)."
-    )
-
-
 def effects_table(runs_by_knob: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per knob: relative change of sharpness, size and the real gap (converged runs),
     the verdict per factor and how many runs were left out."""
@@ -500,86 +371,6 @@ def record_sweeps(runs_by_knob: dict[str, pd.DataFrame]) -> None:
     record(rn.IDENTITY_ERROR, float(all_runs["identity_error"].max()))
 
 
-def convergence_takeaway(runs: pd.DataFrame, by: Sequence[str]) -> str:
-    """Markdown: how many runs met the stopping rule per setting, and what the others did."""
-    counts = runs.groupby(list(by))["status"].value_counts().unstack(fill_value=0)
-    n_conv = int((runs["status"] == CONVERGED).sum())
-    text = f"**{n_conv} of {len(runs)} runs met the stopping rule.**"
-    if n_conv < len(runs):
-        worst = counts.drop(columns=[CONVERGED], errors="ignore").sum(axis=1)
-        settings = ", ".join(
-            "/".join(str(v) for v in (k if isinstance(k, tuple) else (k,))) + f" ({int(n)})"
-            for k, n in worst[worst > 0].items()
-        )
-        text += f" Left out of every comparison: {settings}."
-    return text
-
-
-# The multi-learner comparison: SSGD is a, DPSGD is b, paired by seed.
-PAIRED_ALGORITHMS = ("ssgd", "dpsgd")
-
-
-def algorithm_pairs(runs: pd.DataFrame, n_learners: int, quantities: Sequence[str]) -> pd.DataFrame:
-    """One row per seed: each algorithm's status and quantities at ``n_learners`` learners."""
-    at = runs[runs["n_learners"] == n_learners]
-    frames = []
-    for alg in PAIRED_ALGORITHMS:
-        part = at[at["algorithm"] == alg].set_index("seed")
-        cols = {"status": f"status_{alg}", **{q: f"{q}_{alg}" for q in quantities}}
-        frames.append(part[[c for c in cols if c in part]].rename(columns=cols))
-    pairs = frames[0].join(frames[1], how="inner").reset_index()
-    return pairs.sort_values("seed").reset_index(drop=True)
-
-
-def compare_algorithms(pairs: pd.DataFrame) -> dict:
-    """DPSGD minus SSGD over seed pairs where both converged: per-quantity paired comparison
-    and the verdict of each paper claim (awbench.experiments.verdicts)."""
-    from awbench.experiments.verdicts import CLAIMS, claim_verdicts, paired_comparison
-
-    both = pairs[(pairs["status_ssgd"] == CONVERGED) & (pairs["status_dpsgd"] == CONVERGED)]
-    both = both.set_index("seed")
-    quantities = ("real_gap", "sharpness", "size")
-    comparisons = (
-        {q: paired_comparison(both[f"{q}_ssgd"], both[f"{q}_dpsgd"]) for q in quantities}
-        if len(both) >= 2
-        else {}
-    )
-    claims = claim_verdicts(
-        pd.DataFrame(),
-        [c for c in CLAIMS if c.knob == "algorithm"],
-        comparisons=comparisons or None,
-    )
-    return {
-        "n_pairs": len(pairs),
-        "n_converged_pairs": len(both),
-        "comparisons": comparisons,
-        "claims": claims,
-        "agrees": bool(len(claims) and (claims["verdict"] == "supported").all()),
-    }
-
-
-def dpsgd_takeaway(comparison: dict, n_learners: int, topology: str) -> str:
-    """Markdown: DPSGD against SSGD with intervals, and each claim's verdict."""
-    n, n_ok = comparison["n_pairs"], comparison["n_converged_pairs"]
-    head = (
-        f"At n = {n_learners} learners ({topology} topology), {n_ok} of {n} seed pairs have both "
-        "networks converged"
-    )
-    if not comparison["comparisons"]:
-        return head + ": too few pairs for a comparison; no verdict on the paper's claim."
-    parts = []
-    for q, c in comparison["comparisons"].items():
-        parts.append(
-            f"{q.replace('_', ' ')} DPSGD − SSGD = {fmt(c['diff'])} "
-            f"[{fmt(c['diff_low'])}, {fmt(c['diff_high'])}] ({pct(c['rel_diff'])}, p = {fmt(c['p'], 2)})"
-        )
-    claims = "; ".join(f"*{r.text}* → **{r.verdict}**" for r in comparison["claims"].itertuples())
-    return (
-        head + ". " + "; ".join(parts) + " (95 % bootstrap intervals over seed pairs, sign-flip "
-        f"p-values, Holm over the three claims). Against the paper's claim: {claims}."
-    )
-
-
 def summary_table(runs: pd.DataFrame, knob: str) -> pd.DataFrame:
     """Mean ± sd per knob value of the main columns over converged runs, formatted for
     display; a value without a converged run says so."""
@@ -598,184 +389,3 @@ def summary_table(runs: pd.DataFrame, knob: str) -> pd.DataFrame:
     table.insert(0, "converged runs", g.size().reindex(all_runs.index, fill_value=0))
     table.insert(1, "runs", all_runs)
     return table
-
-
-def run_takeaway(res) -> str:
-    """Markdown: how training ended and the resulting gap."""
-    h, s = res.history, res.scalars
-    return (
-        f"Training **{res.status}** after {res.epochs} epochs ({fmt(res.train_seconds, 2)} s): "
-        f"clean-train loss {fmt(h['train_loss'].iloc[-1])}, test error {fmt(100 * s['test_error'], 3)} %, "
-        f"so the real generalization gap is **{fmt(s['real_gap'])} nats** "
-        f"(test CE {fmt(s['test_loss'])} − train CE {fmt(s['train_loss'])})."
-    )
-
-
-def identity_takeaway(an) -> str:
-    """Markdown: the exact identity and how much of it the cσσ estimate keeps."""
-    return (
-        f"Over {an.n_pairs} pairs the mean per-pair gap is ⟨Δl⟩ = **{fmt(an.pair_gap, 5)} nats**; the sum over "
-        f"{len(an.directions)} directions of μg μw + c σg σw gives it back to **{an.identity_error:.1e}** "
-        f"(exact up to rounding). The mean term Σ μg μw is {fmt(an.mean_term)} nats, so the paper's "
-        f"estimate Σ c σg σw = {fmt(an.estimated_gap, 4)} nats keeps "
-        f"{fmt(100 * an.estimated_gap / an.pair_gap, 3)} % of it; the real gap is {fmt(an.real_gap, 4)} nats."
-    )
-
-
-def spectra_takeaway(an, n_sharp: int = 10) -> str:
-    """Markdown: how concentrated the gap is in the sharp directions."""
-    d = an.directions
-    n = n_sharp
-    cum = d["contribution"].cumsum() / an.pair_gap
-    n90 = int(np.argmax(cum.to_numpy() >= 0.9)) + 1 if (cum >= 0.9).any() else len(d)
-    top = d.iloc[:n]
-    return (
-        f"σg falls from {fmt(d['sigma_g'].iloc[0])} to {fmt(d['sigma_g'].iloc[-1])} over {len(d)} directions. "
-        f"The {n} sharpest carry **{fmt(100 * an.sharp_gap / an.pair_gap, 3)} %** of the exact gap "
-        f"(sharp {fmt(an.sharp_gap, 4)} + flat {fmt(an.flat_gap, 4)} nats); {n90} directions reach 90 %. "
-        f"Among the sharp ones c = {fmt(top['c'].mean(), 2)} ± {fmt(top['c'].std(ddof=0), 2)}, "
-        f"over all directions {fmt(d['c'].mean(), 2)} ± {fmt(d['c'].std(ddof=0), 2)}."
-    )
-
-
-def strength(rho: float) -> str:
-    a = abs(rho)
-    if not math.isfinite(a):
-        return "undefined"
-    word = (
-        "strong" if a >= 0.7 else ("moderate" if a >= 0.4 else ("weak" if a >= 0.2 else "no clear"))
-    )
-    return f"{word} {'positive' if rho > 0 else 'negative'}" if word != "no clear" else word
-
-
-def factors_takeaway(an) -> str:
-    """Markdown: sharpness against curvature, size against the weight norm."""
-    d = curved_directions(an.directions)
-    rho_g = spearman(d["lam"], d["sigma_g"])
-    rho_r = spearman(d["lam"], d["sigma_g"] / d["sigma_w"])
-    return (
-        f"Sharpness Σσg² = **{fmt(an.sharpness)}**, size Σσw² = **{fmt(an.size)}** at a layer norm "
-        f"‖W‖ = {fmt(an.weight_norm)}. Over the {len(d)} curved directions (λ > 1e-12 λ_max = {fmt(an.lam_max)}) "
-        f"σg follows λ with Spearman ρ = **{fmt(rho_g, 2)}** ({strength(rho_g)} rank correlation); the ratio "
-        f"σg/σw shows {strength(rho_r)} rank correlation with λ (ρ = {fmt(rho_r, 2)})."
-    )
-
-
-def second_order_takeaway(an) -> str:
-    rel = an.second_order_error / abs(an.pair_gap) if an.pair_gap else float("nan")
-    return (
-        f"The second-order Taylor reading gives {fmt(an.second_order_gap, 4)} nats (first order "
-        f"{fmt(an.first_order_term, 3)}, curvature term {fmt(an.second_order_term, 3)}) against the exact "
-        f"{fmt(an.pair_gap, 4)}: off by **{fmt(100 * rel, 3)} %**. Dual weights are not small steps, so the "
-        "quadratic picture is a guide, and the exact identity is what the decomposition uses."
-    )
-
-
-def layer_table(analyses: dict) -> pd.DataFrame:
-    """One row per analysed layer: weights, gaps, sharp share, factors and both errors."""
-    rows = []
-    for name, an in analyses.items():
-        rows.append(
-            {
-                "layer": name,
-                "weights": an.n_weights,
-                "pairs": an.n_pairs,
-                "pair_gap": an.pair_gap,
-                "estimated_gap": an.estimated_gap,
-                "sharp_share": an.sharp_gap / an.pair_gap,
-                "sharpness": an.sharpness,
-                "size": an.size,
-                "weight_norm": an.weight_norm,
-                "identity_error": an.identity_error,
-                "duality_error": an.duality_error,
-            }
-        )
-    return pd.DataFrame(rows).set_index("layer")
-
-
-def layer_takeaway(table: pd.DataFrame) -> str:
-    best = table["sharp_share"].idxmax()
-    spread = float(table["pair_gap"].max() - table["pair_gap"].min())
-    same = (
-        "is identical at every layer (same network, same pairs)"
-        if spread < 1e-12
-        else f"differs by {fmt(spread, 2)} nats between layers (pairs with a zero activity are dropped per layer)"
-    )
-    return (
-        f"At all {len(table)} layers the identity closes to at most **{table['identity_error'].max():.1e}** and the "
-        f"duality to {table['duality_error'].max():.1e}. The pair gap {same}; how it splits into directions "
-        f"depends on the layer: the sharp part is largest at `{best}` ({fmt(100 * table.loc[best, 'sharp_share'], 3)} %)."
-    )
-
-
-# --- spectrum and landscape (notebook 02) -----------------------------------------------------
-
-LANDSCAPE = {
-    "smoke": {"points": 15, "grid": 9, "probes": [10, 30], "density_probes": 2, "steps": 20},
-    "quick": {
-        "points": 41,
-        "grid": 21,
-        "probes": [10, 30, 100, 300],
-        "density_probes": 4,
-        "steps": 60,
-    },
-    "paper": {
-        "points": 81,
-        "grid": 41,
-        "probes": [10, 30, 100, 300, 1000],
-        "density_probes": 8,
-        "steps": 100,
-    },
-}
-
-
-def landscape_settings(profile: str) -> dict:
-    """Grid sizes, trace probe counts and SLQ settings of the profile."""
-    return dict(LANDSCAPE[check_profile(profile)])
-
-
-def spectrum_takeaway(eig, exact_values, trace_exact: float) -> str:
-    err = eigen_check(eig.values, exact_values)
-    top = float(eig.values.sum())
-    return (
-        f"The top {len(eig.values)} eigenvalues run from {fmt(float(eig.values[0]))} down to "
-        f"{fmt(float(eig.values[-1]))}; all converged: {bool(eig.converged.all())}, largest relative error against "
-        f"dense eigh **{err:.1e}**. Together they hold {fmt(100 * top / trace_exact, 3)} % of the trace "
-        f"({fmt(trace_exact, 4)}): the curvature sits in a few directions."
-    )
-
-
-def trace_takeaway(table: pd.DataFrame, exact: float) -> str:
-    last = table.iloc[-1]
-    z = abs(last["estimate"] - exact) / last["stderr"] if last["stderr"] > 0 else float("nan")
-    return (
-        f"With {int(last['probes'])} probes the estimate is {fmt(last['estimate'], 5)} ± {fmt(last['stderr'], 2)} "
-        f"(standard error) against the exact {fmt(exact, 5)}: {fmt(z, 2)} standard errors off. The error bar "
-        "shrinks as 1/√probes, and it is reported, not hidden."
-    )
-
-
-def slices_takeaway(slices, fd: float) -> str:
-    first = slices[0]
-    worst = max(float(np.max(np.abs(s.loss - s.quadratic))) for s in slices)
-    return (
-        f"Along v1 the loss rises as the quadratic ½λt² predicts near 0: a second finite difference (h = 1e-5) gives "
-        f"{fmt(fd, 5)} against λ1 = {fmt(first.curvature, 5)} (relative error "
-        f"{abs(fd - first.curvature) / abs(first.curvature):.1e}). Further out the true loss departs from the "
-        f"quadratic by up to {fmt(worst, 3)} nats over these slices."
-    )
-
-
-def curvature_takeaway(table: pd.DataFrame, lam_max: float) -> str:
-    mean = table.groupby("kind")["rayleigh"].mean()
-    dual, rand = float(mean.get("dual weight", np.nan)), float(mean.get("random", np.nan))
-    ratio = rayleigh_ratio(table)
-    return (
-        f"Per unit length the dual-weight directions see a curvature of {fmt(dual)} on average "
-        f"({fmt(100 * dual / lam_max, 3)} % of λ_max), random filter-normalised directions {fmt(rand)} "
-        f"({fmt(100 * rand / lam_max, 3)} %): dual weights point {fmt(ratio, 3)}× "
-        f"{'more' if ratio >= 1 else 'less'} into curved directions than random ones."
-    )
-
-
-# --- the duality, pair by pair (notebook 01) ---------------------------------------------------

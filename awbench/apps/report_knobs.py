@@ -1,0 +1,208 @@
+"""The numbers across notebooks behind the report's knob tables and summary figures: the
+knob sweeps read back from the records, their verdicts (pooled over every knob, Holm
+corrected), convergence per knob and the paper's values a profile did not run."""
+
+from __future__ import annotations
+
+import html
+
+from awbench.apps.report_html import _fmt_value
+from awbench.apps.report_pages import NotebookPage
+from awbench.experiments import record_names as rn
+from awbench.status import CONVERGED
+
+KNOB_ORDER = list(rn.KNOBS)
+
+
+def knob_rows(pages: list[NotebookPage]) -> list[dict]:
+    """One row per knob found in the records: values, changes of sharpness, size, gap, verdict."""
+    records: dict = {}
+    for p in pages:
+        records.update(p.records)
+    rows = []
+    found = {rn.knob_of(k, rn.SHARPNESS_CHANGE) for k in records} - {None}
+    for knob in KNOB_ORDER + sorted(found - set(KNOB_ORDER)):
+        if knob not in found:
+            continue
+
+        def k(q: str, knob: str = knob) -> str:
+            return rn.knob_record(knob, q)
+
+        vals = records.get(k(rn.VALUES), [])
+        rows.append(
+            {
+                "knob": knob,
+                "values": ", ".join(_fmt_value(v) for v in vals)
+                if isinstance(vals, list)
+                else str(vals),
+                "seeds": records.get(k(rn.N_SEEDS)),
+                "sharpness": records.get(k(rn.SHARPNESS_CHANGE)),
+                "size": records.get(k(rn.SIZE_CHANGE)),
+                "weight_norm": records.get(k(rn.WEIGHT_NORM_CHANGE)),
+                "real_gap": records.get(k(rn.REAL_GAP_CHANGE)),
+                "gap_low": records.get(k(rn.REAL_GAP_LOW)),
+                "gap_high": records.get(k(rn.REAL_GAP_HIGH)),
+                "verdict": records.get(k(rn.VERDICT), ""),
+            }
+        )
+    return rows
+
+
+def all_runs(pages: list[NotebookPage]):
+    """Every run of every knob sweep, from the ``<knob>.runs`` records, as one DataFrame."""
+    import pandas as pd
+
+    frames = []
+    for p in pages:
+        for name, value in p.records.items():
+            knob = rn.knob_of(name, rn.RUNS)
+            if knob in KNOB_ORDER and isinstance(value, dict) and value.get("real_gap"):
+                frame = pd.DataFrame(value)
+                frame.insert(0, "knob", knob)
+                frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def knob_sweeps(pages: list[NotebookPage]) -> dict:
+    """``{knob: runs}`` from the ``<knob>.runs`` records, with the knob's own column, as
+    :func:`awbench.experiments.verdicts.verdict_table` wants them."""
+    runs = all_runs(pages)
+    if runs is None:
+        return {}
+    out = {}
+    for knob, frame in runs.groupby("knob", sort=False):
+        frame = frame.drop(columns=["knob"]).rename(columns={"value": knob})
+        if "status" not in frame:  # records of an older notebook: nothing says it converged
+            frame["status"] = "unknown"
+        out[knob] = frame.reset_index(drop=True)
+    return {k: out[k] for k in KNOB_ORDER if k in out}
+
+
+# The quantities the paper's DPSGD claims are about: one Holm family of three.
+CLAIM_QUANTITIES = ("real_gap", "sharpness", "size")
+
+
+def dpsgd_comparisons(pages: list[NotebookPage]) -> dict:
+    """Paired DPSGD-minus-SSGD comparisons per quantity from notebook 09's per-seed records
+    (seed pairs where both runs converged)."""
+    import pandas as pd
+
+    from awbench.experiments.verdicts import paired_comparison
+
+    records: dict = {}
+    for p in pages:
+        records.update(p.records)
+    pairs = records.get(rn.MULTILEARNER_PAIRS)
+    if not isinstance(pairs, dict) or not pairs.get("seed"):
+        return {}
+    frame = pd.DataFrame(pairs)
+    both = frame[(frame["status_ssgd"] == CONVERGED) & (frame["status_dpsgd"] == CONVERGED)]
+    out = {}
+    for q in CLAIM_QUANTITIES:
+        if f"{q}_ssgd" in both:
+            out[q] = paired_comparison(
+                both.set_index("seed")[f"{q}_ssgd"], both.set_index("seed")[f"{q}_dpsgd"]
+            )
+            out[q]["n_left_out"] = int(len(frame) - len(both))
+    return out
+
+
+def verdict_tables(pages: list[NotebookPage]):
+    """(verdict table over every knob, claims table) or (None, None) without knob sweeps."""
+    from awbench.experiments.claims import claim_verdicts
+    from awbench.experiments.verdicts import verdict_table
+
+    sweeps = knob_sweeps(pages)
+    if not sweeps:
+        return None, None
+    table = verdict_table(sweeps)
+    claims = claim_verdicts(table, comparisons=dpsgd_comparisons(pages) or None)
+    return table, claims
+
+
+def paper_values_left_out(knob: str, values_run) -> list:
+    """The paper's values of ``knob`` (scaled to the digits, as the sweep presets do) that
+    this run did not sweep: a quick profile runs fewer values, and the report says which."""
+    from awbench.config import Config
+    from awbench.experiments.grids import PAPER_VALUES, knob_values
+
+    if knob not in PAPER_VALUES:
+        return []
+    run = {round(float(v), 9) for v in values_run}
+    return [
+        v
+        for v in knob_values(knob, "paper", Config.preset("paper"))
+        if round(float(v), 9) not in run
+    ]
+
+
+def pooled_verdicts(table) -> dict:
+    """``{<knob>.verdict record name: verdict line}`` from the pooled verdict table (empty
+    without knob sweeps)."""
+    if table is None:
+        return {}
+    from awbench.viz.notebook_support import which_factor
+
+    return {
+        rn.knob_record(knob, rn.VERDICT): which_factor(rows)
+        for knob, rows in table.groupby("knob", sort=False)
+    }
+
+
+def convergence_rows(pages: list[NotebookPage]) -> list[list[str]]:
+    """Per knob: runs, converged, left out by status, values without a converged run, and the
+    paper's values this profile did not run."""
+    rows = []
+    for knob, runs in knob_sweeps(pages).items():
+        conv = runs["status"] == CONVERGED
+        per_value = runs.assign(conv=conv).groupby(knob)["conv"].sum()
+        empty = [_fmt_value(v) for v, n in per_value.items() if n == 0]
+        other = runs.loc[~conv, "status"].value_counts()
+        rows.append(
+            [
+                f"<code>{knob}</code>",
+                str(len(runs)),
+                str(int(conv.sum())),
+                html.escape(", ".join(f"{k} {v}" for k, v in other.items()) or "none"),
+                html.escape(", ".join(empty) or "none"),
+                html.escape(
+                    ", ".join(_fmt_value(v) for v in paper_values_left_out(knob, per_value.index))
+                    or "none"
+                ),
+            ]
+        )
+    return rows
+
+
+def summary_figures(pages: list[NotebookPage]) -> list[tuple[str, str, dict]]:
+    """Figures across notebooks: estimated against actual gap for every run of every sweep
+    (figure 2 of docs/science.md#9-figure-map) and the relative change each knob caused."""
+    import pandas as pd
+
+    from awbench.viz import gap_plots as gp
+
+    out = []
+    runs = all_runs(pages)
+    if runs is not None and len(runs):
+        fig = gp.estimated_vs_actual(
+            runs,
+            color="knob",
+            title=f"Estimated against actual gap, every run of every sweep ({len(runs)} runs)",
+        )
+        out.append(("summary-estimate", fig.layout.title.text, fig.to_plotly_json()))
+    rows = knob_rows(pages)
+    if rows:
+        eff = pd.DataFrame(
+            [
+                {
+                    "knob": r["knob"],
+                    "sharpness_change": r["sharpness"],
+                    "size_change": r["size"],
+                    "gap_change": r["real_gap"],
+                }
+                for r in rows
+            ]
+        ).astype({"sharpness_change": float, "size_change": float, "gap_change": float})
+        fig = gp.knob_effects(eff)
+        out.append(("summary-knobs", fig.layout.title.text, fig.to_plotly_json()))
+    return out

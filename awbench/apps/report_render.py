@@ -1,0 +1,332 @@
+"""The report page: every section of ``index.html`` and :func:`render`, which puts them
+together (contents, the paper's claims vs this run, what each knob did, verdicts with their
+uncertainty, summary figures, notebooks and times, then each notebook's own page)."""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime, timezone
+
+from awbench.apps.report_claims import _MISSING_RE, CLAIMS, MISSING
+from awbench.apps.report_html import (
+    _VERDICT_CLASS,
+    CSS,
+    _figure_html,
+    _fmt_value,
+    _pct_cell,
+    _render_markdown,
+    _table,
+)
+from awbench.apps.report_knobs import (
+    convergence_rows,
+    knob_rows,
+    pooled_verdicts,
+    summary_figures,
+    verdict_tables,
+)
+from awbench.apps.report_pages import Block, NotebookPage
+from awbench.experiments import record_names as rn
+
+
+def _nav(pages: list[NotebookPage]) -> str:
+    """The table of contents: the report's own sections, then each notebook and its figures."""
+    nav = [
+        "<nav><b>Contents</b><ol>",
+        '<li><a href="#claims">The paper\'s claims vs this run</a></li>',
+        '<li><a href="#verdicts">Verdicts with their uncertainty</a></li>',
+        (
+            '<li><a href="#knobs">What each knob did</a><ol><li><a href="#summary-estimate">Estimated against '
+            'actual gap, every run</a></li><li><a href="#summary-knobs">Relative change per knob</a></li></ol></li>'
+        ),
+        '<li><a href="#timing">Notebooks and times</a></li>',
+    ]
+    for p in pages:
+        figs = [b for b in p.blocks if b.kind == "figure"]
+        sub = "".join(
+            f'<li><a href="#{b.anchor}">{html.escape(b.title[:80])}</a></li>' for b in figs
+        )
+        nav.append(
+            f'<li><a href="#{p.stem}">{html.escape(p.title)}</a>'
+            + (f"<ol>{sub}</ol>" if sub else "")
+            + "</li>"
+        )
+    nav.append("</ol></nav>")
+    return "".join(nav)
+
+
+def _claims_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
+    """The paper's claims next to what this run measured (missing records in red)."""
+    by_stem = {p.stem: p for p in pages}
+    claim_rows = []
+    for c in CLAIMS:
+        page = by_stem.get(c.notebook)
+        if page is None:
+            measured = '<span class="muted">notebook not run</span>'
+        elif page.error:
+            measured = f'<span class="fail">notebook failed: {html.escape(page.error)}</span>'
+        else:
+            measured = _MISSING_RE.sub(
+                lambda m: f'<span class="fail">{m.group(0)}</span>',
+                html.escape(c.measured({**page.records, **pooled})),
+            )
+        claim_rows.append(
+            [html.escape(c.claim), f'<a href="#{c.notebook}">{c.notebook}</a>', measured]
+        )
+    return [
+        '<h2 id="claims">The paper\'s claims vs this run</h2>',
+        (
+            '<p class="muted">Claims as stated in the paper (Feng, Zhang &amp; Tu, 2023), in our words in docs/science.md; the right column is '
+            "computed from the numbers the notebooks recorded in this run.</p>"
+        ),
+        _table(["the paper's claim", "notebook", "measured in this run"], claim_rows),
+    ]
+
+
+def _knobs_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
+    """What each knob did: relative changes from the smallest to the largest value swept."""
+    rows = knob_rows(pages)
+    for r in rows:
+        r["verdict"] = pooled.get(rn.knob_record(r["knob"], rn.VERDICT), r["verdict"])
+    out = ['<h2 id="knobs">What each knob did</h2>']
+    if not rows:
+        return out + ["<p>No knob sweep was run.</p>"]
+    out.append(
+        '<p class="muted">Relative change of the mean over seeds from the smallest to the largest value '
+        "swept, converged runs only. The verdict is the pooled one of the table below (Holm over "
+        "every knob and quantity), so it can be more cautious than a notebook's own, whose Holm "
+        "family is that notebook's knobs only.</p>"
+    )
+    out.append(
+        _table(
+            [
+                "knob",
+                "values",
+                "sharpness Σσg²",
+                "size Σσw²",
+                "‖W‖",
+                "real gap",
+                "gap (nats)",
+                "verdict",
+            ],
+            [
+                [
+                    f"<code>{r['knob']}</code>",
+                    html.escape(r["values"]),
+                    _pct_cell(r["sharpness"]),
+                    _pct_cell(r["size"]),
+                    _pct_cell(r["weight_norm"]),
+                    _pct_cell(r["real_gap"]),
+                    f"{_fmt_value(r['gap_low'])} → {_fmt_value(r['gap_high'])}",
+                    html.escape(str(r["verdict"])),
+                ]
+                for r in rows
+            ],
+            numeric=(2, 3, 4, 5),
+        )
+    )
+    return out
+
+
+def _verdict_section(table, claims, pages: list[NotebookPage]) -> list[str]:
+    from awbench.experiments.verdicts import RULE
+
+    out = ['<h2 id="verdicts">Verdicts with their uncertainty</h2>']
+    if table is None:
+        return out + ["<p>No knob sweep was run.</p>"]
+    out.append(
+        '<p class="muted">Only networks that met the stopping rule count (see '
+        '<a href="#convergence">convergence</a>); the claims below separate the paper\'s own '
+        "statements from our per-knob hypotheses (docs/science.md#7-claims-and-hypotheses). "
+        f"{table.attrs.get('n_comparisons', len(table))} comparisons, Holm-corrected.</p>"
+        f'<details><summary>The verdict rule</summary><p class="muted">{html.escape(RULE)}</p></details>'
+    )
+    out.append(
+        _table(
+            ["claim", "source", "verdict", "because"],
+            [
+                [
+                    html.escape(c.text),
+                    "the paper" if c.source == "paper" else "our hypothesis",
+                    f'<span class="{_VERDICT_CLASS.get(c.verdict, "")}">{html.escape(c.verdict)}</span>',
+                    html.escape(str(c.because)),
+                ]
+                for c in claims.itertuples()
+            ],
+        )
+    )
+    out.append(
+        _table(
+            [
+                "knob",
+                "quantity",
+                "verdict",
+                "Spearman ρ [95 % interval]",
+                "Holm p",
+                "change",
+                "runs",
+                "left out",
+            ],
+            [
+                [
+                    f"<code>{r.knob}</code>",
+                    r.quantity,
+                    html.escape(r.verdict),
+                    f"{r.rho:.2f} [{r.rho_low:.2f}, {r.rho_high:.2f}]",
+                    f"{r.p_monotone_holm:.3f}",
+                    _pct_cell(r.change),
+                    str(r.n_runs),
+                    html.escape(str(r.left_out) or "0"),
+                ]
+                for r in table.itertuples()
+            ],
+            numeric=(3, 4, 5, 6),
+        )
+    )
+    out.append('<h3 id="convergence">Convergence</h3>')
+    out.append(
+        '<p class="muted">Runs per knob and how many met the stopping rule. Values with no '
+        "converged run are listed and left out of their verdict. The quick profile sweeps three "
+        "values per knob to fit <code>make reproduce</code> in 15 minutes; the last column lists "
+        "the paper's values (scaled to the digits) it leaves out, which the paper profile runs "
+        "(docs/science.md#6-sweeps).</p>"
+    )
+    out.append(
+        _table(
+            [
+                "knob",
+                "runs",
+                "converged",
+                "left out (status)",
+                "values without a converged run",
+                "paper's values not run in this profile",
+            ],
+            convergence_rows(pages),
+            numeric=(1, 2),
+        )
+    )
+    return out
+
+
+def _summary_section(pages: list[NotebookPage]) -> list[str]:
+    """The figures across notebooks (estimated against actual gap, change per knob)."""
+    return [
+        f'<div class="figure" id="{anchor}">{_figure_html(fig, anchor + "-plot")}</div>'
+        for anchor, title, fig in summary_figures(pages)
+    ]
+
+
+def _timing_section(pages: list[NotebookPage], timings: dict, failures: dict) -> list[str]:
+    """Each notebook's status, time, figures and records (missing records in red)."""
+    t_rows = []
+    for p in pages:
+        secs = timings.get(p.stem, p.seconds)
+        status = (
+            f'<span class="fail">failed: {html.escape(failures.get(p.stem) or p.error)}</span>'
+            if (p.stem in failures or p.error)
+            else '<span class="ok">ok</span>'
+        )
+        n_f = sum(b.kind == "figure" for b in p.blocks)
+        t_rows.append(
+            [
+                f'<a href="#{p.stem}">{p.stem}</a>',
+                status,
+                f"{secs:.0f} s" if secs else "n/a",
+                str(n_f),
+                str(len(p.records))
+                + "".join(
+                    f'<br><span class="fail">{MISSING}{html.escape(n)}</span>'
+                    for n in ([] if p.error else rn.missing(p.stem, p.records))
+                ),
+                f'<a href="../notebooks/{p.path.name}">{p.path.name}</a>',
+            ]
+        )
+    return [
+        '<h2 id="timing">Notebooks and times</h2>',
+        _table(
+            ["notebook", "status", "time", "figures", "records", "executed notebook"],
+            t_rows,
+            numeric=(2, 3, 4),
+        ),
+    ]
+
+
+def _block_html(b: Block) -> str | None:
+    """One block of a notebook page as HTML (None for a kind the report does not show)."""
+    if b.kind == "markdown":
+        return f"<div>{_render_markdown(b.content)}</div>"
+    if b.kind == "takeaway":
+        return f'<div class="takeaway">{_render_markdown(b.content)}</div>'
+    if b.kind == "figure":
+        return f'<div class="figure" id="{b.anchor}">{_figure_html(b.content, b.anchor + "-plot")}</div>'
+    if b.kind == "html":
+        return f'<div class="table">{b.content}</div>'
+    if b.kind == "text":
+        return f"<pre>{html.escape(b.content)}</pre>"
+    if b.kind == "error":
+        return f'<pre class="error">{html.escape(b.content)}</pre>'
+    return None
+
+
+def _notebook_section(p: NotebookPage) -> list[str]:
+    """One notebook's page: its papermill parameters, blocks and recorded numbers."""
+    out = [f'<section class="nb" id="{p.stem}">']
+    if p.parameters:
+        params = ", ".join(
+            f"<code>{html.escape(k)}={html.escape(repr(v))}</code>" for k, v in p.parameters.items()
+        )
+        out.append(f'<p class="params muted">papermill parameters: {params}</p>')
+    out.extend(h for h in map(_block_html, p.blocks) if h is not None)
+    if p.records:
+        out.append("<h3>Recorded numbers</h3>")
+        out.append(
+            _table(
+                ["name", "value"],
+                [
+                    [f"<code>{html.escape(k)}</code>", html.escape(_fmt_value(v))]
+                    for k, v in p.records.items()
+                ],
+                numeric=(1,),
+            )
+        )
+    out.append("</section>")
+    return out
+
+
+def render(
+    pages: list[NotebookPage],
+    profile: str = "",
+    timings: dict | None = None,
+    failures: dict | None = None,
+    total_seconds: float | None = None,
+) -> str:
+    """The whole report as one HTML string (plotly.js inlined once)."""
+    from plotly.offline import get_plotlyjs
+
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    n_figs = sum(b.kind == "figure" for p in pages for b in p.blocks)
+    verdicts, claims = verdict_tables(pages)
+    # One verdict per knob in the whole report: the pooled table's (Holm over every knob and
+    # quantity) replaces the verdict each notebook recorded under its own, smaller family.
+    pooled = pooled_verdicts(verdicts)
+    body = [
+        *_claims_section(pages, pooled),
+        *_knobs_section(pages, pooled),
+        *_verdict_section(verdicts, claims, pages),
+        *_summary_section(pages),
+        *_timing_section(pages, timings or {}, failures or {}),
+    ]
+    for p in pages:
+        body.extend(_notebook_section(p))
+
+    total = f"; total {total_seconds / 60:.1f} min" if total_seconds else ""
+    return (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width, initial-scale=1'>"
+        "<title>awbench report: the activity-weight duality</title>"
+        f"<style>{CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
+        "<header><h1>awbench: the activity–weight duality, reproduced</h1>"
+        "<p>Feng, Zhang &amp; Tu, “Activity–weight duality in feed-forward neural networks reveals two "
+        "co-determinants for generalization”, Nature Machine Intelligence 5, 908–918 (2023).</p>"
+        f"<p>profile <b>{html.escape(profile or '?')}</b>; {len(pages)} notebooks, {n_figs} figures{total}; "
+        f"built {stamp}.</p></header><main>{_nav(pages)}<article>{''.join(body)}</article></main></body></html>"
+    )

@@ -1,0 +1,354 @@
+"""Notebook reruns: a notebook executed under papermill once per parameter set, resumably.
+
+Every parameter set is validated up front (Config fields through Config), the notebooks run
+on the executors of ``awbench.experiments.executors``, and parameter sets already in the
+output folder's ``index.parquet`` are skipped. The numbers a notebook ``record``-ed come back
+through ``awbench.experiments.records.read_records`` and that index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from awbench.config import FIELD_NAMES, PRESETS, Config, ConfigError
+from awbench.experiments.executors import default_workers, open_executor, run_tasks
+from awbench.experiments.planning import describe, digest, expand_grid, load_grid
+from awbench.progress import interactive, progress
+
+KERNEL_NAME = "python3"
+_RESERVED = (
+    "key",
+    "name",
+    "path",
+    "notebook",
+    "status",
+    "duration",
+    "error",
+    "finished_at",
+    "parameters",
+)
+
+
+@dataclass
+class ParameterSet:
+    params: dict[str, Any]  # what is injected (Config fields in canonical form)
+    key: str
+    label: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.key}_{self.label}.ipynb" if self.label else f"{self.key}.ipynb"
+
+    def temporary(self, out: Path) -> Path:
+        """Where papermill writes while executing (hidden; renamed to ``filename`` after)."""
+        return out / f".{Path(self.filename).stem}.{os.getpid()}.tmp.ipynb"
+
+
+def _notebook_defaults(notebook: Path) -> dict[str, Any]:
+    """Literal defaults of the notebook's ``parameters`` cell ({} when it has none)."""
+    import ast
+
+    import papermill as pm
+
+    out: dict[str, Any] = {}
+    for name, info in pm.inspect_notebook(str(notebook)).items():
+        try:
+            out[name] = ast.literal_eval(info.get("default", ""))
+        except (ValueError, SyntaxError):
+            out[name] = None
+    return out
+
+
+def plan_notebook_runs(notebook: str | os.PathLike, grid: Any) -> list[ParameterSet]:
+    """Validate every parameter set of ``grid`` for ``notebook`` (no kernel starts).
+
+    Config fields go through Config (a bad value raises ConfigError naming the field);
+    other names (``profile``, ...) pass through but must be parameters of the notebook when
+    it declares a ``parameters`` cell.
+    """
+    notebook = Path(notebook)
+    if not notebook.exists():
+        raise FileNotFoundError(f"notebook {notebook} does not exist")
+    if isinstance(grid, (str, os.PathLike)):
+        grid = load_grid(grid)
+    sets = expand_grid(grid)
+    if not sets:
+        raise ConfigError("the grid has no parameter sets")
+    defaults = _notebook_defaults(notebook)
+    planned: list[ParameterSet] = []
+    canonical_sets = []
+    for i, params in enumerate(sets):
+        unknown = [k for k in params if defaults and k not in defaults]
+        if unknown:
+            raise ConfigError(
+                f"parameter set {i} {dict(params)}: {', '.join(unknown)} "
+                f"{'is not a parameter' if len(unknown) == 1 else 'are not parameters'} of "
+                f"{notebook.name}; its parameters are {', '.join(defaults)}"
+            )
+        profile = params.get("profile", defaults.get("profile"))
+        base = (
+            Config.preset(profile) if isinstance(profile, str) and profile in PRESETS else Config()
+        )
+        notebook_cfg = {k: v for k, v in defaults.items() if k in FIELD_NAMES and v is not None}
+        try:
+            try:
+                base = base.replace(**notebook_cfg)
+            except ConfigError:
+                pass  # the notebook's own defaults are its business
+            cfg = base.replace(**{k: v for k, v in params.items() if k in FIELD_NAMES})
+        except ConfigError as exc:
+            raise ConfigError(f"parameter set {i} {dict(params)}: {exc}") from None
+        canonical = {k: (cfg.to_dict()[k] if k in FIELD_NAMES else v) for k, v in params.items()}
+        extras = {k: v for k, v in canonical.items() if k not in FIELD_NAMES}
+        key = (
+            cfg.key()
+            if not extras
+            else digest([cfg.key(), json.dumps(extras, sort_keys=True, default=str)])[:16]
+        )
+        canonical_sets.append((canonical, key))
+    names = list(dict.fromkeys(k for s, _ in canonical_sets for k in s))
+    varying = [
+        n
+        for n in names
+        if len({json.dumps(s.get(n), sort_keys=True, default=str) for s, _ in canonical_sets}) > 1
+    ]
+    seen: set[str] = set()
+    for canonical, key in canonical_sets:
+        if key in seen:
+            continue
+        seen.add(key)
+        planned.append(
+            ParameterSet(canonical, key, describe(canonical, varying or list(canonical)))
+        )
+    return planned
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    """Set environment variables (inherited by kernels and worker processes), then restore."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _papermill_call(notebook: Path, tmp: Path, params: dict[str, Any], kernel_name: str):
+    """The picklable call that executes one notebook (the worker imports only papermill)."""
+    import papermill as pm
+
+    return functools.partial(
+        pm.execute_notebook,
+        str(notebook),
+        str(tmp),
+        parameters=params,
+        kernel_name=kernel_name,
+        progress_bar=False,
+        log_output=False,
+        cwd=str(notebook.parent),
+    )
+
+
+def _first_error(nb: dict) -> str:
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return (
+                    f"{out.get('ename')}: {out.get('evalue')} (cell {cell.get('execution_count')})"
+                )
+    return ""
+
+
+def _finish_notebook(tmp: Path, output: Path, error: BaseException | None) -> dict[str, Any]:
+    """Move the executed notebook into place and read its status, duration and records."""
+    from awbench.experiments.records import read_records
+
+    status, message, duration, records = "ok", "", math.nan, {}
+    if error is not None:
+        status, message = "failed", f"{type(error).__name__}: {error}"
+    if tmp.exists():
+        os.replace(tmp, output)
+        with open(output, encoding="utf-8") as f:
+            nb = json.load(f)
+        duration = float(nb.get("metadata", {}).get("papermill", {}).get("duration") or math.nan)
+        records = read_records(nb)
+        if error is not None:
+            message = _first_error(nb) or message
+    elif error is None:
+        status, message = "failed", "papermill wrote no output notebook"
+    return {"status": status, "duration": duration, "error": message, "records": records}
+
+
+def _read_index(path: Path) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    return pd.read_parquet(path)
+
+
+def _write_index(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
+    import pyarrow as pa
+
+    from awbench.experiments.store import _atomic_write_table
+
+    frame = pd.DataFrame(rows)
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        for col in frame.columns:  # columns mixing types: fall back to text
+            if frame[col].dtype == object:
+                frame[col] = frame[col].map(
+                    lambda v: v if v is None or isinstance(v, str) else json.dumps(v, default=str)
+                )
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    _atomic_write_table(table, path)
+    return frame
+
+
+def _index_row(ps: ParameterSet, notebook: Path, result: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "key": ps.key,
+        "name": ps.label,
+        "path": ps.filename,
+        "notebook": str(notebook),
+        "status": result["status"],
+        "duration": result["duration"],
+        "error": result["error"],
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "parameters": json.dumps(ps.params, sort_keys=True, default=str),
+    }
+    for k, v in ps.params.items():
+        col = f"param.{k}" if k in _RESERVED else k
+        row[col] = json.dumps(v) if isinstance(v, (list, dict)) else v
+    for k, v in result["records"].items():
+        if v is None or isinstance(v, (bool, int, float, str)):
+            row[f"record.{k}"] = v
+    return row
+
+
+def run_notebooks(
+    notebook: str | os.PathLike,
+    grid: Any,
+    out: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    retry_failed: bool = False,
+    kernel_name: str = KERNEL_NAME,
+    show_progress: bool | None = None,
+    quiet: bool = False,
+) -> pd.DataFrame:
+    """Execute ``notebook`` once per parameter set of ``grid`` into folder ``out``.
+
+    Every parameter set is validated first (no kernel starts if one is bad). Each executed
+    notebook is ``out/<key>_<label>.ipynb`` (e.g. ``3f2a..._bs=100_wd=0.01.ipynb``);
+    ``out/index.parquet`` (key, name, path, notebook, status, duration, error, finished_at,
+    parameters, one column per parameter, ``record.NAME`` per scalar record) is rewritten
+    atomically after each notebook. Rerunning skips parameter sets already in the index
+    (failed ones too, unless ``retry_failed``). Kernels get ``AWBENCH_QUIET=1``.
+    Returns the index of this grid's parameter sets.
+    """
+    notebook = Path(notebook).resolve()
+    planned = plan_notebook_runs(notebook, grid)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    index_path = out / "index.parquet"
+    rows = _previous_rows(index_path, notebook)
+    todo = _unfinished(planned, rows, out, retry_failed)
+    log = (lambda *a: None) if quiet else (lambda msg: print(msg, flush=True))
+    bar_on = False if quiet else (interactive() if show_progress is None else show_progress)
+    if todo:
+        n_workers = default_workers() if workers is None else workers
+        with (
+            _environ(**_kernel_env(parallel=min(n_workers, len(todo)) > 1)),
+            open_executor(workers, n_tasks=len(todo), initializer=None) as (ex, window, what),
+        ):
+            window = max(1, window // 2)  # one notebook per worker: no queue to wait in
+            log(
+                f"{notebook.name}: {len(todo)} of {len(planned)} parameter sets to run on {what} -> {out}"
+            )
+            calls = []
+            for ps in todo:
+                call = _papermill_call(notebook, ps.temporary(out), ps.params, kernel_name)
+                calls.append((ps, call, ()))
+            finished = run_tasks(ex, calls, window)
+            _index_as_they_finish(finished, len(todo), notebook, out, rows, log, bar_on)
+    index = _read_index(index_path)
+    wanted = [ps.key for ps in planned]
+    index = index.set_index("key").loc[wanted].reset_index()
+    n_failed = int((index["status"] != "ok").sum())
+    log(
+        f"{notebook.name}: {len(planned)} parameter sets, {len(todo)} ran, "
+        f"{len(planned) - n_failed} ok, {n_failed} failed -> {index_path}"
+    )
+    return index
+
+
+def _previous_rows(index_path: Path, notebook: Path) -> dict[str, dict]:
+    """Index rows by key of an earlier run into the same folder (which must be this notebook's)."""
+    previous = _read_index(index_path)
+    if previous is None or not len(previous):
+        return {}
+    others = set(previous["notebook"]) - {str(notebook)}
+    if others:
+        raise ValueError(
+            f"{index_path.parent} already holds runs of another notebook "
+            f"({', '.join(sorted(others))}): use one output folder per notebook"
+        )
+    return {r["key"]: r for r in previous.to_dict("records")}
+
+
+def _unfinished(
+    planned: list[ParameterSet], rows: dict[str, dict], out: Path, retry_failed: bool
+) -> list[ParameterSet]:
+    """Parameter sets without an executed notebook in ``out`` (or failed, to retry them)."""
+
+    def finished(ps: ParameterSet) -> bool:
+        r = rows.get(ps.key)
+        if r is None or not (out / r["path"]).exists():
+            return False
+        return r["status"] == "ok" or not retry_failed
+
+    return [ps for ps in planned if not finished(ps)]
+
+
+def _kernel_env(parallel: bool) -> dict[str, str]:
+    """Environment of the kernels: quiet, and one BLAS/torch thread each when several run."""
+    env = {"AWBENCH_QUIET": "1"}
+    if parallel:
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env
+
+
+def _index_as_they_finish(
+    finished, n_todo: int, notebook: Path, out: Path, rows: dict[str, dict], log, bar_on: bool
+) -> None:
+    """Move each finished notebook into place and rewrite ``out/index.parquet`` after each."""
+    bar = progress(finished, total=n_todo, desc=notebook.stem, enabled=bar_on)
+    try:
+        for i, (ps, _, error) in enumerate(bar, 1):
+            result = _finish_notebook(ps.temporary(out), out / ps.filename, error)
+            rows[ps.key] = _index_row(ps, notebook, result)
+            _write_index(list(rows.values()), out / "index.parquet")
+            if not bar_on:
+                extra = f": {result['error']}" if result["error"] else ""
+                log(
+                    f"[{i}/{n_todo}] {result['status']:<6} {ps.filename} "
+                    f"{result['duration']:.1f}s{extra}"
+                )
+    finally:
+        if hasattr(bar, "close"):
+            bar.close()

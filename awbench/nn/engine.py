@@ -1,0 +1,214 @@
+"""The MLP's arithmetic, written once: forward, backward and second-order passes.
+
+Every trainer and the analysis's MLP fast paths call these functions: single runs and the
+seeds of one setting (:mod:`awbench.training.stacked`), the learners of a multi-learner run
+(:mod:`awbench.training.multilearner`), and the per-sample output Hessians of the analysis
+(float64). What the network computes is :class:`awbench.nn.mlp.MLP`'s forward; the
+activation and its derivatives come from :mod:`awbench.activations`.
+
+Layers are a list of ``(W, b)``: W ``(S, out, in)`` for S members stacked on a leading axis
+(seeds, learners), or ``(out, in)`` for one model; b ``(S, out)``, ``(out,)`` or None. A
+member's input is ``(S, B, in)``; an input ``(B, in)`` is shared by every member. Writing the
+passes out instead of using autograd avoids autograd's per-op bookkeeping, which dominates a
+step of nets this small; the tests check every pass against autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from awbench.activations import ACTIVATIONS, Activation
+from awbench.nn.mlp import MLP
+
+Layers = Sequence[tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def linear(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``h Wᵀ + b``, per member when W is stacked."""
+    if W.dim() == 2:
+        return h @ W.T if b is None else torch.addmm(b, h, W.T)
+    Wt = W.transpose(1, 2)
+    if b is None:
+        return torch.matmul(h, Wt)  # broadcasts a shared 2-D input over the members
+    if h.dim() == 2:
+        h = h.expand(W.shape[0], *h.shape)
+    return torch.baddbmm(b.unsqueeze(1), h, Wt)
+
+
+def dropout_mask(
+    shape: Sequence[int],
+    p: float,
+    generator: torch.Generator | None,
+    dtype: torch.dtype,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Inverted-dropout mask, as nn.Dropout draws it: 0 where ``u < p``, else ``1/(1-p)``."""
+    keep = torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return (keep >= p).to(dtype) / (1.0 - p)
+
+
+@dataclass
+class ForwardPass:
+    """What a forward pass keeps for the backward pass."""
+
+    inputs: list[torch.Tensor]  # the input of every layer (dropout applied)
+    pre: list[torch.Tensor]  # z of every hidden layer
+    post: list[torch.Tensor]  # f(z) of every hidden layer, before dropout
+    mask: torch.Tensor | None  # the dropout mask after the first hidden layer
+    logits: torch.Tensor
+
+
+def forward(
+    layers: Layers, x: torch.Tensor, act: Activation, mask: torch.Tensor | None = None
+) -> ForwardPass:
+    """The forward pass, dropout ``mask`` (or none) after the first hidden layer."""
+    inputs, pre, post = [], [], []
+    h, last = x, len(layers) - 1
+    for i, (W, b) in enumerate(layers):
+        inputs.append(h)
+        z = linear(h, W, b)
+        if i == last:
+            break
+        h = act.fn(z)
+        pre.append(z)
+        post.append(h)
+        if i == 0 and mask is not None:
+            h = h * mask
+    return ForwardPass(inputs, pre, post, mask, z)
+
+
+def logits(layers: Layers, x: torch.Tensor, act: Activation) -> torch.Tensor:
+    """Eval-mode logits (no dropout), keeping nothing for a backward pass."""
+    h, last = x, len(layers) - 1
+    for i, (W, b) in enumerate(layers):
+        h = linear(h, W, b)
+        if i < last:
+            h = act.fn(h)
+    return h
+
+
+def cross_entropy_error(
+    logits: torch.Tensor,
+    onehot: torch.Tensor,
+    divisor: float | torch.Tensor,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """d loss / d logits of the summed cross-entropy divided by ``divisor``.
+
+    ``divisor`` is the batch size for the mean loss, or a tensor broadcasting against the
+    logits (one divisor per member). ``valid`` (same shape as the logits without the class
+    axis) drops padded samples from the sum.
+    """
+    dz = torch.softmax(logits, dim=-1)
+    dz -= onehot
+    if valid is not None:
+        dz *= valid.unsqueeze(-1).to(dz.dtype)
+    dz /= divisor
+    return dz
+
+
+def errors(
+    layers: Layers, fp: ForwardPass, dz: torch.Tensor, act: Activation, lowest: int = 0
+) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
+    """Backpropagate ``dz = dL/dlogits`` down to layer ``lowest``.
+
+    Returns ``(delta, back)``: ``delta[i] = dL/dz_i`` for every layer i >= lowest and
+    ``back[i] = dL/df(z_i)`` for every hidden layer i >= lowest (dropout's mask applied);
+    None below ``lowest``.
+    """
+    L = len(layers)
+    delta: list[torch.Tensor | None] = [None] * L
+    back: list[torch.Tensor | None] = [None] * (L - 1)
+    delta[L - 1] = dz
+    for i in range(L - 1, lowest, -1):
+        dh = dz @ layers[i][0]
+        if i == 1 and fp.mask is not None:
+            dh *= fp.mask
+        back[i - 1] = dh
+        dz = dh * act.first(fp.pre[i - 1], fp.post[i - 1])
+        delta[i - 1] = dz
+    return delta, back
+
+
+def gradients(
+    layers: Layers, fp: ForwardPass, dz: torch.Tensor, act: Activation
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """``(dL/dW, dL/db or None)`` of every layer, from ``dz = dL/dlogits``."""
+    delta, _ = errors(layers, fp, dz, act)
+    return [
+        (e.transpose(-1, -2) @ a, None if b is None else e.sum(-2))
+        for (_, b), e, a in zip(layers, delta, fp.inputs)
+    ]
+
+
+# -- one nn.Module MLP --------------------------------------------------------------------------
+
+
+def mlp_layers(model: MLP) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """``model``'s ``(W, b)`` per layer, fc1..fcL (the tensors themselves, not copies)."""
+    return [(getattr(model, n).weight, getattr(model, n).bias) for n in model.layer_names]
+
+
+def activation_of(model: MLP) -> Activation:
+    return ACTIVATIONS[model.activation]
+
+
+def mlp_gradients(
+    model: MLP, x: torch.Tensor, y: torch.Tensor, dropout_gen: torch.Generator | None = None
+) -> list[torch.Tensor]:
+    """Gradients of the mean cross-entropy w.r.t. ``model.parameters()``, in that order.
+
+    In train mode with dropout the mask is drawn from ``dropout_gen`` (as nn.Dropout would).
+    """
+    layers, act = mlp_layers(model), activation_of(model)
+    p = model.dropout_p if model.training else 0.0
+    mask = None
+    if p > 0:
+        width = layers[0][0].shape[0]
+        mask = dropout_mask((len(x), width), p, dropout_gen, x.dtype, x.device)
+    fp = forward(layers, x, act, mask)
+    onehot = torch.nn.functional.one_hot(y, fp.logits.shape[-1]).to(x.dtype)
+    grads = gradients(layers, fp, cross_entropy_error(fp.logits, onehot, float(len(y))), act)
+    return [g for gW, gb in grads for g in ((gW,) if gb is None else (gW, gb))]
+
+
+@torch.no_grad()
+def output_hessians(
+    layers: Layers, x: torch.Tensor, y: torch.Tensor, act: Activation, depth: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample Hessians of the cross-entropy w.r.t. layer ``depth``'s output, and its input.
+
+    One model (2-D W). Second-order backpropagation from the logits' Hessian
+    diag(p) - p pᵀ down to z_i = W_i h_{i-1} + b_i:
+    G_i = D_i W_{i+1}ᵀ G_{i+1} W_{i+1} D_i + diag(f''(z_i) * (W_{i+1}ᵀ g_{i+1})), with
+    D_i = diag(f'(z_i)) and g the per-sample loss gradient. A handful of batched GEMMs
+    instead of one double-backward pass per output unit.
+    """
+    fp = forward(layers, x, act)
+    p = torch.softmax(fp.logits, dim=1)
+    g = p.clone()
+    g[torch.arange(len(y), device=y.device), y] -= 1.0
+    G = None  # diag(p) - p pᵀ at the logits, kept implicit until the first step down
+    for i in range(len(layers) - 2, depth - 1, -1):
+        W = layers[i + 1][0]
+        back = g @ W  # dL/dh_i
+        d1, d2 = act.derivatives(fp.pre[i], fp.post[i])
+        if G is None:
+            # Wᵀ (diag(p) - p pᵀ) W = sum_m p_m w_m w_mᵀ - (Wᵀ p)(Wᵀ p)ᵀ: one GEMM and a
+            # batched rank-one update, no (N, C, C) intermediate
+            n = W.shape[1]
+            Wp = p @ W
+            G = (p @ (W[:, :, None] * W[:, None, :]).reshape(len(W), n * n)).reshape(-1, n, n)
+            G.baddbmm_(Wp[:, :, None], Wp[:, None, :], alpha=-1.0)
+        else:
+            G = W.T @ G @ W
+        G.mul_(d1[:, :, None]).mul_(d1[:, None, :])
+        if d2 is not None:
+            G.diagonal(dim1=1, dim2=2).add_(back * d2)
+        g = back * d1
+    if G is None:
+        G = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    return G, fp.inputs[depth]
