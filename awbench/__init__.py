@@ -10,18 +10,15 @@ from awbench.analysis.duality import (
     pair_samples,
 )
 from awbench.config import Config, ConfigError
-from awbench.curvature.hessian import (
-    Eigenpairs,
-    GaussNewtonOperator,
-    HessianOperator,
-    NondeterministicModelError,
+from awbench.curvature.eigensolvers import Eigenpairs, top_eigenpairs
+from awbench.curvature.flat import NondeterministicModelError, determinism_report
+from awbench.curvature.layer import layer_hessian
+from awbench.curvature.operators import GaussNewtonOperator, HessianOperator
+from awbench.curvature.spectrum import (
     SpectralDensity,
     TraceEstimate,
-    determinism_report,
     hessian_trace,
-    layer_hessian,
     spectral_density,
-    top_eigenpairs,
 )
 from awbench.data import Data, DataError, load_data
 from awbench.experiments.experiment import Result, run_experiment

@@ -61,6 +61,13 @@ ACTIVATIONS: dict[str, Activation] = {
         ),
         Activation("gelu", nn.GELU, F.gelu, _gelu_first, _gelu_second),
         Activation(
+            "elu",
+            nn.ELU,
+            F.elu,
+            lambda z, h: torch.where(z > 0, 1.0, h + 1.0),
+            lambda z, h: torch.where(z > 0, 0.0, h + 1.0),
+        ),
+        Activation(
             "sigmoid",
             nn.Sigmoid,
             torch.sigmoid,

@@ -1,7 +1,7 @@
 """Loss landscapes: 1-D slices and 2-D planes along chosen directions in parameter space.
 
 A direction is a flat float64 vector over a parameter subset (the same ``params`` and the same
-order as :class:`awbench.curvature.hessian.FlatModel`, hence as ``top_eigenpairs(...).vectors``). The
+order as :class:`awbench.curvature.flat.FlatModel`, hence as ``top_eigenpairs(...).vectors``). The
 loss at ``theta0 + t1 d1 + t2 d2`` is evaluated functionally (``torch.func.functional_call``
 on copies): the model's own parameters are never written, so nothing can be left displaced
 by an error halfway through a sweep.
@@ -9,7 +9,7 @@ Grid points are batched with ``torch.func.vmap`` where that is faster (see :func
 
 Directions:
 
-- Hessian eigenvectors (:func:`awbench.curvature.hessian.top_eigenpairs`): unit vectors, so ``t`` is in
+- Hessian eigenvectors (:func:`awbench.curvature.eigensolvers.top_eigenpairs`): unit vectors, so ``t`` is in
   eigen-units and the quadratic model along v_n is ``L0 + 1/2 lam_n t^2``.
 - Dual-weight directions (:func:`dual_directions`): the mean dual weight and the principal
   directions of the dual-weight cloud of the analysed layer (docs/science.md#3-the-gap-decomposition).
@@ -31,14 +31,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from awbench.curvature.hessian import (
-    FlatModel,
-    HessianOperator,
-    _check_determinism,
-    _per_sample_loss,
-    model_mode,
-    top_eigenpairs,
-)
+from awbench.curvature.eigensolvers import top_eigenpairs
+from awbench.curvature.flat import FlatModel, check_determinism, model_mode, per_sample_loss
+from awbench.curvature.operators import HessianOperator
 
 # Memory cap of one pass: grid points x samples x activations (elements of ``dtype``).
 MAX_ELEMENTS = 2**24
@@ -144,10 +139,10 @@ def losses_at(
         )
     if C.ndim != 2 or C.shape[1] != D.shape[0]:
         raise ValueError(f"coords must have shape (G, {D.shape[0]}), got {tuple(C.shape)}")
-    per_sample = _per_sample_loss(loss)
+    per_sample = per_sample_loss(loss)
     n = x.shape[0]
     with model_mode(model, mode):
-        _check_determinism(model, mode, x, check, chunked=True)
+        check_determinism(model, mode, x, check, chunked=True)
         per_sample_elements = _activation_elements(flat, x)
         n_chunk = max(1, min(n, max_elements // per_sample_elements))
         budget = min(max_elements, BATCH_ELEMENTS.get(flat.device.type, BATCH_ELEMENTS["cpu"]))

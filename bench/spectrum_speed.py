@@ -40,7 +40,8 @@ os.environ.setdefault("AWBENCH_QUIET", "1")
 torch.set_num_threads(1)
 
 import awbench as aw
-from awbench.curvature.hessian import HessianOperator, operator_eigenpairs
+from awbench.curvature.eigensolvers import operator_eigenpairs
+from awbench.curvature.operators import HessianOperator
 from awbench.nn.engine import mlp_gradients
 
 K = 10

@@ -50,7 +50,7 @@ from awbench.viz import curvature_plots
 from awbench.viz import landscape_takeaways as lt
 from awbench.viz import notebook_support as nb
 from awbench.viz import run_takeaways as rt
-from awbench.curvature.hessian import eigen_check, trace_table
+from awbench.curvature.spectrum import eigen_check, trace_table
 from awbench.nn.mlp import float64_model
 from awbench import plots
 

@@ -20,6 +20,7 @@ from awbench.analysis.decomposition import (
     spearman_ratio,
     spearman_sigma_g,
 )
+from awbench.config import ACTIVATIONS
 from awbench.data import Data
 from awbench.nn.mlp import MLP
 from awbench.training.run import Run
@@ -61,10 +62,11 @@ class WrappedMLP(torch.nn.Module):
         return self.mlp(x)
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "sigmoid"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("bias", [False, True])
 def test_output_hessians_explicit_mlp_route_equals_autograd_route(activation, bias):
-    from awbench.curvature.hessian import mlp_backend_reason, output_hessians
+    from awbench.curvature.layer import output_hessians
+    from awbench.curvature.mlp_backend import mlp_backend_reason
 
     torch.manual_seed(2)
     mlp = MLP(7, (6, 5, 4), 3, activation, bias).double().eval()
@@ -152,7 +154,7 @@ def torch_threads(request):
 
 
 def test_symmetric_eigh_splits_off_zero_rows_exactly(torch_threads):
-    from awbench.curvature.hessian import symmetric_eigh
+    from awbench.curvature.layer import symmetric_eigh
 
     gen = torch.Generator().manual_seed(3)
     A = torch.randn(40, 40, generator=gen, dtype=torch.float64)

@@ -15,22 +15,22 @@ import torch.nn.functional as F
 from torch import nn
 
 import awbench as aw
-from awbench.curvature.hessian import (
-    DENSE_MAX_PARAMS,
+from awbench.config import ACTIVATIONS
+from awbench.curvature.eigensolvers import DENSE_MAX_PARAMS, operator_eigenpairs, top_eigenpairs
+from awbench.curvature.flat import (
     FlatModel,
-    GaussNewtonOperator,
-    HessianOperator,
     NondeterministicModelError,
     determinism_report,
+    model_mode,
+)
+from awbench.curvature.layer import layer_hessian
+from awbench.curvature.operators import GaussNewtonOperator, HessianOperator
+from awbench.curvature.spectrum import (
     eigen_check,
     hessian_trace,
     lanczos_quadrature,
-    layer_hessian,
-    model_mode,
-    operator_eigenpairs,
     operator_trace,
     spectral_density,
-    top_eigenpairs,
     trace_table,
 )
 
@@ -91,6 +91,8 @@ CASES = [
     ("gelu", False, (6,), None),
     ("sigmoid", True, (5, 5), ["fc1", "fc3.bias"]),
 ]
+# every activation of the table, so that a new one is checked without editing this file
+CASES += [(name, True, (6, 5), None) for name in ACTIVATIONS if name not in {c[0] for c in CASES}]
 
 
 @pytest.mark.parametrize("activation,bias,widths,params", CASES)

@@ -14,14 +14,10 @@ import torch.nn.functional as F
 
 import awbench as aw
 from awbench import plots
-from awbench.curvature.hessian import (
-    FlatModel,
-    HessianOperator,
-    NondeterministicModelError,
-    model_mode,
-    spectral_density,
-    top_eigenpairs,
-)
+from awbench.curvature.eigensolvers import top_eigenpairs
+from awbench.curvature.flat import FlatModel, NondeterministicModelError, model_mode
+from awbench.curvature.operators import HessianOperator
+from awbench.curvature.spectrum import spectral_density
 from awbench.landscape import (
     dual_directions,
     eigen_slices,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import awbench as aw
-from awbench.config import ConfigError
+from awbench.config import ACTIVATIONS, ConfigError
 from awbench.nn.engine import mlp_gradients
 from awbench.training.multilearner import Learners, mixing_matrix, shard_positions
 
@@ -91,7 +91,7 @@ def test_dpsgd_full_and_local_sgd_every_step_equal_ssgd(smoke):
 # --- the vectorised gradient ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "sigmoid"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_batched_gradients_equal_mlp_gradients_per_learner(activation):
     cfg = aw.Config(
         widths=(7, 6, 5),

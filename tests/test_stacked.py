@@ -10,7 +10,7 @@ import torch
 from test_train import reference_sgd
 
 import awbench
-from awbench.config import Config
+from awbench.config import ACTIVATIONS, Config
 from awbench.nn.mlp import MLP
 from awbench.training.stacked import train_stacked
 
@@ -74,7 +74,7 @@ def test_dropout_masks_are_each_members_own():
         assert_same_run(run, awbench.train(run.config))
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "sigmoid"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_float32_members_match_train(activation):
     cfg = SMOKE.replace(n_train=200, max_epochs=4, activation=activation, bias=True, dropout=0.1)
     for run in train_stacked(members(cfg)):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import awbench
-from awbench.config import Config
+from awbench.config import ACTIVATIONS, Config
 from awbench.data import load_data
 from awbench.nn.engine import mlp_gradients
 from awbench.nn.mlp import MLP, build_model
@@ -17,7 +17,6 @@ from awbench.status import STATUSES
 from awbench.training.run import add_weight_decay, evaluate, stopping_rule_met, weight_penalty
 
 SMOKE = Config.preset("smoke")
-ACTIVATIONS = ["relu", "tanh", "gelu", "sigmoid"]
 
 
 def make_mlp(widths, activation="relu", bias=False, dropout=0.0, n_in=7, n_out=5, seed=0):

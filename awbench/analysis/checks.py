@@ -15,7 +15,7 @@ from awbench.analysis.duality import (
     layer_inputs,
     per_sample_weights,
 )
-from awbench.curvature.hessian import _layer
+from awbench.curvature.layer import linear_layer
 
 
 def pair_activities(model, layer: str, data, pairs):
@@ -42,7 +42,7 @@ def family_sweep(
     """Members ``dW* + M_k (I - a a^T/|a|^2)`` with random M_k of norm scale x |dW*_k|:
     their norm relative to the minimal one and their exactness."""
 
-    W = _layer(model, layer).weight.detach()
+    W = linear_layer(model, layer).weight.detach()
     a_tr, a_te, keep = pair_activities(model, layer, data, pairs)
     x_tr, x_te = data.x_train.double()[pairs.train][keep], data.x_test.double()[pairs.test][keep]
     minimal = dual_weights(W, a_tr, a_te)
@@ -69,7 +69,7 @@ def family_sweep(
 def scaling_sweep(model, layer: str, data, pairs, scales: Sequence[float]) -> pd.DataFrame:
     """Mean |dW*(sW)| / |dW*(W)| for each s: the dual weight is linear in the layer."""
 
-    W = _layer(model, layer).weight.detach()
+    W = linear_layer(model, layer).weight.detach()
     a_tr, a_te, _ = pair_activities(model, layer, data, pairs)
     base = dual_weights(W, a_tr, a_te).flatten(1).norm(dim=1)
     rows = []

@@ -29,9 +29,9 @@ from awbench.analysis.duality import (
     pair_samples,
     per_sample_weights,
 )
-from awbench.curvature.hessian import (
-    _layer,
+from awbench.curvature.layer import (
     layer_hessian,
+    linear_layer,
     output_as_leaf,
     output_hessians,
     symmetric_eigh,
@@ -361,7 +361,7 @@ def analyze(
     layer, pairing = layer or cfg.layer, pairing or cfg.pairing
     n_sharp = cfg.n_sharp if n_sharp is None else n_sharp
     model: nn.Module = copy.deepcopy(run.model).double().eval()
-    module = _layer(model, layer)
+    module = linear_layer(model, layer)
     with_bias = module.bias is not None
     x_train, x_test = data.x_train.double(), data.x_test.double()
     x_clean, y_clean = x_train[data.clean], data.y_train[data.clean]

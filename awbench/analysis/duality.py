@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from awbench.curvature.hessian import _layer
+from awbench.curvature.layer import linear_layer
 
 
 class ZeroActivityError(ValueError):
@@ -37,7 +37,7 @@ def layer_inputs(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
     Runs the model in eval mode (the duality is stated for the deterministic network) and
     restores its mode.
     """
-    module = _layer(model, layer)
+    module = linear_layer(model, layer)
     captured: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach()))
     try:
@@ -115,7 +115,7 @@ def per_sample_weights(model: nn.Module, layer: str, delta: torch.Tensor):
     ``delta`` is (K, n_out, n_in) or, for a layer with bias, (K, n_out, n_in + 1) acting on
     the augmented activity. One batched forward pass evaluates K different networks.
     """
-    module = _layer(model, layer)
+    module = linear_layer(model, layer)
 
     def add_delta(mod, inputs, output):
         a = inputs[0]
@@ -234,7 +234,7 @@ def duality_check(
     ``x_train[k]`` is the partner of ``x_test[k]``. A pair whose training activity is zero
     has no dual weight: its entry is NaN (count them with ``torch.isnan``).
     """
-    module = _layer(model, layer)
+    module = linear_layer(model, layer)
     a_tr, a_te = layer_inputs(model, layer, x_train), layer_inputs(model, layer, x_test)
     W = layer_matrix(module)
     if module.bias is not None:

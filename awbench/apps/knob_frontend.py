@@ -67,7 +67,7 @@ def _warm_up(cfg: Config) -> None:
         try:
             import torch
 
-            from awbench.curvature.hessian import output_hessians
+            from awbench.curvature.layer import output_hessians
             from awbench.data import load_data
             from awbench.nn.mlp import build_model
 

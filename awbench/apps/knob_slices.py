@@ -45,7 +45,7 @@ def loss_slice(run, t: np.ndarray, layer: str | None = None) -> pd.DataFrame:
     """
     import torch
 
-    from awbench.curvature.hessian import layer_hessian, symmetric_eigh
+    from awbench.curvature.layer import layer_hessian, symmetric_eigh
     from awbench.landscape import slice_1d
 
     layer = layer or run.config.layer

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from awbench.curvature.hessian import eigen_check
+from awbench.curvature.spectrum import eigen_check
 from awbench.experiments.grids import check_profile
 from awbench.landscape import rayleigh_ratio
 from awbench.viz.notebook_support import fmt

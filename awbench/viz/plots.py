@@ -35,7 +35,7 @@ def spectrum_figure(
     """Top-k eigenvalues as stems against rank, and beside them the smoothed spectral density.
 
     ``values``: eigenvalues (e.g. ``top_eigenpairs(...).values``, any order; drawn by rank
-    of the given order). ``density``: a :class:`awbench.curvature.hessian.SpectralDensity` (or any
+    of the given order). ``density``: a :class:`awbench.curvature.spectrum.SpectralDensity` (or any
     object with ``grid``, ``density`` and ``settings``), or None for the stems alone. The
     density panel marks the top-k eigenvalues on its lambda axis; with ``log_density`` its y
     axis is logarithmic and values below ``floor`` are clipped to it.
