@@ -20,10 +20,15 @@ from awbench.viz.notebook_support import fmt, pct, verdict_text, verdicts, which
 def _span(runs: pd.DataFrame, knob: str) -> str:
     from awbench.viz.gap_plots import knob_label
 
+    # The ends the changes are measured between: the converged values (effects()).
     vals = sorted(runs[knob].unique())
+    ends = sorted(converged_runs(runs)[knob].unique()) or vals
+    missing = [v for v in vals if v not in ends]
+    note = f"; no converged run at {', '.join(f'{v:g}' for v in missing)}" if missing else ""
     n = int(runs.groupby(knob).size().max())
     return (
-        f"{knob_label(knob)} {vals[0]:g} → {vals[-1]:g} ({n} seed{'s' if n != 1 else ''} per value)"
+        f"{knob_label(knob)} {ends[0]:g} → {ends[-1]:g} "
+        f"({n} seed{'s' if n != 1 else ''} per value{note})"
     )
 
 

@@ -312,7 +312,8 @@ def knob_records(runs: pd.DataFrame, knob: str) -> dict[str, Any]:
 def which_factor(table: pd.DataFrame) -> str:
     """One line from a knob's verdict rows: which factor moved, by the stated rule."""
     v = dict(zip(table["quantity"], table["verdict"]))
-    moved = [q for q in ("sharpness", "size") if v.get(q) in ("up", "down")]
+    # non-monotone is a clear (Holm-significant) change too, not "no clear change"
+    moved = [q for q in ("sharpness", "size") if v.get(q) in ("up", "down", "non-monotone")]
     if "not enough data" in (v.get("sharpness"), v.get("size")):
         return "not enough converged runs for a verdict"
     if not moved:
