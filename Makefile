@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,dask,browser]'
+	# compat mode puts the checkout on sys.path, so a folder named awbench in the working
+	# directory (a namespace package) cannot shadow the installed package
+	$(BIN)/pip install --quiet -e '.[dev,dask,browser]' --config-settings editable_mode=compat
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (awbench)"
 	touch $(STAMP)
 

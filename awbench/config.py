@@ -7,12 +7,16 @@ widget labels, store columns), so this module is the single place that validates
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import json
 import math
+import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from awbench.activations import ACTIVATIONS as ACTIVATION_TABLE
@@ -20,6 +24,13 @@ from awbench.activations import ACTIVATIONS as ACTIVATION_TABLE
 # Bump when a field's meaning changes so old cache entries and store rows stop matching.
 # 2: max_epochs and weight_decay_epochs default to None, the budget in samples seen.
 SCHEMA_VERSION = 2
+
+# Bump when the numbers a run produces change (training, analysis, the divergence rule), so
+# that cached results computed by older code are recomputed. Kept out of Config.key(): a
+# refactor that changes no number orphans no store. Cache entries and store rows record it;
+# tests/test_hardening_runs.py holds golden numbers of a fixed small run for this version.
+# 1: the first numbered version (divergence includes the loss bound 10 x ln(n_classes)).
+NUMERICS_VERSION = 1
 
 # Training budgets of the authors' demo, in samples seen: 1000 epochs and a weight-decay window
 # of 200 epochs, each epoch 4000 samples. A dataset of another size keeps the samples seen,
@@ -42,10 +53,23 @@ DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
 ALGORITHMS = ("sgd", "ssgd", "dpsgd", "local_sgd")
 TOPOLOGIES = ("ring", "full", "torus", "gossip")
+# Datasets read from IDX files in data_dir; their run key holds a fingerprint of the files'
+# contents instead of the path (see data_fingerprint).
+FILE_DATASETS = ("mnist", "fashion_mnist")
+# Upper bound of every integer field: a signed 32-bit integer. Anything larger is a typo
+# (--set batch_size=1e20) and would only fail later, in the int64 store columns or in torch.
+INT_MAX = 2**31 - 1
 
 
 class ConfigError(ValueError):
     """A Config field got a value outside what it allows."""
+
+
+class DataError(ValueError):
+    """A dataset could not be read or does not hold what the Config asks for.
+
+    Defined here, not in awbench.data (which re-exports it), because ``Config.key`` of a
+    file-backed dataset reads its files (see :func:`data_fingerprint`)."""
 
 
 def _fail(name: str, value: Any, allowed: str) -> None:
@@ -112,11 +136,15 @@ def _to_choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
 
 
 def _int_range(lo: int, hi: int | None = None) -> Callable[[str, Any], int]:
-    allowed = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+    """An integer in [lo, hi]; without hi, in [lo, INT_MAX]."""
+    allowed = (
+        f"an integer >= {lo} and <= {INT_MAX}" if hi is None else f"an integer in [{lo}, {hi}]"
+    )
+    hi = INT_MAX if hi is None else hi
 
     def convert(name: str, value: Any) -> int:
         v = _to_int(name, value, allowed)
-        if v < lo or (hi is not None and v > hi):
+        if v < lo or v > hi:
             _fail(name, value, allowed)
         return v
 
@@ -150,13 +178,17 @@ def _auto_int(lo: int) -> Callable[[str, Any], int | None]:
         try:
             return inner(name, value)
         except ConfigError:
-            _fail(name, value, f"None ('auto': the budget in samples seen) or an integer >= {lo}")
+            _fail(
+                name,
+                value,
+                f"None ('auto': the budget in samples seen) or an integer >= {lo} and <= {INT_MAX}",
+            )
 
     return convert
 
 
 def _widths(name: str, value: Any) -> tuple[int, ...]:
-    allowed = "a non-empty list of positive integers, e.g. [30, 30]"
+    allowed = f"a non-empty list of integers in [1, {INT_MAX}], e.g. [30, 30]"
     if hasattr(value, "tolist"):
         value = value.tolist()
     if isinstance(value, str):
@@ -165,7 +197,7 @@ def _widths(name: str, value: Any) -> tuple[int, ...]:
     if not isinstance(value, (list, tuple)) or len(value) == 0:
         _fail(name, value, allowed)
     out = tuple(_to_int(name, v, allowed) for v in value)
-    if any(w < 1 for w in out):
+    if any(w < 1 or w > INT_MAX for w in out):
         _fail(name, value, allowed)
     return out
 
@@ -174,6 +206,91 @@ def _text(name: str, value: Any) -> str:
     if not isinstance(value, str):
         _fail(name, value, "a string (a folder path, may be empty)")
     return value
+
+
+# --- the files behind a file-backed dataset ------------------------------------------------
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+HOW_TO_GET = (
+    "download the four IDX files of {name} (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+    "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; raw or .gz) on a machine with internet "
+    "access and put them in data_dir"
+)
+
+
+def idx_paths(dataset: str, data_dir: str) -> dict[str, Path]:
+    """The four IDX files (raw or .gz) of ``dataset`` in ``data_dir``, by role.
+
+    Raises DataError naming data_dir as typed (and where it points) and the missing file."""
+    how = HOW_TO_GET.format(name=dataset)
+    if not data_dir:
+        raise DataError(
+            f"dataset={dataset!r} needs data_dir, the folder with its IDX files: " + how
+        )
+    folder = Path(data_dir).expanduser()
+    if not folder.is_dir():
+        where = "" if str(folder) == data_dir else f" ({folder.absolute()})"
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise DataError(
+            f"Config.data_dir={data_dir!r}{where} {what}: dataset={dataset!r} needs a folder "
+            "with its IDX files: " + how
+        )
+    paths = {}
+    for role, stem in IDX_FILES.items():
+        for candidate in (folder / stem, folder / f"{stem}.gz"):
+            if candidate.is_file():
+                paths[role] = candidate
+                break
+        else:
+            raise DataError(
+                f"dataset={dataset!r} needs {stem} (or {stem}.gz) in data_dir={data_dir!r} "
+                f"({folder}), which does not have it: " + how
+            )
+    return paths
+
+
+# (resolved path, size, mtime_ns, inode) -> "bytes:sha256" of the decompressed contents, so
+# that each file is hashed once per process, not once per Config.key() call.
+_FILE_HASHES: dict[tuple, str] = {}
+_FILE_HASHES_LOCK = threading.Lock()
+
+
+def file_fingerprint(path: Path) -> str:
+    """``<bytes>:<sha256>`` of a file's contents (of what it holds after gunzip, for .gz), so
+    that a raw and a gzipped copy of the same data are the same data."""
+    st = os.stat(path)
+    stamp = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    with _FILE_HASHES_LOCK:
+        hit = _FILE_HASHES.get(stamp)
+    if hit is not None:
+        return hit
+    digest, n = hashlib.sha256(), 0
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+                n += len(chunk)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read IDX file {path}: {exc}") from exc
+    value = f"{n}:{digest.hexdigest()}"
+    with _FILE_HASHES_LOCK:
+        _FILE_HASHES[stamp] = value
+    return value
+
+
+def data_fingerprint(dataset: str, data_dir: str) -> str:
+    """What a file-backed dataset's run key holds in place of ``data_dir``: the size and
+    sha256 of each of its four IDX files. The same files in another folder, on another machine
+    or Dask worker give the same fingerprint; other files give another one."""
+    paths = idx_paths(dataset, data_dir)
+    lines = [f"{IDX_FILES[role]}={file_fingerprint(paths[role])}" for role in IDX_FILES]
+    return "idx-sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 # One converter per field: it coerces (papermill and YAML hand over strings and lists) and
@@ -309,10 +426,21 @@ class Config:
         return cls(**d)
 
     def key(self) -> str:
-        """Stable hash of the canonical JSON of every field plus the schema version."""
-        payload = json.dumps(
-            {"schema": SCHEMA_VERSION, **self.to_dict()}, sort_keys=True, separators=(",", ":")
-        )
+        """Stable hash of the canonical JSON of every field plus the schema version.
+
+        A file-backed dataset (mnist, fashion_mnist) is keyed on its files' contents, not on
+        ``data_dir``: the path is replaced by :func:`data_fingerprint`, so that the same files
+        in another folder, on another machine or Dask worker give the same key and replaced
+        files another one. Without readable files the key marks the path as unreadable: no run
+        can train then, so nothing is ever stored under it (and a plan refuses it). The
+        built-in datasets' keys hold every field as is."""
+        d = self.to_dict()
+        if self.dataset in FILE_DATASETS:
+            try:
+                d["data_dir"] = data_fingerprint(self.dataset, self.data_dir)
+            except DataError:
+                d["data_dir"] = "unreadable:" + self.data_dir
+        payload = json.dumps({"schema": SCHEMA_VERSION, **d}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def diff(self, other: Config | None = None) -> dict[str, Any]:
@@ -338,11 +466,22 @@ class Config:
         return min(self.epoch_budget(), -(-samples // self.n_train))
 
     def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
+        """The torch device of this run; ConfigError for device='cuda' without CUDA, so that
+        a run fails before it trains, not at its first tensor on the GPU."""
+        if self.device == "cpu":
+            return "cpu"
         import torch
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            why = (
+                "this torch is built without CUDA"
+                if torch.version.cuda is None
+                else "torch finds no CUDA device here"
+            )
+            _fail("device", self.device, f"'cpu' or 'auto' ({why})")
+        return self.device
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Config))

@@ -1,7 +1,9 @@
 """The status vocabulary of a run (docs/science.md#5-budgets-and-convergence).
 
 converged = met the stopping rule (the only runs that are results), max_epochs = the budget
-ran out first, diverged = the loss or a parameter became non-finite, failed = an exception.
+ran out first, diverged = the loss or a parameter became non-finite or a training loss passed
+the divergence bound 10 x ln(n_classes) (awbench.training.run.divergence_reason), failed = an
+exception.
 """
 
 CONVERGED = "converged"

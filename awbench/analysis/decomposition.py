@@ -22,13 +22,15 @@ from torch import nn
 
 from awbench.analysis.duality import (
     augment,
-    dual_weights,
+    dual_weight_factors,
     eval_mode,
     layer_inputs,
     layer_matrix,
     pair_samples,
     per_sample_weights,
 )
+from awbench.analysis.guards import check_analysis_memory, check_arguments
+from awbench.analysis.memory import pair_block
 from awbench.curvature.layer import (
     layer_hessian,
     linear_layer,
@@ -38,7 +40,7 @@ from awbench.curvature.layer import (
 )
 
 # Above this many weights the dense Hessian (P^2 entries, P^3 eigh) gives way to Lanczos top-k
-# plus one orthogonal-complement direction.
+# plus the orthogonal complement, reported as one number (complement_gap).
 DENSE_HESSIAN_MAX = 6000
 LANCZOS_K = 100
 
@@ -50,8 +52,20 @@ class Analysis:
     """Everything the decomposition of one trained network at one layer yields.
 
     Gaps are in nats (cross-entropy). ``contribution`` of a direction is its full term
-    mu_g mu_w + c sigma_g sigma_w, so ``sharp_gap + flat_gap == pair_gap`` exactly;
-    ``estimated_gap`` is the paper's approximation sum_n c_n sigma_g,n sigma_w,n.
+    mu_g mu_w + c sigma_g sigma_w, so ``sharp_gap + flat_gap + complement_gap == pair_gap``
+    exactly; ``estimated_gap`` is the paper's approximation sum_n c_n sigma_g,n sigma_w,n.
+
+    On the dense route the basis is complete and ``complement_gap`` is 0. On the
+    ``"lanczos+complement"`` route (and for a ``basis`` with fewer than P columns) the
+    directions are the m computed eigenvectors only: ``directions`` has m rows, and the
+    per-direction fields (``sharp_gap``, ``flat_gap``, ``estimated_gap``, ``mean_term``,
+    ``second_order_term``, ``lam_max``) sum over them. What lies outside their span is one
+    number, ``complement_gap = mean_k r_w,k . r_g,k`` (the residuals of dw_k and g_k after
+    projection), never a row and never ranked. So ``sharp_gap`` is the same top-n_sharp sum as
+    on the dense route whenever those directions were computed, and the dense route's
+    ``flat_gap`` is this route's ``flat_gap + complement_gap``. ``sharpness`` and ``size`` are
+    traces of the covariances of g_k and dw_k, computed without a basis: identical on every
+    route.
     """
 
     layer: str
@@ -63,13 +77,14 @@ class Analysis:
     identity_error: float  # |<dl> - sum (mu_g mu_w + c sigma_g sigma_w)|
     duality_error: float  # max_k |l(x_k, W + dw_k) - l(x'_k, W)|
     sharp_gap: float  # contributions of the n_sharp directions with largest sigma_g
-    flat_gap: float  # contributions of all other directions
+    flat_gap: float  # contributions of all other computed directions
+    complement_gap: float  # mean_k r_w . r_g outside the computed directions (0 when complete)
     first_order_term: float  # <grad l_k . dw_k>
     second_order_term: float  # 1/2 sum lam (sigma_w^2 + mu_w^2)
     second_order_gap: float  # first + second order
     second_order_error: float  # |second_order_gap - pair_gap|
-    sharpness: float  # sum sigma_g^2
-    size: float  # sum sigma_w^2
+    sharpness: float  # sum sigma_g^2 over a complete basis: trace of the covariance of g_k
+    size: float  # sum sigma_w^2 over a complete basis: trace of the covariance of dw_k
     weight_norm: float  # Frobenius norm of the layer's weight
     lam_max: float
     test_error: float
@@ -83,11 +98,23 @@ class Analysis:
     pairs_test: np.ndarray = field(repr=False)
     pairs_train: np.ndarray = field(repr=False)
     pair_gaps: np.ndarray = field(repr=False)  # dl_k
-    dual: torch.Tensor = field(repr=False)  # (K, n_out, n_in[+1]) dual weights
-    secant: torch.Tensor = field(repr=False)  # (K, n_out, n_in[+1]) secant gradients
+    # dW_k = dual_u[k] dual_a[k]^T: rank one, kept as factors (K x (n_out + n_in) numbers)
+    dual_u: torch.Tensor = field(repr=False)  # (K, n_out) W da_k
+    dual_a: torch.Tensor = field(repr=False)  # (K, n_in[+1]) a_k / |a_k|^2
+    secant_scale: torch.Tensor = field(repr=False)  # (K,) g_k = secant_scale[k] dw_k
     eigenvectors: torch.Tensor = field(
         repr=False
     )  # (P, m): column j is the direction with eigen_index j
+
+    @property
+    def dual(self) -> torch.Tensor:
+        """(K, n_out, n_in[+1]) dual weights, built on access (K x P float64 numbers)."""
+        return torch.einsum("ko,ki->koi", self.dual_u, self.dual_a)
+
+    @property
+    def secant(self) -> torch.Tensor:
+        """(K, n_out, n_in[+1]) secant gradients g_k, built on access."""
+        return self.secant_scale[:, None, None] * self.dual
 
     def scalars(self) -> dict:
         """The scalar fields as a flat dict (for stores, records and tables)."""
@@ -96,8 +123,9 @@ class Analysis:
             "pairs_test",
             "pairs_train",
             "pair_gaps",
-            "dual",
-            "secant",
+            "dual_u",
+            "dual_a",
+            "secant_scale",
             "eigenvectors",
         }
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
@@ -128,13 +156,16 @@ def direction_statistics(theta: torch.Tensor, gamma: torch.Tensor) -> dict[str, 
     }
 
 
-def _pair_losses(model, layer, x_train, x_test, y, delta):
+def _pair_losses(model, layer, x_train, x_test, y, gaps: _PairGaps):
+    """l(x_k, W), l(x'_k, W) and l(x_k, W + dW_k), the last in blocks of pairs."""
     with torch.no_grad(), eval_mode(model):
         base = F.cross_entropy(model(x_train), y, reduction="none")
         direct = F.cross_entropy(model(x_test), y, reduction="none")
-        with per_sample_weights(model, layer, delta):
-            dual = F.cross_entropy(model(x_train), y, reduction="none")
-    return base, direct, dual
+        dual = []
+        for sl, dw in gaps.blocks():
+            with per_sample_weights(model, layer, dw.reshape(-1, *gaps.shape)):
+                dual.append(F.cross_entropy(model(x_train[sl]), y[sl], reduction="none"))
+    return base, direct, torch.cat(dual)
 
 
 def _lanczos_basis(model, layer, x, y, with_bias, k):
@@ -170,15 +201,32 @@ class _Pairs:
 
 @dataclass
 class _PairGaps:
-    """Per-pair dual weights, exact gaps and secant gradients."""
+    """Per-pair dual weights (as rank-one factors), exact gaps and secant gradients.
 
-    dW: torch.Tensor  # (K, n_out, n_in[+1])
-    dw: torch.Tensor  # (K, P), dW flattened
-    y: torch.Tensor  # (K,) the pairs' labels
-    dl: torch.Tensor  # (K,) exact gaps
-    duality_error: float
-    secant_scale: torch.Tensor  # (K,) g_k = secant_scale_k dw_k
-    g: torch.Tensor  # (K, P) secant gradients
+    K x P arrays (dw_k, g_k) are never held whole: :meth:`blocks` builds dw in blocks of
+    ``block`` pairs (awbench/analysis/memory.py)."""
+
+    u: torch.Tensor  # (K, n_out) W da_k
+    b: torch.Tensor  # (K, n_in[+1]) a_k / |a_k|^2, so dW_k = u_k b_k^T
+    block: int
+    y: torch.Tensor | None = None  # (K,) the pairs' labels
+    dl: torch.Tensor | None = None  # (K,) exact gaps
+    duality_error: float = float("nan")
+    secant_scale: torch.Tensor | None = None  # (K,) g_k = secant_scale_k dw_k
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.u.shape[1], self.b.shape[1]
+
+    @property
+    def n_weights(self) -> int:
+        return self.u.shape[1] * self.b.shape[1]
+
+    def blocks(self):
+        """(slice, dw block of shape (B, P)) over the pairs."""
+        for start in range(0, len(self.u), self.block):
+            sl = slice(start, start + self.block)
+            yield sl, torch.einsum("ko,ki->koi", self.u[sl], self.b[sl]).reshape(-1, self.n_weights)
 
 
 def _candidate_pairs(model, layer, pairing, cfg, data, x_train, x_test):
@@ -211,19 +259,25 @@ def _active_pairs(model, layer, pairing, cfg, data, x_train, x_test, with_bias) 
 
 
 def _pair_gaps(model, layer, W, pairs: _Pairs, x_train, x_test, y_test) -> _PairGaps:
-    dW = dual_weights(W, pairs.a_train, pairs.a_test)
-    dw = dW.reshape(len(pairs.test), -1)
-    y_pair = y_test[pairs.test]
+    u, b = dual_weight_factors(W, pairs.a_train, pairs.a_test)
+    gaps = _PairGaps(u, b, pair_block(u.shape[1] * b.shape[1]))
+    gaps.y = y_test[pairs.test]
     base, direct, dual = _pair_losses(
-        model, layer, x_train[pairs.train], x_test[pairs.test], y_pair, dW
+        model, layer, x_train[pairs.train], x_test[pairs.test], gaps.y, gaps
     )
-    dl = direct - base
-    dw_sq = (dw * dw).sum(1)
+    gaps.dl = direct - base
+    dw_sq = (u * u).sum(1) * (b * b).sum(1)  # |u b^T|^2
     safe = torch.where(dw_sq > 0, dw_sq, torch.ones_like(dw_sq))
-    # Kept apart from g so that _project can rescale dw's projections instead of projecting g.
-    secant_scale = torch.where(dw_sq > 0, dl / safe, torch.zeros_like(dl))
-    duality_error = float((dual - direct).abs().max())
-    return _PairGaps(dW, dw, y_pair, dl, duality_error, secant_scale, secant_scale[:, None] * dw)
+    # g_k = secant_scale_k dw_k: _project rescales dw's projections instead of projecting g.
+    gaps.secant_scale = torch.where(dw_sq > 0, gaps.dl / safe, torch.zeros_like(gaps.dl))
+    gaps.duality_error = float((dual - direct).abs().max())
+    if not bool(torch.isfinite(gaps.dl).all()) or not math.isfinite(gaps.duality_error):
+        raise ValueError(
+            f"layer={layer!r}: the per-pair losses are not finite (NaN or inf) for "
+            f"{int((~torch.isfinite(gaps.dl)).sum())} of {len(gaps.dl)} pairs, so the gap "
+            "decomposition is undefined (an overflowing network?)"
+        )
+    return gaps
 
 
 def _eigenbasis(model, layer, x, y, with_bias, n_weights, basis, dense_max, lanczos_k):
@@ -239,24 +293,42 @@ def _eigenbasis(model, layer, x, y, with_bias, n_weights, basis, dense_max, lanc
     return lam, V, "lanczos+complement"
 
 
-def _project(gaps: _PairGaps, V: torch.Tensor, lam: torch.Tensor):
-    """(theta, gamma, lam): coordinates of dw_k and g_k, with a complement column if V is short."""
-    theta = gaps.dw @ V
-    # g_k is a multiple of dw_k, so its projections are those of dw_k rescaled (one GEMM, not two).
-    gamma = gaps.secant_scale[:, None] * theta
-    if V.shape[1] < gaps.dw.shape[1]:
-        r_w, r_g = gaps.dw - theta @ V.T, gaps.g - gamma @ V.T
-        r_norm = r_w.norm(dim=1)
-        # One scalar direction per pair carries what the basis misses: theta_c * gamma_c
-        # equals r_w . r_g exactly, so the identity stays exact.
-        theta_c = r_norm
-        gamma_c = torch.where(
-            r_norm > 0, (r_w * r_g).sum(1) / torch.where(r_norm > 0, r_norm, 1.0), 0.0
-        )
-        theta = torch.cat([theta, theta_c[:, None]], 1)
-        gamma = torch.cat([gamma, gamma_c[:, None]], 1)
-        lam = torch.cat([lam, torch.tensor([float("nan")], dtype=torch.float64)])
-    return theta, gamma, lam
+@dataclass
+class _Projection:
+    """The pairs in the basis V (P, m) and what needs no basis."""
+
+    theta: torch.Tensor  # (K, m) dw_k . v_n
+    gamma: torch.Tensor  # (K, m) g_k . v_n
+    complement_gap: float  # mean_k r_w . r_g, the part outside span(V) (0 for a complete V)
+    sharpness: float  # mean_k |g_k - <g>|^2, the trace of the covariance of g
+    size: float  # mean_k |dw_k - <dw>|^2, the trace of the covariance of dw
+
+
+def _project(gaps: _PairGaps, V: torch.Tensor) -> _Projection:
+    """Coordinates of dw_k and g_k in V, the complement's gap and the basis-free totals,
+    one block of pairs at a time."""
+    K, s = len(gaps.u), gaps.secant_scale
+    mean_w = (gaps.u.T @ gaps.b).reshape(-1) / K  # <dw> = sum_k u_k b_k^T / K
+    mean_g = ((s[:, None] * gaps.u).T @ gaps.b).reshape(-1) / K
+    complete = V.shape[1] >= gaps.n_weights
+    theta, size, sharp, r_sq = [], [], [], []
+    for sl, dw in gaps.blocks():
+        t = dw @ V
+        theta.append(t)
+        size.append(((dw - mean_w) ** 2).sum(1))
+        sharp.append(((s[sl, None] * dw - mean_g) ** 2).sum(1))
+        if not complete:
+            r_w = dw - t @ V.T
+            r_sq.append((r_w * r_w).sum(1))  # r_g = s_k r_w, so r_w . r_g = s_k |r_w|^2
+    theta = torch.cat(theta)
+    complement = math.fsum((s * torch.cat(r_sq)).tolist()) / K if r_sq else 0.0
+    return _Projection(
+        theta,
+        s[:, None] * theta,  # g_k is a multiple of dw_k: its projections are dw_k's rescaled
+        complement,
+        math.fsum(torch.cat(sharp).tolist()) / K,
+        math.fsum(torch.cat(size).tolist()) / K,
+    )
 
 
 def _direction_table(theta, gamma, lam) -> pd.DataFrame:
@@ -271,24 +343,27 @@ def _direction_table(theta, gamma, lam) -> pd.DataFrame:
     return directions
 
 
-def _identity_terms(dl: torch.Tensor, directions: pd.DataFrame, n_sharp: int) -> dict:
-    """The exact identity's sums over the directions, split into sharp and flat parts."""
+def _identity_terms(
+    dl: torch.Tensor, directions: pd.DataFrame, n_sharp: int, proj: _Projection
+) -> dict:
+    """The exact identity's sums over the directions, split into sharp, flat and complement."""
     col = {k: directions[k].to_numpy() for k in ("mu_w", "sigma_w", "mu_g", "sigma_g", "c")}
     contribution = directions["contribution"].to_numpy()
     mean_dl = float(dl.mean())
     # Compensated (fsum) sums are correctly rounded, so the identity's error is rounding only
     # and the sums do not depend on the table's order.
-    identity_sum = float(math.fsum(contribution))
+    directions_sum = float(math.fsum(contribution))
     sharp = float(math.fsum(contribution[:n_sharp]))
     return {
         "pair_gap": mean_dl,
         "estimated_gap": float(math.fsum(col["c"] * col["sigma_g"] * col["sigma_w"])),
         "mean_term": float(math.fsum(col["mu_g"] * col["mu_w"])),
-        "identity_error": abs(mean_dl - identity_sum),
+        "identity_error": abs(mean_dl - math.fsum([directions_sum, proj.complement_gap])),
         "sharp_gap": sharp,
-        "flat_gap": identity_sum - sharp,
-        "sharpness": float(math.fsum(col["sigma_g"] ** 2)),
-        "size": float(math.fsum(col["sigma_w"] ** 2)),
+        "flat_gap": directions_sum - sharp,
+        "complement_gap": proj.complement_gap,
+        "sharpness": proj.sharpness,
+        "size": proj.size,
     }
 
 
@@ -298,7 +373,8 @@ def _second_order_terms(
     """<grad l_k . dw_k> + 1/2 sum_n lam_n (sigma_w^2 + mu_w^2), and its distance to <dl>."""
     # Gradient of l_k w.r.t. W is (dl/dz)_k a_k^T, dl/dz obtained by backprop to the layer output.
     dz = _output_grads(model, layer, x_pairs, gaps.y)
-    first_order = float(torch.einsum("ko,koi,ki->k", dz, gaps.dW, pairs.a_train).mean())
+    # grad l_k . dW_k = (dz_k . u_k)(b_k . a_k) for the rank-one dW_k = u_k b_k^T.
+    first_order = float(((dz * gaps.u).sum(1) * (gaps.b * pairs.a_train).sum(1)).mean())
     if method == "given":
         second_order = float("nan")
     else:
@@ -333,12 +409,13 @@ def _per_pair_fields(pairs: _Pairs, gaps: _PairGaps) -> dict:
     return {
         "n_pairs": len(pairs.test),
         "n_excluded": pairs.n_excluded,
-        "n_weights": gaps.dw.shape[1],
+        "n_weights": gaps.n_weights,
         "pairs_test": pairs.test,
         "pairs_train": pairs.train,
         "pair_gaps": gaps.dl.numpy(),
-        "dual": gaps.dW,
-        "secant": gaps.g.reshape(gaps.dW.shape),
+        "dual_u": gaps.u,
+        "dual_a": gaps.b,
+        "secant_scale": gaps.secant_scale,
     }
 
 
@@ -350,16 +427,20 @@ def analyze(
     dense_max: int = DENSE_HESSIAN_MAX,
     lanczos_k: int = LANCZOS_K,
     basis: torch.Tensor | None = None,
+    memory_limit: int | None = None,
 ) -> Analysis:
     """Decompose ``run``'s generalization gap at ``layer`` (defaults from ``run.config``).
 
     Everything is computed in float64 on a copy of the model in eval mode. ``basis`` (P, m)
     with orthonormal columns replaces the Hessian eigenbasis (the identity holds for any
-    complete orthonormal basis; the complement direction covers an incomplete one).
+    complete orthonormal basis; ``complement_gap`` covers what an incomplete one misses).
+    ``memory_limit`` (bytes) caps the estimated memory (awbench/analysis/memory.py): over it,
+    AnalysisMemoryError (a ValueError) names the estimate before any large allocation.
     """
     cfg, data = run.config, run.data
     layer, pairing = layer or cfg.layer, pairing or cfg.pairing
     n_sharp = cfg.n_sharp if n_sharp is None else n_sharp
+    check_arguments(pairing, n_sharp, run)
     model: nn.Module = copy.deepcopy(run.model).double().eval()
     module = linear_layer(model, layer)
     with_bias = module.bias is not None
@@ -367,13 +448,16 @@ def analyze(
     x_clean, y_clean = x_train[data.clean], data.y_train[data.clean]
 
     pairs = _active_pairs(model, layer, pairing, cfg, data, x_train, x_test, with_bias)
+    check_analysis_memory(
+        module, with_bias, len(y_clean), pairs, basis, dense_max, lanczos_k, memory_limit, layer
+    )
     gaps = _pair_gaps(model, layer, layer_matrix(module), pairs, x_train, x_test, data.y_test)
     lam, V, method = _eigenbasis(
-        model, layer, x_clean, y_clean, with_bias, gaps.dw.shape[1], basis, dense_max, lanczos_k
+        model, layer, x_clean, y_clean, with_bias, gaps.n_weights, basis, dense_max, lanczos_k
     )
-    theta, gamma, lam = _project(gaps, V, lam)
-    directions = _direction_table(theta, gamma, lam)
-    identity = _identity_terms(gaps.dl, directions, n_sharp)
+    proj = _project(gaps, V)
+    directions = _direction_table(proj.theta, proj.gamma, lam)
+    identity = _identity_terms(gaps.dl, directions, n_sharp, proj)
     second_order = _second_order_terms(
         model, layer, x_train[pairs.train], pairs, gaps, lam, V.shape[1], directions, method
     )

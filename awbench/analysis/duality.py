@@ -79,14 +79,22 @@ def dual_weights(W: torch.Tensor, a_train: torch.Tensor, a_test: torch.Tensor) -
     ``(W + dW_k) a_k == W a_test[k]``. For a layer with bias pass ``layer_matrix`` and
     :func:`augment`-ed activities. Raises :class:`ZeroActivityError` for a zero a_k.
     """
+    w_da, a_scaled = dual_weight_factors(W, a_train, a_test)
+    return torch.einsum("ko,ki->koi", w_da, a_scaled)
+
+
+def dual_weight_factors(
+    W: torch.Tensor, a_train: torch.Tensor, a_test: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W da_k, a_k / |a_k|^2)``: the rank-one factors of :func:`dual_weights` (K x n_out
+    and K x n_in numbers instead of K x n_out x n_in). Raises ZeroActivityError for a zero a_k."""
     if a_train.shape != a_test.shape or a_train.ndim != 2 or W.shape[1] != a_train.shape[1]:
         raise ValueError(
             f"shapes do not fit: W {tuple(W.shape)}, a_train {tuple(a_train.shape)}, "
             f"a_test {tuple(a_test.shape)} (expected W (n_out, n_in) and both activities (K, n_in))"
         )
     sq = _check_nonzero(a_train)
-    w_da = (a_test - a_train) @ W.T  # (K, n_out)
-    return torch.einsum("ko,ki->koi", w_da, a_train / sq[:, None])
+    return (a_test - a_train) @ W.T, a_train / sq[:, None]
 
 
 def general_dual_weights(
@@ -235,6 +243,12 @@ def duality_check(
     has no dual weight: its entry is NaN (count them with ``torch.isnan``).
     """
     module = linear_layer(model, layer)
+    if len(x_test) != len(x_train):
+        raise ValueError(
+            f"x_test has {len(x_test)} rows and x_train {len(x_train)}: duality_check compares "
+            "pair k = (x_test[k], x_train[k]), so both need one row per pair (index the training "
+            "set with the pairs' partners, e.g. x_train[pairs.train] and x_test[pairs.test])"
+        )
     a_tr, a_te = layer_inputs(model, layer, x_train), layer_inputs(model, layer, x_test)
     W = layer_matrix(module)
     if module.bias is not None:

@@ -69,19 +69,86 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``awbench`` script; returns the exit code."""
+    from awbench.experiments.executors import Terminated, sigterm_as_interrupt
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    hint = shadowing_hint()
+    if hint:
+        print(f"awbench: warning: {hint}", file=sys.stderr)
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+        with sigterm_as_interrupt():  # `timeout`, batch schedulers: clean up as for Ctrl-C
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(
-            f"awbench {args.command_name}: interrupted (rerun the same command to resume)",
+            f"awbench {args.command_name}: {what} (rerun the same command to resume)",
             file=sys.stderr,
         )
-        return 130
-    except (ConfigError, FileNotFoundError, ImportError, ValueError, RuntimeError) as exc:
-        print(f"awbench {args.command_name}: error: {exc}", file=sys.stderr)
+        return 128 + int(exc.signum) if isinstance(exc, Terminated) else 130
+    except Exception as exc:
+        code = _error_code(exc)
+        if code is None:
+            raise  # a bug: keep its traceback
+        print(f"awbench {args.command_name}: error: {_one_line(exc)}", file=sys.stderr)
+        return code
+
+
+def _error_code(exc: BaseException) -> int | None:
+    """Exit code of an error the user can act on (2: a bad input; 1: the environment, such
+    as a full disk or an unreachable scheduler), or None for a bug (traceback)."""
+    import yaml
+
+    usage = (ConfigError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+    usage += (ImportError, ValueError, RuntimeError, OverflowError, yaml.YAMLError)
+    if isinstance(exc, usage):
         return 2
+    if isinstance(exc, OSError) or type(exc).__module__.startswith("pyarrow"):
+        return 1  # OSError family (permissions, disk full, connections); pyarrow type errors
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line, naming the file of an OSError that has one."""
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in text:
+        text = f"{text}: {exc.filename}"
+    text = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return text or type(exc).__name__
+
+
+def shadowing_hint(cwd: str | os.PathLike | None = None) -> str:
+    """Why ``python``/Jupyter started in ``cwd`` would import the wrong ``awbench`` ("" if
+    they would not).
+
+    A folder ``cwd/awbench`` without ``__init__.py`` (typically the checkout, seen from the
+    folder above it) is imported as an empty namespace package: Python's path finder, which
+    tries the current folder first, claims the name before the editable install's finder is
+    asked. ``import awbench`` then "works" with ``awbench.__file__ is None`` and everything
+    after fails ("cannot import name ... (unknown location)"). Nothing inside the package can
+    say so (it is never imported); the ``awbench`` script can, as it does not put the current
+    folder on ``sys.path``.
+    """
+    from pathlib import Path
+
+    import awbench
+
+    here = Path(cwd if cwd is not None else os.getcwd()) / "awbench"
+    if not here.is_dir() or (here / "__init__.py").exists():
+        return ""
+    package = Path(awbench.__file__).parent if awbench.__file__ else None
+    if package is not None and any(
+        Path(entry).resolve() == package.parent.resolve() for entry in sys.path if entry
+    ):
+        return ""  # a path entry (compat editable install, `make setup`) beats the namespace folder
+    return (
+        f"{here} is a folder without __init__.py: Python or Jupyter started in "
+        f"{here.parent} imports it as an empty namespace package instead of awbench "
+        f"({package or 'not found'}), and `import awbench` fails with '(unknown location)'. "
+        "Start them from another folder, rename that folder, or install the checkout with "
+        "`pip install -e CHECKOUT --config-settings editable_mode=compat` (a path entry, "
+        "which wins over the namespace folder)."
+    )
 
 
 # --- info ------------------------------------------------------------------------------
@@ -135,6 +202,9 @@ def environment_info() -> dict[str, str]:
         )
     else:
         info["device"] = "cpu (no CUDA device)"
+    import awbench
+
+    info["awbench package"] = os.path.dirname(awbench.__file__)
     info["cache"] = str(cache_dir())
     info["AWBENCH_QUIET"] = os.environ.get("AWBENCH_QUIET", "")
     return info
@@ -167,7 +237,11 @@ def _parse_set(items: list[str] | None) -> dict:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
-        out[name.strip()] = yaml.safe_load(value) if value.strip() else value
+        try:
+            out[name.strip()] = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({problem})") from None
     return out
 
 
@@ -247,6 +321,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from awbench.experiments.store import Store
     from awbench.experiments.sweep import run_sweep
 
+    _check_store_folder(args.store)
     if args.preset:
         grid, name = args.preset, args.name
     else:
@@ -266,7 +341,8 @@ def _sweep(args: argparse.Namespace) -> int:
                 f"  {cfg.key()}  {sweep.label(cfg)}{'' if cfg.key() not in have else '  (' + have[cfg.key()] + ')'}"
             )
         return 0
-    run_sweep(
+    _clean_cache_tmp()
+    report = run_sweep(
         sweep,
         args.store,
         workers=args.workers,
@@ -276,7 +352,32 @@ def _sweep(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         quiet=args.quiet,
     )
+    if report.errors:  # diverged or unconverged runs are results; an exception is not
+        print(
+            f"awbench sweep: {report.errors} of {report.planned} runs failed with an error "
+            f"(status failed); `awbench status {args.store}` lists them, "
+            "--retry-failed reruns them",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _check_store_folder(store: str) -> None:
+    """``--store`` must be a folder (or not exist yet): fail before planning anything."""
+    from pathlib import Path
+
+    if Path(store).exists() and not Path(store).is_dir():
+        raise NotADirectoryError(f"result store {store} is a file: expected a folder")
+
+
+def _clean_cache_tmp() -> None:
+    """Remove leftovers of interrupted cache writes (``.tmp`` files older than an hour)."""
+    from awbench.cache import cache_dir
+    from awbench.experiments.store import remove_stale_tmp
+
+    remove_stale_tmp(cache_dir() / "results", patterns=("*.tmp",))
+    remove_stale_tmp(cache_dir() / "data", patterns=("*.tmp", "*.tmp.npz"))
 
 
 # --- status ----------------------------------------------------------------------------
@@ -294,6 +395,7 @@ def _status(args: argparse.Namespace) -> int:
     from awbench.experiments.store import Store
     from awbench.status import FAILED_STATUSES
 
+    _check_store_folder(args.store)
     if not Path(args.store).is_dir():
         raise FileNotFoundError(f"no result store at {args.store}")
     store = Store(args.store)
@@ -337,7 +439,21 @@ def _notebooks_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--retry-failed", action="store_true", help="rerun parameter sets that failed before"
     )
+    _cell_timeout_argument(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no log lines")
+
+
+def _cell_timeout_argument(p: argparse.ArgumentParser) -> None:
+    from awbench.experiments.notebook_runs import CELL_TIMEOUT
+
+    p.add_argument(
+        "--cell-timeout",
+        type=float,
+        default=CELL_TIMEOUT,
+        metavar="SECONDS",
+        help=f"stop a notebook whose cell runs longer, as failed (default {CELL_TIMEOUT}; "
+        "0: no limit)",
+    )
 
 
 @command(
@@ -356,6 +472,7 @@ def _notebooks_run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         kernel_name=args.kernel,
         quiet=args.quiet,
+        cell_timeout=_cell_timeout(args.cell_timeout),
     )
     failed = index[index["status"] != "ok"]
     for _, r in failed.iterrows():
@@ -371,6 +488,7 @@ def _reproduce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--only", nargs="*", metavar="NN", help="only notebooks whose name starts with these"
     )
+    _cell_timeout_argument(p)
 
 
 @command(
@@ -382,11 +500,19 @@ def _reproduce(args: argparse.Namespace) -> int:
     from awbench.apps.report import reproduce
 
     try:
-        reproduce(args.out, args.profile, args.only)
+        reproduce(args.out, args.profile, args.only, cell_timeout=_cell_timeout(args.cell_timeout))
     except RuntimeError as exc:
         print(f"[reproduce] {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _cell_timeout(seconds: float) -> float | None:
+    import math
+
+    if math.isnan(seconds) or seconds < 0:
+        raise ConfigError(f"--cell-timeout={seconds} is not allowed: expected seconds >= 0")
+    return None if seconds == 0 or math.isinf(seconds) else seconds
 
 
 def _figures_arguments(p: argparse.ArgumentParser) -> None:

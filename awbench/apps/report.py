@@ -26,13 +26,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 from awbench.apps.report_pages import notebook_paths, read_notebook
 from awbench.apps.report_render import render
+from awbench.experiments.notebook_runs import CELL_TIMEOUT
+from awbench.experiments.store import pid_alive
 
 
 def build_report(
@@ -62,9 +66,17 @@ def default_notebook_dir() -> Path:
     return here if here.is_dir() else Path.cwd() / "notebooks"
 
 
-def execute(src: Path, dst: Path, parameters: dict, kernel: str = "python3") -> tuple[float, str]:
-    """Run one notebook with papermill; return (seconds, error or "")."""
+def execute(
+    src: Path,
+    dst: Path,
+    parameters: dict,
+    kernel: str = "python3",
+    cell_timeout: float | None = CELL_TIMEOUT,
+) -> tuple[float, str]:
+    """Run one notebook with papermill; return (seconds, error or ""). A cell running longer
+    than ``cell_timeout`` seconds (None or 0: no limit) fails the notebook."""
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     start = time.perf_counter()
     try:
@@ -76,10 +88,15 @@ def execute(src: Path, dst: Path, parameters: dict, kernel: str = "python3") -> 
             progress_bar=False,
             log_output=False,
             cwd=str(src.parent),
+            execution_timeout=cell_timeout or None,
         )
         error = ""
     except pm.PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
+    except CellTimeoutError:
+        error = f"CellTimeoutError: a cell ran longer than {cell_timeout:g} s (--cell-timeout)"
+    except DeadKernelError as exc:
+        error = f"DeadKernelError: {exc}"
     return time.perf_counter() - start, error
 
 
@@ -89,9 +106,15 @@ def reproduce(
     notebooks: Iterable[str] | None = None,
     notebook_dir: str | os.PathLike | None = None,
     kernel: str = "python3",
+    cell_timeout: float | None = CELL_TIMEOUT,
 ) -> Path:
     """Execute every notebook (or those whose stem starts with one of ``notebooks``) with
     ``profile`` into ``OUT/notebooks/``, build ``OUT/report/index.html`` and print its path.
+
+    The notebooks run into a hidden folder next to ``OUT/notebooks`` that replaces it (or,
+    with ``notebooks``, the executed notebooks of those names) only once every notebook has
+    run: an interrupted run leaves the earlier outputs as they were. A cell running longer
+    than ``cell_timeout`` seconds fails its notebook.
 
     Raises RuntimeError (after writing the report) if a notebook failed.
     """
@@ -107,32 +130,15 @@ def reproduce(
         raise FileNotFoundError(f"no notebooks NN_*.ipynb in {src_dir}")
     out = Path(out)
     run_dir, report = out / "notebooks", out / "report" / "index.html"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in notebook_paths(run_dir):
-        if notebooks is None:
-            stale.unlink()  # a full run replaces every executed notebook
-    old = os.environ.get("AWBENCH_QUIET")
-    os.environ["AWBENCH_QUIET"] = "1"
-    timings: dict[str, float] = {}
-    failures: dict[str, str] = {}
-    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out)
+    staging = out / f".notebooks.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    staging.mkdir()
     try:
-        for src in sources:
-            print(f"[reproduce] {src.name} (profile {profile}) ...", flush=True)
-            secs, error = execute(src, run_dir / src.name, {"profile": profile}, kernel)
-            timings[src.stem] = secs
-            if error:
-                failures[src.stem] = error
-            print(
-                f"[reproduce] {src.name}: {'FAILED ' + error if error else 'ok'} in {secs:.0f} s",
-                flush=True,
-            )
+        timings, failures, total = _execute_all(sources, staging, profile, kernel, cell_timeout)
+        _swap_in(staging, run_dir, full=notebooks is None)
     finally:
-        if old is None:
-            os.environ.pop("AWBENCH_QUIET", None)
-        else:
-            os.environ["AWBENCH_QUIET"] = old
-    total = time.perf_counter() - start
+        shutil.rmtree(staging, ignore_errors=True)
     (out / "report").mkdir(parents=True, exist_ok=True)
     (out / "report" / "timings.json").write_text(
         json.dumps(
@@ -157,6 +163,59 @@ def reproduce(
             + f" (see {path})"
         )
     return path
+
+
+def _execute_all(
+    sources: list[Path], dest: Path, profile: str, kernel: str, cell_timeout: float | None
+) -> tuple[dict[str, float], dict[str, str], float]:
+    """Execute ``sources`` in order into ``dest``: (timings, failures, total seconds)."""
+    old = os.environ.get("AWBENCH_QUIET")
+    os.environ["AWBENCH_QUIET"] = "1"
+    timings: dict[str, float] = {}
+    failures: dict[str, str] = {}
+    start = time.perf_counter()
+    try:
+        for src in sources:
+            print(f"[reproduce] {src.name} (profile {profile}) ...", flush=True)
+            secs, error = execute(src, dest / src.name, {"profile": profile}, kernel, cell_timeout)
+            timings[src.stem] = secs
+            if error:
+                failures[src.stem] = error
+            print(
+                f"[reproduce] {src.name}: {'FAILED ' + error if error else 'ok'} in {secs:.0f} s",
+                flush=True,
+            )
+    finally:
+        if old is None:
+            os.environ.pop("AWBENCH_QUIET", None)
+        else:
+            os.environ["AWBENCH_QUIET"] = old
+    return timings, failures, time.perf_counter() - start
+
+
+def _swap_in(staging: Path, run_dir: Path, full: bool) -> None:
+    """Move the notebooks executed into ``staging`` into ``run_dir``: all of it for a full
+    run (``run_dir`` replaced by two renames), else notebook by notebook."""
+    if not full and run_dir.is_dir():
+        for path in sorted(staging.glob("*.ipynb")):
+            os.replace(path, run_dir / path.name)
+        return
+    retired = None
+    if run_dir.exists():
+        retired = run_dir.with_name(f".{run_dir.name}.{os.getpid()}.old.tmp")
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(run_dir, retired)
+    os.replace(staging, run_dir)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Remove the hidden folders that killed runs left in ``out`` (their process is gone)."""
+    for path in out.glob(".notebooks.*.tmp"):
+        pid = path.name.split(".")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def export_figures(

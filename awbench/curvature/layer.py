@@ -82,8 +82,17 @@ def output_hessians(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tens
         tangents = unit[:, None, :].expand(n_out, z.shape[0], n_out)
         (cols,) = torch.autograd.grad(grad_z, z, grad_outputs=tangents, is_grads_batched=True)
     # cols[i, k, :] = G_k[:, i]
-    G = cols.permute(1, 2, 0).double()
-    return 0.5 * (G + G.transpose(1, 2)), captured["a"].double()
+    G = cols.permute(1, 2, 0).double().contiguous()
+    return _symmetrize_(G), captured["a"].double()
+
+
+def _symmetrize_(G: torch.Tensor, block: int = 256) -> torch.Tensor:
+    """G_k <- (G_k + G_k^T) / 2 in place, a block of samples at a time: the (N, n, n) stack
+    is the analysis's largest array (samples x width^2), so no second copy of it is made."""
+    for start in range(0, len(G), block):
+        blk = G[start : start + block]
+        blk.copy_((blk + blk.transpose(1, 2)).mul_(0.5))
+    return G
 
 
 def _mlp_output_hessians(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor) -> tuple:
@@ -93,8 +102,8 @@ def _mlp_output_hessians(model: nn.Module, layer: str, x: torch.Tensor, y: torch
     G, a = engine.output_hessians(
         engine.mlp_layers(model), x, y, engine.activation_of(model), depth
     )
-    G = G.double()
-    return (G + G.transpose(1, 2)).mul_(0.5), a.double()
+    G = G.double().contiguous()
+    return _symmetrize_(G), a.double()
 
 
 def layer_hessian(

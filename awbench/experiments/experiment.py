@@ -1,12 +1,15 @@
 """Run one Config end to end (train, then analyze), cached on disk by ``Config.key()``.
 
 A cache entry is one file written atomically (temporary file + rename). Entries are loaded
-with ``torch.load(weights_only=True)``; an entry that is corrupt, stale (another schema) or
-for another key is recomputed, never a crash.
+with ``torch.load(weights_only=True)``; an entry that is corrupt, stale (another schema or
+another ``NUMERICS_VERSION``: numbers computed by other code) or for another key is
+recomputed, never a crash. A cache that cannot be written (read-only, disk full) is a
+warning: the result is returned all the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -18,7 +21,7 @@ import torch
 
 from awbench.analysis.decomposition import Analysis, analyze
 from awbench.cache import cache_dir
-from awbench.config import SCHEMA_VERSION, Config
+from awbench.config import NUMERICS_VERSION, SCHEMA_VERSION, Config
 from awbench.data import load_data
 from awbench.nn.mlp import build_model
 from awbench.status import CONVERGED, DONE_STATUSES
@@ -79,6 +82,7 @@ def _encode(res: Result) -> dict:
     return {
         "format": RESULT_FORMAT,
         "schema": SCHEMA_VERSION,
+        "numerics": NUMERICS_VERSION,
         "key": res.config.key(),
         "config": res.config.to_dict(),
         "status": res.status,
@@ -95,6 +99,8 @@ def _encode(res: Result) -> dict:
 
 def _decode(blob: dict, cfg: Config) -> Result | None:
     if blob.get("format") != RESULT_FORMAT or blob.get("schema") != SCHEMA_VERSION:
+        return None
+    if blob.get("numerics") != NUMERICS_VERSION:  # computed by code with other numbers
         return None
     if blob.get("key") != cfg.key() or Config.from_dict(blob["config"]) != cfg:
         return None
@@ -127,12 +133,31 @@ def load_cached(cfg: Config) -> Result | None:
 
 
 def save_cached(res: Result) -> Path:
+    """Write ``res``'s cache entry atomically; raises OSError when the cache is unwritable."""
     path = _path(res.config)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(_encode(res), tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(_encode(res), tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
     return path
+
+
+def _try_save_cached(res: Result) -> None:
+    """:func:`save_cached`, with a failure (read-only or full cache) turned into a warning:
+    the run is finished and its result stands, only the cache misses it."""
+    try:
+        save_cached(res)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a short write as RuntimeError
+        warnings.warn(
+            f"could not cache run {res.config.key()} in {cache_dir()}: {exc}; the result is "
+            "kept, only a later call will compute it again",
+            stacklevel=3,
+        )
 
 
 def _json_scalar(v):
@@ -207,7 +232,7 @@ def run_experiment(
             return hit
     res = result_of(train(cfg, show_progress=show_progress, on_epoch=on_epoch))
     if cache:
-        save_cached(res)
+        _try_save_cached(res)
     return res
 
 
@@ -250,5 +275,5 @@ def run_experiments(
     for i, run in zip(todo, runs if todo else []):
         results[i] = result_of(run)
         if cache:
-            save_cached(results[i])
+            _try_save_cached(results[i])
     return [results[i] for i in range(len(cfgs))]

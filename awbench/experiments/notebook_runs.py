@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import os
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +27,12 @@ from awbench.experiments.planning import describe, digest, expand_grid, load_gri
 from awbench.progress import interactive, progress
 
 KERNEL_NAME = "python3"
+# Seconds one cell may run before papermill stops the notebook (it is then recorded as
+# failed): a hung kernel must not block a run forever. None or 0: no limit.
+CELL_TIMEOUT = 4 * 3600
+# How long a writer may wait for the lock of ``index.parquet`` (others hold it for a read
+# and a rewrite of the index, well under a second).
+INDEX_LOCK_TIMEOUT = 600.0
 _RESERVED = (
     "key",
     "name",
@@ -148,7 +155,13 @@ def _environ(**values: str):
                 os.environ[k] = v
 
 
-def _papermill_call(notebook: Path, tmp: Path, params: dict[str, Any], kernel_name: str):
+def _papermill_call(
+    notebook: Path,
+    tmp: Path,
+    params: dict[str, Any],
+    kernel_name: str,
+    cell_timeout: float | None = CELL_TIMEOUT,
+):
     """The picklable call that executes one notebook (the worker imports only papermill)."""
     import papermill as pm
 
@@ -161,6 +174,7 @@ def _papermill_call(notebook: Path, tmp: Path, params: dict[str, Any], kernel_na
         progress_bar=False,
         log_output=False,
         cwd=str(notebook.parent),
+        execution_timeout=cell_timeout or None,
     )
 
 
@@ -180,15 +194,16 @@ def _finish_notebook(tmp: Path, output: Path, error: BaseException | None) -> di
 
     status, message, duration, records = "ok", "", math.nan, {}
     if error is not None:
-        status, message = "failed", f"{type(error).__name__}: {error}"
+        first_line = next(iter(str(error).strip().splitlines()), "")
+        status, message = "failed", f"{type(error).__name__}: {first_line}"
     if tmp.exists():
         os.replace(tmp, output)
         with open(output, encoding="utf-8") as f:
             nb = json.load(f)
         duration = float(nb.get("metadata", {}).get("papermill", {}).get("duration") or math.nan)
         records = read_records(nb)
-        if error is not None:
-            message = _first_error(nb) or message
+        if error is not None and not isinstance(error, TimeoutError):
+            message = _first_error(nb) or message  # (a timeout shows as KeyboardInterrupt)
     elif error is None:
         status, message = "failed", "papermill wrote no output notebook"
     return {"status": status, "duration": duration, "error": message, "records": records}
@@ -198,6 +213,54 @@ def _read_index(path: Path) -> pd.DataFrame | None:
     if not path.exists():
         return None
     return pd.read_parquet(path)
+
+
+@contextlib.contextmanager
+def _index_lock(index_path: Path, timeout: float = INDEX_LOCK_TIMEOUT):
+    """Held by every writer of ``index_path`` to read, merge and rewrite it: an exclusive
+    ``flock`` of its folder (no lock file left behind), else a ``filelock`` lock file."""
+    try:
+        import fcntl
+
+        fd = os.open(index_path.parent, os.O_RDONLY)
+    except (ImportError, OSError):
+        fd = None
+    if fd is None:
+        from filelock import FileLock, Timeout
+
+        lock_file = index_path.with_name(f".{index_path.name}.lock")
+        try:
+            with FileLock(str(lock_file)).acquire(timeout=timeout):
+                yield
+        except Timeout:
+            raise RuntimeError(f"could not lock {index_path} in {timeout:.0f} s") from None
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"could not lock {index_path} in {timeout:.0f} s: another "
+                        "`notebooks run` into this folder holds it"
+                    ) from None
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _merge_into_index(row: dict[str, Any], index_path: Path) -> None:
+    """Add (or replace) one row of ``index_path``: read, merge and rewrite under the lock, so
+    that concurrent ``run_notebooks`` into one folder keep each other's rows."""
+    with _index_lock(index_path):
+        current = _read_index(index_path)
+        rows = {} if current is None else {r["key"]: r for r in current.to_dict("records")}
+        rows[row["key"]] = row
+        _write_index(list(rows.values()), index_path)
 
 
 def _write_index(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
@@ -250,6 +313,7 @@ def run_notebooks(
     kernel_name: str = KERNEL_NAME,
     show_progress: bool | None = None,
     quiet: bool = False,
+    cell_timeout: float | None = CELL_TIMEOUT,
 ) -> pd.DataFrame:
     """Execute ``notebook`` once per parameter set of ``grid`` into folder ``out``.
 
@@ -257,14 +321,19 @@ def run_notebooks(
     notebook is ``out/<key>_<label>.ipynb`` (e.g. ``3f2a..._bs=100_wd=0.01.ipynb``);
     ``out/index.parquet`` (key, name, path, notebook, status, duration, error, finished_at,
     parameters, one column per parameter, ``record.NAME`` per scalar record) is rewritten
-    atomically after each notebook. Rerunning skips parameter sets already in the index
-    (failed ones too, unless ``retry_failed``). Kernels get ``AWBENCH_QUIET=1``.
+    atomically after each notebook, under a lock, merging the rows of other commands
+    running into the same folder. Rerunning skips parameter sets already in the index
+    (failed ones too, unless ``retry_failed``). Kernels get ``AWBENCH_QUIET=1``. A cell
+    running longer than ``cell_timeout`` seconds (default :data:`CELL_TIMEOUT`; None or 0:
+    no limit) stops its notebook, recorded as failed. Hidden ``.tmp.ipynb`` files that
+    interrupted runs left in ``out`` are removed (once they are stale).
     Returns the index of this grid's parameter sets.
     """
     notebook = Path(notebook).resolve()
     planned = plan_notebook_runs(notebook, grid)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_notebooks(out, cell_timeout)
     index_path = out / "index.parquet"
     rows = _previous_rows(index_path, notebook)
     todo = _unfinished(planned, rows, out, retry_failed)
@@ -282,7 +351,9 @@ def run_notebooks(
             )
             calls = []
             for ps in todo:
-                call = _papermill_call(notebook, ps.temporary(out), ps.params, kernel_name)
+                call = _papermill_call(
+                    notebook, ps.temporary(out), ps.params, kernel_name, cell_timeout
+                )
                 calls.append((ps, call, ()))
             finished = run_tasks(ex, calls, window)
             _index_as_they_finish(finished, len(todo), notebook, out, rows, log, bar_on)
@@ -325,6 +396,22 @@ def _unfinished(
     return [ps for ps in planned if not finished(ps)]
 
 
+def _remove_stale_notebooks(out: Path, cell_timeout: float | None) -> None:
+    """Remove the hidden ``.<name>.<pid>.tmp.ipynb`` of interrupted runs from ``out``: those
+    whose process is gone and that papermill has not saved for longer than a cell may run
+    (a live writer of another host sharing the folder saves at least that often)."""
+    from awbench.experiments.store import STALE_TMP_SECONDS, pid_alive, remove_stale_tmp
+
+    max_age = max(STALE_TMP_SECONDS, 2.0 * (cell_timeout or 0))
+    mine = [
+        f
+        for f in out.glob(".*.tmp.ipynb")
+        if (pid := f.name.rsplit(".", 3)[-3]).isdigit() and not pid_alive(int(pid))
+    ]
+    for f in mine:
+        remove_stale_tmp(f.parent, max_age, patterns=(f.name,))
+
+
 def _kernel_env(parallel: bool) -> dict[str, str]:
     """Environment of the kernels: quiet, and one BLAS/torch thread each when several run."""
     env = {"AWBENCH_QUIET": "1"}
@@ -342,7 +429,7 @@ def _index_as_they_finish(
         for i, (ps, _, error) in enumerate(bar, 1):
             result = _finish_notebook(ps.temporary(out), out / ps.filename, error)
             rows[ps.key] = _index_row(ps, notebook, result)
-            _write_index(list(rows.values()), out / "index.parquet")
+            _merge_into_index(rows[ps.key], out / "index.parquet")
             if not bar_on:
                 extra = f": {result['error']}" if result["error"] else ""
                 log(

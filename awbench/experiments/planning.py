@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from awbench.config import FIELD_NAMES, PRESETS, Config, ConfigError
-from awbench.data import n_total_train
+from awbench.data import check_inputs, n_total_train
 from awbench.experiments.grids import KNOBS_SEEDS, POOL_SIZES, PROFILES, preset_grid
 
 
@@ -107,10 +107,16 @@ def load_grid(path: str | os.PathLike) -> Any:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"grid file {path} is a folder: expected a YAML file")
     try:
         grid = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"grid file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"grid file {path} is not a text file: {exc}") from None
+    except OSError as exc:
+        raise OSError(f"cannot read grid file {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"grid file {path} is not valid YAML: {exc}") from None
     if not grid:
@@ -192,6 +198,7 @@ def plan_sweep(
             for s in [cfg.seed] if "seed" in params else seed_list:
                 c = cfg.replace(seed=s)
                 check_data_size(c)
+                check_inputs(c)  # device, data_dir, IDX files, n_test: before any training
                 configs.setdefault(c.key(), c)
         except ConfigError as exc:
             raise ConfigError(f"grid parameter set {i} {dict(params)}: {exc}") from None

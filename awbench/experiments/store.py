@@ -4,8 +4,8 @@ Layout::
 
     STORE/
       runs/<key>.parquet         one row per run: key, status, reason, every Config field,
-                                 timings, the Analysis scalars, package versions, host, pid,
-                                 finished_at
+                                 timings, the Analysis scalars, numerics_version (awbench's
+                                 NUMERICS_VERSION), package versions, host, pid, finished_at
       directions/<key>.parquet   one row per eigen-direction of that run: key, rank, lam,
                                  mu_w, sigma_w, mu_g, sigma_g, c, contribution, ...
       plans/<sweep>.json         the config keys a sweep set out to run (for pending counts)
@@ -22,8 +22,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,7 +88,14 @@ def config_from_row(row: pd.Series | dict) -> Config:
     return Config.from_dict(d)
 
 
-def _read_parts(folder: Path, keys: Iterable[str] | None = None, columns=None) -> pa.Table | None:
+def _read_parts(
+    folder: Path,
+    keys: Iterable[str] | None = None,
+    columns=None,
+    skipped: list[str] | None = None,
+) -> pa.Table | None:
+    """The parts of ``folder`` (those of ``keys``) as one table; damaged ones are skipped with
+    a warning naming the file (their keys are appended to ``skipped``)."""
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if keys is not None:
         wanted = set(keys)
@@ -102,11 +111,80 @@ def _read_parts(folder: Path, keys: Iterable[str] | None = None, columns=None) -
                 continue
         except Exception as exc:  # noqa: BLE001 - a foreign or damaged file: skip it, say so
             warnings.warn(f"skipping unreadable store part {f}: {exc}", stacklevel=3)
+            if skipped is not None:
+                skipped.append(f.stem)
             continue
-        tables.append(t)
+        tables.append((f, t))
     if not tables:
         return None
-    return pa.concat_tables(tables, promote_options="permissive")
+    try:
+        return pa.concat_tables([t for _, t in tables], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return _concat_compatible(tables)
+
+
+def _concat_compatible(tables: list[tuple[Path, pa.Table]]) -> pa.Table:
+    """Concatenate the parts whose schema merges with the ones before; skip (and name) the
+    others, so that one part written by incompatible code cannot hide the whole store. The
+    parts of the most common schema go first: the odd one out is the one skipped."""
+    counts = Counter(t.schema for _, t in tables)
+    ordered = sorted(tables, key=lambda ft: -counts[ft[1].schema])  # stable: sorted names
+    schema, kept = None, []
+    for f, t in ordered:
+        try:
+            if schema is not None:
+                pa.concat_tables([schema.empty_table(), t], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            warnings.warn(
+                f"skipping store part {f}: its columns do not match the other parts ({exc})",
+                stacklevel=4,
+            )
+            continue
+        kept.append(t)
+        schema = pa.concat_tables(
+            [schema.empty_table(), t.slice(0, 0)] if schema is not None else [t.slice(0, 0)],
+            promote_options="permissive",
+        ).schema
+    return pa.concat_tables(kept, promote_options="permissive")
+
+
+# Temporary files of interrupted atomic writes (``.NAME.PID.HEX.tmp``) older than this are
+# removed when a store is opened for writing; a live writer's lasts well under a second.
+STALE_TMP_SECONDS = 3600.0
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (True when that cannot be told)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process, or cannot tell
+    return True
+
+
+def remove_stale_tmp(
+    folder: str | os.PathLike, max_age: float = STALE_TMP_SECONDS, patterns=("*.tmp",)
+) -> list[Path]:
+    """Delete files of ``folder`` matching ``patterns`` not modified for ``max_age`` seconds
+    (leftovers of interrupted atomic writes); return what was deleted. Files younger than
+    that may belong to a writer in progress (here, or on another host sharing the folder)
+    and are kept."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now = time.time()
+    removed = []
+    for pattern in patterns:
+        for f in folder.glob(pattern):
+            try:
+                if f.is_file() and now - f.stat().st_mtime > max_age:
+                    f.unlink()
+                    removed.append(f)
+            except OSError:  # gone already, or a read-only folder: leave it
+                continue
+    return removed
 
 
 class Store:
@@ -114,6 +192,7 @@ class Store:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._opened = False
 
     @property
     def runs_dir(self) -> Path:
@@ -131,11 +210,22 @@ class Store:
         return f"Store({str(self.path)!r})"
 
     # --- writing ---------------------------------------------------------------------------
+    def _open_for_writing(self) -> None:
+        """Create the folders (once) and remove leftovers of interrupted writes (stale
+        ``.tmp`` files; see :func:`remove_stale_tmp`)."""
+        if self._opened:
+            return
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(f"result store {self.path} is a file, not a folder")
+        for folder in (self.runs_dir, self.directions_dir, self.plans_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_stale_tmp(folder)
+        self._opened = True
+
     def write(self, row: dict[str, Any], directions: pd.DataFrame | None = None) -> None:
         """Add (or replace) one run: its directions part first, then its runs row."""
         key = row["key"]
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self.directions_dir.mkdir(parents=True, exist_ok=True)
+        self._open_for_writing()
         dir_path = self.directions_dir / f"{key}.parquet"
         if directions is not None and len(directions):
             frame = directions.reset_index(drop=True).copy()
@@ -147,7 +237,7 @@ class Store:
 
     def write_plan(self, name: str, configs: list[Config], meta: dict | None = None) -> Path:
         """Record what a sweep set out to run (the latest plan of a name wins)."""
-        self.plans_dir.mkdir(parents=True, exist_ok=True)
+        self._open_for_writing()
         plan = {
             "name": name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -170,7 +260,30 @@ class Store:
         table = _read_parts(self.runs_dir, columns=["key", "status"])
         if table is None:
             return {}
-        return dict(zip(table.column("key").to_pylist(), table.column("status").to_pylist()))
+        out = dict(zip(table.column("key").to_pylist(), table.column("status").to_pylist()))
+        for key in self.damaged_directions():
+            out.pop(key, None)  # pending: a resumed sweep recomputes it
+        return out
+
+    def damaged_directions(self) -> list[str]:
+        """Keys whose ``directions/<key>.parquet`` exists but cannot be read (a footer check,
+        cheap). Such a run counts as pending, not done: a resumed sweep recomputes it."""
+        if not self.directions_dir.is_dir():
+            return []
+        damaged = []
+        for f in sorted(self.directions_dir.glob("*.parquet")):
+            try:
+                pq.read_metadata(f)
+            except FileNotFoundError:  # removed by a rerun without directions
+                continue
+            except Exception as exc:  # noqa: BLE001 - damaged or foreign: recompute it
+                warnings.warn(
+                    f"damaged store part {f} ({exc}): run {f.stem} counts as pending and is "
+                    "recomputed when the sweep is resumed",
+                    stacklevel=3,
+                )
+                damaged.append(f.stem)
+        return damaged
 
     def plans(self) -> list[dict]:
         if not self.plans_dir.is_dir():
@@ -178,9 +291,18 @@ class Store:
         out = []
         for f in sorted(self.plans_dir.glob("*.json")):
             try:
-                out.append(json.loads(f.read_text(encoding="utf-8")))
+                plan = json.loads(f.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 warnings.warn(f"skipping unreadable plan {f}: {exc}", stacklevel=2)
+                continue
+            keys = plan.get("keys", []) if isinstance(plan, dict) else None
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                warnings.warn(
+                    f"skipping plan {f}: expected a JSON object with a list of string keys",
+                    stacklevel=2,
+                )
+                continue
+            out.append(plan)
         return out
 
     def load(self, keys: Iterable[str] | None = None) -> StoreFrames:
@@ -198,7 +320,10 @@ class Store:
         if "finished_at" in runs:
             runs = runs.sort_values(["finished_at", "key"], kind="stable")
         runs = runs.reset_index(drop=True)
-        dir_table = _read_parts(self.directions_dir, runs["key"].tolist())
+        damaged: list[str] = []
+        dir_table = _read_parts(self.directions_dir, runs["key"].tolist(), skipped=damaged)
+        if damaged:  # a run without its directions is not done: leave it out (pending)
+            runs = runs[~runs["key"].isin(damaged)].reset_index(drop=True)
         if dir_table is None:
             directions = pd.DataFrame(columns=["key", "rank"])
         else:

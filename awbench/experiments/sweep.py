@@ -11,7 +11,11 @@ writes the store, so a remote cluster needs no shared disk.
 
 The store makes sweeps resumable: runs already in it are skipped, a run interrupted before
 its row was written is simply run again. Divergence and exceptions are recorded (status
-"diverged" / "failed" with the reason) and the sweep goes on.
+"diverged" / "failed" with the reason) and the sweep goes on; so is a run whose worker
+process dies (out of memory, a crash) when it runs alone, and the runs that shared the pool
+with it are run again. Two sweeps into one store never compute the same run at once: each
+run is locked (``<store>/.locks/<key>.lock``) while it is computed, and the other sweep
+waits for it and then takes its row from the store.
 """
 
 from __future__ import annotations
@@ -35,13 +39,13 @@ from typing import Any
 
 import pandas as pd
 
-from awbench.config import Config
+from awbench.config import NUMERICS_VERSION, Config
 from awbench.experiments import experiment
 from awbench.experiments.executors import import_distributed, open_executor, run_tasks
 from awbench.experiments.planning import Sweep, plan_sweep
 from awbench.experiments.store import Store, config_columns
 from awbench.progress import interactive, progress
-from awbench.status import DONE_STATUSES, FAILED, FAILED_STATUSES
+from awbench.status import DONE_STATUSES, FAILED, FAILED_STATUSES, STATUSES
 
 # --- one run (executed in a worker) ----------------------------------------------------
 
@@ -78,6 +82,7 @@ def _meta(start: tuple[float, float] | None) -> dict[str, Any]:
     return {
         "wall_seconds": time.perf_counter() - wall0,
         "cpu_seconds": time.process_time() - cpu0,  # < wall_seconds: the worker had to wait
+        "numerics_version": NUMERICS_VERSION,  # the code's numbers (a cache hit: the same)
         **versions(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -183,6 +188,13 @@ class SweepReport:
     seconds: float
     executor: str
     keys: list[str] = field(default_factory=list, repr=False)
+    by_status: dict[str, int] = field(default_factory=dict)  # planned runs in the store now
+
+    @property
+    def errors(self) -> int:
+        """Planned runs stored with status "failed" (an exception or a dead worker, not a
+        diverged run, which is a result)."""
+        return self.by_status.get(FAILED, 0)
 
     @property
     def pending(self) -> int:
@@ -201,7 +213,7 @@ class SweepReport:
             f"sweep {self.name}: {self.planned} runs planned, {self.skipped} already in the store, "
             f"{self.ran} ran in {self.seconds:.1f}s ({self.runs_per_minute:.1f} runs/min) on "
             f"{self.executor}; done {self.done}, failed {self.failed}, pending {self.pending} "
-            f"-> {self.store}"
+            f"({', '.join(f'{s} {n}' for s, n in self.by_status.items())}) -> {self.store}"
         )
 
 
@@ -233,12 +245,15 @@ def run_sweep(
     benchmarks).
     """
     sweep = plan_sweep(grid, seeds=seeds, base=base, overrides=overrides, name=name)
+    if workers is not None and int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     if scheduler or dask_local:
         import_distributed()  # say how to install Dask before touching the store
     st = store if isinstance(store, Store) else Store(store)
     st.write_plan(
         sweep.name, sweep.configs, {"varying": list(sweep.varying), **_jsonable(sweep.meta)}
     )
+    locks = _RunLocks(st, sweep.config_keys())  # before _todo: see who writes after it
     todo = _todo(sweep, st, retry_failed)
     log = (lambda *a: None) if quiet else (lambda msg: print(msg, flush=True))
     bar_on = False if quiet else (interactive() if show_progress is None else show_progress)
@@ -251,7 +266,7 @@ def run_sweep(
             log(
                 f"sweep {sweep.name}: {len(todo)} of {len(sweep)} runs to do on {what} -> {st.path}"
             )
-            completed = _complete(st, ex, window, groups, cache)
+            completed = _complete(st, ex, window, groups, cache, locks, log)
             ran = _follow(sweep, completed, len(todo), log, bar_on)
     report = _report(sweep, st, len(sweep) - len(todo), ran, time.perf_counter() - start, what)
     log(report.summary())
@@ -307,26 +322,121 @@ def _report(
         seconds=seconds,
         executor=what,
         keys=keys,
+        by_status={s: sum(statuses.get(k) == s for k in keys) for s in STATUSES},
     )
 
 
-def _complete(st: Store, ex: Executor, window: int, groups: list[list[Config]], cache: bool):
+class _RunLocks:
+    """A lock per run key (``<store>/.locks/<key>.lock``), held by the sweep that computes the
+    run until its row is in the store. ``stamps``: each run's stored part as it was before
+    the sweep looked at the store; a part that changed since was written by another sweep."""
+
+    def __init__(self, st: Store, keys: list[str]) -> None:
+        self.st = st
+        self.folder = st.path / ".locks"
+        self.stamps = {k: self._stamp(k) for k in keys}
+        self.held: dict[str, Any] = {}
+        self.taken = 0  # runs another sweep stored meanwhile
+
+    def _stamp(self, key: str) -> tuple[int, int, int] | None:
+        try:
+            s = (self.st.runs_dir / f"{key}.parquet").stat()
+        except FileNotFoundError:
+            return None
+        return (s.st_mtime_ns, s.st_size, s.st_ino)
+
+    def claim(self, group: list[Config]) -> tuple[list[Config], list[Config]]:
+        """``(mine, busy)``: the runs of ``group`` now locked for this sweep, and those
+        another sweep is computing. Runs another sweep stored meanwhile are in neither."""
+        from filelock import FileLock, Timeout
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        mine, busy = [], []
+        for cfg in group:
+            key = cfg.key()
+            lock = FileLock(str(self.folder / f"{key}.lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                busy.append(cfg)
+                continue
+            self.held[key] = lock
+            if self._stamp(key) != self.stamps.get(key):
+                self.release(key, stored=True)
+                self.taken += 1
+            else:
+                mine.append(cfg)
+        return mine, busy
+
+    def release(self, key: str, stored: bool = True) -> None:
+        """Unlock ``key``; once its row is stored, the lock file is removed first (a sweep
+        that locks it later finds the row, whichever file it locked)."""
+        lock = self.held.pop(key, None)
+        if lock is None:
+            return
+        if stored:
+            with contextlib.suppress(OSError):
+                (self.folder / f"{key}.lock").unlink()
+        lock.release()
+
+    def release_all(self) -> None:
+        for key in list(self.held):
+            self.release(key, stored=False)
+
+
+def _claimed(locks: _RunLocks, groups: list[list[Config]], busy: list[list[Config]]):
+    """The part of each group this sweep could lock; the rest is appended to ``busy``."""
+    for group in groups:
+        mine, theirs = locks.claim(group)
+        if theirs:
+            busy.append(theirs)
+        if mine:
+            yield mine
+
+
+def _complete(
+    st: Store,
+    ex: Executor,
+    window: int,
+    groups: list[list[Config]],
+    cache: bool,
+    locks: _RunLocks,
+    log=lambda msg: None,
+):
     """Yield ``(cfg, row)`` as runs finish, each written to the store first. Each group (the
-    seeds of one setting) is one task: one stacked model."""
+    seeds of one setting) is one task: one stacked model. Runs another sweep is computing
+    are left to it and waited for; if it stops without storing them, they run here."""
+    waiting, said = groups, False
     try:
-        calls = [(group, execute_seeds, (group, cache)) for group in groups]
-        for group, result, error in run_tasks(ex, calls, window):
-            if error is not None:  # the worker or the scheduler lost this task
-                reason = f"{type(error).__name__}: {error}"
-                result = [(failed_row(c, reason), None) for c in group]
-            for cfg, (row, directions) in zip(group, result):
-                st.write(row, directions)
-                yield cfg, row
+        while waiting:
+            busy: list[list[Config]] = []
+            calls = ((g, execute_seeds, (g, cache)) for g in _claimed(locks, waiting, busy))
+            ran = False
+            for group, result, error in run_tasks(ex, calls, window):
+                ran = True
+                if error is not None:  # the worker or the scheduler lost this task
+                    reason = f"{type(error).__name__}: {error}"
+                    result = [(failed_row(c, reason), None) for c in group]
+                for cfg, (row, directions) in zip(group, result):
+                    st.write(row, directions)
+                    locks.release(cfg.key())
+                    yield cfg, row
+            waiting = busy
+            if waiting and not ran:
+                if not said:
+                    n = sum(map(len, waiting))
+                    log(f"waiting for {n} runs that another sweep is computing")
+                    said = True
+                time.sleep(0.5)
     except BrokenProcessPool as exc:
         raise RuntimeError(
             f"a worker process died ({exc}); the runs already finished are in {st.path}: "
             "rerun the same sweep to resume"
         ) from exc
+    finally:
+        locks.release_all()
+        if locks.taken:
+            log(f"{locks.taken} runs were stored by another sweep meanwhile")
 
 
 def _jsonable(obj: Any) -> Any:

@@ -95,13 +95,22 @@ def cross_entropy_error(
     onehot: torch.Tensor,
     divisor: float | torch.Tensor,
     valid: torch.Tensor | None = None,
+    loss_sum: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """d loss / d logits of the summed cross-entropy divided by ``divisor``.
 
     ``divisor`` is the batch size for the mean loss, or a tensor broadcasting against the
     logits (one divisor per member). ``valid`` (same shape as the logits without the class
-    axis) drops padded samples from the sum.
+    axis) drops padded samples from the sum. ``loss_sum`` (one entry per member, or a
+    scalar) gets the summed cross-entropy added.
     """
+    if loss_sum is not None:
+        # logsumexp - z_y, not -log(softmax_y): a blown-up net's softmax underflows to 0 and
+        # would hide how large the loss is
+        loss = torch.logsumexp(logits, -1) - (logits * onehot).sum(-1)
+        if valid is not None:
+            loss *= valid.to(loss.dtype)
+        loss_sum.add_(loss.sum(-1) if loss_sum.dim() else loss.sum())
     dz = torch.softmax(logits, dim=-1)
     dz -= onehot
     if valid is not None:

@@ -63,6 +63,7 @@ from awbench.training.run import (
     EpochCallback,
     Run,
     add_weight_decay,
+    divergence_reason,
     evaluate,
     stopping_rule_met,
 )
@@ -170,6 +171,9 @@ class Learners:
             self.mixing = mixing_matrix(cfg.topology, n).to(self.flat.device, self.flat.dtype)
         self.gossip_gen = torch.Generator().manual_seed(cfg.seed + 2)
         self.steps_taken = 0
+        # the summed loss of every learner's batches since reset_step_loss() (divergence rule)
+        self.step_loss_sum = self.flat.new_zeros(())
+        self.step_loss_count = 0
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         views, offset = [], 0
@@ -211,7 +215,10 @@ class Learners:
         if not isinstance(divisor, float):
             divisor = divisor.to(x.dtype).view(n, 1, 1)
         onehot = F.one_hot(y, fp.logits.shape[2]).to(x.dtype)
-        dz = engine.cross_entropy_error(fp.logits, onehot, divisor, valid)
+        dz = engine.cross_entropy_error(
+            fp.logits, onehot, divisor, valid, loss_sum=self.step_loss_sum
+        )
+        self.step_loss_count += y.numel() if valid is None else int(valid.sum())
         grad = self.flat.new_empty(n, self.flat.shape[1])
         by_name = dict(zip(self.names, self._views(grad)))
         for i, (gW, gb) in enumerate(engine.gradients(self.layers, fp, dz, self.act)):
@@ -219,6 +226,14 @@ class Learners:
             if gb is not None:
                 by_name[f"fc{i + 1}.bias"].copy_(gb)
         return grad
+
+    def reset_step_loss(self) -> None:
+        self.step_loss_sum.zero_()
+        self.step_loss_count = 0
+
+    def step_loss(self) -> float:
+        """Mean loss of the learners' batches (before each step) since reset_step_loss()."""
+        return float(self.step_loss_sum) / max(self.step_loss_count, 1)
 
     def add_weight_decay(self, grad: torch.Tensor, params: torch.Tensor) -> None:
         """Add the gradient of cfg's weight penalty, per learner, to ``grad`` (rows of params)."""
@@ -377,6 +392,7 @@ def _epochs(
     dropout_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
 
     def train_epoch(order: torch.Tensor, decay_on: bool) -> None:
+        learners.reset_step_loss()
         idx_all = order[pos]
         for k in range(pos.shape[0]):
             idx = idx_all[k, :, : width[k]]
@@ -399,6 +415,7 @@ def _epochs(
         extra_metrics,
         show_progress,
         on_epoch,
+        learners.step_loss,
     )
 
 
@@ -411,14 +428,18 @@ def _epoch_loop(
     extra_metrics: Callable[[], dict] | None = None,
     show_progress: bool | None = None,
     on_epoch: EpochCallback | None = None,
+    step_loss: Callable[[], float] | None = None,
 ) -> tuple[list[dict], str, str]:
     """The protocol around the steps, shared by every training algorithm.
 
     Per epoch: a fresh sample order from ``cfg.seed``'s generator, ``train_epoch(order,
     decay_on)`` takes the steps, then ``model`` is evaluated on the clean training set and the
-    test set, ``on_epoch`` is told, divergence is checked and the demo's stopping rule
-    applied. Returns the history rows, the status and its reason.
+    test set, ``on_epoch`` is told, divergence is checked
+    (:func:`awbench.training.run.divergence_reason`; ``step_loss()`` is the mean loss of the
+    epoch's steps) and the demo's stopping rule applied. Returns the history rows, the status
+    and its reason.
     """
+    n_classes = getattr(model, model.layer_names[-1]).out_features
     batch_gen = torch.Generator().manual_seed(cfg.seed)
     n = tensors.x.shape[0]
     history: list[dict] = []
@@ -446,11 +467,16 @@ def _epoch_loop(
             if on_epoch is not None:
                 # a copy: a callback that edits its row must not change the stopping rule's input
                 on_epoch(epoch + 1, budget, dict(row))
-            if not (math.isfinite(train_loss) and all_finite()):
-                status = DIVERGED
-                reason = (
-                    f"non-finite training loss ({train_loss}) at epoch {epoch + 1} with lr={cfg.lr}"
-                )
+            diverged = divergence_reason(
+                train_loss,
+                step_loss() if step_loss is not None else train_loss,
+                all_finite(),
+                n_classes,
+                epoch + 1,
+                cfg.lr,
+            )
+            if diverged is not None:
+                status, reason = DIVERGED, diverged
                 break
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{train_loss:.2e}", acc=f"{train_acc:.3f}", refresh=False)

@@ -1,8 +1,9 @@
-"""What every trainer shares: the Run it returns, the demo's stopping rule, evaluation, the
-norm-type weight decay and the training tensors on the device."""
+"""What every trainer shares: the Run it returns, the demo's stopping rule, the divergence
+rule, evaluation, the norm-type weight decay and the training tensors on the device."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -91,6 +92,47 @@ def stopping_rule_met(history: list[dict], cfg: Config) -> bool:
     recent = history[-cfg.stop_window :]
     mean_acc = sum(h["train_acc"] for h in recent) / len(recent)
     return mean_acc > cfg.stop_acc and history[-1]["train_loss"] < cfg.stop_loss
+
+
+# A run has diverged once a training loss exceeds this many times ln(n_classes), the loss of
+# a uniform guess and about the loss at initialisation (docs/science.md#5). A network that
+# learns never comes near it; a blow-up (tanh at lr=1000: 7000) passes it at once.
+DIVERGENCE_LOSS_FACTOR = 10.0
+
+
+def divergence_bound(n_classes: int) -> float:
+    """The training loss above which a run counts as diverged: 10 x ln(n_classes).
+
+    At least 10 x ln 2, so that a degenerate one-class problem (ln 1 = 0) is not flagged."""
+    return DIVERGENCE_LOSS_FACTOR * math.log(max(int(n_classes), 2))
+
+
+def divergence_reason(
+    train_loss: float,
+    step_loss: float,
+    params_finite: bool,
+    n_classes: int,
+    epoch: int,
+    lr: float,
+) -> str | None:
+    """Why a run diverged at ``epoch``, or None when it did not (docs/science.md#5).
+
+    ``train_loss``: the clean-train loss at the epoch's end; ``step_loss``: the mean loss of
+    the epoch's training steps (each a batch, before its update), which catches a blow-up
+    that the epoch's end no longer shows (ReLU units that all died on the way keep the
+    clean-train loss at ln(n_classes)); ``params_finite``: every parameter is finite.
+    """
+    where = f"at epoch {epoch} with lr={lr}"
+    if not (math.isfinite(train_loss) and params_finite):
+        return f"non-finite training loss ({train_loss}) {where}"
+    bound = divergence_bound(n_classes)
+    classes = max(int(n_classes), 2)
+    what = f"above the divergence bound {bound:.4g} (= {DIVERGENCE_LOSS_FACTOR:g} x ln {classes})"
+    if train_loss > bound:
+        return f"training loss {train_loss:.4g} {what} {where}"
+    if not step_loss <= bound:  # NaN included: a step's loss overflowed
+        return f"mean loss of the training steps {step_loss:.4g} {what} {where}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from awbench.training.run import (
     EpochCallback,
     Run,
     add_weight_decay,
+    divergence_reason,
     stopping_rule_met,
 )
 
@@ -132,14 +133,20 @@ class _Stack:
         return engine.logits(layers, x, self.act)
 
     def gradients(
-        self, x: torch.Tensor, onehot: torch.Tensor, mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        onehot: torch.Tensor,
+        mask: torch.Tensor | None,
+        loss_sum: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Mean cross-entropy gradients per member, ordered as parameters(), each ``(S, *shape)``.
 
-        x (S, B, in), onehot (S, B, classes), mask (S, B, width of fc1) or None.
+        x (S, B, in), onehot (S, B, classes), mask (S, B, width of fc1) or None. With
+        ``loss_sum`` (S,), each member's summed batch loss (in training mode, before the step)
+        is added to it for the divergence rule.
         """
         fp = engine.forward(self.layers, x, self.act, mask)
-        dz = engine.cross_entropy_error(fp.logits, onehot, float(x.shape[1]))
+        dz = engine.cross_entropy_error(fp.logits, onehot, float(x.shape[1]), loss_sum=loss_sum)
         grads: list[torch.Tensor | None] = [None] * len(self.params)
         for (w_pos, b_pos), (gW, gb) in zip(
             self.layer_pos, engine.gradients(self.layers, fp, dz, self.act)
@@ -283,8 +290,9 @@ def _train(
     bar = progress(range(budget), desc=f"train x{len(cfgs)} {cfg.key()[:8]}", enabled=show_progress)
     try:
         for epoch in bar:
-            _train_epoch(stack, tensors.x, onehot, cfg.weight_decay > 0 and epoch < decay_epochs)
-            finished = _record_train(stack, clean, histories, epoch + 1, budget)
+            decay_on = cfg.weight_decay > 0 and epoch < decay_epochs
+            step_loss = _train_epoch(stack, tensors.x, onehot, decay_on)
+            finished = _record_train(stack, clean, histories, epoch + 1, budget, step_loss)
             due = (epoch + 1) % test_every == 0
             _record_test(stack, test, histories, [r for r, _, _ in finished], due)
             if on_epoch is not None:
@@ -303,14 +311,19 @@ def _train(
     return outcome  # type: ignore[return-value]
 
 
-def _train_epoch(stack: _Stack, x: torch.Tensor, onehot: torch.Tensor, decay_on: bool) -> None:
-    """One epoch of every member: its own sample order and dropout masks, all steps."""
+def _train_epoch(
+    stack: _Stack, x: torch.Tensor, onehot: torch.Tensor, decay_on: bool
+) -> list[float]:
+    """One epoch of every member: its own sample order and dropout masks, all steps.
+
+    Returns each member's mean loss over the epoch's steps (every training sample once)."""
     n, B, device, dtype = x.shape[0], stack.cfg.batch_size, x.device, x.dtype
     order = torch.stack([torch.randperm(n, generator=g) for g in stack.batch_gens]).to(device)
     # every member's epoch in one gather each; index_select is ~3x cheaper than x[order]
     flat = order.view(-1)
     x_all = x.index_select(0, flat).view(stack.size, n, -1)
     onehot_all = onehot.index_select(0, flat).view(stack.size, n, -1)
+    loss_sum = torch.zeros(stack.size, dtype=dtype, device=device)
     p, width = stack.dropout_p, stack.layers[0][0].shape[1]
 
     def masks(rows: int) -> torch.Tensor:
@@ -328,14 +341,26 @@ def _train_epoch(stack: _Stack, x: torch.Tensor, onehot: torch.Tensor, decay_on:
             mask = mask_all[:, lo:hi]
         else:
             mask = masks(hi - lo) if p > 0 else None
-        stack.step(stack.gradients(x_all[:, lo:hi], onehot_all[:, lo:hi], mask), decay_on)
+        grads = stack.gradients(x_all[:, lo:hi], onehot_all[:, lo:hi], mask, loss_sum)
+        stack.step(grads, decay_on)
+    return (loss_sum / n).tolist()
 
 
 def _record_train(
-    stack: _Stack, clean: _Split, histories: list[list[dict]], epoch: int, budget: int
+    stack: _Stack,
+    clean: _Split,
+    histories: list[list[dict]],
+    epoch: int,
+    budget: int,
+    step_loss: list[float],
 ) -> list[tuple[int, str, str]]:
-    """Append every member's history row; return the rows that finish: (row, status, reason)."""
+    """Append every member's history row; return the rows that finish: (row, status, reason).
+
+    A member diverges when its loss is non-finite or above the bound of
+    :func:`awbench.training.run.divergence_reason` (clean-train loss at the epoch's end, or
+    ``step_loss``, the mean loss of its steps in the epoch)."""
     cfg = stack.cfg
+    n_classes = clean.not_earlier.shape[1]
     train_loss, train_acc = clean.rows(stack.logits(clean.x))
     finite = stack.finite_rows()
     finished = []
@@ -350,8 +375,8 @@ def _record_train(
                 "test_acc": math.nan,
             }
         )
-        if not (math.isfinite(train_loss[r]) and finite[r]):
-            reason = f"non-finite training loss ({train_loss[r]}) at epoch {epoch} with lr={cfg.lr}"
+        reason = divergence_reason(train_loss[r], step_loss[r], finite[r], n_classes, epoch, cfg.lr)
+        if reason is not None:
             finished.append((r, DIVERGED, reason))
         elif stopping_rule_met(history, cfg):
             finished.append((r, CONVERGED, f"stopping rule met at epoch {epoch}"))

@@ -1,0 +1,57 @@
+"""Checks analyze runs before any work: its arguments, finite inputs and weights, and the
+memory the analysis will need (awbench/analysis/memory.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from awbench.analysis.memory import check_memory, estimate_bytes, memory_limit
+from awbench.config import PAIRINGS
+
+
+def check_arguments(pairing, n_sharp, run) -> None:
+    """ValueError for a pairing or n_sharp analyze cannot use, and for non-finite inputs or
+    weights (they would give NaN results that look like a finished analysis)."""
+    if pairing not in PAIRINGS:
+        raise ValueError(
+            f"pairing={pairing!r} is not allowed: expected one of "
+            + ", ".join(repr(p) for p in PAIRINGS)
+        )
+    integer = isinstance(n_sharp, (int, np.integer)) and not isinstance(n_sharp, (bool, np.bool_))
+    if not integer or n_sharp < 1:
+        raise ValueError(
+            f"n_sharp={n_sharp!r} is not allowed: expected an integer >= 1 (how many "
+            "directions, by sigma_g, make the sharp part)"
+        )
+    for name in ("x_train", "x_test"):
+        x = getattr(run.data, name)
+        bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)
+        if bool(bad.any()):
+            rows = torch.nonzero(bad).flatten().tolist()
+            raise ValueError(
+                f"{name} has non-finite values (NaN or inf) in {len(rows)} rows "
+                f"{rows[:10]}{' ...' if len(rows) > 10 else ''}: the analysis needs finite inputs"
+            )
+    for pname, p in run.model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise ValueError(
+                f"the model's parameter {pname!r} has non-finite values (NaN or inf): a "
+                "diverged network has no gap decomposition"
+            )
+
+
+def check_analysis_memory(
+    module, with_bias, n_train, pairs, basis, dense_max, lanczos_k, limit, layer
+) -> None:
+    """Estimate the analysis's memory before the work; AnalysisMemoryError over the limit."""
+    n_out, n_in = module.out_features, module.in_features + int(with_bias)
+    P = n_out * n_in
+    if basis is not None:
+        method, m = "given", basis.shape[1]
+    elif P <= dense_max:
+        method, m = "dense", P
+    else:
+        method, m = "lanczos+complement", min(lanczos_k, P - 1)
+    parts = estimate_bytes(n_train, len(pairs.test), n_out, n_in, method, m)
+    check_memory(parts, memory_limit(limit), f"layer={layer!r} ({P} weights, {method})")

@@ -1,0 +1,117 @@
+"""How much memory one analysis needs, and the limit it is held to.
+
+Everything that grows with pairs x layer weights (dual weights, secant gradients, the
+residuals outside a Lanczos basis) is built in blocks of at most ``PAIR_BLOCK_BYTES``, so it
+no longer bounds the run. What is left grows as samples x layer width^2 and is not chunked:
+
+* the per-sample output Hessians ``G_k`` (N clean training samples x n_out^2) that the
+  Hessian is built from (both routes; the Lanczos route keeps them for its products H v);
+* on the dense route the Hessian itself (P^2) and its eigendecomposition;
+* the projections of the pairs on the basis (pairs x basis size; P columns on the dense route).
+
+:func:`estimate_bytes` adds these up before any of it is allocated, and :func:`check_memory`
+refuses an analysis whose estimate exceeds the limit with a :class:`AnalysisMemoryError`
+naming the estimate and what to change. The limit is ``analyze(memory_limit=...)``, else the
+environment variable ``AWBENCH_ANALYSIS_MEMORY`` (bytes, or a number with K, M, G or T),
+else ``MEMORY_FRACTION`` of the memory available when the analysis starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+PAIR_BLOCK_BYTES = 2**26  # 64 MiB: one block of dual weights (pairs x P float64)
+MEMORY_FRACTION = 0.75  # default limit: this fraction of the available memory
+MEMORY_ENV = "AWBENCH_ANALYSIS_MEMORY"
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+class AnalysisMemoryError(ValueError):
+    """The analysis would need more memory than its limit (a bad input size, not a crash)."""
+
+
+def pair_block(n_weights: int, block_bytes: int = PAIR_BLOCK_BYTES) -> int:
+    """Pairs per block so that one block of float64 dual weights stays under block_bytes."""
+    return max(1, int(block_bytes) // (8 * max(1, n_weights)))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (MemAvailable of /proc/meminfo), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def parse_bytes(text: str) -> int:
+    """``"12G"``, ``"500M"``, ``"1.5e9"`` -> bytes (K, M, G, T are powers of 1024)."""
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMGT]?)i?B?\s*", str(text), flags=re.IGNORECASE)
+    try:
+        value = float(m.group(1)) * _UNITS[m.group(2).upper()] if m else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(
+            f"{MEMORY_ENV}={text!r} is not allowed: expected a positive number of bytes, "
+            "optionally with K, M, G or T (e.g. 32G)"
+        )
+    return int(value)
+
+
+def memory_limit(limit: float | None = None) -> int | None:
+    """The limit in bytes: the argument, else $AWBENCH_ANALYSIS_MEMORY, else
+    MEMORY_FRACTION x the available memory (None when that is unknown: no limit)."""
+    if limit is not None:
+        if not limit > 0:
+            raise ValueError(f"memory_limit={limit!r} is not allowed: expected bytes > 0")
+        return int(limit)
+    if os.environ.get(MEMORY_ENV, "").strip():
+        return parse_bytes(os.environ[MEMORY_ENV])
+    available = available_memory()
+    return None if available is None else int(MEMORY_FRACTION * available)
+
+
+def estimate_bytes(
+    n_train: int, n_pairs: int, n_out: int, n_in: int, method: str, n_basis: int
+) -> dict[str, int]:
+    """The big float64 arrays of one analysis, by part (bytes). ``n_in`` counts the bias
+    column; ``method`` is "dense", "lanczos+complement" or "given" (n_basis columns)."""
+    P = n_out * n_in
+    parts = {
+        "pair projections": 2 * n_pairs * n_basis * 8,
+        "dual-weight blocks": 4 * min(n_pairs, pair_block(P)) * P * 8,
+    }
+    if method == "given":
+        return parts
+    # G_k (N x n_out^2) and its symmetrized copy while it is built.
+    parts["per-sample output Hessians"] = 2 * n_train * n_out * n_out * 8
+    if method == "dense":
+        tri_out, tri_in = n_out * (n_out + 1) // 2, n_in * (n_in + 1) // 2
+        parts["Hessian factors"] = n_train * (tri_out + tri_in) * 8
+        parts["Hessian and eigenvectors"] = (tri_out * tri_in + 3 * P * P) * 8
+    else:
+        parts["Lanczos vectors"] = (2 * n_basis + 2) * P * 8
+    return parts
+
+
+def check_memory(parts: dict[str, int], limit: int | None, what: str) -> int:
+    """Total of ``parts``; raise AnalysisMemoryError when it exceeds ``limit``."""
+    total = sum(parts.values())
+    if limit is not None and total > limit:
+        detail = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in parts.items() if v)
+        raise AnalysisMemoryError(
+            f"the analysis of {what} would need about {total / 2**30:.2f} GiB ({detail}), over "
+            f"its limit of {limit / 2**30:.2f} GiB. Lower n_train (the Hessian's samples), "
+            "analyse a narrower layer, or raise the limit: analyze(memory_limit=<bytes>) or "
+            f"the environment variable {MEMORY_ENV} (e.g. 32G; the default is "
+            f"{MEMORY_FRACTION:.0%} of the available memory)"
+        )
+    return total
