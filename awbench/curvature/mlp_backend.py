@@ -79,7 +79,7 @@ class MLPCurvature:
         self.gradient = grad
 
     def _forward(self, x, y):
-        layers = list(zip(self.W, self.b))
+        layers = engine.layers_of(zip(self.W, self.b))
         fp = engine.forward(layers, x, self.act)
         logp = torch.log_softmax(fp.logits, dim=1)
         p = logp.exp()

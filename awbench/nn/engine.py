@@ -6,8 +6,9 @@ seeds of one setting (:mod:`awbench.training.stacked`), the learners of a multi-
 (float64). What the network computes is :class:`awbench.nn.mlp.MLP`'s forward; the
 activation and its derivatives come from :mod:`awbench.activations`.
 
-Layers are a list of ``(W, b)``: W ``(S, out, in)`` for S members stacked on a leading axis
-(seeds, learners), or ``(out, in)`` for one model; b ``(S, out)``, ``(out,)`` or None. A
+Layers are a list of :class:`Layer` ``(W, b, Wt)`` made by :func:`layers_of`: W ``(S, out,
+in)`` for S members stacked on a leading axis (seeds, learners), or ``(out, in)`` for one
+model; b ``(S, out)``, ``(out,)`` or None; Wt the transposed view of W. A
 member's input is ``(S, B, in)``; an input ``(B, in)`` is shared by every member. Writing the
 passes out instead of using autograd avoids autograd's per-op bookkeeping, which dominates a
 step of nets this small; the tests check every pass against autograd.
@@ -15,24 +16,45 @@ step of nets this small; the tests check every pass against autograd.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from awbench.activations import ACTIVATIONS, Activation
 from awbench.nn.mlp import MLP
 
-Layers = Sequence[tuple[torch.Tensor, torch.Tensor | None]]
+
+class Layer(NamedTuple):
+    W: torch.Tensor
+    b: torch.Tensor | None
+    # made once per set of weights: at these sizes a transpose per call costs about as much
+    # as the product it feeds
+    Wt: torch.Tensor
 
 
-def linear(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+Layers = Sequence[Layer]
+
+
+def layers_of(pairs: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> list[Layer]:
+    """:class:`Layer` per ``(W, b)``; W and b are used as they are (views stay views)."""
+    return [Layer(W, b, W.transpose(-1, -2)) for W, b in pairs]
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # bmm directly: matmul's shape dispatch costs as much as the product at these sizes
+    return torch.bmm(a, b) if a.dim() == 3 and b.dim() == 3 else a @ b
+
+
+def linear(h: torch.Tensor, layer: Layer) -> torch.Tensor:
     """``h Wᵀ + b``, per member when W is stacked."""
+    W, b, Wt = layer
     if W.dim() == 2:
-        return h @ W.T if b is None else torch.addmm(b, h, W.T)
-    Wt = W.transpose(1, 2)
+        return h @ Wt if b is None else torch.addmm(b, h, Wt)
     if b is None:
-        return torch.matmul(h, Wt)  # broadcasts a shared 2-D input over the members
+        # a shared 2-D input broadcasts over the members (matmul), a stacked one is a bmm
+        return torch.bmm(h, Wt) if h.dim() == 3 else torch.matmul(h, Wt)
     if h.dim() == 2:
         h = h.expand(W.shape[0], *h.shape)
     return torch.baddbmm(b.unsqueeze(1), h, Wt)
@@ -67,9 +89,9 @@ def forward(
     """The forward pass, dropout ``mask`` (or none) after the first hidden layer."""
     inputs, pre, post = [], [], []
     h, last = x, len(layers) - 1
-    for i, (W, b) in enumerate(layers):
+    for i, layer in enumerate(layers):
         inputs.append(h)
-        z = linear(h, W, b)
+        z = linear(h, layer)
         if i == last:
             break
         h = act.fn(z)
@@ -83,8 +105,8 @@ def forward(
 def logits(layers: Layers, x: torch.Tensor, act: Activation) -> torch.Tensor:
     """Eval-mode logits (no dropout), keeping nothing for a backward pass."""
     h, last = x, len(layers) - 1
-    for i, (W, b) in enumerate(layers):
-        h = linear(h, W, b)
+    for i, layer in enumerate(layers):
+        h = linear(h, layer)
         if i < last:
             h = act.fn(h)
     return h
@@ -104,14 +126,15 @@ def cross_entropy_error(
     axis) drops padded samples from the sum. ``loss_sum`` (one entry per member, or a
     scalar) gets the summed cross-entropy added.
     """
-    if loss_sum is not None:
-        # logsumexp - z_y, not -log(softmax_y): a blown-up net's softmax underflows to 0 and
-        # would hide how large the loss is
-        loss = torch.logsumexp(logits, -1) - (logits * onehot).sum(-1)
-        if valid is not None:
-            loss *= valid.to(loss.dtype)
-        loss_sum.add_(loss.sum(-1) if loss_sum.dim() else loss.sum())
-    dz = torch.softmax(logits, dim=-1)
+    if loss_sum is None:
+        dz = torch.softmax(logits, dim=-1)
+    else:
+        # log_softmax, not log(softmax): a blown-up net's softmax underflows to 0 and would
+        # hide how large the loss is; its exp is the softmax, so the loss costs two ops
+        logp = torch.log_softmax(logits, dim=-1)
+        picked = logp * onehot if valid is None else logp * (onehot * valid.unsqueeze(-1))
+        loss_sum.sub_(picked.sum((-2, -1)) if loss_sum.dim() else picked.sum())
+        dz = logp.exp_()
     dz -= onehot
     if valid is not None:
         dz *= valid.unsqueeze(-1).to(dz.dtype)
@@ -133,7 +156,7 @@ def errors(
     back: list[torch.Tensor | None] = [None] * (L - 1)
     delta[L - 1] = dz
     for i in range(L - 1, lowest, -1):
-        dh = dz @ layers[i][0]
+        dh = _mm(dz, layers[i][0])
         if i == 1 and fp.mask is not None:
             dh *= fp.mask
         back[i - 1] = dh
@@ -148,17 +171,17 @@ def gradients(
     """``(dL/dW, dL/db or None)`` of every layer, from ``dz = dL/dlogits``."""
     delta, _ = errors(layers, fp, dz, act)
     return [
-        (e.transpose(-1, -2) @ a, None if b is None else e.sum(-2))
-        for (_, b), e, a in zip(layers, delta, fp.inputs)
+        (_mm(e.transpose(-1, -2), a), None if b is None else e.sum(-2))
+        for (_, b, _), e, a in zip(layers, delta, fp.inputs)
     ]
 
 
 # -- one nn.Module MLP --------------------------------------------------------------------------
 
 
-def mlp_layers(model: MLP) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """``model``'s ``(W, b)`` per layer, fc1..fcL (the tensors themselves, not copies)."""
-    return [(getattr(model, n).weight, getattr(model, n).bias) for n in model.layer_names]
+def mlp_layers(model: MLP) -> list[Layer]:
+    """``model``'s layers fc1..fcL (the tensors themselves, not copies)."""
+    return layers_of((getattr(model, n).weight, getattr(model, n).bias) for n in model.layer_names)
 
 
 def activation_of(model: MLP) -> Activation:

@@ -161,10 +161,11 @@ class Learners:
         self.params = self._views(self.flat)
         self.weight_index = [i for i, name in enumerate(self.names) if name.endswith("weight")]
         # (W, b or None) per layer, in order fc1..fcL
-        self.layers: list[tuple[torch.Tensor, torch.Tensor | None]] = []
         by_name = dict(zip(self.names, self.params))
-        for layer in model.layer_names:
-            self.layers.append((by_name[f"{layer}.weight"], by_name.get(f"{layer}.bias")))
+        self.layers = engine.layers_of(
+            (by_name[f"{layer}.weight"], by_name.get(f"{layer}.bias"))
+            for layer in model.layer_names
+        )
         self.velocity: torch.Tensor | None = None
         self.mixing: torch.Tensor | None = None
         if cfg.algorithm == "dpsgd" and cfg.topology != "gossip" and n > 1:

@@ -100,9 +100,9 @@ class _Stack:
 
     def _refresh(self) -> None:
         # layer views are rebuilt only when rows are dropped; the update is in place
-        self.layers = [
+        self.layers = engine.layers_of(
             (self.params[w], None if b is None else self.params[b]) for w, b in self.layer_pos
-        ]
+        )
         self.weights = [p for p, w in zip(self.params, self.is_weight) if w]
         self.weight_pos = [i for i, w in enumerate(self.is_weight) if w]
 
@@ -126,10 +126,10 @@ class _Stack:
         """Eval-mode logits ``(S, N, classes)`` of the members (or only ``rows``) on shared x."""
         layers = self.layers
         if rows is not None:
-            layers = [
+            layers = engine.layers_of(
                 (W.index_select(0, rows), None if b is None else b.index_select(0, rows))
-                for W, b in layers
-            ]
+                for W, b, _ in layers
+            )
         return engine.logits(layers, x, self.act)
 
     def gradients(
