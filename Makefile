@@ -10,12 +10,12 @@ PYTEST_ARGS ?=
 setup: $(STAMP)
 
 # torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
+# The editable install is in compat mode: it puts the checkout on sys.path, so a folder named
+# awbench in the working directory (a namespace package) cannot shadow the package.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	# compat mode puts the checkout on sys.path, so a folder named awbench in the working
-	# directory (a namespace package) cannot shadow the installed package
 	$(BIN)/pip install --quiet -e '.[dev,dask,browser]' --config-settings editable_mode=compat
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (awbench)"
 	touch $(STAMP)
