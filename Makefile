@@ -10,13 +10,16 @@ PYTEST_ARGS ?=
 setup: $(STAMP)
 
 # torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
-# The editable install is in compat mode: it puts the checkout on sys.path, so a folder named
-# awbench in the working directory (a namespace package) cannot shadow the package.
+# The checkout goes on sys.path (a .pth file): the editable install's import hook comes after
+# Python's path search, so without it a folder named awbench in the working directory (a
+# namespace package) would shadow the package. setuptools' compat mode did the same but is
+# deprecated.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,dask,browser]' --config-settings editable_mode=compat
+	$(BIN)/pip install --quiet -e '.[dev,dask,browser]'
+	$(BIN)/python -c "import pathlib, site; pathlib.Path(site.getsitepackages()[0], 'awbench-checkout.pth').write_text('$(CURDIR)\n')"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (awbench)"
 	touch $(STAMP)
 

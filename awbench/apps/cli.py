@@ -140,14 +140,13 @@ def shadowing_hint(cwd: str | os.PathLike | None = None) -> str:
     if package is not None and any(
         Path(entry).resolve() == package.parent.resolve() for entry in sys.path if entry
     ):
-        return ""  # a path entry (compat editable install, `make setup`) beats the namespace folder
+        return ""  # a path entry for the checkout (`make setup`) beats the namespace folder
     return (
         f"{here} is a folder without __init__.py: Python or Jupyter started in "
         f"{here.parent} imports it as an empty namespace package instead of awbench "
         f"({package or 'not found'}), and `import awbench` fails with '(unknown location)'. "
-        "Start them from another folder, rename that folder, or install the checkout with "
-        "`pip install -e CHECKOUT --config-settings editable_mode=compat` (a path entry, "
-        "which wins over the namespace folder)."
+        "Start them from another folder, rename that folder, or run `make setup` in the "
+        "checkout (it puts the checkout on sys.path, which wins over the namespace folder)."
     )
 
 
