@@ -200,11 +200,12 @@ def slice_1d(
     check: str = "raise",
     max_elements: int = MAX_ELEMENTS,
 ) -> Slice1D:
-    """Loss along ``theta0 + t * direction`` with the quadratic model ``loss0 + 1/2 c t^2``.
+    """Loss along ``theta0 + t * direction`` with the quadratic model ``loss0 + 1/2 lam t^2``.
 
-    ``c = d^T H d`` is computed exactly with one Hessian-vector product unless ``curvature``
+    ``lam = d^T H d`` is computed exactly with one Hessian-vector product unless ``curvature``
     is given (pass an eigenvalue to skip it); ``slope = grad . d`` is reported beside it.
-    For a unit Hessian eigenvector ``t`` is in eigen-units and ``c`` is its eigenvalue.
+    For a unit Hessian eigenvector ``t`` is in eigen-units and ``lam`` is its eigenvalue.
+    (The letter c is kept for the per-direction correlation c_n.)
     """
     d = torch.as_tensor(direction, dtype=torch.float64).reshape(-1)
     ts = np.asarray(t, dtype=np.float64).reshape(-1)

@@ -43,10 +43,7 @@ store: str = ""  # sweep store folder (empty: the shared store in the awbench ca
 overrides: str = ""  # more Config fields, name: value pairs, e.g. batch_size: 50, local_steps: 4
 
 # %%
-import numpy as np
-import plotly.graph_objects as go
 from IPython.display import Markdown
-from plotly.subplots import make_subplots
 
 import awbench as aw
 from awbench.experiments import record_names as rn
@@ -56,27 +53,6 @@ from awbench.viz import notebook_support as nb
 from awbench.progress import interactive
 
 nb.setup()
-
-
-def lines(fig, table, column, **where):
-    """One trace per algorithm: mean of ``column`` over seeds against n, std as error bar."""
-    for alg in algorithms:
-        if alg not in table.index.get_level_values("algorithm"):
-            continue
-        t = table.xs(alg, level="algorithm")[column]
-        err = {"type": "data", "array": t["std"].fillna(0).to_numpy()}
-        fig.add_trace(
-            go.Scatter(
-                x=t.index,
-                y=t["mean"],
-                error_y=err,
-                name=alg,
-                legendgroup=alg,
-                showlegend=not where or where["col"] == 1,
-            ),
-            **where,
-        )
-
 
 # %%
 ALGORITHMS = {"smoke": ["ssgd", "dpsgd"], "quick": ["ssgd", "dpsgd"], "paper": ["ssgd", "dpsgd", "local_sgd"]}
@@ -124,23 +100,13 @@ table  # noqa: B018
 # ## 2 · Gap per algorithm (converged runs; error bars: standard deviation over seeds)
 
 # %%
-fig = go.Figure()
-lines(fig, table, "real_gap")
-fig.update_layout(
-    title="Generalization gap by algorithm", xaxis_title="learners n", yaxis_title="real gap (nats)"
-)
+lc.gap_by_algorithm(table, algorithms)
 
 # %% [markdown]
 # ## 3 · The two factors side by side
 
 # %%
-fig = make_subplots(rows=1, cols=2, subplot_titles=["sharpness Σσg²", "size Σσw²"])
-lines(fig, table, "sharpness", row=1, col=1)
-lines(fig, table, "size", row=1, col=2)
-fig.update_xaxes(title_text="learners n")
-fig.update_yaxes(title_text="Σσg²", row=1, col=1)
-fig.update_yaxes(title_text="Σσw²", row=1, col=2)
-fig.update_layout(title="Sharpness and size by algorithm")
+lc.factors_by_algorithm(table, algorithms)
 
 # %% [markdown]
 # ## 4 · Takeaway

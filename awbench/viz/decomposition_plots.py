@@ -75,7 +75,7 @@ def direction_spectra(
         rows=2, cols=2, subplot_titles=[p[1] for p in panels], horizontal_spacing=0.1
     )
     for i, (key, label, log_y, y) in enumerate(panels):
-        r, c = divmod(i, 2)
+        row, col = (k + 1 for k in divmod(i, 2))
         fig.add_trace(
             go.Scatter(
                 x=x,
@@ -88,8 +88,8 @@ def direction_spectra(
                 hovertemplate=tmpl,
                 showlegend=False,
             ),
-            row=r + 1,
-            col=c + 1,
+            row=row,
+            col=col,
         )
         fig.add_vrect(
             x0=0.8,
@@ -97,15 +97,15 @@ def direction_spectra(
             fillcolor="#d62728",
             opacity=0.07,
             line_width=0,
-            row=r + 1,
-            col=c + 1,
+            row=row,
+            col=col,
         )
-        fig.update_xaxes(type="log", title_text="rank by σg (1 = sharpest)", row=r + 1, col=c + 1)
+        fig.update_xaxes(type="log", title_text="rank by σg (1 = sharpest)", row=row, col=col)
         if log_y:
-            fig.update_yaxes(type="log", row=r + 1, col=c + 1)
+            fig.update_yaxes(type="log", row=row, col=col)
     fig.update_yaxes(title_text="σg", row=1, col=1)
     fig.update_yaxes(title_text="Σ σw", row=1, col=2)
-    fig.update_yaxes(title_text="c", row=2, col=1)
+    fig.update_yaxes(title_text="c_n (correlation)", row=2, col=1)
     fig.update_yaxes(title_text="λ", row=2, col=2)
     return layout(
         fig, title or f"Per-direction spectra (shaded: the {n_sharp} sharp directions)", height=620

@@ -26,10 +26,21 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from awbench.viz.sweep_stats import UNCONVERGED_COLOR, split_runs, titled, unconverged_marks
 
-TEMPLATE = "plotly_white"
+
+def _house_template() -> go.layout.Template:
+    """plotly_white, with every cartesian axis ticking in numbers: plotly's default exponent
+    format labels 1e-15 as "1f" and 1e-4 as "100µ" (SI prefixes); "power" writes 10⁻¹⁵."""
+    template = go.layout.Template(pio.templates["plotly_white"])
+    template.layout.xaxis.exponentformat = "power"
+    template.layout.yaxis.exponentformat = "power"
+    return template
+
+
+TEMPLATE = _house_template()
 COLORS = {
     "real_gap": "#222222",
     "pair_gap": "#1f77b4",
@@ -99,7 +110,18 @@ _LEGENDS = {
 }
 
 
+def number_ticks(fig: go.Figure) -> go.Figure:
+    """Set every cartesian axis (log ones above all) to tick in numbers (10⁻³), never in SI
+    prefixes (1m, 100µ, 1f); explicit on each axis so an exported figure keeps it."""
+    fig.for_each_xaxis(lambda axis: axis.update(exponentformat="power"))
+    fig.for_each_yaxis(lambda axis: axis.update(exponentformat="power"))
+    return fig
+
+
 def layout(fig: go.Figure, title: str, legend: str = "right", **kw) -> go.Figure:
+    """The house layout: template, title top left, legend beside or below the plot (never in
+    the title's margin) and axes that tick in numbers."""
+    number_ticks(fig)
     fig.update_layout(
         title={"text": title, "x": 0.01, "xanchor": "left"},
         template=TEMPLATE,

@@ -14,6 +14,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from awbench.viz.gap_plots import TEMPLATE, layout, number_ticks
+
 LOSS_LABEL = "mean training cross-entropy"
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
@@ -101,8 +103,64 @@ def spectrum_figure(
         fig.update_yaxes(
             title_text="density", type="log" if log_density else "linear", row=1, col=2
         )
-    fig.update_layout(title=title, template="plotly_white", legend={"orientation": "h", "y": -0.2})
-    return fig
+    return layout(fig, title, legend="below", height=420)
+
+
+# The quadratic ½λt² (λ = dᵀHd, the eigenvalue along a unit eigenvector) is the Taylor model
+# of the loss at the trained weights: drawn only where it is one, i.e. for λ > 0 (at λ ≤ 0 it
+# predicts no rise, or a fall) and over the |t| around 0 where it stays within this fraction
+# of the measured loss.
+QUADRATIC_TOLERANCE = 0.1
+QUADRATIC_RULE = (
+    "dashed: L(0) + ½λt², λ = dᵀHd, drawn only for λ > 0 and where it is within "
+    f"{QUADRATIC_TOLERANCE:.0%} of the measured loss"
+)
+
+
+def quadratic_range(s, tolerance: float = QUADRATIC_TOLERANCE) -> np.ndarray:
+    """Where the slice's quadratic model is meaningful: a boolean mask over ``s.t``, True on
+    the contiguous run of points around t = 0 with ``|quadratic − loss| <= tolerance·loss``,
+    all False when the curvature is not > 0 (or not finite)."""
+    t, loss, quad = _array(s.t), _array(s.loss), _array(s.quadratic)
+    mask = np.zeros(len(t), dtype=bool)
+    lam = float(s.curvature)
+    if not (np.isfinite(lam) and lam > 0) or not len(t):
+        return mask
+    ok = np.isfinite(quad) & np.isfinite(loss) & (np.abs(quad - loss) <= tolerance * np.abs(loss))
+    centre = int(np.argmin(np.abs(t)))
+    order = np.argsort(t)
+    pos = int(np.flatnonzero(order == centre)[0])
+    lo = hi = pos
+    if not ok[order[pos]]:
+        return mask
+    while lo > 0 and ok[order[lo - 1]]:
+        lo -= 1
+    while hi < len(t) - 1 and ok[order[hi + 1]]:
+        hi += 1
+    mask[order[lo : hi + 1]] = True
+    return mask
+
+
+def _quadratic_trace(s, name: str, color: str) -> tuple[go.Scatter | None, str]:
+    """The dashed quadratic over its meaningful range, or None and why it is not drawn."""
+    lam = float(s.curvature)
+    if not (np.isfinite(lam) and lam > 0):
+        return None, f"{name} (λ = {lam:.3g} ≤ 0)"
+    mask = quadratic_range(s)
+    if mask.sum() < 2:
+        return None, f"{name} (within {QUADRATIC_TOLERANCE:.0%} nowhere beyond t = 0)"
+    t, quad = _array(s.t)[mask], _array(s.quadratic)[mask]
+    order = np.argsort(t)
+    value = "" if "λ=" in name or "λ =" in name else f", λ = {lam:.3g}"  # eigen labels carry it
+    trace = go.Scatter(
+        x=t[order],
+        y=quad[order],
+        mode="lines",
+        name=f"{name}: ½λt²{value} (|t| ≤ {np.abs(t).max():.3g}, where it holds)",
+        line={"color": color, "dash": "dash"},
+        hovertemplate="t %{x:.3g}<br>L(0) + ½λt² %{y:.4g}<extra></extra>",
+    )
+    return trace, ""
 
 
 def slice_figure(
@@ -113,14 +171,17 @@ def slice_figure(
     ylabel: str = LOSS_LABEL,
     overlay: bool = True,
 ) -> go.Figure:
-    """1-D loss slices, each with its quadratic model ``loss0 + 1/2 c t^2`` dashed.
+    """1-D loss slices, each with its quadratic model ``L(0) + ½λt²`` dashed where meaningful.
 
     ``slices``: one :class:`awbench.landscape.Slice1D` or a sequence of them (any objects
-    with ``t``, ``loss``, ``quadratic``, ``curvature`` and ``label``).
+    with ``t``, ``loss``, ``quadratic``, ``curvature`` and ``label``). With ``overlay`` the
+    quadratic is drawn only for λ > 0 and over :func:`quadratic_range`; the title's second
+    line states that rule and names the slices whose quadratic is left out, and why.
     """
     if hasattr(slices, "t"):
         slices = [slices]
     fig = go.Figure()
+    left_out = []
     for i, s in enumerate(slices):
         color = _COLORS[i % len(_COLORS)]
         name = s.label or f"direction {i + 1}"
@@ -135,17 +196,17 @@ def slice_figure(
             )
         )
         if overlay:
-            fig.add_trace(
-                go.Scatter(
-                    x=_array(s.t),
-                    y=_array(s.quadratic),
-                    mode="lines",
-                    name=f"{name}: 1/2 c t^2, c={s.curvature:.3g}",
-                    line={"color": color, "dash": "dash"},
-                )
-            )
-    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, template="plotly_white")
-    return fig
+            trace, why = _quadratic_trace(s, name, color)
+            if trace is not None:
+                fig.add_trace(trace)
+            else:
+                left_out.append(why)
+    fig.update_xaxes(title_text=xlabel)
+    fig.update_yaxes(title_text=ylabel)
+    if overlay:
+        note = QUADRATIC_RULE + (f"; not drawn for {', '.join(left_out)}" if left_out else "")
+        title = f"{title}<br><sup>{note}</sup>"
+    return layout(fig, title, height=460)
 
 
 def _plane_axes(plane, labels):
@@ -173,6 +234,7 @@ def contour_figure(
             colorbar={"title": "log10 loss" if log else "loss"},
         )
     )
+    number_ticks(fig)
     fig.add_trace(
         go.Scatter(
             x=[0.0],
@@ -191,7 +253,7 @@ def contour_figure(
         title=title,
         xaxis_title=f"t1 along {labels[0]}",
         yaxis_title=f"t2 along {labels[1]}",
-        template="plotly_white",
+        template=TEMPLATE,
     )
     return fig
 
@@ -217,7 +279,7 @@ def surface_figure(
     )
     fig.update_layout(
         title=title,
-        template="plotly_white",
+        template=TEMPLATE,
         scene={
             "xaxis_title": f"t1 along {labels[0]}",
             "yaxis_title": f"t2 along {labels[1]}",
