@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +23,14 @@ th{background:#f0f3f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
 padding:2px 12px;margin:6px 0 18px 0}pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:.85em}
 pre.error{background:#fff0f0;border-left:4px solid #d62728}.ok{color:#2ca02c}.fail{color:#d62728;font-weight:bold}
 .params code{font-size:.85em}.muted{color:#777;font-size:.9em}
+.scroll,div.table{overflow-x:auto;max-width:100%}.scroll table,div.table table{margin:6px 0}
+nav a{overflow-wrap:break-word;hyphens:none}header .facts{font-size:.95em}header .fail{color:#ffb3b3}
+details.records summary{cursor:pointer;color:#1f3b5a}
+.explore{border:1px solid #dde3ea;border-radius:6px;padding:10px 16px;margin:12px 0;background:#fbfcfe}
+.knobs{display:grid;grid-template-columns:repeat(auto-fill,minmax(230px,1fr));gap:6px 20px;margin:6px 0}
+.knobs label{display:flex;flex-direction:column;font-size:.95em}.knobs input{width:100%}
+.knobs .hint{color:#777;font-size:.8em}.knobs output{font-weight:bold}
+.explore .note{min-height:3em;font-size:.95em}.explore .snap{color:#b00020;font-weight:bold}
 """
 
 
@@ -43,7 +52,41 @@ def _fmt_value(v: Any) -> str:
         return f"{v:.4g}" if math.isfinite(v) and (v == 0 or 1e-3 <= abs(v) < 1e5) else f"{v:.3e}"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_fmt_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_fmt_value(x)}" for k, x in v.items()) or "(none)"
     return str(v)
+
+
+def _record_columns(name: str, v: Any) -> str | None:
+    """A record that is a table (equal-length columns, like ``<knob>.runs``) as a folded,
+    scrolling table of formatted numbers; None for any other record."""
+    if not (isinstance(v, dict) and v and all(isinstance(x, list) for x in v.values())):
+        return None
+    lengths = {len(x) for x in v.values()}
+    if len(lengths) != 1:
+        return None
+    (n,) = lengths
+    rows = [[html.escape(_fmt_value(v[c][i])) for c in v] for i in range(n)]
+    numeric = [j for j, c in enumerate(v) if all(_is_number(x) for x in v[c])]
+    return (
+        f'<details class="records"><summary><code>{html.escape(name)}</code>: {n} rows × '
+        f"{len(v)} columns</summary>{_table([str(c) for c in v], rows, numeric=numeric)}</details>"
+    )
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+_TD_NUMBER = re.compile(r"(<td[^>]*>)\s*(-?\d+\.\d{5,}(?:e[-+]?\d+)?|-?\d\.\d+e[-+]?\d+)\s*(</td>)")
+
+
+def round_table_numbers(table_html: str) -> str:
+    """A notebook's HTML table with its long decimals (pandas prints 6) cut to 4 significant
+    digits; integers, text and numbers already short are left as they are."""
+    return _TD_NUMBER.sub(
+        lambda m: m.group(1) + _fmt_value(float(m.group(2))) + m.group(3), table_html
+    )
 
 
 def _table(headers: list[str], rows: Iterable[list[str]], numeric: Iterable[int] = ()) -> str:
@@ -55,7 +98,7 @@ def _table(headers: list[str], rows: Iterable[list[str]], numeric: Iterable[int]
         + "</tr>"
         for r in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _figure_html(fig: dict, div_id: str) -> str:

@@ -206,3 +206,78 @@ def summary_figures(pages: list[NotebookPage]) -> list[tuple[str, str, dict]]:
         fig = gp.knob_effects(eff)
         out.append(("summary-knobs", fig.layout.title.text, fig.to_plotly_json()))
     return out
+
+
+def _seed_text(seeds: list) -> str:
+    seeds = sorted({int(s) for s in seeds})
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ", ".join(map(str, seeds)) or "n/a"
+
+
+def _pair_runs(pages: list[NotebookPage]) -> tuple[str, list[str]]:
+    """Notebook 09's runs (two per seed: SSGD and DPSGD) in words, and its unconverged ones."""
+    records: dict = {}
+    for p in pages:
+        records.update(p.records)
+    pairs = records.get(rn.MULTILEARNER_PAIRS)
+    if not isinstance(pairs, dict) or not pairs.get("seed"):
+        return "", []
+    bad = [
+        f"{algo.upper()} seed {_fmt_value(seed)} ({status})"
+        for algo in ("ssgd", "dpsgd")
+        for seed, status in zip(pairs["seed"], pairs.get(f"status_{algo}", []))
+        if status != CONVERGED
+    ]
+    text = (
+        f"multi-learner (09): {2 * len(pairs['seed'])} runs, SSGD and DPSGD, "
+        f"seeds {_seed_text(pairs['seed'])}"
+    )
+    return text, bad
+
+
+def _sweep_runs(pages: list[NotebookPage]) -> tuple[str, list[str]]:
+    """The knob sweeps' runs in words (seeds, runs per value), and their unconverged ones."""
+    runs = all_runs(pages)
+    if runs is None:
+        return "", []
+    distinct = runs.drop_duplicates(
+        [c for c in ("seed", "real_gap", "sharpness", "size") if c in runs]
+    )
+    per_value = runs.groupby(["knob", "value"]).size()
+    lo, hi = int(per_value.min()), int(per_value.max())
+    seeds = f"seeds {_seed_text(runs['seed'])}, " if "seed" in runs else ""
+    text = (
+        f"knob sweeps: {len(runs)} runs, {seeds}{lo if lo == hi else f'{lo}–{hi}'} per value "
+        f"({len(distinct)} distinct networks: the sweeps share the default setting)"
+    )
+    bad = []
+    if "status" in runs:
+        for r in runs[runs["status"] != CONVERGED].itertuples():
+            seed = f" seed {_fmt_value(r.seed)}" if "seed" in runs else ""
+            bad.append(f"{r.knob} = {_fmt_value(r.value)}{seed} ({r.status})")
+    return text, bad
+
+
+def run_facts(pages: list[NotebookPage], profile: str = "") -> str:
+    """The report's first line about its runs: the profile, the seeds, how many runs the knob
+    sweeps and notebook 09 trained, and each run that did not converge (HTML)."""
+    profile = profile or next(
+        (str(p.parameters["profile"]) for p in pages if p.parameters.get("profile")), "?"
+    )
+    sweeps, bad = _sweep_runs(pages)
+    pairs, pair_bad = _pair_runs(pages)
+    bad += pair_bad
+    parts = [f"profile <b>{html.escape(profile)}</b>"] + [
+        html.escape(t) for t in (sweeps, pairs) if t
+    ]
+    if bad:
+        shown = ", ".join(html.escape(b) for b in bad[:12])
+        more = f" and {len(bad) - 12} more" if len(bad) > 12 else ""
+        parts.append(
+            f'<span class="fail">{len(bad)} run(s) did not converge and are left out of the '
+            f"verdicts: {shown}{more}</span>"
+        )
+    elif sweeps or pairs:
+        parts.append("every run converged")
+    return " · ".join(parts)

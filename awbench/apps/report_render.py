@@ -5,6 +5,7 @@ uncertainty, summary figures, notebooks and times, then each notebook's own page
 from __future__ import annotations
 
 import html
+import re
 from datetime import datetime, timezone
 
 from awbench.apps.report_claims import _MISSING_RE, CLAIMS, MISSING
@@ -14,21 +15,36 @@ from awbench.apps.report_html import (
     _figure_html,
     _fmt_value,
     _pct_cell,
+    _record_columns,
     _render_markdown,
     _table,
+    round_table_numbers,
 )
 from awbench.apps.report_knobs import (
     convergence_rows,
     knob_rows,
     pooled_verdicts,
+    run_facts,
     summary_figures,
     verdict_tables,
 )
 from awbench.apps.report_pages import Block, NotebookPage
 from awbench.experiments import record_names as rn
 
+NAV_TITLE = 80  # characters of a figure title in the contents, cut at a word
+_RECORDS_HEADING = re.compile(r"^\s*#+\s*(?:[\w.]+\s*·\s*)?Recorded numbers\b", re.IGNORECASE)
 
-def _nav(pages: list[NotebookPage]) -> str:
+
+def _short(title: str, limit: int = NAV_TITLE) -> str:
+    """``title`` cut at the last word boundary before ``limit`` characters, with an ellipsis."""
+    title = " ".join(title.split())
+    if len(title) <= limit:
+        return title
+    cut = title[: limit + 1].rsplit(" ", 1)[0].rstrip(" ,;:·-–(")
+    return (cut or title[:limit]) + "…"
+
+
+def _nav(pages: list[NotebookPage], explore: bool = True) -> str:
     """The table of contents: the report's own sections, then each notebook and its figures."""
     nav = [
         "<nav><b>Contents</b><ol>",
@@ -38,12 +54,14 @@ def _nav(pages: list[NotebookPage]) -> str:
             '<li><a href="#knobs">What each knob did</a><ol><li><a href="#summary-estimate">Estimated against '
             'actual gap, every run</a></li><li><a href="#summary-knobs">Relative change per knob</a></li></ol></li>'
         ),
+        *(['<li><a href="#explore">Explore the knob grid (sliders)</a></li>'] if explore else []),
         '<li><a href="#timing">Notebooks and times</a></li>',
     ]
     for p in pages:
         figs = [b for b in p.blocks if b.kind == "figure"]
         sub = "".join(
-            f'<li><a href="#{b.anchor}">{html.escape(b.title[:80])}</a></li>' for b in figs
+            f'<li><a href="#{b.anchor}" title="{html.escape(b.title)}">{html.escape(_short(b.title))}</a></li>'
+            for b in figs
         )
         nav.append(
             f'<li><a href="#{p.stem}">{html.escape(p.title)}</a>'
@@ -259,7 +277,7 @@ def _block_html(b: Block) -> str | None:
     if b.kind == "figure":
         return f'<div class="figure" id="{b.anchor}">{_figure_html(b.content, b.anchor + "-plot")}</div>'
     if b.kind == "html":
-        return f'<div class="table">{b.content}</div>'
+        return f'<div class="table">{round_table_numbers(b.content)}</div>'
     if b.kind == "text":
         return f"<pre>{html.escape(b.content)}</pre>"
     if b.kind == "error":
@@ -277,17 +295,23 @@ def _notebook_section(p: NotebookPage) -> list[str]:
         out.append(f'<p class="params muted">papermill parameters: {params}</p>')
     out.extend(h for h in map(_block_html, p.blocks) if h is not None)
     if p.records:
-        out.append("<h3>Recorded numbers</h3>")
+        # The notebooks end in a "Recorded numbers" heading of their own: no second one.
+        markdown = [b for b in p.blocks if b.kind == "markdown"]
+        if not (markdown and _RECORDS_HEADING.match(markdown[-1].content)):
+            out.append("<h3>Recorded numbers</h3>")
+        tables = {k: _record_columns(k, v) for k, v in p.records.items()}
         out.append(
             _table(
                 ["name", "value"],
                 [
                     [f"<code>{html.escape(k)}</code>", html.escape(_fmt_value(v))]
                     for k, v in p.records.items()
+                    if tables[k] is None
                 ],
                 numeric=(1,),
             )
         )
+        out.extend(t for t in tables.values() if t is not None)
     out.append("</section>")
     return out
 
@@ -298,9 +322,13 @@ def render(
     timings: dict | None = None,
     failures: dict | None = None,
     total_seconds: float | None = None,
+    explore: bool = True,
 ) -> str:
-    """The whole report as one HTML string (plotly.js inlined once)."""
+    """The whole report as one HTML string (plotly.js inlined once); ``explore``: with the
+    sliders over the shipped knob grid (:mod:`awbench.apps.report_sliders`)."""
     from plotly.offline import get_plotlyjs
+
+    from awbench.apps.report_sliders import explore_section
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     n_figs = sum(b.kind == "figure" for p in pages for b in p.blocks)
@@ -313,6 +341,7 @@ def render(
         *_knobs_section(pages, pooled),
         *_verdict_section(verdicts, claims, pages),
         *_summary_section(pages),
+        *(explore_section() if explore else []),
         *_timing_section(pages, timings or {}, failures or {}),
     ]
     for p in pages:
@@ -327,6 +356,6 @@ def render(
         "<header><h1>awbench: the activity–weight duality, reproduced</h1>"
         "<p>Feng, Zhang &amp; Tu, “Activity–weight duality in feed-forward neural networks reveals two "
         "co-determinants for generalization”, Nature Machine Intelligence 5, 908–918 (2023).</p>"
-        f"<p>profile <b>{html.escape(profile or '?')}</b>; {len(pages)} notebooks, {n_figs} figures{total}; "
-        f"built {stamp}.</p></header><main>{_nav(pages)}<article>{''.join(body)}</article></main></body></html>"
+        f"<p>{len(pages)} notebooks, {n_figs} figures{total}; "
+        f"built {stamp}.</p><p class=facts>{run_facts(pages, profile)}</p></header><main>{_nav(pages, explore)}<article>{''.join(body)}</article></main></body></html>"
     )

@@ -1,0 +1,189 @@
+"""The offline report: one file under 10 MB that loads nothing from the network, states its
+runs at the top, formats its recorded numbers, and has sliders over the shipped knob grid that
+move the sharpness-vs-size marker and the spectra in a real browser (Debian's chromium driven
+by Playwright, no kernel, no server: the file opened from disk).
+
+The report is rendered from prepared pages (a planted knob sweep with one unconverged run, a
+figure with a long title, a pandas table, a "Recorded numbers" heading), not from executed
+notebooks, so the static checks take a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+from test_browser import CHROMIUM_ARGS, _chromium, _missing
+from test_report_verdicts import write_sweep
+
+from awbench.apps import report_pages, report_sliders
+from awbench.apps.report_render import render
+from awbench.viz import notebook_support as nb
+
+MAX_BYTES = 10 * 1024 * 1024
+LONG_TITLE = (
+    "Gap against batch size with the sharp and flat parts of the decomposition and their "
+    "spread over seeds, converged runs only"
+)
+
+
+def _pages(folder) -> list[report_pages.NotebookPage]:
+    runs = write_sweep(folder)
+    records = {**nb.knob_records(runs, "batch_size"), "ratio": 0.123456789, "flag": True}
+    fig = {
+        "data": [{"type": "scatter", "x": [1, 2, 3], "y": [3, 1, 2]}],
+        "layout": {"title": {"text": LONG_TITLE}},
+    }
+    blocks = [
+        report_pages.Block("markdown", "# Batch size and learning rate"),
+        report_pages.Block("figure", fig, LONG_TITLE, "04_sgd_batch_and_lr-fig1"),
+        report_pages.Block(
+            "html", "<table><tr><td>0.571098</td><td>2.775558e-17</td><td>1920</td></tr></table>"
+        ),
+        report_pages.Block("markdown", "## Recorded numbers"),
+    ]
+    return [
+        report_pages.NotebookPage(
+            "04_sgd_batch_and_lr",
+            "Batch size and learning rate",
+            folder / "04_sgd_batch_and_lr.ipynb",
+            blocks=blocks,
+            records=records,
+            parameters={"profile": "smoke"},
+        )
+    ]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("report")
+    path = folder / "index.html"
+    path.write_text(render(_pages(folder), profile="smoke"), encoding="utf-8")
+    return path
+
+
+def test_one_file_under_10_mb_that_loads_nothing_from_the_network(report):
+    page = report.read_text(encoding="utf-8")
+    assert report.stat().st_size < MAX_BYTES
+    assert page.count("* plotly.js v") == 1, "plotly.js must be embedded exactly once"
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.IGNORECASE)
+    for tag in re.findall(r"<(?:link|img|iframe|source|embed)\b[^>]*>", page, re.IGNORECASE):
+        assert not re.search(r"(?:src|href)\s*=\s*[\"']?\s*(?:https?:)?//", tag), tag
+    assert not re.search(r"@import|url\(\s*[\"']?(?:https?:)?//", page.split("<script")[0])
+
+
+def test_the_top_states_profile_seeds_runs_and_unconverged_runs(report):
+    header = report.read_text(encoding="utf-8").split("</header>")[0]
+    assert "profile <b>smoke</b>" in header
+    assert "knob sweeps: 20 runs, seeds 0–4, 5 per value" in header
+    assert (
+        "1 run(s) did not converge" in header and "batch_size = 200 seed 0 (max_epochs)" in header
+    )
+
+
+def test_recorded_numbers_are_formatted_once_under_one_heading(report):
+    page = report.read_text(encoding="utf-8")
+    section = page.split('<section class="nb" id="04_sgd_batch_and_lr">')[1]
+    assert len(re.findall(r"Recorded numbers</h\d>", section)) == 1
+    records = section.split("Recorded numbers")[1]
+    assert "{" not in records and "&#x27;" not in records, "no raw dict in the records table"
+    assert "<td class=num>0.1235</td>" in section and "0.123456789" not in section
+    assert "20 rows × " in section  # the runs record: a folded table, not a dict
+    assert "<td>0.5711</td>" in section and "<td>2.776e-17</td>" in section
+    assert "<td>1920</td>" in section
+
+
+def test_wide_tables_scroll_and_contents_keep_whole_words(report):
+    page = report.read_text(encoding="utf-8")
+    assert ".scroll,div.table{overflow-x:auto" in page
+    assert (
+        page.count("<table>") == page.count('<div class="scroll"><table>') + 1
+    )  # + the notebook's
+    nav = page.split("<nav>")[1].split("</nav>")[0]
+    entry = re.search(r'href="#04_sgd_batch_and_lr-fig1"[^>]*>([^<]*)</a>', nav).group(1)
+    assert entry.endswith("…") and LONG_TITLE.startswith(entry[:-1])
+    assert LONG_TITLE[len(entry) - 1] == " ", f"cut mid-word: {entry!r}"
+
+
+def test_the_explore_section_embeds_the_shipped_grid(report):
+    page = report.read_text(encoding="utf-8")
+    data = re.search(
+        rf'<script type="application/json" id="{report_sliders.DATA_ID}">(.*?)</script>', page
+    )
+    payload = json.loads(data.group(1))
+    assert "batch_size" in payload["knobs"] and len(payload["runs"]) >= 50
+    assert all(len(r["g"]) <= report_sliders.SPECTRUM_POINTS for r in payload["runs"])
+    assert f'id="{report_sliders.PLANE_ID}"' in page and f'id="{report_sliders.SPECTRA_ID}"' in page
+    assert len(data.group(1)) < 1_000_000
+
+
+def _state(page) -> dict:
+    return page.evaluate(
+        """() => {
+          const p = document.getElementById('explore-plane').data;
+          const s = document.getElementById('explore-spectra').data;
+          return {here: [p[3].x[0], p[3].y[0]], run: [p[2].x[0], p[2].y[0]],
+                  g: Array.from(s[1].y), w: Array.from(s[3].y),
+                  note: document.getElementById('explore-note').textContent};
+        }"""
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_report_sliders_move_the_marker_and_spectra_offline(report, tmp_path):
+    chromium = _chromium()
+    if chromium is None:
+        _missing("/usr/bin/chromium (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright (pip install -e '.[browser]')")
+    requests: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("request", lambda r: requests.append(r.url))
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(report.as_uri(), wait_until="load")
+            page.wait_for_selector("#explore-plane .main-svg")
+            page.wait_for_selector("#explore-spectra .main-svg")
+            explore = page.locator("div.explore")
+            explore.scroll_into_view_if_needed()
+            before = _state(page)
+            assert "the default setting" in before["note"]
+            explore.screenshot(path=str(tmp_path / "explore-default.png"))
+
+            page.focus("#explore-batch_size")
+            page.keyboard.press("ArrowRight")  # batch size 25 -> 100
+            page.wait_for_function(
+                "document.getElementById('explore-out-batch_size').textContent === '100'"
+            )
+            moved = _state(page)
+            assert moved["here"] != before["here"] and moved["run"] != before["run"]
+            assert moved["g"] != before["g"] and moved["w"] != before["w"]
+            assert "batch size B = 100" in moved["note"]
+            explore.screenshot(path=str(tmp_path / "explore-batch100.png"))
+
+            page.focus("#explore-lr")
+            page.keyboard.press("ArrowRight")  # lr 0.1 -> 0.2 is not on the grid at batch 100
+            page.wait_for_function(
+                "document.getElementById('explore-out-lr').textContent === '0.2'"
+            )
+            snapped = _state(page)
+            assert "not on the grid" in snapped["note"]
+            assert page.input_value("#explore-batch_size") == "0", "batch size snaps back to 25"
+            assert snapped["here"] != moved["here"] and snapped["g"] != moved["g"]
+            explore.screenshot(path=str(tmp_path / "explore-snapped.png"))
+            page.screenshot(path=str(tmp_path / "report-top.png"))
+        finally:
+            browser.close()
+    assert not errors, errors
+    outside = [u for u in requests if not u.startswith(("file://", "data:", "blob:", "about:"))]
+    assert not outside, f"the report asked the network for {outside}"
+    assert requests and requests[0].startswith("file://")
+    shutil.copy(tmp_path / "explore-batch100.png", "/tmp/report_slider_screenshot.png")
