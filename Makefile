@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The extras `make setup` installs; README.md and environment.yml name the same ones.
+EXTRAS := dev,dask,browser,export,present
 
-.PHONY: setup lint check test reproduce lab bench figures clean
+.PHONY: setup lint check test reproduce lab bench figures present clean
 
 setup: $(STAMP)
 
@@ -18,9 +20,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,dask,browser]'
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	$(BIN)/python -c "import pathlib, site; pathlib.Path(site.getsitepackages()[0], 'awbench-checkout.pth').write_text('$(CURDIR)\n')"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (awbench)"
+	@# JupyterLab saves notebooks/NN_*.ipynb without outputs: running one leaves git clean
+	$(BIN)/python -m awbench.apps.jupyter_hooks
 	touch $(STAMP)
 
 # Layer contract, formatting and lint: the package, tests and benches (notebooks are
@@ -47,9 +51,14 @@ lab: $(STAMP)
 bench: $(STAMP)
 	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
+# Every report figure of `make reproduce` as PNG (1920x1080, 1280x720) and SVG, through
+# kaleido and the system's Chromium (BROWSER_PATH=/usr/bin/chromium if not found).
 figures: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[export]'
 	$(BIN)/awbench figures
+
+# The knob panel as a code-free Voila app on 127.0.0.1 (issue 15); PRESENT_ARGS="--port 9000"
+present: $(STAMP)
+	$(BIN)/awbench present $(PRESENT_ARGS)
 
 clean:
 	rm -rf $(VENV) .awbench_cache outputs

@@ -67,6 +67,26 @@ def test_no_function_over_the_limit():
     assert long_functions() == []
 
 
+def private_imports() -> list[str]:
+    """``from awbench.x import _name`` anywhere in the package: a private name another module
+    relies on is public in all but name, and renaming it breaks code nobody expected."""
+    found = []
+    for path in _modules():
+        rel = path.relative_to(PACKAGE.parent).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("awbench"):
+                found += [
+                    f"{rel}: {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
+    return found
+
+
+def test_no_private_name_imported_across_modules():
+    assert private_imports() == []
+
+
 def test_every_exception_still_exists():
     known = {p.relative_to(PACKAGE.parent).as_posix() for p in _modules()}
     for key in EXCEPTIONS:

@@ -486,11 +486,11 @@ def test_warning_for_a_setting_that_hit_the_budget(small_store, tmp_path):
     warning = _warnings(status)
     assert len(warning) == 1 and warning[0] == (
         "⚠ not converged: stopped at the budget of 12 epochs with train loss "
-        f"{kg._fmt(row['final_train_loss'])} &gt; {s.config.stop_loss:g} — its numbers are not "
+        f"{kg.fmt(row['final_train_loss'])} &gt; {s.config.stop_loss:g} — its numbers are not "
         "a result"
     )
     assert "color:#b00020" in status, "the warning is coloured"
-    assert f"final train loss {kg._fmt(row['final_train_loss'])}" in status
+    assert f"final train loss {kg.fmt(row['final_train_loss'])}" in status
     assert f"train accuracy {100 * row['final_train_acc']:.2f} %" in status
     assert "after 12 epochs (budget 12)" in status
     for name in ("sharpness", "size", "gap"):
@@ -508,7 +508,7 @@ def test_no_warning_for_converged_runs_and_seeds_counted(mixed_store, tmp_path):
     status = p.widgets["status"].value
     assert _warnings(status) == [] and "⚠" not in status
     assert "converged</b> after 9 epochs (budget 12)" in status
-    assert f"final train loss {kg._fmt(row['final_train_loss'])}" in status
+    assert f"final train loss {kg.fmt(row['final_train_loss'])}" in status
     assert "3/3 seeds converged at this point" in status
     for name in kw.PANELS:
         assert "⚠" not in p.figures[name].layout.title.text, name
@@ -520,7 +520,7 @@ def test_no_warning_for_converged_runs_and_seeds_counted(mixed_store, tmp_path):
     assert _warnings(status) == [
         (
             f"⚠ not converged: stopped at the budget of 12 epochs with train loss "
-            f"{kg._fmt(loss)} &gt; 1.5 — its numbers are not a result"
+            f"{kg.fmt(loss)} &gt; 1.5 — its numbers are not a result"
         ),
         (
             "⚠ none of the 3 seeds at this point converged: the grid&#x27;s numbers here "

@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 from collections.abc import Callable
 
-from awbench.config import PRESETS, ConfigError
+from awbench.apps.environment import environment_info
+
+# Nothing heavy at import: `awbench --help` and `--version` must not load torch, pandas or
+# plotly (tests/test_everyday.py). A subcommand's arguments are added when it is used.
 
 Arguments = Callable[[argparse.ArgumentParser], None]
 _COMMANDS: list[tuple[str, str, Arguments | None, Callable[[argparse.Namespace], int]]] = []
@@ -40,14 +42,42 @@ def command(name: str, help: str, arguments: Arguments | None = None):
     return register
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose ``arguments`` are added the first time it parses or prints
+    its help: the top-level ``--help`` lists every subcommand without importing what their
+    arguments need (presets, defaults)."""
+
+    def __init__(self, *args, arguments: Arguments | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pending = arguments
+
+    def _add_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._add_pending()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._add_pending()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._add_pending()
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from awbench import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="awbench", description="Workbench for the activity-weight duality (Feng, Zhang & Tu)."
     )
     parser.add_argument("--version", action="version", version=f"awbench {__version__}")
-    top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.set_defaults(func=None, help_parser=parser)  # no COMMAND: print the help
+    top = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
     for name, help, arguments, run in _COMMANDS:
         *group, leaf = name.split()
@@ -56,23 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
             gname = group[0]
             if gname not in groups:
                 gparser = top.add_parser(gname, help=f"{gname} commands")
-                groups[gname] = gparser.add_subparsers(
-                    dest=f"{gname}_command", metavar="COMMAND", required=True
-                )
+                gparser.set_defaults(help_parser=gparser)
+                groups[gname] = gparser.add_subparsers(dest=f"{gname}_command", metavar="COMMAND")
             subparsers = groups[gname]
-        p = subparsers.add_parser(leaf, help=help, description=help)
-        if arguments is not None:
-            arguments(p)
-        p.set_defaults(func=run, command_name=name)
+        p = subparsers.add_parser(leaf, help=help, description=help, arguments=arguments)
+        p.set_defaults(func=run, command_name=name, help_parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``awbench`` script; returns the exit code."""
-    from awbench.experiments.executors import Terminated, sigterm_as_interrupt
-
+    """Entry point of the ``awbench`` script; returns the exit code (``awbench`` or a group
+    such as ``awbench notebooks`` without a command prints its help and returns 0)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.func is None:
+        args.help_parser.print_help()
+        return 0
+    from awbench.experiments.executors import Terminated, sigterm_as_interrupt
+
     hint = shadowing_hint()
     if hint:
         print(f"awbench: warning: {hint}", file=sys.stderr)
@@ -98,6 +129,8 @@ def _error_code(exc: BaseException) -> int | None:
     """Exit code of an error the user can act on (2: a bad input; 1: the environment, such
     as a full disk or an unreachable scheduler), or None for a bug (traceback)."""
     import yaml
+
+    from awbench.config import ConfigError
 
     usage = (ConfigError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
     usage += (ImportError, ValueError, RuntimeError, OverflowError, yaml.YAMLError)
@@ -153,62 +186,6 @@ def shadowing_hint(cwd: str | os.PathLike | None = None) -> str:
 # --- info ------------------------------------------------------------------------------
 
 
-def environment_info() -> dict[str, str]:
-    """Versions, threads, device and cache folder (what a bug report needs)."""
-    from importlib import metadata
-
-    from awbench.cache import cache_dir
-
-    info = {
-        "python": f"{platform.python_version()} ({sys.executable})",
-        "platform": platform.platform(),
-    }
-    for dist in (
-        "awbench",
-        "torch",
-        "numpy",
-        "scipy",
-        "pandas",
-        "pyarrow",
-        "scikit-learn",
-        "mnist1d",
-        "plotly",
-        "ipywidgets",
-        "papermill",
-        "tqdm",
-        "dask",
-        "distributed",
-    ):
-        try:
-            info[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            info[dist] = "not installed" + (
-                " (pip install 'awbench[dask]')" if dist in ("dask", "distributed") else ""
-            )
-    import torch
-
-    info["torch threads"] = (
-        f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op"
-    )
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        cores = os.cpu_count() or 1
-    info["cpu cores"] = str(cores)
-    if torch.cuda.is_available():
-        info["device"] = (
-            f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} visible)"
-        )
-    else:
-        info["device"] = "cpu (no CUDA device)"
-    import awbench
-
-    info["awbench package"] = os.path.dirname(awbench.__file__)
-    info["cache"] = str(cache_dir())
-    info["AWBENCH_QUIET"] = os.environ.get("AWBENCH_QUIET", "")
-    return info
-
-
 def _info_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON object")
 
@@ -230,6 +207,8 @@ def _info(args: argparse.Namespace) -> int:
 
 def _parse_set(items: list[str] | None) -> dict:
     import yaml
+
+    from awbench.config import ConfigError
 
     out = {}
     for item in items or []:
@@ -267,6 +246,7 @@ def _executor_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _sweep_arguments(p: argparse.ArgumentParser) -> None:
+    from awbench.config import PRESETS
     from awbench.experiments.grids import SWEEP_PRESETS
 
     what = p.add_mutually_exclusive_group(required=True)
@@ -509,6 +489,8 @@ def _reproduce(args: argparse.Namespace) -> int:
 def _cell_timeout(seconds: float) -> float | None:
     import math
 
+    from awbench.config import ConfigError
+
     if math.isnan(seconds) or seconds < 0:
         raise ConfigError(f"--cell-timeout={seconds} is not allowed: expected seconds >= 0")
     return None if seconds == 0 or math.isinf(seconds) else seconds
@@ -516,16 +498,52 @@ def _cell_timeout(seconds: float) -> float | None:
 
 def _figures_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--notebooks", default="outputs/notebooks", help="executed notebooks folder")
-    p.add_argument("--out", default="outputs/figures", help="where PNG and SVG files go")
+    p.add_argument(
+        "--out",
+        default="outputs/figures",
+        help="where the 1920x1080/, 1280x720/ (PNG) and svg/ folders go (default: outputs/figures)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="browser tabs rendering at once"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-@command("figures", "export every report figure as PNG and SVG (needs kaleido)", _figures_arguments)
+@command(
+    "figures",
+    "export every report figure as PNG (1920x1080, 1280x720) and SVG (needs the export extra)",
+    _figures_arguments,
+)
 def _figures(args: argparse.Namespace) -> int:
-    from awbench.apps.report import export_figures
+    import time
 
-    written = export_figures(args.notebooks, args.out)
-    print(f"{len(written)} files in {args.out}")
+    from awbench.apps.report_export import export_figures
+
+    start = time.perf_counter()
+    written = export_figures(
+        args.notebooks,
+        args.out,
+        progress_bar=False if args.quiet else None,
+        workers=args.workers,
+    )
+    print(f"[figures] {len(written)} files in {args.out} in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def _present_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: 8866)")
+    p.add_argument("--no-browser", action="store_true", help="print the URL, open no browser")
+
+
+@command(
+    "present",
+    "the knob panel as a code-free Voila app on 127.0.0.1 (needs the present extra)",
+    _present_arguments,
+)
+def _present(args: argparse.Namespace) -> int:
+    from awbench.apps.present import serve
+
+    return serve(args.port, open_browser=not args.no_browser)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ EFFECT_COLUMNS = (
 )
 
 
-def _effect(grid: KnobGrid, knob: str, values: Mapping[str, Any]) -> tuple[dict, set]:
+def effect(grid: KnobGrid, knob: str, values: Mapping[str, Any]) -> tuple[dict, set]:
     """One row of :func:`grid_effects` and the points it left out (as grid tuples)."""
     c = grid.curve(knob, values)
     ok, bad = c[c["converged"] > 0], c[c["converged"] == 0]
@@ -38,7 +38,7 @@ def _effect(grid: KnobGrid, knob: str, values: Mapping[str, Any]) -> tuple[dict,
     return row, {grid._tuple({**values, knob: v, "seed": 0}) for v in bad[knob]}
 
 
-def _held(grid: KnobGrid, values: Mapping[str, Any], but: str | None = None) -> str:
+def held_values(grid: KnobGrid, values: Mapping[str, Any], but: str | None = None) -> str:
     moved = {k: v for k, v in values.items() if k not in ("seed", but) and v != grid.defaults[k]}
     return "at " + ", ".join(f"{k}={v!r}" for k, v in moved.items()) if moved else "at the default"
 
@@ -59,10 +59,10 @@ def grid_effects(grid: KnobGrid, values: Mapping[str, Any] | None = None) -> pd.
     dropped = set()  # the held point lies on every knob's line: count it once
     for knob in KNOBS:
         if knob != "seed":
-            row, bad = _effect(grid, knob, values)
+            row, bad = effect(grid, knob, values)
             rows.append(row)
             dropped |= bad
     out = pd.DataFrame(rows, columns=list(EFFECT_COLUMNS))
     out.attrs["left_out_points"] = len(dropped)
-    out.attrs["held"] = _held(grid, values)
+    out.attrs["held"] = held_values(grid, values)
     return out

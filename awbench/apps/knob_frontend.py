@@ -58,7 +58,7 @@ def frontend() -> str:
     return "static" if any(name in parents for name in HEADLESS_PARENTS) else "live"
 
 
-def _warm_up(cfg: Config) -> None:
+def warm_up(cfg: Config) -> None:
     """Pay the first-use costs of "train this setting" (dataset loader imports, torch's
     batched autograd) in a background thread while the user looks at the panel."""
     import threading

@@ -37,10 +37,10 @@ import pandas as pd
 
 from awbench.apps.knob_slices import (
     SLICE_POINTS,
-    _read_slices,
-    _slice_path,
-    _write_slice,
     loss_slice,
+    read_slices,
+    slice_path,
+    write_slice,
 )
 from awbench.cache import cache_dir
 from awbench.config import Config
@@ -155,7 +155,7 @@ class Setting:
         return self.scalars[name]
 
 
-def _native(value: Any) -> Any:
+def native_value(value: Any) -> Any:
     """A plain Python number (store columns come back as NumPy scalars)."""
     return value.item() if hasattr(value, "item") else value
 
@@ -163,7 +163,7 @@ def _native(value: Any) -> Any:
 def _mode_value(values: pd.Series) -> Any:
     counts = values.value_counts()
     best = counts[counts == counts.max()].index
-    return _native(min(best))
+    return native_value(min(best))
 
 
 TRAINING_COLUMNS = ("converged", "final_train_loss", "final_train_acc", "epoch_budget")
@@ -272,7 +272,7 @@ class KnobGrid:
             "key", sort=False
         ):
             self._directions[key] = d.sort_values("rank")
-        self._slices.update(_read_slices(store, runs["key"]))
+        self._slices.update(read_slices(store, runs["key"]))
         merged = pd.concat([self._runs, runs], ignore_index=True) if len(self._runs) else runs
         self._runs = merged.drop_duplicates("key", keep="last").reset_index(drop=True)
         self._reindex()
@@ -280,14 +280,14 @@ class KnobGrid:
     def _reindex(self) -> None:
         self._index = {}
         for i, row in enumerate(self._runs[list(KNOBS)].itertuples(index=False, name=None)):
-            self._index[tuple(_native(v) for v in row)] = i
+            self._index[tuple(native_value(v) for v in row)] = i
         for k in KNOBS:
             grid = self._runs.loc[self._runs["source"] == "grid", k]
-            self.values[k] = sorted({_native(v) for v in grid})
+            self.values[k] = sorted({native_value(v) for v in grid})
         self._matrix = self._runs[list(KNOBS)].to_numpy(dtype=float)
         self._curve_values = self._runs[list(CURVE_COLUMNS)].to_numpy(dtype=float)
         self._converged = self._runs["converged"].to_numpy(dtype=bool)
-        self._natives = {k: {float(v): _native(v) for v in self._runs[k]} for k in KNOBS}
+        self._natives = {k: {float(v): native_value(v) for v in self._runs[k]} for k in KNOBS}
         self._point_columns = [c for c in (*SCALARS, *TRAINING_COLUMNS[1:]) if c in self._runs]
         self._settings = {}  # a new run may join the point of a cached setting
 
@@ -303,7 +303,7 @@ class KnobGrid:
 
     def _tuple(self, values: Mapping[str, Any]) -> tuple:
         merged = {**self.defaults, **values}
-        return tuple(_native(merged[k]) for k in KNOBS)
+        return tuple(native_value(merged[k]) for k in KNOBS)
 
     def _point_mask(self, target: np.ndarray) -> np.ndarray:
         others = [i for i, k in enumerate(KNOBS) if k != "seed"]
@@ -444,7 +444,7 @@ class KnobGrid:
             shown[0] = now
             text = f"training: epoch {epoch} of at most {budget}"
             if math.isfinite(loss):
-                text += f", train loss {_fmt(loss)} (the stopping rule needs < {cfg.stop_loss:g})"
+                text += f", train loss {fmt(loss)} (the stopping rule needs < {cfg.stop_loss:g})"
             report(0.85 * done[0], text)
 
         res = experiment.run_experiment(cfg, show_progress=False, on_epoch=on_epoch)
@@ -456,7 +456,7 @@ class KnobGrid:
             report(0.92, "loss slice along the top eigenvector")
             if len(self.t_grid):
                 part = loss_slice(res.load_run(), self.t_grid)
-                _write_slice(self.extra, cfg.key(), part)
+                write_slice(self.extra, cfg.key(), part)
         store.write(row, directions)
         runs, dirs = store.load([cfg.key()])
         runs["source"] = "trained"
@@ -492,7 +492,7 @@ SCALARS = (
 CURVE_COLUMNS = ("real_gap", "sharpness", "size")
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
+def fmt(x: float | None, digits: int = 3) -> str:
     return "–" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
 
 
@@ -544,12 +544,12 @@ def add_slices(
     written = 0
     for _, row in grid.runs.iterrows():
         key = row["key"]
-        if _slice_path(store, key).exists() and not force:
+        if slice_path(store, key).exists() and not force:
             continue
         res = run_experiment(config_from_row(row), show_progress=False)
         if not res.ok:
             continue
-        _write_slice(store, key, loss_slice(res.load_run(), t))
+        write_slice(store, key, loss_slice(res.load_run(), t))
         written += 1
         log(f"slice {written}: {key} ({describe(config_from_row(row), grid.base)})")
     return written

@@ -31,8 +31,8 @@ from awbench.apps.knob_grid import (
     KNOB_TEXT,
     KnobGrid,
     Setting,
-    _fmt,
-    _native,
+    fmt,
+    native_value,
 )
 from awbench.viz.gap_plots import COLORS, TEMPLATE
 
@@ -60,11 +60,11 @@ def _subplots(cols: int, titles: tuple[str, ...], widths=None) -> go.Figure:
     return fig
 
 
-def _get(s: Setting | None, name: str) -> float:
+def get_path(s: Setting | None, name: str) -> float:
     return float("nan") if s is None else s.scalars.get(name, float("nan"))
 
 
-def _log_range(*arrays: np.ndarray, decades: float = 5.0) -> list[float] | None:
+def log_range(*arrays: np.ndarray, decades: float = 5.0) -> list[float] | None:
     """A log-axis range over ``decades`` below the largest value (spectra end in exact zeros)."""
     vals = np.concatenate([a[np.isfinite(a) & (a > 0)] for a in arrays if len(a)] or [np.zeros(0)])
     if not len(vals):
@@ -225,15 +225,15 @@ def _sharpness_layout(c: Setting | None, r: Setting | None) -> dict:
     """The sharpness panel's title and axis ranges."""
     layer = (c or r).config.layer if (c or r) is not None else "layer"
     title = _unconverged_flag(c, r) + (
-        f"<b>Sharpness</b>  Σσg² = {_fmt(_get(c, 'sharpness'))} "
-        f"(default {_fmt(_get(r, 'sharpness'))}) · λmax of the {layer} Hessian = "
-        f"{_fmt(_get(c, 'lam_max'))} (default {_fmt(_get(r, 'lam_max'))})"
+        f"<b>Sharpness</b>  Σσg² = {fmt(get_path(c, 'sharpness'))} "
+        f"(default {fmt(get_path(r, 'sharpness'))}) · λmax of the {layer} Hessian = "
+        f"{fmt(get_path(c, 'lam_max'))} (default {fmt(get_path(r, 'lam_max'))})"
     )
     ymax = [np.max(s.slice_loss) for s in (c, r) if s is not None and len(s.slice_loss)]
     ymin = [np.min(s.slice_loss) for s in (c, r) if s is not None and len(s.slice_loss)]
     layout = {
         "title.text": title,
-        "yaxis.range": _log_range(*(x.sigma_g for x in (c, r) if x is not None)),
+        "yaxis.range": log_range(*(x.sigma_g for x in (c, r) if x is not None)),
     }
     if ymax:  # the quadratic may shoot far above the slice: frame the slices
         span = max(ymax) - min(ymin)
@@ -294,8 +294,8 @@ def size_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], d
             "showlegend": False,
             "marker": {"color": [REFERENCE, SIZE_COLOR]},
             "x": ["default", "this setting"],
-            "y": [_get(r, "weight_norm"), _get(c, "weight_norm")],
-            "text": [_fmt(_get(r, "weight_norm")), _fmt(_get(c, "weight_norm"))],
+            "y": [get_path(r, "weight_norm"), get_path(c, "weight_norm")],
+            "text": [fmt(get_path(r, "weight_norm")), fmt(get_path(c, "weight_norm"))],
             "textposition": "auto",
             "xaxis": "x2",
             "yaxis": "y2",
@@ -306,8 +306,8 @@ def size_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], d
             "showlegend": False,
             "marker": {"color": [REFERENCE, SIZE_COLOR], "opacity": 0.6},
             "x": ["default", "this setting"],
-            "y": [_get(r, "size"), _get(c, "size")],
-            "text": [_fmt(_get(r, "size")), _fmt(_get(c, "size"))],
+            "y": [get_path(r, "size"), get_path(c, "size")],
+            "text": [fmt(get_path(r, "size")), fmt(get_path(c, "size"))],
             "textposition": "auto",
             "xaxis": "x3",
             "yaxis": "y3",
@@ -315,12 +315,12 @@ def size_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], d
         },
     ]
     title = _unconverged_flag(c, r) + (
-        f"<b>Size</b>  Σσw² = {_fmt(_get(c, 'size'))} (default {_fmt(_get(r, 'size'))})"
-        f" · ‖W‖F = {_fmt(_get(c, 'weight_norm'))} (default {_fmt(_get(r, 'weight_norm'))})"
+        f"<b>Size</b>  Σσw² = {fmt(get_path(c, 'size'))} (default {fmt(get_path(r, 'size'))})"
+        f" · ‖W‖F = {fmt(get_path(c, 'weight_norm'))} (default {fmt(get_path(r, 'weight_norm'))})"
     )
     return traces, {
         "title.text": title,
-        "yaxis.range": _log_range(*(x.sigma_w for x in (c, r) if x is not None)),
+        "yaxis.range": log_range(*(x.sigma_w for x in (c, r) if x is not None)),
     }
 
 
@@ -343,10 +343,10 @@ def gap_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], di
     r, c = ref, cur
 
     def vals(s: Setting | None) -> list[float]:
-        return [_get(s, "real_gap"), _get(s, "pair_gap"), _get(s, "estimated_gap")]
+        return [get_path(s, "real_gap"), get_path(s, "pair_gap"), get_path(s, "estimated_gap")]
 
-    sharp = [_get(r, "sharp_gap"), _get(c, "sharp_gap")]
-    flat = [_get(r, "flat_gap"), _get(c, "flat_gap")]
+    sharp = [get_path(r, "sharp_gap"), get_path(c, "sharp_gap")]
+    flat = [get_path(r, "flat_gap"), get_path(c, "flat_gap")]
     traces = [
         {
             "type": "bar",
@@ -354,7 +354,7 @@ def gap_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], di
             "marker": {"color": REFERENCE},
             "x": list(GAP_BARS),
             "y": vals(r),
-            "text": [_fmt(v) for v in vals(r)],
+            "text": [fmt(v) for v in vals(r)],
             "textposition": "auto",
             "xaxis": "x",
             "yaxis": "y",
@@ -367,7 +367,7 @@ def gap_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], di
             "marker": {"color": COLORS["estimated_gap"]},
             "x": list(GAP_BARS),
             "y": vals(c),
-            "text": [_fmt(v) for v in vals(c)],
+            "text": [fmt(v) for v in vals(c)],
             "textposition": "auto",
             "xaxis": "x",
             "yaxis": "y",
@@ -383,7 +383,7 @@ def gap_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], di
             "xaxis": "x2",
             "yaxis": "y2",
             "offsetgroup": "split",
-            "text": [_fmt(v) for v in sharp],
+            "text": [fmt(v) for v in sharp],
             "textposition": "inside",
             "hovertemplate": "%{x}: sharp part %{y:.4g} nats<extra></extra>",
         },
@@ -397,17 +397,21 @@ def gap_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], di
             "xaxis": "x2",
             "yaxis": "y2",
             "offsetgroup": "split",
-            "text": [_fmt(v) for v in flat],
+            "text": [fmt(v) for v in flat],
             "textposition": "inside",
             "hovertemplate": "%{x}: flat part %{y:.4g} nats<extra></extra>",
         },
     ]
-    share = _get(c, "sharp_gap") / _get(c, "pair_gap") if _get(c, "pair_gap") else float("nan")
+    share = (
+        get_path(c, "sharp_gap") / get_path(c, "pair_gap")
+        if get_path(c, "pair_gap")
+        else float("nan")
+    )
     title = _unconverged_flag(c, r) + (
-        f"<b>Gap</b>  real {_fmt(_get(c, 'real_gap'))} nats "
-        f"(default {_fmt(_get(r, 'real_gap'))}) · estimate {_fmt(_get(c, 'estimated_gap'))} · "
-        f"sharp directions carry {_fmt(100 * share, 2)} % · "
-        f"test error {_fmt(100 * _get(c, 'test_error'), 3)} %"
+        f"<b>Gap</b>  real {fmt(get_path(c, 'real_gap'))} nats "
+        f"(default {fmt(get_path(r, 'real_gap'))}) · estimate {fmt(get_path(c, 'estimated_gap'))} · "
+        f"sharp directions carry {fmt(100 * share, 2)} % · "
+        f"test error {fmt(100 * get_path(c, 'test_error'), 3)} %"
     )
     return traces, {"title.text": title}
 
@@ -466,7 +470,7 @@ def _curve_traces(
                 "yaxis": f"y{axis}",
                 "hovertemplate": f"{knob} %{{text}}<br>{col} %{{y:.4g}} ± %{{error_y.array:.2g}}"
                 "<br>%{customdata}<extra></extra>",
-                "text": [f"{_native(v)}" for v in curve[knob]] if len(curve) else [],
+                "text": [f"{native_value(v)}" for v in curve[knob]] if len(curve) else [],
             }
         )
     return traces
@@ -474,7 +478,7 @@ def _curve_traces(
 
 def _here_traces(cur: Setting | None, knob: str, pos: dict) -> list[dict]:
     """The "you are here" star of the setting on screen, one per subplot."""
-    here_x = [pos.get(_native(getattr(cur.config, knob)), np.nan)] if cur is not None else []
+    here_x = [pos.get(native_value(getattr(cur.config, knob)), np.nan)] if cur is not None else []
     traces = []
     for j, col in enumerate(CURVE_COLUMNS, start=1):
         axis = "" if j == 1 else str(j)
@@ -492,7 +496,7 @@ def _here_traces(cur: Setting | None, knob: str, pos: dict) -> list[dict]:
                     "line": {"color": "black", "width": 1},
                 },
                 "x": here_x,
-                "y": [_get(cur, col)] if cur is not None else [],
+                "y": [get_path(cur, col)] if cur is not None else [],
                 "xaxis": f"x{axis}",
                 "yaxis": f"y{axis}",
                 "hovertemplate": f"you are here<br>{col} %{{y:.4g}}<extra></extra>",
@@ -532,7 +536,7 @@ def sweep_traces(
     """Sweep panel: gap, sharpness, size along ``knob`` (mean ± sd over seeds), "you are here"."""
     pos = {v: i for i, v in enumerate(options)}
     xs = (
-        np.array([pos.get(_native(v), np.nan) for v in curve[knob]], dtype=float)
+        np.array([pos.get(native_value(v), np.nan) for v in curve[knob]], dtype=float)
         if len(curve)
         else _E
     )
@@ -575,11 +579,11 @@ def build_figure(panel: str, traces: list[dict], layout: dict) -> go.Figure:
     fig.add_traces(
         [kinds[t["type"]](**{k: v for k, v in t.items() if k != "type"}) for t in traces]
     )
-    fig.update_layout(_nested(layout))
+    fig.update_layout(nested(layout))
     return fig
 
 
-def _nested(flat: Mapping[str, Any]) -> dict:
+def nested(flat: Mapping[str, Any]) -> dict:
     """{"title.text": t, "xaxis2": {...}} -> {"title": {"text": t}, "xaxis2": {...}}."""
     out: dict = {}
     for key, value in flat.items():

@@ -10,10 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from awbench.apps.knob_grid import KNOB_TEXT, Setting, _fmt
+from awbench.apps.knob_grid import KNOB_TEXT, Setting, fmt
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{100 * x:+.0f} %"
 
 
@@ -27,12 +27,12 @@ def not_converged_reason(s: Setting) -> str:
         where = f"stopped after {s.epochs} of {s.epoch_budget} epochs"
     loss, acc = s.final_train_loss, s.final_train_acc
     if math.isfinite(loss) and loss >= cfg.stop_loss:
-        why = f"train loss {_fmt(loss)} {'>' if loss > cfg.stop_loss else '='} {cfg.stop_loss:g}"
+        why = f"train loss {fmt(loss)} {'>' if loss > cfg.stop_loss else '='} {cfg.stop_loss:g}"
     elif math.isfinite(acc) and acc <= cfg.stop_acc:
-        why = f"train accuracy {_fmt(acc, 4)} ≤ {cfg.stop_acc:g}"
+        why = f"train accuracy {fmt(acc, 4)} ≤ {cfg.stop_acc:g}"
     elif math.isfinite(loss):
         why = (
-            f"train loss {_fmt(loss)} but a mean train accuracy over the last "
+            f"train loss {fmt(loss)} but a mean train accuracy over the last "
             f"{cfg.stop_window} epochs ≤ {cfg.stop_acc:g}"
         )
     else:
@@ -62,7 +62,7 @@ def warnings_of(s: Setting) -> list[str]:
     return out
 
 
-def _effect_line(r: Mapping[str, Any]) -> str | None:
+def effect_line(r: Mapping[str, Any]) -> str | None:
     """A Markdown list item for one row of :func:`~awbench.apps.knob_effects.grid_effects`
     (None: nothing to say)."""
     left = int(r.get("left_out", 0) or 0)
@@ -78,8 +78,8 @@ def _effect_line(r: Mapping[str, Any]) -> str | None:
         )
     lead = "sharpness" if abs(r["sharpness_change"]) > abs(r["size_change"]) else "size"
     return (
-        f"- **{label}** {r['values']}: gap {_pct(r['real_gap_change'])}, "
-        f"sharpness {_pct(r['sharpness_change'])}, size {_pct(r['size_change'])} → mostly "
+        f"- **{label}** {r['values']}: gap {pct(r['real_gap_change'])}, "
+        f"sharpness {pct(r['sharpness_change'])}, size {pct(r['size_change'])} → mostly "
         f"**{lead}**{note}"
     )
 
@@ -89,7 +89,7 @@ def effects_takeaway(effects: pd.DataFrame) -> str:
     :func:`~awbench.apps.knob_effects.grid_effects`), saying which points were left out because
     none of their seeds converged."""
     rows = [r._asdict() for r in effects.itertuples(index=False)]
-    lines = [line for line in map(_effect_line, rows) if line is not None]
+    lines = [line for line in map(effect_line, rows) if line is not None]
     left_total = effects.attrs.get(
         "left_out_points", sum(int(r.get("left_out", 0) or 0) for r in rows)
     )

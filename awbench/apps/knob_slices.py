@@ -13,19 +13,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from awbench.experiments.store import _atomic_write_table
+from awbench.experiments.store import atomic_write_table
 
 SLICE_POINTS = 41
 
 
-def _slice_path(store: Path, key: str) -> Path:
+def slice_path(store: Path, key: str) -> Path:
     return store / "slices" / f"{key}.parquet"
 
 
-def _read_slices(store: Path, keys: Iterable[str]) -> dict[str, pd.DataFrame]:
+def read_slices(store: Path, keys: Iterable[str]) -> dict[str, pd.DataFrame]:
     out = {}
     for key in keys:
-        path = _slice_path(store, key)
+        path = slice_path(store, key)
         if path.exists():
             try:
                 out[key] = pd.read_parquet(path)
@@ -68,9 +68,9 @@ def loss_slice(run, t: np.ndarray, layer: str | None = None) -> pd.DataFrame:
     )
 
 
-def _write_slice(store: Path, key: str, frame: pd.DataFrame) -> None:
+def write_slice(store: Path, key: str, frame: pd.DataFrame) -> None:
     import pyarrow as pa
 
-    path = _slice_path(store, key)
+    path = slice_path(store, key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_table(pa.Table.from_pandas(frame.assign(key=key), preserve_index=False), path)
+    atomic_write_table(pa.Table.from_pandas(frame.assign(key=key), preserve_index=False), path)

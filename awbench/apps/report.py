@@ -11,8 +11,8 @@ offline), a table of contents, the paper's claims next to what this run measured
 what each knob did, and each notebook's time. A notebook that fails is shown with its error
 and makes ``reproduce`` raise after the report is written.
 
-``export_figures`` writes every figure as PNG and SVG (needs the ``export`` extra: kaleido
-and a Chromium).
+``export_figures`` (:mod:`~awbench.apps.report_export`) writes every report figure as
+slide-ready PNG and SVG (needs the ``export`` extra: kaleido and a Chrome or Chromium).
 
 The report's parts: :mod:`~awbench.apps.report_pages` reads an executed notebook,
 :mod:`~awbench.apps.report_claims` holds the paper's claims, :mod:`~awbench.apps.report_knobs`
@@ -33,10 +33,13 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
+from awbench.apps.report_export import export_figures
 from awbench.apps.report_pages import notebook_paths, read_notebook
 from awbench.apps.report_render import render
 from awbench.experiments.notebook_runs import CELL_TIMEOUT
 from awbench.experiments.store import pid_alive
+
+__all__ = ["build_report", "export_figures", "reproduce"]
 
 
 def build_report(
@@ -216,39 +219,6 @@ def _remove_stale_staging(out: Path) -> None:
         pid = path.name.split(".")[2]
         if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def export_figures(
-    notebook_dir: str | os.PathLike = "outputs/notebooks",
-    dest: str | os.PathLike = "outputs/figures",
-    formats: Iterable[str] = ("png", "svg"),
-) -> list[Path]:
-    """Write every figure of the executed notebooks as ``dest/<notebook>-figN.<fmt>``.
-
-    Needs kaleido (``pip install 'awbench[export]'``) and a Chromium it can drive."""
-    try:
-        import kaleido  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            "exporting figures needs kaleido: pip install 'awbench[export]'"
-        ) from None
-    import plotly.io as pio
-
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in notebook_paths(notebook_dir):
-        for b in read_notebook(path).blocks:
-            if b.kind != "figure":
-                continue
-            fig = pio.from_json(json.dumps(b.content), skip_invalid=True)
-            for fmt in formats:
-                target = dest / f"{b.anchor}.{fmt}"
-                fig.write_image(
-                    str(target), format=fmt, width=1100, height=fig.layout.height or 500
-                )
-                written.append(target)
-    return written
 
 
 def main(argv: list[str] | None = None) -> int:

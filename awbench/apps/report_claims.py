@@ -17,7 +17,7 @@ from awbench.experiments import record_names as rn
 
 MISSING = "missing record: "
 # The rendered claims table turns each of these into a red "fail" span.
-_MISSING_RE = re.compile(re.escape(MISSING) + r"[\w.\-]+")
+MISSING_RE = re.compile(re.escape(MISSING) + r"[\w.\-]+")
 
 
 def _num(r: dict, name: str, spec: str = ".3g") -> str:

@@ -34,7 +34,7 @@ details.records summary{cursor:pointer;color:#1f3b5a}
 """
 
 
-def _render_markdown(text: str) -> str:
+def render_markdown(text: str) -> str:
     try:
         import mistune
 
@@ -43,7 +43,7 @@ def _render_markdown(text: str) -> str:
         return "<p>" + html.escape(text).replace("\n\n", "</p><p>") + "</p>"
 
 
-def _fmt_value(v: Any) -> str:
+def fmt_value(v: Any) -> str:
     if isinstance(v, bool) or v is None:
         return str(v)
     if isinstance(v, int):
@@ -51,13 +51,13 @@ def _fmt_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if math.isfinite(v) and (v == 0 or 1e-3 <= abs(v) < 1e5) else f"{v:.3e}"
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_fmt_value(x) for x in v) + "]"
+        return "[" + ", ".join(fmt_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return ", ".join(f"{k}: {_fmt_value(x)}" for k, x in v.items()) or "(none)"
+        return ", ".join(f"{k}: {fmt_value(x)}" for k, x in v.items()) or "(none)"
     return str(v)
 
 
-def _record_columns(name: str, v: Any) -> str | None:
+def record_columns(name: str, v: Any) -> str | None:
     """A record that is a table (equal-length columns, like ``<knob>.runs``) as a folded,
     scrolling table of formatted numbers; None for any other record."""
     if not (isinstance(v, dict) and v and all(isinstance(x, list) for x in v.values())):
@@ -66,11 +66,11 @@ def _record_columns(name: str, v: Any) -> str | None:
     if len(lengths) != 1:
         return None
     (n,) = lengths
-    rows = [[html.escape(_fmt_value(v[c][i])) for c in v] for i in range(n)]
+    rows = [[html.escape(fmt_value(v[c][i])) for c in v] for i in range(n)]
     numeric = [j for j, c in enumerate(v) if all(_is_number(x) for x in v[c])]
     return (
         f'<details class="records"><summary><code>{html.escape(name)}</code>: {n} rows × '
-        f"{len(v)} columns</summary>{_table([str(c) for c in v], rows, numeric=numeric)}</details>"
+        f"{len(v)} columns</summary>{html_table([str(c) for c in v], rows, numeric=numeric)}</details>"
     )
 
 
@@ -85,11 +85,11 @@ def round_table_numbers(table_html: str) -> str:
     """A notebook's HTML table with its long decimals (pandas prints 6) cut to 4 significant
     digits; integers, text and numbers already short are left as they are."""
     return _TD_NUMBER.sub(
-        lambda m: m.group(1) + _fmt_value(float(m.group(2))) + m.group(3), table_html
+        lambda m: m.group(1) + fmt_value(float(m.group(2))) + m.group(3), table_html
     )
 
 
-def _table(headers: list[str], rows: Iterable[list[str]], numeric: Iterable[int] = ()) -> str:
+def html_table(headers: list[str], rows: Iterable[list[str]], numeric: Iterable[int] = ()) -> str:
     numeric = set(numeric)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
@@ -101,7 +101,7 @@ def _table(headers: list[str], rows: Iterable[list[str]], numeric: Iterable[int]
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def _figure_html(fig: dict, div_id: str) -> str:
+def figure_html(fig: dict, div_id: str) -> str:
     import plotly.io as pio
 
     # A figure without a layout height would take the height of its container (nothing
@@ -119,8 +119,8 @@ def _figure_html(fig: dict, div_id: str) -> str:
     )
 
 
-_VERDICT_CLASS = {"supported": "ok", "contradicted": "fail", "inconclusive": "muted"}
+VERDICT_CLASS = {"supported": "ok", "contradicted": "fail", "inconclusive": "muted"}
 
 
-def _pct_cell(v: Any) -> str:
+def pct_cell(v: Any) -> str:
     return f"{100 * v:+.0f} %" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html
 
-from awbench.apps.report_html import _fmt_value
+from awbench.apps.report_html import fmt_value
 from awbench.apps.report_pages import NotebookPage
 from awbench.experiments import record_names as rn
 from awbench.status import CONVERGED
@@ -32,7 +32,7 @@ def knob_rows(pages: list[NotebookPage]) -> list[dict]:
         rows.append(
             {
                 "knob": knob,
-                "values": ", ".join(_fmt_value(v) for v in vals)
+                "values": ", ".join(fmt_value(v) for v in vals)
                 if isinstance(vals, list)
                 else str(vals),
                 "seeds": records.get(k(rn.N_SEEDS)),
@@ -156,7 +156,7 @@ def convergence_rows(pages: list[NotebookPage]) -> list[list[str]]:
     for knob, runs in knob_sweeps(pages).items():
         conv = runs["status"] == CONVERGED
         per_value = runs.assign(conv=conv).groupby(knob)["conv"].sum()
-        empty = [_fmt_value(v) for v, n in per_value.items() if n == 0]
+        empty = [fmt_value(v) for v, n in per_value.items() if n == 0]
         other = runs.loc[~conv, "status"].value_counts()
         rows.append(
             [
@@ -166,7 +166,7 @@ def convergence_rows(pages: list[NotebookPage]) -> list[list[str]]:
                 html.escape(", ".join(f"{k} {v}" for k, v in other.items()) or "none"),
                 html.escape(", ".join(empty) or "none"),
                 html.escape(
-                    ", ".join(_fmt_value(v) for v in paper_values_left_out(knob, per_value.index))
+                    ", ".join(fmt_value(v) for v in paper_values_left_out(knob, per_value.index))
                     or "none"
                 ),
             ]
@@ -224,7 +224,7 @@ def _pair_runs(pages: list[NotebookPage]) -> tuple[str, list[str]]:
     if not isinstance(pairs, dict) or not pairs.get("seed"):
         return "", []
     bad = [
-        f"{algo.upper()} seed {_fmt_value(seed)} ({status})"
+        f"{algo.upper()} seed {fmt_value(seed)} ({status})"
         for algo in ("ssgd", "dpsgd")
         for seed, status in zip(pairs["seed"], pairs.get(f"status_{algo}", []))
         if status != CONVERGED
@@ -254,8 +254,8 @@ def _sweep_runs(pages: list[NotebookPage]) -> tuple[str, list[str]]:
     bad = []
     if "status" in runs:
         for r in runs[runs["status"] != CONVERGED].itertuples():
-            seed = f" seed {_fmt_value(r.seed)}" if "seed" in runs else ""
-            bad.append(f"{r.knob} = {_fmt_value(r.value)}{seed} ({r.status})")
+            seed = f" seed {fmt_value(r.seed)}" if "seed" in runs else ""
+            bad.append(f"{r.knob} = {fmt_value(r.value)}{seed} ({r.status})")
     return text, bad
 
 

@@ -8,16 +8,16 @@ import html
 import re
 from datetime import datetime, timezone
 
-from awbench.apps.report_claims import _MISSING_RE, CLAIMS, MISSING
+from awbench.apps.report_claims import CLAIMS, MISSING, MISSING_RE
 from awbench.apps.report_html import (
-    _VERDICT_CLASS,
     CSS,
-    _figure_html,
-    _fmt_value,
-    _pct_cell,
-    _record_columns,
-    _render_markdown,
-    _table,
+    VERDICT_CLASS,
+    figure_html,
+    fmt_value,
+    html_table,
+    pct_cell,
+    record_columns,
+    render_markdown,
     round_table_numbers,
 )
 from awbench.apps.report_knobs import (
@@ -83,7 +83,7 @@ def _claims_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
         elif page.error:
             measured = f'<span class="fail">notebook failed: {html.escape(page.error)}</span>'
         else:
-            measured = _MISSING_RE.sub(
+            measured = MISSING_RE.sub(
                 lambda m: f'<span class="fail">{m.group(0)}</span>',
                 html.escape(c.measured({**page.records, **pooled})),
             )
@@ -96,7 +96,7 @@ def _claims_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
             '<p class="muted">Claims as stated in the paper (Feng, Zhang &amp; Tu, 2023), in our words in docs/science.md; the right column is '
             "computed from the numbers the notebooks recorded in this run.</p>"
         ),
-        _table(["the paper's claim", "notebook", "measured in this run"], claim_rows),
+        html_table(["the paper's claim", "notebook", "measured in this run"], claim_rows),
     ]
 
 
@@ -115,7 +115,7 @@ def _knobs_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
         "family is that notebook's knobs only.</p>"
     )
     out.append(
-        _table(
+        html_table(
             [
                 "knob",
                 "values",
@@ -130,11 +130,11 @@ def _knobs_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
                 [
                     f"<code>{r['knob']}</code>",
                     html.escape(r["values"]),
-                    _pct_cell(r["sharpness"]),
-                    _pct_cell(r["size"]),
-                    _pct_cell(r["weight_norm"]),
-                    _pct_cell(r["real_gap"]),
-                    f"{_fmt_value(r['gap_low'])} → {_fmt_value(r['gap_high'])}",
+                    pct_cell(r["sharpness"]),
+                    pct_cell(r["size"]),
+                    pct_cell(r["weight_norm"]),
+                    pct_cell(r["real_gap"]),
+                    f"{fmt_value(r['gap_low'])} → {fmt_value(r['gap_high'])}",
                     html.escape(str(r["verdict"])),
                 ]
                 for r in rows
@@ -159,13 +159,13 @@ def _verdict_section(table, claims, pages: list[NotebookPage]) -> list[str]:
         f'<details><summary>The verdict rule</summary><p class="muted">{html.escape(RULE)}</p></details>'
     )
     out.append(
-        _table(
+        html_table(
             ["claim", "source", "verdict", "because"],
             [
                 [
                     html.escape(c.text),
                     "the paper" if c.source == "paper" else "our hypothesis",
-                    f'<span class="{_VERDICT_CLASS.get(c.verdict, "")}">{html.escape(c.verdict)}</span>',
+                    f'<span class="{VERDICT_CLASS.get(c.verdict, "")}">{html.escape(c.verdict)}</span>',
                     html.escape(str(c.because)),
                 ]
                 for c in claims.itertuples()
@@ -173,7 +173,7 @@ def _verdict_section(table, claims, pages: list[NotebookPage]) -> list[str]:
         )
     )
     out.append(
-        _table(
+        html_table(
             [
                 "knob",
                 "quantity",
@@ -191,7 +191,7 @@ def _verdict_section(table, claims, pages: list[NotebookPage]) -> list[str]:
                     html.escape(r.verdict),
                     f"{r.rho:.2f} [{r.rho_low:.2f}, {r.rho_high:.2f}]",
                     f"{r.p_monotone_holm:.3f}",
-                    _pct_cell(r.change),
+                    pct_cell(r.change),
                     str(r.n_runs),
                     html.escape(str(r.left_out) or "0"),
                 ]
@@ -209,7 +209,7 @@ def _verdict_section(table, claims, pages: list[NotebookPage]) -> list[str]:
         "(docs/science.md#6-sweeps).</p>"
     )
     out.append(
-        _table(
+        html_table(
             [
                 "knob",
                 "runs",
@@ -228,7 +228,7 @@ def _verdict_section(table, claims, pages: list[NotebookPage]) -> list[str]:
 def _summary_section(pages: list[NotebookPage]) -> list[str]:
     """The figures across notebooks (estimated against actual gap, change per knob)."""
     return [
-        f'<div class="figure" id="{anchor}">{_figure_html(fig, anchor + "-plot")}</div>'
+        f'<div class="figure" id="{anchor}">{figure_html(fig, anchor + "-plot")}</div>'
         for anchor, title, fig in summary_figures(pages)
     ]
 
@@ -260,7 +260,7 @@ def _timing_section(pages: list[NotebookPage], timings: dict, failures: dict) ->
         )
     return [
         '<h2 id="timing">Notebooks and times</h2>',
-        _table(
+        html_table(
             ["notebook", "status", "time", "figures", "records", "executed notebook"],
             t_rows,
             numeric=(2, 3, 4),
@@ -271,11 +271,11 @@ def _timing_section(pages: list[NotebookPage], timings: dict, failures: dict) ->
 def _block_html(b: Block) -> str | None:
     """One block of a notebook page as HTML (None for a kind the report does not show)."""
     if b.kind == "markdown":
-        return f"<div>{_render_markdown(b.content)}</div>"
+        return f"<div>{render_markdown(b.content)}</div>"
     if b.kind == "takeaway":
-        return f'<div class="takeaway">{_render_markdown(b.content)}</div>'
+        return f'<div class="takeaway">{render_markdown(b.content)}</div>'
     if b.kind == "figure":
-        return f'<div class="figure" id="{b.anchor}">{_figure_html(b.content, b.anchor + "-plot")}</div>'
+        return f'<div class="figure" id="{b.anchor}">{figure_html(b.content, b.anchor + "-plot")}</div>'
     if b.kind == "html":
         return f'<div class="table">{round_table_numbers(b.content)}</div>'
     if b.kind == "text":
@@ -299,12 +299,12 @@ def _notebook_section(p: NotebookPage) -> list[str]:
         markdown = [b for b in p.blocks if b.kind == "markdown"]
         if not (markdown and _RECORDS_HEADING.match(markdown[-1].content)):
             out.append("<h3>Recorded numbers</h3>")
-        tables = {k: _record_columns(k, v) for k, v in p.records.items()}
+        tables = {k: record_columns(k, v) for k, v in p.records.items()}
         out.append(
-            _table(
+            html_table(
                 ["name", "value"],
                 [
-                    [f"<code>{html.escape(k)}</code>", html.escape(_fmt_value(v))]
+                    [f"<code>{html.escape(k)}</code>", html.escape(fmt_value(v))]
                     for k, v in p.records.items()
                     if tables[k] is None
                 ],

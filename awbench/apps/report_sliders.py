@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from awbench.apps.knob_grid import KNOB_TEXT, KNOBS, KnobGrid, Setting, _native
+from awbench.apps.knob_grid import KNOB_TEXT, KNOBS, KnobGrid, Setting, native_value
 from awbench.apps.knob_panels import CURRENT, REFERENCE, sharpness_traces, size_traces
-from awbench.apps.report_html import _figure_html
+from awbench.apps.report_html import figure_html
 
 PLANE_ID = "explore-plane"
 SPECTRA_ID = "explore-spectra"
@@ -66,7 +66,7 @@ def grid_payload(grid: KnobGrid) -> tuple[dict, list[dict]]:
     pos = {k: {v: i for i, v in enumerate(grid.values[k])} for k in knobs}
     runs = []
     for _, row in grid.runs[grid.runs["source"] == "grid"].iterrows():
-        values = {k: _native(row[k]) for k in KNOBS}
+        values = {k: native_value(row[k]) for k in KNOBS}
         s = grid.lookup(values)
         if s is None or s.point is None:
             continue
@@ -83,7 +83,7 @@ def grid_payload(grid: KnobGrid) -> tuple[dict, list[dict]]:
                 **_spectrum(s),
             }
         )
-    default = [pos[k][_native(grid.defaults[k])] for k in knobs]
+    default = [pos[k][native_value(grid.defaults[k])] for k in knobs]
     return {
         "knobs": knobs,
         "labels": {k: KNOB_TEXT.get(k, k) for k in knobs},
@@ -205,7 +205,7 @@ def spectra_figure(grid: KnobGrid, payload: dict, runs: list[dict]) -> dict:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from awbench.apps.knob_panels import _log_range
+    from awbench.apps.knob_panels import log_range
     from awbench.viz.gap_plots import TEMPLATE
 
     ref = runs[payload["ref"]]
@@ -224,8 +224,8 @@ def spectra_figure(grid: KnobGrid, payload: dict, runs: list[dict]) -> dict:
         horizontal_spacing=0.1,
     )
     fig.add_traces([go.Scatter(**{k: v for k, v in t.items() if k != "type"}) for t in traces])
-    g_range = _log_range(*(np.array(r["g"], dtype=float) for r in runs))
-    w_range = _log_range(*(np.array(r["w"], dtype=float) for r in runs))
+    g_range = log_range(*(np.array(r["g"], dtype=float) for r in runs))
+    w_range = log_range(*(np.array(r["w"], dtype=float) for r in runs))
     fig.update_layout(
         template=TEMPLATE,
         height=380,
@@ -282,8 +282,8 @@ def explore_section(grid: KnobGrid | None = None) -> list[str]:
     )
     out.append('<div class="explore">' + _controls(payload))
     out.append('<p class="note" id="explore-note" aria-live="polite"></p>')
-    out.append(_figure_html(plane_figure(payload, runs), PLANE_ID))
-    out.append(_figure_html(spectra_figure(grid, payload, runs), SPECTRA_ID) + "</div>")
+    out.append(figure_html(plane_figure(payload, runs), PLANE_ID))
+    out.append(figure_html(spectra_figure(grid, payload, runs), SPECTRA_ID) + "</div>")
     data = json.dumps({**payload, "runs": runs}, separators=(",", ":")).replace("</", "<\\/")
     out.append(f'<script type="application/json" id="{DATA_ID}">{data}</script>')
     out.append(f"<script>{_SCRIPT}</script>")

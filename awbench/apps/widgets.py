@@ -57,29 +57,29 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from awbench.apps.knob_effects import _effect, _held
-from awbench.apps.knob_frontend import _warm_up, frontend
+from awbench.apps.knob_effects import effect, held_values
+from awbench.apps.knob_frontend import frontend, warm_up
 from awbench.apps.knob_grid import (
     KNOB_TEXT,
     KNOBS,
     KnobGrid,
     Setting,
-    _fmt,
-    _native,
     add_slices,
     describe,
+    fmt,
+    native_value,
 )
 from awbench.apps.knob_panels import (
     CURRENT,
     WARNING,
-    _get,
     build_figure,
     gap_traces,
+    get_path,
     sharpness_traces,
     size_traces,
     sweep_traces,
 )
-from awbench.apps.knob_sentences import _effect_line, _pct, not_converged_reason, warnings_of
+from awbench.apps.knob_sentences import effect_line, not_converged_reason, pct, warnings_of
 from awbench.config import Config, ConfigError
 
 PANELS = ("sharpness", "size", "gap", "sweep")
@@ -126,21 +126,21 @@ def takeaway(panel: KnobPanel) -> str:
         )
     parts = []
     for col, label in TAKEAWAY_SCALARS:
-        a, b = _get(ref, col), _get(cur, col)
-        change = "" if same else f" ({_pct((b - a) / abs(a) if a else float('nan'))})"
-        parts.append(f"{label} {_fmt(b)}{change}")
+        a, b = get_path(ref, col), get_path(cur, col)
+        change = "" if same else f" ({pct((b - a) / abs(a) if a else float('nan'))})"
+        parts.append(f"{label} {fmt(b)}{change}")
     share = cur["sharp_gap"] / cur["pair_gap"] if cur["pair_gap"] else float("nan")
     text = (
         f"{head}: " + "; ".join(parts) + f". The {cur.config.n_sharp} sharpest directions carry "
-        f"{_fmt(100 * share, 2)} % of the exact gap, and "
-        f"Σ cσgσw = {_fmt(cur['estimated_gap'])} estimates "
-        f"the real gap {_fmt(cur['real_gap'])} nats."
+        f"{fmt(100 * share, 2)} % of the exact gap, and "
+        f"Σ cσgσw = {fmt(cur['estimated_gap'])} estimates "
+        f"the real gap {fmt(cur['real_gap'])} nats."
     )
     tail = []
     p = cur.point
     if p is not None and p.n > 1:
         means = ", ".join(
-            f"{label} {_fmt(p.scalars.get(col, float('nan')))}"
+            f"{label} {fmt(p.scalars.get(col, float('nan')))}"
             for col, label in TAKEAWAY_SCALARS[:3]
         )
         if p.n_converged == p.n:
@@ -164,11 +164,11 @@ def sweep_takeaway(panel: KnobPanel) -> str:
     knob = panel.last_knob
     if knob == "seed":
         return ""
-    row, _ = _effect(panel.grid, knob, {**panel.grid.defaults, **panel.values})
-    line = _effect_line(row) or (
+    row, _ = effect(panel.grid, knob, {**panel.grid.defaults, **panel.values})
+    line = effect_line(row) or (
         f"- **{KNOB_TEXT.get(knob, knob)}**: no comparison, one point on the grid here"
     )
-    held = _held(panel.grid, panel.values, but=knob)
+    held = held_values(panel.grid, panel.values, but=knob)
     return f"Along this knob (other knobs {held}, mean over the converged seeds):\n\n{line}"
 
 
@@ -206,7 +206,9 @@ class KnobPanel:
         self._values = dict(self.grid.defaults)
         if start:
             self.grid.config(start)  # validate (the error names the field)
-            self._values.update({k: _native(self.grid.config(start).to_dict()[k]) for k in start})
+            self._values.update(
+                {k: native_value(self.grid.config(start).to_dict()[k]) for k in start}
+            )
         self.options = {k: sorted(set(self.grid.values[k]) | {self._values[k]}) for k in KNOBS}
         if knob not in KNOBS:
             raise ValueError(f"knob={knob!r} is not a knob: expected one of {', '.join(KNOBS)}")
@@ -218,7 +220,7 @@ class KnobPanel:
         self._sent: dict[str, tuple[list[dict], dict]] = {}
         if self.mode == "live":
             self._build_widgets()
-            _warm_up(self.grid.base)
+            warm_up(self.grid.base)
         self._redraw()
 
     # --- state --------------------------------------------------------------------------
@@ -269,7 +271,7 @@ class KnobPanel:
         if unknown:
             raise ValueError(f"{', '.join(unknown)} not a knob: expected any of {', '.join(KNOBS)}")
         for k, v in values.items():
-            v = _native(v)
+            v = native_value(v)
             if v not in self.options[k]:
                 raise ValueError(
                     f"{k}={v!r} is not on its slider: expected one of {self.options[k]}"
@@ -278,10 +280,10 @@ class KnobPanel:
             self._suspend = True
             try:
                 for k, v in values.items():
-                    self.widgets[k].value = _native(v)
+                    self.widgets[k].value = native_value(v)
             finally:
                 self._suspend = False
-        self._values.update({k: _native(v) for k, v in values.items()})
+        self._values.update({k: native_value(v) for k, v in values.items()})
         if values:
             self.last_knob = list(values)[-1]
         self._redraw()
@@ -364,10 +366,10 @@ class KnobPanel:
         old_traces, old_layout = self._sent.get(name, ([{}] * len(traces), {}))
         changes = []
         for i, (old, new) in enumerate(zip(old_traces, traces)):
-            diff = {k: v for k, v in new.items() if k in DYNAMIC and not _same(old.get(k), v)}
+            diff = {k: v for k, v in new.items() if k in DYNAMIC and not same_value(old.get(k), v)}
             if diff:
                 changes.append((i, diff))
-        lay = {k: v for k, v in layout.items() if not _same(old_layout.get(k), v)}
+        lay = {k: v for k, v in layout.items() if not same_value(old_layout.get(k), v)}
         if changes or lay:
             with fw.batch_update():
                 for i, diff in changes:
@@ -393,7 +395,7 @@ class KnobPanel:
         acc = s.final_train_acc
         line = (
             f"<b>{html.escape(s.status)}</b> after {s.epochs} epochs (budget "
-            f"{s.epoch_budget}) · final train loss {_fmt(s.final_train_loss)}, train accuracy "
+            f"{s.epoch_budget}) · final train loss {fmt(s.final_train_loss)}, train accuracy "
             + (f"{100 * acc:.2f} %" if math.isfinite(acc) else "– (not in this store)")
         )
         if s.point is not None and s.point.n > 1:
@@ -497,7 +499,7 @@ class KnobPanel:
         def handler(change):
             if self._suspend:
                 return
-            self._values[knob] = _native(change["new"])
+            self._values[knob] = native_value(change["new"])
             self.last_knob = knob
             self._redraw()
 
@@ -537,7 +539,7 @@ def _markdown_html(text: str) -> str:
 DYNAMIC = ("x", "y", "text", "error_y", "customdata", "base", "marker")
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
     """Equal trace properties (arrays by value, the same array object at once)."""
     if a is b:
         return True
@@ -552,9 +554,9 @@ def _same(a: Any, b: Any) -> bool:
             and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
         )
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     try:

@@ -266,7 +266,7 @@ def _merge_into_index(row: dict[str, Any], index_path: Path) -> None:
 def _write_index(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
     import pyarrow as pa
 
-    from awbench.experiments.store import _atomic_write_table
+    from awbench.experiments.store import atomic_write_table
 
     frame = pd.DataFrame(rows)
     try:
@@ -278,7 +278,7 @@ def _write_index(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
                     lambda v: v if v is None or isinstance(v, str) else json.dumps(v, default=str)
                 )
         table = pa.Table.from_pandas(frame, preserve_index=False)
-    _atomic_write_table(table, path)
+    atomic_write_table(table, path)
     return frame
 
 

@@ -152,6 +152,35 @@ def _as_config(base: Config | str | None) -> Config:
     )
 
 
+def _check_overrides(
+    overrides: Mapping[str, Any] | None,
+    sets: list[dict[str, Any]],
+    fixed: Mapping[str, Any],
+    preset: str | None,
+) -> None:
+    """Refuse an override of a field the grid sets (it would be silently replaced)."""
+    what = f"preset {preset!r}" if preset else "the grid"
+    for knob in overrides or {}:
+        values = [p[knob] for p in sets if knob in p]
+        if values:
+            shown = ", ".join(dict.fromkeys(_short(v) for v in values))
+            raise ConfigError(
+                f"--set {knob}={_short(overrides[knob])}: {what} sets {knob} itself "
+                f"({shown}), so the override would be ignored; drop it, or "
+                + ("give your own values in a --grid file" if preset else "change the grid")
+            )
+        if knob == "seed":
+            raise ConfigError(
+                f"--set seed={_short(overrides[knob])}: a sweep's seeds come from --seeds "
+                "(N: seeds 0..N-1), so the override would be ignored"
+            )
+        if knob in fixed and fixed[knob] != overrides[knob]:
+            raise ConfigError(
+                f"--set {knob}={_short(overrides[knob])}: {what} fixes {knob}="
+                f"{_short(fixed[knob])} for these values, so the override would be ignored"
+            )
+
+
 def plan_sweep(
     grid: str | Mapping | Sequence | Sweep,
     *,
@@ -164,7 +193,8 @@ def plan_sweep(
 
     ``seeds``: a count N (seeds 0..N-1) or a list, applied to every parameter set that does
     not set ``seed`` itself; default: 10 for the paper's knob presets, 1 otherwise.
-    ``overrides`` change the base Config for the whole sweep (e.g. ``max_epochs=50``).
+    ``overrides`` change the base Config for the whole sweep (e.g. ``max_epochs=50``); one
+    of a field the grid sets (a preset's swept knob) is refused with a ConfigError.
     """
     if isinstance(grid, Sweep):
         return grid
@@ -172,6 +202,7 @@ def plan_sweep(
     if overrides:
         base_cfg = base_cfg.replace(**dict(overrides))
     fixed: dict[str, Any] = {}
+    preset = None
     if isinstance(grid, str):
         preset = grid
         grid, fixed = preset_grid(preset, base_cfg)
@@ -185,6 +216,7 @@ def plan_sweep(
     if not seed_list:
         raise ConfigError("seeds must be at least 1 (or a non-empty list)")
     sets = expand_grid(grid)
+    _check_overrides(overrides, sets, fixed, preset if isinstance(preset, str) else None)
     configs: dict[str, Config] = {}
     for i, params in enumerate(sets):
         unknown = [k for k in params if k not in FIELD_NAMES]

@@ -46,7 +46,7 @@ class StoreFrames(NamedTuple):
     directions: pd.DataFrame
 
 
-def _atomic_write_table(table: pa.Table, path: Path, compression: str = "snappy") -> None:
+def atomic_write_table(table: pa.Table, path: Path, compression: str = "snappy") -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -230,10 +230,10 @@ class Store:
         if directions is not None and len(directions):
             frame = directions.reset_index(drop=True).copy()
             frame.insert(0, "key", key)
-            _atomic_write_table(pa.Table.from_pandas(frame, preserve_index=False), dir_path)
+            atomic_write_table(pa.Table.from_pandas(frame, preserve_index=False), dir_path)
         elif dir_path.exists():
             dir_path.unlink()  # a rerun that has no directions replaces one that had
-        _atomic_write_table(pa.Table.from_pylist([row]), self.runs_dir / f"{key}.parquet")
+        atomic_write_table(pa.Table.from_pylist([row]), self.runs_dir / f"{key}.parquet")
 
     def write_plan(self, name: str, configs: list[Config], meta: dict | None = None) -> Path:
         """Record what a sweep set out to run (the latest plan of a name wins)."""
@@ -346,7 +346,7 @@ class Store:
                 c.cast(pa.float32()) if pa.types.is_float64(c.type) else c for c in table.columns
             ]
             before = path.stat().st_size
-            _atomic_write_table(pa.table(columns, names=table.column_names), path, "zstd")
+            atomic_write_table(pa.table(columns, names=table.column_names), path, "zstd")
             saved += before - path.stat().st_size
         return saved
 

@@ -1,0 +1,309 @@
+"""``awbench present``: the code-free Voila app (issue 15, "Present mode").
+
+The fast tests drive :class:`~awbench.apps.present.PresentApp` in process: a slider move
+redraws every panel, an off-grid combination snaps with a note, the Voila template loads
+nothing from a CDN. The browser test starts ``awbench present --no-browser`` on 127.0.0.1,
+opens it in Debian's chromium at 1280x720 (Playwright), asserts that the plane, the gap and the
+sliders fit without scrolling, moves three sliders with the keyboard, asserts that every panel
+changed and the marker moved and that no request left 127.0.0.1, and saves screenshots under
+tmp_path (the last one also to /tmp/present_screenshot.png). It skips locally and fails under
+CI (``CI=true``) without chromium or playwright, as tests/test_browser.py does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from awbench.apps import present
+from awbench.apps.cli import build_parser
+
+VIEWPORT = {"width": 1280, "height": 720}
+SCREENSHOT = "/tmp/present_screenshot.png"
+
+
+# --- in process ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def app():
+    pytest.importorskip("ipywidgets")
+    return present.PresentApp()
+
+
+def _floats(values) -> list:
+    return [] if values is None else [v if isinstance(v, str) else float(v) for v in values]
+
+
+def _data(app) -> dict:
+    return {
+        name: json.dumps(
+            [[_floats(t.x), _floats(t.y)] for t in fw.data],
+            default=str,
+        )
+        for name, fw in app.figures.items()
+    }
+
+
+def _star(app) -> tuple:
+    here = app.figures["plane"].data[3]
+    return tuple(here.x), tuple(here.y)
+
+
+def test_every_panel_follows_a_slider(app):
+    app.reset()
+    before, marker, words = _data(app), _star(app), app.widgets["takeaway"].value
+    assert set(before) == {"plane", "gap", "sigma_g", "sigma_w"}
+    for knob in ("batch_size", "weight_decay"):
+        value = app.options[knob][1]
+        app.widgets[knob].value = value  # what the front end's slider does
+        after = _data(app)
+        changed = [name for name in after if after[name] != before[name]]
+        assert changed == list(after), f"{knob}: only {changed} changed"
+        assert _star(app) != marker
+        assert app.widgets["takeaway"].value != words
+        assert app.setting is not None and app.note == ""
+        before, marker, words = after, _star(app), app.widgets["takeaway"].value
+    assert "weight decay β = 0.01" in words and "batch size B = 100" in words, words
+    assert app.history[-1]["seconds"] < 2.0
+
+
+def test_an_off_grid_combination_snaps_with_a_note(app):
+    app.reset()
+    app.set(batch_size=100, weight_decay=0.01)
+    app.widgets["dropout"].value = 0.1  # dropout was only swept alone
+    assert app.setting is not None, "a combination the grid lacks is never shown"
+    assert app.values["dropout"] == 0.1
+    assert app.widgets["batch_size"].value == app.values["batch_size"] == 25
+    assert "snapped" in app.note and "batch size B 100 → 25" in app.note
+    assert "awbench-note-empty" not in app.widgets["note"]._dom_classes
+    app.reset()
+    assert app.note == "" and "awbench-note-empty" in app.widgets["note"]._dom_classes
+
+
+def test_sliders_are_words_with_the_field_as_hint(app):
+    slider = app.widgets["init_scale"]
+    assert slider.description == "init scale s"
+    assert "init_scale" in slider.tooltip
+
+
+def test_nothing_from_a_cdn(tmp_path):
+    pytest.importorskip("voila")
+    path = present.prepare(tmp_path)
+    text = (tmp_path / "share/jupyter/voila/templates/awbench-present/index.html.j2").read_text()
+    assert "://cdn" not in text and "html_head_js_mermaidjs" in text
+    nb = json.loads(path.read_text())
+    assert "PresentApp" in nb["cells"][0]["source"]
+    spec = json.loads((tmp_path / "share/jupyter/kernels/awbench-present/kernel.json").read_text())
+    assert spec["argv"][0] == sys.executable
+    cmd = present.voila_command(path, 9999, open_browser=False)
+    assert "--Voila.ip=127.0.0.1" in cmd and "--no-browser" in cmd
+
+
+def test_cli_has_present():
+    args = build_parser().parse_args(["present", "--port", "9001", "--no-browser"])
+    assert args.command_name == "present" and args.port == 9001 and args.no_browser
+
+
+# --- in a real browser -------------------------------------------------------------------
+
+PLOT_DATA = """(name) => {
+  const el = document.querySelector(`.awbench-present-${name}`);
+  const gd = el && (el.classList.contains("js-plotly-plot") ? el : el.querySelector(".js-plotly-plot"));
+  if (!gd || !gd.data) return null;
+  return JSON.stringify(gd.data.map(t => [Array.from(t.x || []), Array.from(t.y || [])]));
+}"""
+PANELS = ("plane", "gap", "sigma_g", "sigma_w")
+
+
+def _chromium() -> str | None:
+    for candidate in (
+        os.environ.get("AWBENCH_CHROMIUM"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def _missing(what: str) -> None:
+    message = f"present-mode browser test needs {what}"
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(message + " (CI=true: this test must run in CI; .ci/run installs chromium)")
+    pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """``awbench present --no-browser`` on a free port; yields its URL."""
+    pytest.importorskip("voila")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("AWBENCH_QUIET", "AWBENCH_WIDGETS")}
+    env.update(
+        AWBENCH_CACHE=str(tmp_path / "cache"),
+        JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
+        IPYTHONDIR=str(tmp_path / "ipython"),
+        OMP_NUM_THREADS="1",
+    )
+    cmd = [sys.executable, "-m", "awbench.apps.cli", "present", "--no-browser", f"--port={port}"]
+    log_path = tmp_path / "present.log"
+    log = open(log_path, "w")  # noqa: SIM115 - the server writes to it until teardown
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}voila/static/voila.js", timeout=2):
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("awbench present did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.5)
+        assert f"awbench present: {url}" in log_path.read_text()
+        yield url
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End awbench present, Voila and its kernel (one process group; Voila ends its kernels)."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=20)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _plots(page) -> dict:
+    return {name: page.evaluate(PLOT_DATA, name) for name in PANELS}
+
+
+def _texts(page) -> dict:
+    return {
+        name: page.locator(f".awbench-{name}").inner_text() for name in ("takeaway", "training")
+    }
+
+
+def _marker(plots: dict) -> list:
+    return json.loads(plots["plane"])[3]
+
+
+def _move(page, knob: str, before: dict, timeout: float = 30.0) -> dict:
+    """Press → on a slider's handle; wait until every panel and the marker changed."""
+    readout = page.locator(f".awbench-knob-{knob} .widget-readout")
+    start, words = readout.inner_text().strip(), _texts(page)["takeaway"]
+    handle = page.locator(f".awbench-knob-{knob} .noUi-handle")
+    handle.focus()
+    handle.press("ArrowRight")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = _plots(page)
+        if (
+            readout.inner_text().strip() != start
+            and all(now[n] != before[n] for n in PANELS)
+            and _marker(now) != _marker(before)
+            and _texts(page)["takeaway"] != words
+        ):
+            return now
+        page.wait_for_timeout(200)
+    stale = [n for n in PANELS if _plots(page)[n] == before[n]]
+    pytest.fail(f"moving {knob} from {start}: panels {stale} did not change")
+
+
+def _within_viewport(page, selector: str) -> None:
+    boxes = [
+        page.locator(selector).nth(i).bounding_box() for i in range(page.locator(selector).count())
+    ]
+    assert boxes, f"nothing matches {selector}"
+    for box in boxes:
+        assert box is not None, f"{selector} is not rendered"
+        right, bottom = box["x"] + box["width"], box["y"] + box["height"]
+        assert box["x"] >= 0 and box["y"] >= 0, (selector, box)
+        assert right <= VIEWPORT["width"] and bottom <= VIEWPORT["height"], (selector, box)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_present_in_chromium(server, tmp_path):
+    chromium = _chromium()
+    if chromium is None:
+        _missing(
+            "chromium at /usr/bin/chromium (apt-get install -y --no-install-recommends chromium)"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright (pip install -e '.[browser]')")
+    from test_browser import CHROMIUM_ARGS
+
+    requests: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.on("request", lambda r: requests.append(r.url))
+            console: list[str] = []
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            try:
+                _drive(page, server, tmp_path)
+            except BaseException:
+                page.screenshot(path=str(tmp_path / "failure.png"))
+                (tmp_path / "page.html").write_text(page.content())
+                (tmp_path / "console.log").write_text("\n".join(console))
+                raise
+        finally:
+            browser.close()
+    outside = [u for u in requests if not u.startswith((server, "data:", "blob:"))]
+    assert not outside, f"requests left 127.0.0.1: {outside[:5]}"
+    shutil.copy(tmp_path / "present_moved.png", SCREENSHOT)
+
+
+def _drive(page, url: str, tmp_path) -> None:
+    page.goto(url, timeout=180_000)
+    page.wait_for_function(
+        f"() => [{', '.join(repr(n) for n in PANELS)}].every(n => ({PLOT_DATA})(n) !== null)",
+        timeout=180_000,
+    )
+    page.wait_for_timeout(500)
+    before = _plots(page)
+    assert page.locator(".jp-InputArea:visible, .jp-CodeMirrorEditor:visible").count() == 0
+    for selector in (".awbench-present-plane", ".awbench-present-gap", ".awbench-knob"):
+        _within_viewport(page, selector)
+    page.screenshot(path=str(tmp_path / "present_default.png"))
+    for knob in ("batch_size", "weight_decay", "init_scale"):
+        before = _move(page, knob, before)
+        page.screenshot(path=str(tmp_path / f"present_{knob}.png"))
+    assert "snapped" in page.locator(".awbench-note").inner_text()  # init scale 2 is off-grid here
+    for selector in (".awbench-present-plane", ".awbench-present-gap", ".awbench-knob"):
+        _within_viewport(page, selector)
+    page.wait_for_timeout(800)  # let plotly finish its transition before the picture
+    page.screenshot(path=str(tmp_path / "present_moved.png"))
