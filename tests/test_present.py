@@ -307,3 +307,19 @@ def _drive(page, url: str, tmp_path) -> None:
         _within_viewport(page, selector)
     page.wait_for_timeout(800)  # let plotly finish its transition before the picture
     page.screenshot(path=str(tmp_path / "present_moved.png"))
+
+
+def test_each_panel_widget_equals_the_validated_figure(app):
+    """The widgets skip plotly's validation for speed: what they hold must be what the
+    validating builder makes of the same traces and layout."""
+    import plotly.io as pio
+
+    from awbench.apps.present_panels import present_figure
+
+    app.widgets["batch_size"].value = app.options["batch_size"][-1]
+    for name, (traces, layout) in app.panel_data().items():
+        validated = json.loads(pio.to_json(present_figure(name, app.ranges, traces, layout)))
+        shown = json.loads(pio.to_json(app.figures[name], validate=False))
+        assert shown["data"] == validated["data"], name
+        assert shown["layout"] == validated["layout"], name
+    app.reset()
