@@ -15,8 +15,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,43 +22,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_support import CHROMIUM_ARGS, find_chromium, free_port, missing, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "08_knobs.ipynb"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-dev-shm-usage",
-]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-
-
-def _chromium() -> str | None:
-    for candidate in (
-        os.environ.get("AWBENCH_CHROMIUM"),
-        "/usr/bin/chromium",
-        shutil.which("chromium"),
-        shutil.which("chromium-browser"),
-    ):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return None
-
-
-def _missing(what: str) -> None:
-    message = f"browser test needs {what}"
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(message + " (CI=true: this test must run in CI; .ci/run installs chromium)")
-    pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _write_settings(folder: Path) -> None:
@@ -85,7 +52,7 @@ def lab(tmp_path):
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     _write_settings(tmp_path / "lab-settings")
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if k not in ("AWBENCH_QUIET", "AWBENCH_WIDGETS")}
     env.update(
         AWBENCH_CACHE=str(tmp_path / "cache"),
@@ -133,22 +100,8 @@ def lab(tmp_path):
             time.sleep(0.5)
         yield url, token, root
     finally:
-        _stop(proc)
+        stop_group(proc)
         log.close()
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """End the server and the kernels it started (its own process group)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=20)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 PLOT_DATA = """(name) => {
@@ -188,15 +141,15 @@ def _move(page, knob: str, before: dict, changed: tuple[str, ...], timeout: floa
 
 
 def test_notebook_08_in_chromium(lab, tmp_path):
-    chromium = _chromium()
+    chromium = find_chromium()
     if chromium is None:
-        _missing(
+        missing(
             "chromium at /usr/bin/chromium (apt-get install -y --no-install-recommends chromium)"
         )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("playwright (pip install -e '.[browser]')")
+        missing("playwright (pip install -e '.[browser]')")
     url, token, _root = lab
     t0 = time.monotonic()
     with sync_playwright() as pw:

@@ -10,13 +10,12 @@ under CI (``CI=true``), like tests/test_browser.py.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from browser_support import find_chromium, missing
 
 from awbench.apps.report_export import OUTPUTS, report_figures, slugify
 
@@ -104,25 +103,6 @@ def test_unknown_output_refused(small_report, tmp_path):
         export_figures(small_report, tmp_path / "out", outputs=["4k"])
 
 
-def _chromium() -> str | None:
-    for candidate in (
-        os.environ.get("BROWSER_PATH"),
-        "/usr/bin/chromium",
-        shutil.which("chromium"),
-        shutil.which("google-chrome"),
-    ):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return None
-
-
-def _missing(what: str) -> None:
-    message = f"figure export needs {what}"
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(message + " (CI=true: this test must run in CI)")
-    pytest.skip(message)
-
-
 def _png_size(path: Path) -> tuple[int, int]:
     head = path.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", path
@@ -135,10 +115,10 @@ def test_figures_command_writes_every_figure_at_slide_sizes(small_report, tmp_pa
     try:
         import kaleido  # noqa: F401
     except ImportError:
-        _missing("kaleido (pip install 'awbench[export]')")
-    chromium = _chromium()
+        missing("kaleido (pip install 'awbench[export]')")
+    chromium = find_chromium()
     if chromium is None:
-        _missing("a Chromium (apt-get install chromium)")
+        missing("a Chromium (apt-get install chromium)")
     monkeypatch.setenv("BROWSER_PATH", chromium)
     from awbench.apps.cli import main
 

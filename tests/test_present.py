@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
+from browser_support import CHROMIUM_ARGS, find_chromium, free_port, missing, stop_group
 
 from awbench.apps import present
 from awbench.apps.cli import build_parser
@@ -124,36 +124,11 @@ PLOT_DATA = """(name) => {
 PANELS = ("plane", "gap", "sigma_g", "sigma_w")
 
 
-def _chromium() -> str | None:
-    for candidate in (
-        os.environ.get("AWBENCH_CHROMIUM"),
-        "/usr/bin/chromium",
-        shutil.which("chromium"),
-        shutil.which("chromium-browser"),
-    ):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return None
-
-
-def _missing(what: str) -> None:
-    message = f"present-mode browser test needs {what}"
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(message + " (CI=true: this test must run in CI; .ci/run installs chromium)")
-    pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
     """``awbench present --no-browser`` on a free port; yields its URL."""
     pytest.importorskip("voila")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("AWBENCH_QUIET", "AWBENCH_WIDGETS")}
     env.update(
         AWBENCH_CACHE=str(tmp_path / "cache"),
@@ -183,24 +158,8 @@ def server(tmp_path):
         assert f"awbench present: {url}" in log_path.read_text()
         yield url
     finally:
-        _stop(proc)
+        stop_group(proc)
         log.close()
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """End awbench present, Voila and its kernel (one process group; Voila ends its kernels)."""
-    import signal
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=20)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _plots(page) -> dict:
@@ -254,16 +213,15 @@ def _within_viewport(page, selector: str) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_present_in_chromium(server, tmp_path):
-    chromium = _chromium()
+    chromium = find_chromium()
     if chromium is None:
-        _missing(
+        missing(
             "chromium at /usr/bin/chromium (apt-get install -y --no-install-recommends chromium)"
         )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("playwright (pip install -e '.[browser]')")
-    from test_browser import CHROMIUM_ARGS
+        missing("playwright (pip install -e '.[browser]')")
 
     requests: list[str] = []
     with sync_playwright() as pw:

@@ -15,7 +15,7 @@ import re
 import shutil
 
 import pytest
-from test_browser import CHROMIUM_ARGS, _chromium, _missing
+from browser_support import CHROMIUM_ARGS, find_chromium, missing
 from test_report_verdicts import write_sweep
 
 from awbench.apps import report_pages, report_sliders
@@ -134,13 +134,13 @@ def _state(page) -> dict:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_report_sliders_move_the_marker_and_spectra_offline(report, tmp_path):
-    chromium = _chromium()
+    chromium = find_chromium()
     if chromium is None:
-        _missing("/usr/bin/chromium (apt-get install chromium)")
+        missing("/usr/bin/chromium (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("playwright (pip install -e '.[browser]')")
+        missing("playwright (pip install -e '.[browser]')")
     requests: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)

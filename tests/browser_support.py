@@ -1,0 +1,63 @@
+"""What the real-browser tests share: finding Debian's chromium, skipping or failing without
+it, a free local port, and stopping a server with the processes it started."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+]
+
+
+def find_chromium() -> str | None:
+    """The browser to drive: $AWBENCH_CHROMIUM, $BROWSER_PATH, then the usual places."""
+    for candidate in (
+        os.environ.get("AWBENCH_CHROMIUM"),
+        os.environ.get("BROWSER_PATH"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def missing(what: str) -> None:
+    """Skip locally; under CI (CI=true) the test must run, so a missing piece fails it."""
+    message = f"browser test needs {what}"
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(message + " (CI=true: this test must run in CI; .ci/run installs chromium)")
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """End a server started in its own process group, and what it started (kernels)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=20)
+            return
+        except subprocess.TimeoutExpired:
+            continue
