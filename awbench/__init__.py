@@ -16,6 +16,7 @@ _LAZY = {
     "landscape": "awbench.landscape",
     "Analysis": "awbench.analysis.decomposition",
     "analyze": "awbench.analysis.decomposition",
+    "analyze_model": "awbench.analysis.decomposition",
     "dual_weights": "awbench.analysis.duality",
     "duality_check": "awbench.analysis.duality",
     "general_dual_weights": "awbench.analysis.duality",
@@ -75,6 +76,7 @@ __all__ = [
     "Store",
     "TraceEstimate",
     "analyze",
+    "analyze_model",
     "build_model",
     "determinism_report",
     "dual_directions",
@@ -123,7 +125,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from awbench import landscape
-    from awbench.analysis.decomposition import Analysis, analyze
+    from awbench.analysis.decomposition import Analysis, analyze, analyze_model
     from awbench.analysis.duality import (
         dual_weights,
         duality_check,

@@ -26,11 +26,18 @@ from awbench.analysis.duality import (
     eval_mode,
     layer_inputs,
     layer_matrix,
-    pair_samples,
     per_sample_weights,
 )
 from awbench.analysis.guards import check_analysis_memory, check_arguments
 from awbench.analysis.memory import pair_block
+from awbench.analysis.model_inputs import (
+    PairingRule,
+    Samples,
+    as_float64,
+    candidate_pairs,
+    check_model,
+    read_samples,
+)
 from awbench.curvature.layer import (
     layer_hessian,
     linear_layer,
@@ -229,19 +236,10 @@ class _PairGaps:
             yield sl, torch.einsum("ko,ki->koi", self.u[sl], self.b[sl]).reshape(-1, self.n_weights)
 
 
-def _candidate_pairs(model, layer, pairing, cfg, data, x_train, x_test):
-    # The demo's rule pairs in raw input space; "feature" pairs at the analysed layer.
-    y_train, y_test, clean = data.y_train, data.y_test, data.clean
-    if pairing == "feature":
-        qa, ra = layer_inputs(model, layer, x_test), layer_inputs(model, layer, x_train)
-        return pair_samples(qa, y_test, ra, y_train, clean, method="input", seed=cfg.seed)
-    method = "knn" if pairing == "knn" else ("random" if pairing == "random" else "input")
-    return pair_samples(x_test, y_test, x_train, y_train, clean, method, cfg.pairing_k, cfg.seed)
-
-
-def _active_pairs(model, layer, pairing, cfg, data, x_train, x_test, with_bias) -> _Pairs:
+def _active_pairs(model, layer, rule: PairingRule, s: Samples, with_bias) -> _Pairs:
     """Pair the samples, dropping pairs whose training activity is zero (no dual weight exists)."""
-    pairs = _candidate_pairs(model, layer, pairing, cfg, data, x_train, x_test)
+    x_train, x_test = s.x_train, s.x_test
+    pairs = candidate_pairs(model, layer, rule, s)
     a_tr = layer_inputs(model, layer, x_train[pairs.train])
     a_te = layer_inputs(model, layer, x_test[pairs.test])
     if with_bias:
@@ -419,6 +417,92 @@ def _per_pair_fields(pairs: _Pairs, gaps: _PairGaps) -> dict:
     }
 
 
+def analyze_model(
+    model: nn.Module,
+    layer: str,
+    train,
+    test,
+    clean: torch.Tensor | None = None,
+    pairing: str = "input",
+    n_sharp: int = 10,
+    *,
+    pairing_k: int = 1,
+    seed: int = 0,
+    pairing_layer: str | None = None,
+    dense_max: int = DENSE_HESSIAN_MAX,
+    lanczos_k: int = LANCZOS_K,
+    basis: torch.Tensor | None = None,
+    memory_limit: int | None = None,
+) -> Analysis:
+    """Decompose the generalization gap of any ``model`` at its ``nn.Linear`` named ``layer``.
+
+    ``train`` and ``test`` are ``(x, y)`` tensor pairs or DataLoaders of ``(x, y)`` batches
+    (read in order, twice: both passes must agree, so switch off shuffling and augmentation).
+    ``x`` may have any shape (images N x C x H x W); ``y`` holds class labels, and the loss
+    is **cross-entropy** of the model's logits (N, n_classes), the mean over samples, with no
+    regularizer. ``clean`` (bool per training sample, default all) selects the samples of the
+    training loss, the Hessian and the pairing. Upstream of the layer anything goes (conv,
+    BatchNorm in eval mode, residual blocks, embeddings); downstream, the layer's output must
+    feed the rest of the network. The model is analysed as a float64 copy in eval mode.
+
+    ``pairing``: "input" (nearest same-class training sample in raw input space, flattened),
+    "feature" (nearest in the input space of ``pairing_layer``, any named module, by default
+    the analysed layer), "knn" (``pairing_k`` nearest) or "random" (drawn with ``seed``);
+    distances and features are computed in chunks, so memory stays bounded.
+    ``n_sharp``, ``dense_max``, ``lanczos_k``, ``basis`` and ``memory_limit`` are as in
+    :func:`analyze`. ValueError (naming the problem) when the layer is not Linear, runs more
+    than once per forward pass or gets inputs of more than 2 dimensions, when the model is not
+    deterministic in eval mode (NondeterministicModelError), or when shapes do not fit.
+    """
+    s = read_samples(train, test, clean)
+    check_arguments(pairing, n_sharp, model, s.x_train, s.x_test)
+    model = copy.deepcopy(model).double().eval()
+    s = Samples(as_float64(s.x_train), s.y_train, as_float64(s.x_test), s.y_test, s.clean)
+    check_model(model, layer, s, pairing_layer if pairing == "feature" else None)
+    rule = PairingRule(pairing, pairing_k, seed, pairing_layer)
+    routes = (dense_max, lanczos_k, basis, memory_limit)
+    return _decompose(model, layer, s, rule, n_sharp, routes)
+
+
+def _decompose(model, layer, s: Samples, rule: PairingRule, n_sharp, routes) -> Analysis:
+    """The decomposition of a checked float64 ``model`` in eval mode at ``layer``."""
+    dense_max, lanczos_k, basis, memory_limit = routes
+    module = linear_layer(model, layer)
+    with_bias = module.bias is not None
+    x_train, x_test = s.x_train, s.x_test
+    x_clean, y_clean = x_train[s.clean], s.y_train[s.clean]
+
+    pairs = _active_pairs(model, layer, rule, s, with_bias)
+    check_analysis_memory(
+        module, with_bias, len(y_clean), pairs, basis, dense_max, lanczos_k, memory_limit, layer
+    )
+    gaps = _pair_gaps(model, layer, layer_matrix(module), pairs, x_train, x_test, s.y_test)
+    lam, V, method = _eigenbasis(
+        model, layer, x_clean, y_clean, with_bias, gaps.n_weights, basis, dense_max, lanczos_k
+    )
+    proj = _project(gaps, V)
+    directions = _direction_table(proj.theta, proj.gamma, lam)
+    identity = _identity_terms(gaps.dl, directions, n_sharp, proj)
+    second_order = _second_order_terms(
+        model, layer, x_train[pairs.train], pairs, gaps, lam, V.shape[1], directions, method
+    )
+    losses = _model_losses(model, x_test, s.y_test, x_clean, y_clean)
+    return Analysis(
+        layer=layer,
+        pairing=rule.method,
+        **identity,
+        **second_order,
+        **losses,
+        **_per_pair_fields(pairs, gaps),
+        duality_error=gaps.duality_error,
+        weight_norm=float(module.weight.detach().norm()),
+        lam_max=float(np.nanmax(lam.numpy())) if method != "given" else float("nan"),
+        hessian_method=method,
+        directions=directions,
+        eigenvectors=V,
+    )
+
+
 def analyze(
     run,
     layer: str | None = None,
@@ -431,6 +515,7 @@ def analyze(
 ) -> Analysis:
     """Decompose ``run``'s generalization gap at ``layer`` (defaults from ``run.config``).
 
+    :func:`analyze_model` on the run's model and data, with the config's pairing settings.
     Everything is computed in float64 on a copy of the model in eval mode. ``basis`` (P, m)
     with orthonormal columns replaces the Hessian eigenbasis (the identity holds for any
     complete orthonormal basis; ``complement_gap`` covers what an incomplete one misses).
@@ -438,43 +523,20 @@ def analyze(
     AnalysisMemoryError (a ValueError) names the estimate before any large allocation.
     """
     cfg, data = run.config, run.data
-    layer, pairing = layer or cfg.layer, pairing or cfg.pairing
-    n_sharp = cfg.n_sharp if n_sharp is None else n_sharp
-    check_arguments(pairing, n_sharp, run)
-    model: nn.Module = copy.deepcopy(run.model).double().eval()
-    module = linear_layer(model, layer)
-    with_bias = module.bias is not None
-    x_train, x_test = data.x_train.double(), data.x_test.double()
-    x_clean, y_clean = x_train[data.clean], data.y_train[data.clean]
-
-    pairs = _active_pairs(model, layer, pairing, cfg, data, x_train, x_test, with_bias)
-    check_analysis_memory(
-        module, with_bias, len(y_clean), pairs, basis, dense_max, lanczos_k, memory_limit, layer
-    )
-    gaps = _pair_gaps(model, layer, layer_matrix(module), pairs, x_train, x_test, data.y_test)
-    lam, V, method = _eigenbasis(
-        model, layer, x_clean, y_clean, with_bias, gaps.n_weights, basis, dense_max, lanczos_k
-    )
-    proj = _project(gaps, V)
-    directions = _direction_table(proj.theta, proj.gamma, lam)
-    identity = _identity_terms(gaps.dl, directions, n_sharp, proj)
-    second_order = _second_order_terms(
-        model, layer, x_train[pairs.train], pairs, gaps, lam, V.shape[1], directions, method
-    )
-    losses = _model_losses(model, x_test, data.y_test, x_clean, y_clean)
-    return Analysis(
-        layer=layer,
-        pairing=pairing,
-        **identity,
-        **second_order,
-        **losses,
-        **_per_pair_fields(pairs, gaps),
-        duality_error=gaps.duality_error,
-        weight_norm=float(module.weight.detach().norm()),
-        lam_max=float(np.nanmax(lam.numpy())) if method != "given" else float("nan"),
-        hessian_method=method,
-        directions=directions,
-        eigenvectors=V,
+    return analyze_model(
+        run.model,
+        layer or cfg.layer,
+        (data.x_train, data.y_train),
+        (data.x_test, data.y_test),
+        data.clean,
+        pairing or cfg.pairing,
+        cfg.n_sharp if n_sharp is None else n_sharp,
+        pairing_k=cfg.pairing_k,
+        seed=cfg.seed,
+        dense_max=dense_max,
+        lanczos_k=lanczos_k,
+        basis=basis,
+        memory_limit=memory_limit,
     )
 
 

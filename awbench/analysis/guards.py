@@ -10,7 +10,7 @@ from awbench.analysis.memory import check_memory, estimate_bytes, memory_limit
 from awbench.config import PAIRINGS
 
 
-def check_arguments(pairing, n_sharp, run) -> None:
+def check_arguments(pairing, n_sharp, model, x_train, x_test) -> None:
     """ValueError for a pairing or n_sharp analyze cannot use, and for non-finite inputs or
     weights (they would give NaN results that look like a finished analysis)."""
     if pairing not in PAIRINGS:
@@ -24,8 +24,9 @@ def check_arguments(pairing, n_sharp, run) -> None:
             f"n_sharp={n_sharp!r} is not allowed: expected an integer >= 1 (how many "
             "directions, by sigma_g, make the sharp part)"
         )
-    for name in ("x_train", "x_test"):
-        x = getattr(run.data, name)
+    for name, x in (("x_train", x_train), ("x_test", x_test)):
+        if not x.is_floating_point():
+            continue
         bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)
         if bool(bad.any()):
             rows = torch.nonzero(bad).flatten().tolist()
@@ -33,7 +34,7 @@ def check_arguments(pairing, n_sharp, run) -> None:
                 f"{name} has non-finite values (NaN or inf) in {len(rows)} rows "
                 f"{rows[:10]}{' ...' if len(rows) > 10 else ''}: the analysis needs finite inputs"
             )
-    for pname, p in run.model.named_parameters():
+    for pname, p in model.named_parameters():
         if not bool(torch.isfinite(p).all()):
             raise ValueError(
                 f"the model's parameter {pname!r} has non-finite values (NaN or inf): a "

@@ -51,7 +51,8 @@ def output_as_leaf(model: nn.Module, layer: str):
     def swap_output(mod, inputs, output):
         captured["a"] = inputs[0].detach()
         captured["z"] = output.detach().requires_grad_(True)
-        return captured["z"]
+        # A copy goes downstream, so an in-place op there (ReLU(inplace=True)) leaves the leaf be.
+        return captured["z"].clone()
 
     handle = module.register_forward_hook(swap_output)
     try:

@@ -1,0 +1,238 @@
+"""analyze_model on models that are not awbench MLPs, against ground truth (issue 16)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, hessian
+from torch.utils.data import DataLoader, TensorDataset
+
+import awbench as aw
+from awbench.curvature.flat import NondeterministicModelError
+from awbench.curvature.layer import layer_hessian
+
+
+class SmallCNN(nn.Module):
+    """conv, conv, flatten, fc, fc on 1 x 8 x 8 images (an in-place ReLU after fc1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2), nn.ReLU()
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(36, 12), nn.ReLU(inplace=True), nn.Linear(12, 5)
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class ResidualBN(nn.Module):
+    """Linear, BatchNorm (eval), a residual block, then the analysed Linear and a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(64, 10)
+        self.bn = nn.BatchNorm1d(10)
+        self.block = nn.Sequential(nn.Linear(10, 10), nn.Tanh(), nn.Linear(10, 10))
+        self.fc = nn.Linear(10, 8)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.inp(x.flatten(1))))
+        h = h + self.block(h)
+        return self.head(torch.tanh(self.fc(h)))
+
+
+def _data(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 5
+    x = torch.rand(n, 1, 8, 8, generator=g, dtype=torch.float64) + 0.3 * y[:, None, None, None]
+    return x, y
+
+
+def _fit(model, x, y, steps=60):
+    model = model.double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return _data(60, 0), _data(40, 1)
+
+
+@pytest.fixture(scope="module")
+def cnn(samples):
+    torch.manual_seed(0)
+    return _fit(SmallCNN(), *samples[0])
+
+
+@pytest.fixture(scope="module")
+def resnet(samples):
+    torch.manual_seed(1)
+    model = ResidualBN().double()
+    with torch.no_grad():  # non-trivial running statistics, then eval mode
+        model.train()
+        model(samples[0][0])
+    return _fit(model, *samples[0])
+
+
+def _reference_hessian(model, layer, x, y):
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    W = params[f"{layer}.weight"]
+
+    def loss(w):
+        p = dict(params)
+        p[f"{layer}.weight"] = w.view_as(W)
+        return F.cross_entropy(functional_call(model, p, (x,)), y)
+
+    return hessian(loss)(W.flatten())
+
+
+CASES = [("cnn", "classifier.1"), ("cnn", "classifier.3"), ("resnet", "fc"), ("resnet", "head")]
+
+
+@pytest.mark.parametrize(("which", "layer"), CASES)
+@pytest.mark.parametrize("pairing", ["input", "feature"])
+def test_duality_and_identity_are_exact(request, samples, which, layer, pairing):
+    model = request.getfixturevalue(which)
+    an = aw.analyze_model(model, layer, samples[0], samples[1], pairing=pairing)
+    assert an.hessian_method == "dense"
+    assert an.n_pairs > 0
+    assert an.duality_error <= 1e-12
+    assert an.identity_error <= 1e-10
+    parts = an.sharp_gap + an.flat_gap + an.complement_gap
+    assert abs(parts - an.pair_gap) <= 1e-10
+
+
+@pytest.mark.parametrize(("which", "layer"), [("cnn", "classifier.3"), ("resnet", "fc")])
+def test_layer_hessian_matches_torch_func(request, samples, which, layer):
+    model = request.getfixturevalue(which)
+    x, y = samples[0]
+    H = layer_hessian(model, layer, x, y)
+    ref = _reference_hessian(model, layer, x, y)
+    assert torch.allclose(H, ref, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize(("which", "layer"), [("cnn", "classifier.3"), ("resnet", "fc")])
+def test_lanczos_route_agrees_with_dense(request, samples, which, layer):
+    model = request.getfixturevalue(which)
+    dense = aw.analyze_model(model, layer, samples[0], samples[1])
+    lz = aw.analyze_model(model, layer, samples[0], samples[1], dense_max=10, lanczos_k=8)
+    assert lz.hessian_method == "lanczos+complement" and len(lz.directions) == 8
+    assert lz.identity_error <= 1e-10
+    for name in ("sharpness", "size", "pair_gap", "real_gap"):
+        assert getattr(lz, name) == pytest.approx(getattr(dense, name), rel=1e-10, abs=1e-14)
+    # the top eigen-directions' sign-free fields agree (the Lanczos basis is the dense one's top)
+    fields = ["lam", "sigma_w", "sigma_g", "contribution"]
+    top = dense.directions.sort_values("lam", ascending=False)[fields].to_numpy()[:4]
+    top_lz = lz.directions.sort_values("lam", ascending=False)[fields].to_numpy()[:4]
+    assert top_lz == pytest.approx(top, rel=1e-6, abs=1e-12)
+
+
+def test_dataloaders_give_the_tensors_numbers(cnn, samples):
+    (xtr, ytr), (xte, yte) = samples
+    ref = aw.analyze_model(cnn, "classifier.1", (xtr, ytr), (xte, yte))
+    loaders = [DataLoader(TensorDataset(x, y), batch_size=16) for x, y in samples]
+    an = aw.analyze_model(cnn, "classifier.1", *loaders)
+    assert an.scalars() == ref.scalars()
+
+
+def test_a_shuffling_dataloader_is_refused(cnn, samples):
+    loader = DataLoader(TensorDataset(*samples[0]), batch_size=16, shuffle=True)
+    with pytest.raises(ValueError, match="two passes over the DataLoader gave different"):
+        aw.analyze_model(cnn, "classifier.1", loader, samples[1])
+
+
+def test_feature_pairing_at_any_named_layer(cnn, samples):
+    an = aw.analyze_model(
+        cnn, "classifier.3", *samples, pairing="feature", pairing_layer="features.2"
+    )
+    assert an.duality_error <= 1e-12 and an.identity_error <= 1e-10
+
+
+def test_a_layer_that_is_not_linear_is_refused(cnn, samples):
+    with pytest.raises(ValueError, match=r"layer='features.0' is not a Linear layer"):
+        aw.analyze_model(cnn, "features.0", *samples)
+
+
+class Shared(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 64)
+        self.out = nn.Linear(64, 5)
+
+    def forward(self, x):
+        return self.out(self.fc(torch.relu(self.fc(x.flatten(1)))))
+
+
+class Tokens(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc(x.reshape(len(x), 8, 8)).mean(1)
+
+
+class Noisy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 5)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) + torch.randn(len(x), 5, dtype=x.dtype)
+
+
+@pytest.mark.parametrize(
+    ("model", "match"),
+    [
+        (Shared(), r"layer='fc' is called 2 times per forward pass"),
+        (Tokens(), r"layer='fc' receives inputs of shape \(4, 8, 8\)"),
+    ],
+)
+def test_layers_the_duality_cannot_serve_are_refused(samples, model, match):
+    with pytest.raises(ValueError, match=match):
+        aw.analyze_model(model, "fc", *samples)
+
+
+def test_a_nondeterministic_model_is_refused(samples):
+    with pytest.raises(NondeterministicModelError, match="not deterministic in eval mode"):
+        aw.analyze_model(Noisy(), "fc", *samples)
+
+
+def test_mismatched_shapes_are_refused(cnn, samples):
+    (xtr, ytr), (xte, yte) = samples
+    with pytest.raises(ValueError, match=r"train: x of shape \(60, 1, 8, 8\) and y of shape"):
+        aw.analyze_model(cnn, "classifier.1", (xtr, ytr[:-1]), (xte, yte))
+    with pytest.raises(ValueError, match="both sets must share the input shape"):
+        aw.analyze_model(cnn, "classifier.1", (xtr, ytr), (xte[:, :, :4], yte))
+    with pytest.raises(ValueError, match="labels go up to 7 but the model gives 5 logits"):
+        aw.analyze_model(cnn, "classifier.1", (xtr, ytr + 3), (xte, yte))
+    with pytest.raises(ValueError, match="clean of dtype"):
+        aw.analyze_model(cnn, "classifier.1", (xtr, ytr), (xte, yte), clean=torch.ones(3))
+
+
+def test_analyze_run_is_analyze_model_on_its_model():
+    run = aw.train(aw.Config.preset("smoke").replace(max_epochs=3, seed=2))
+    d, cfg = run.data, run.config
+    an = aw.analyze(run)
+    direct = aw.analyze_model(
+        run.model,
+        cfg.layer,
+        (d.x_train, d.y_train),
+        (d.x_test, d.y_test),
+        d.clean,
+        cfg.pairing,
+        cfg.n_sharp,
+        pairing_k=cfg.pairing_k,
+        seed=cfg.seed,
+    )
+    assert an.scalars() == direct.scalars()
+    assert an.directions.equals(direct.directions)
