@@ -239,8 +239,11 @@ def open_executor(
     except BaseException:
         # Interrupted (Ctrl-C, SIGTERM through sigterm_as_interrupt) or failed: stop the
         # workers now rather than let them finish runs nobody will store.
+        # No cancelling: the killed workers fail every pending future (BrokenProcessPool),
+        # and Python 3.11's pool thread raises InvalidStateError when one of them was
+        # cancelled first. wait=True returns once that thread has seen the workers die.
         pool.kill_workers()
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=True)
         raise
     else:
         pool.shutdown(wait=True)
@@ -323,8 +326,9 @@ def run_tasks(
                 alone.clear()
             fill()
     finally:
-        for fut in in_flight:
-            fut.cancel()
+        if not isinstance(executor, RestartingProcessPool):  # see open_executor: it kills them
+            for fut in in_flight:
+                fut.cancel()
 
 
 def _exception(fut: Future) -> BaseException | None:
