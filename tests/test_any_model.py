@@ -236,3 +236,44 @@ def test_analyze_run_is_analyze_model_on_its_model():
     )
     assert an.scalars() == direct.scalars()
     assert an.directions.equals(direct.directions)
+
+
+def test_dimensionless_summary_against_a_hand_computation(cnn, samples):
+    import dataclasses
+
+    import pandas as pd
+
+    from awbench.analysis.dimensionless import dimensionless, dimensionless_table
+
+    an = aw.analyze_model(cnn, "classifier.3", samples[0], samples[1])
+    contributions = [0.5, -0.25, 0.125, 0.25] + [0.0] * 10 + [1.0]
+    hand = dataclasses.replace(
+        an,
+        pair_gap=2.0,
+        sharp_gap=1.5,
+        flat_gap=0.25,
+        complement_gap=0.25,
+        sharpness=3.0,
+        size=0.5,
+        weight_norm=2.0,
+        n_weights=15,
+        directions=pd.DataFrame({"contribution": contributions}),
+    )
+    d = dimensionless(hand)
+    # the 10 largest contributions: 1, 0.5, 0.25, 0.125 and six zeros; -0.25 is left out
+    assert d["top10_share"] == pytest.approx(1.875 / 2.0)
+    assert d["sharp_fraction"] == 0.75 and d["flat_fraction"] == 0.125
+    assert d["complement_fraction"] == 0.125
+    assert d["sharpness_rel"] == pytest.approx(3.0 * 4.0) and d["size_rel"] == 0.5 / 4.0
+    assert d["pair_gap"] == 2.0 and d["n_weights"] == 15
+    # a weight tensor or a norm in place of the recorded norm
+    w = torch.full((2, 2), 0.5, dtype=torch.float64)  # |W|^2 = 1
+    assert dimensionless(hand, w)["size_rel"] == 0.5
+    assert dimensionless(hand, 0.5)["sharpness_rel"] == pytest.approx(0.75)
+    # on the real analysis: the fractions add up to one, the norm is the layer's
+    real = dimensionless(an, cnn.classifier[3].weight)
+    assert real == pytest.approx(dimensionless(an))
+    parts = real["sharp_fraction"] + real["flat_fraction"] + real["complement_fraction"]
+    assert parts == pytest.approx(1.0, abs=1e-9)
+    table = dimensionless_table({"a": an, "b": hand})
+    assert list(table.index) == ["a", "b"] and table.loc["b", "size_rel"] == 0.125

@@ -45,6 +45,10 @@ SIZE_NORM_RHO = "size_norm_rho"
 # --- 09_multi_learner ----------------------------------------------------------------------
 MULTILEARNER_PAIRS = "multilearner.pairs"
 
+# --- 10_your_own_network: a CNN's fully connected layers next to the MLP's ------------------
+OWN_MODEL_TABLE = "own_model.table"  # label -> awbench.analysis.dimensionless columns
+OWN_MODEL_TEST_ACC = "own_model.test_acc"
+
 # --- knob notebooks (04-07): one record per knob and quantity, "<knob>.<quantity>" ---------
 SHARPNESS_CHANGE = "sharpness_change"
 SIZE_CHANGE = "size_change"
@@ -119,6 +123,7 @@ EXPECTED: dict[str, set[str]] = {
     "06_dropout": _knob_names("06_dropout"),
     "07_data_size_and_label_noise": _knob_names("07_data_size_and_label_noise"),
     "09_multi_learner": {MULTILEARNER_PAIRS},
+    "10_your_own_network": {DUALITY_ERROR, IDENTITY_ERROR, OWN_MODEL_TABLE, OWN_MODEL_TEST_ACC},
 }
 
 
