@@ -31,7 +31,20 @@ class CurvatureOperator(sla.LinearOperator):
     matrix-vector products (a matmat with m columns counts m).
     """
 
-    def __init__(self, model, x, y, params, loss, mode, dtype, chunk_size, check, backend):
+    def __init__(
+        self,
+        model,
+        x,
+        y,
+        params=None,
+        *,
+        loss="cross_entropy",
+        mode="eval",
+        dtype=torch.float64,
+        chunk_size=None,
+        check="raise",
+        backend="auto",
+    ):
         if backend not in ("auto", "mlp", "autograd"):
             raise ValueError(
                 f"backend={backend!r} is not allowed: expected 'auto', 'mlp' or 'autograd'"
@@ -202,22 +215,6 @@ class HessianOperator(CurvatureOperator):
     products; ``dense()`` gives the matrix.
     """
 
-    def __init__(
-        self,
-        model,
-        x,
-        y,
-        params=None,
-        *,
-        loss="cross_entropy",
-        mode="eval",
-        dtype=torch.float64,
-        chunk_size=None,
-        check="raise",
-        backend="auto",
-    ):
-        super().__init__(model, x, y, params, loss, mode, dtype, chunk_size, check, backend)
-
     def _build(self, chunks):
         self._theta = self.flat.theta0.clone().requires_grad_(True)
         self._grads = []
@@ -252,22 +249,6 @@ class GaussNewtonOperator(CurvatureOperator):
     Graphs are built once per chunk: the outputs z(theta), the vector-Jacobian product J^T u
     (differentiable in u, giving J v by the double-vjp trick) and the loss gradient in z.
     """
-
-    def __init__(
-        self,
-        model,
-        x,
-        y,
-        params=None,
-        *,
-        loss="cross_entropy",
-        mode="eval",
-        dtype=torch.float64,
-        chunk_size=None,
-        check="raise",
-        backend="auto",
-    ):
-        super().__init__(model, x, y, params, loss, mode, dtype, chunk_size, check, backend)
 
     def _build(self, chunks):
         self._theta = self.flat.theta0.clone().requires_grad_(True)
