@@ -21,30 +21,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from awbench.analysis.duality import (
-    augment,
-    dual_weight_factors,
     eval_mode,
-    layer_inputs,
     layer_matrix,
-    per_sample_weights,
 )
 from awbench.analysis.guards import check_analysis_memory, check_arguments
-from awbench.analysis.memory import pair_block
 from awbench.analysis.model_inputs import (
     PairingRule,
     Samples,
     as_float64,
-    candidate_pairs,
     check_model,
     read_samples,
 )
+from awbench.analysis.pair_gaps import PairedActivities, PairGaps, active_pairs, pair_gaps
 from awbench.curvature.layer import (
     layer_hessian,
     linear_layer,
     output_as_leaf,
-    output_hessians,
+    row_chunks,
     symmetric_eigh,
 )
+from awbench.curvature.layer_operator import LayerHessianProducts, frozen_parameters
 
 # Above this many weights the dense Hessian (P^2 entries, P^3 eigh) gives way to Lanczos top-k
 # plus the orthogonal complement, reported as one number (complement_gap).
@@ -152,7 +148,7 @@ def direction_statistics(theta: torch.Tensor, gamma: torch.Tensor) -> dict[str, 
         torch.zeros_like(denom),
     )
     return {
-        k: v.numpy()
+        k: v.cpu().numpy()
         for k, v in {
             "mu_w": mu_w,
             "sigma_w": sigma_w,
@@ -163,132 +159,34 @@ def direction_statistics(theta: torch.Tensor, gamma: torch.Tensor) -> dict[str, 
     }
 
 
-def _pair_losses(model, layer, x_train, x_test, y, gaps: _PairGaps):
-    """l(x_k, W), l(x'_k, W) and l(x_k, W + dW_k), the last in blocks of pairs."""
-    with torch.no_grad(), eval_mode(model):
-        base = F.cross_entropy(model(x_train), y, reduction="none")
-        direct = F.cross_entropy(model(x_test), y, reduction="none")
-        dual = []
-        for sl, dw in gaps.blocks():
-            with per_sample_weights(model, layer, dw.reshape(-1, *gaps.shape)):
-                dual.append(F.cross_entropy(model(x_train[sl]), y[sl], reduction="none"))
-    return base, direct, torch.cat(dual)
-
-
 def _lanczos_basis(model, layer, x, y, with_bias, k):
-    """Top-k eigenpairs of the layer Hessian from the closed-form product H v."""
+    """Top-k eigenpairs of the layer Hessian from structured products H v (no G_k, no H)."""
     with eval_mode(model):
-        G, a = output_hessians(model, layer, x, y)
-    if with_bias:
-        a = augment(a)
-    n, n_out, n_in = len(a), G.shape[1], a.shape[1]
+        products = LayerHessianProducts(model, layer, x, y, with_bias)
+    n = products.size
 
     def matvec(v):
-        V = torch.from_numpy(np.asarray(v, dtype=np.float64).reshape(n_out, n_in))
-        u = a @ V.T  # (N, n_out)
-        w = torch.einsum("kio,ko->ki", G, u)
-        return ((w.T @ a) / n).reshape(-1).numpy()
+        v = torch.from_numpy(np.asarray(v, dtype=np.float64).reshape(-1)).to(x.device)
+        return products.matvec(v).cpu().numpy()
 
-    op = sla.LinearOperator((n_out * n_in, n_out * n_in), matvec=matvec, dtype=np.float64)
-    v0 = np.random.default_rng(0).standard_normal(n_out * n_in)
-    lam, vecs = sla.eigsh(op, k=min(k, n_out * n_in - 1), which="LA", v0=v0, tol=1e-10)
+    op = sla.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+    v0 = np.random.default_rng(0).standard_normal(n)
+    lam, vecs = sla.eigsh(op, k=min(k, n - 1), which="LA", v0=v0, tol=1e-10)
     return torch.from_numpy(lam), torch.from_numpy(vecs)
 
 
-@dataclass
-class _Pairs:
-    """The kept (test, training) pairs and the layer inputs that define their dual weights."""
-
-    test: np.ndarray
-    train: np.ndarray
-    a_test: torch.Tensor  # (K, n_in[+1])
-    a_train: torch.Tensor  # (K, n_in[+1])
-    n_excluded: int
-
-
-@dataclass
-class _PairGaps:
-    """Per-pair dual weights (as rank-one factors), exact gaps and secant gradients.
-
-    K x P arrays (dw_k, g_k) are never held whole: :meth:`blocks` builds dw in blocks of
-    ``block`` pairs (awbench/analysis/memory.py)."""
-
-    u: torch.Tensor  # (K, n_out) W da_k
-    b: torch.Tensor  # (K, n_in[+1]) a_k / |a_k|^2, so dW_k = u_k b_k^T
-    block: int
-    y: torch.Tensor | None = None  # (K,) the pairs' labels
-    dl: torch.Tensor | None = None  # (K,) exact gaps
-    duality_error: float = float("nan")
-    secant_scale: torch.Tensor | None = None  # (K,) g_k = secant_scale_k dw_k
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.u.shape[1], self.b.shape[1]
-
-    @property
-    def n_weights(self) -> int:
-        return self.u.shape[1] * self.b.shape[1]
-
-    def blocks(self):
-        """(slice, dw block of shape (B, P)) over the pairs."""
-        for start in range(0, len(self.u), self.block):
-            sl = slice(start, start + self.block)
-            yield sl, torch.einsum("ko,ki->koi", self.u[sl], self.b[sl]).reshape(-1, self.n_weights)
-
-
-def _active_pairs(model, layer, rule: PairingRule, s: Samples, with_bias) -> _Pairs:
-    """Pair the samples, dropping pairs whose training activity is zero (no dual weight exists)."""
-    x_train, x_test = s.x_train, s.x_test
-    pairs = candidate_pairs(model, layer, rule, s)
-    a_tr = layer_inputs(model, layer, x_train[pairs.train])
-    a_te = layer_inputs(model, layer, x_test[pairs.test])
-    if with_bias:
-        a_tr, a_te = augment(a_tr), augment(a_te)
-    nonzero = (a_tr * a_tr).sum(1) > 0
-    n_excluded = int(len(pairs.unpaired) + (~nonzero).sum())
-    keep = nonzero.numpy()
-    test_idx, train_idx = pairs.test[keep], pairs.train[keep]
-    if len(test_idx) == 0:
-        raise ValueError(
-            f"no test sample could be paired at layer={layer!r}: every candidate pair has a zero "
-            "training activity or no clean same-class training sample"
-        )
-    return _Pairs(test_idx, train_idx, a_te[nonzero], a_tr[nonzero], n_excluded)
-
-
-def _pair_gaps(model, layer, W, pairs: _Pairs, x_train, x_test, y_test) -> _PairGaps:
-    u, b = dual_weight_factors(W, pairs.a_train, pairs.a_test)
-    gaps = _PairGaps(u, b, pair_block(u.shape[1] * b.shape[1]))
-    gaps.y = y_test[pairs.test]
-    base, direct, dual = _pair_losses(
-        model, layer, x_train[pairs.train], x_test[pairs.test], gaps.y, gaps
-    )
-    gaps.dl = direct - base
-    dw_sq = (u * u).sum(1) * (b * b).sum(1)  # |u b^T|^2
-    safe = torch.where(dw_sq > 0, dw_sq, torch.ones_like(dw_sq))
-    # g_k = secant_scale_k dw_k: _project rescales dw's projections instead of projecting g.
-    gaps.secant_scale = torch.where(dw_sq > 0, gaps.dl / safe, torch.zeros_like(gaps.dl))
-    gaps.duality_error = float((dual - direct).abs().max())
-    if not bool(torch.isfinite(gaps.dl).all()) or not math.isfinite(gaps.duality_error):
-        raise ValueError(
-            f"layer={layer!r}: the per-pair losses are not finite (NaN or inf) for "
-            f"{int((~torch.isfinite(gaps.dl)).sum())} of {len(gaps.dl)} pairs, so the gap "
-            "decomposition is undefined (an overflowing network?)"
-        )
-    return gaps
-
-
 def _eigenbasis(model, layer, x, y, with_bias, n_weights, basis, dense_max, lanczos_k):
-    """(lam, V, method): the given basis, a dense eigh of the layer Hessian, or Lanczos top-k."""
+    """(lam, V, method): the given basis, a dense eigh of the layer Hessian, or Lanczos top-k;
+    lam on the CPU, V on the samples' device."""
     if basis is not None:
         lam = torch.full((basis.shape[1],), float("nan"), dtype=torch.float64)
-        return lam, basis.double(), "given"
+        return lam, basis.double().to(x.device), "given"
     if n_weights <= dense_max:
         H = layer_hessian(model, layer, x, y, with_bias=with_bias)
         lam, V = symmetric_eigh(H)
-        return lam, V, "dense"
+        return lam, V.to(x.device), "dense"
     lam, V = _lanczos_basis(model, layer, x, y, with_bias, lanczos_k)
-    return lam, V, "lanczos+complement"
+    return lam, V.to(x.device), "lanczos+complement"
 
 
 @dataclass
@@ -302,30 +200,23 @@ class _Projection:
     size: float  # mean_k |dw_k - <dw>|^2, the trace of the covariance of dw
 
 
-def _project(gaps: _PairGaps, V: torch.Tensor) -> _Projection:
-    """Coordinates of dw_k and g_k in V, the complement's gap and the basis-free totals,
-    one block of pairs at a time."""
+def _project(gaps: PairGaps, V: torch.Tensor) -> _Projection:
+    """Coordinates of dw_k and g_k in V, the complement's gap and the basis-free totals."""
     K, s = len(gaps.u), gaps.secant_scale
-    mean_w = (gaps.u.T @ gaps.b).reshape(-1) / K  # <dw> = sum_k u_k b_k^T / K
-    mean_g = ((s[:, None] * gaps.u).T @ gaps.b).reshape(-1) / K
-    complete = V.shape[1] >= gaps.n_weights
-    theta, size, sharp, r_sq = [], [], [], []
-    for sl, dw in gaps.blocks():
-        t = dw @ V
-        theta.append(t)
-        size.append(((dw - mean_w) ** 2).sum(1))
-        sharp.append(((s[sl, None] * dw - mean_g) ** 2).sum(1))
-        if not complete:
-            r_w = dw - t @ V.T
-            r_sq.append((r_w * r_w).sum(1))  # r_g = s_k r_w, so r_w . r_g = s_k |r_w|^2
-    theta = torch.cat(theta)
-    complement = math.fsum((s * torch.cat(r_sq)).tolist()) / K if r_sq else 0.0
+    theta = gaps.coordinates(V)
+    complement = 0.0
+    if V.shape[1] < gaps.n_weights:
+        # |r_w|^2 = |dw|^2 - |V^T dw|^2 for orthonormal V, and r_g = s_k r_w, so
+        # r_w . r_g = s_k |r_w|^2: its rounding is eps |dl_k|, as s_k |dw_k|^2 = dl_k.
+        r_sq = gaps.squared_norms - (theta * theta).sum(1)
+        complement = math.fsum((s * r_sq).tolist()) / K
+    ones = torch.ones_like(s)
     return _Projection(
         theta,
         s[:, None] * theta,  # g_k is a multiple of dw_k: its projections are dw_k's rescaled
         complement,
-        math.fsum(torch.cat(sharp).tolist()) / K,
-        math.fsum(torch.cat(size).tolist()) / K,
+        math.fsum(gaps.deviations(s).tolist()) / K,
+        math.fsum(gaps.deviations(ones).tolist()) / K,
     )
 
 
@@ -366,7 +257,7 @@ def _identity_terms(
 
 
 def _second_order_terms(
-    model, layer, x_pairs, pairs: _Pairs, gaps: _PairGaps, lam, n_basis, directions, method
+    model, layer, x_pairs, pairs: PairedActivities, gaps: PairGaps, lam, n_basis, directions, method
 ) -> dict:
     """<grad l_k . dw_k> + 1/2 sum_n lam_n (sigma_w^2 + mu_w^2), and its distance to <dl>."""
     # Gradient of l_k w.r.t. W is (dl/dz)_k a_k^T, dl/dz obtained by backprop to the layer output.
@@ -390,30 +281,35 @@ def _second_order_terms(
 
 
 def _model_losses(model, x_test, y_test, x_clean, y_clean) -> dict:
+    test_loss, train_loss, wrong = 0.0, 0.0, 0
     with torch.no_grad(), eval_mode(model):
-        test_logits = model(x_test)
-        test_loss = float(F.cross_entropy(test_logits, y_test))
-        train_loss = float(F.cross_entropy(model(x_clean), y_clean))
-        test_error = float((test_logits.argmax(1) != y_test).double().mean())
+        for rows in row_chunks(len(y_test)):
+            logits = model(x_test[rows])
+            test_loss += float(F.cross_entropy(logits, y_test[rows], reduction="sum"))
+            wrong += int((logits.argmax(1) != y_test[rows]).sum())
+        for rows in row_chunks(len(y_clean)):
+            loss = F.cross_entropy(model(x_clean[rows]), y_clean[rows], reduction="sum")
+            train_loss += float(loss)
+    test_loss, train_loss = test_loss / len(y_test), train_loss / len(y_clean)
     return {
         "real_gap": test_loss - train_loss,
-        "test_error": test_error,
+        "test_error": wrong / len(y_test),
         "train_loss": train_loss,
         "test_loss": test_loss,
     }
 
 
-def _per_pair_fields(pairs: _Pairs, gaps: _PairGaps) -> dict:
+def _per_pair_fields(pairs: PairedActivities, gaps: PairGaps) -> dict:
     return {
         "n_pairs": len(pairs.test),
         "n_excluded": pairs.n_excluded,
         "n_weights": gaps.n_weights,
         "pairs_test": pairs.test,
         "pairs_train": pairs.train,
-        "pair_gaps": gaps.dl.numpy(),
-        "dual_u": gaps.u,
-        "dual_a": gaps.b,
-        "secant_scale": gaps.secant_scale,
+        "pair_gaps": gaps.dl.cpu().numpy(),
+        "dual_u": gaps.u.cpu(),
+        "dual_a": gaps.b.cpu(),
+        "secant_scale": gaps.secant_scale.cpu(),
     }
 
 
@@ -457,7 +353,13 @@ def analyze_model(
     s = read_samples(train, test, clean)
     check_arguments(pairing, n_sharp, model, s.x_train, s.x_test)
     model = copy.deepcopy(model).double().eval()
-    s = Samples(as_float64(s.x_train), s.y_train, as_float64(s.x_test), s.y_test, s.clean)
+    # The samples go where the model is (a CUDA model analyses on its device).
+    device = next(model.parameters()).device
+    s = Samples(
+        *(t.to(device) for t in (as_float64(s.x_train), s.y_train, as_float64(s.x_test))),
+        s.y_test.to(device),
+        s.clean.to(device),
+    )
     check_model(model, layer, s, pairing_layer if pairing == "feature" else None)
     rule = PairingRule(pairing, pairing_k, seed, pairing_layer)
     routes = (dense_max, lanczos_k, basis, memory_limit)
@@ -466,17 +368,15 @@ def analyze_model(
 
 def _decompose(model, layer, s: Samples, rule: PairingRule, n_sharp, routes) -> Analysis:
     """The decomposition of a checked float64 ``model`` in eval mode at ``layer``."""
-    dense_max, lanczos_k, basis, memory_limit = routes
+    dense_max, lanczos_k, basis, _ = routes
     module = linear_layer(model, layer)
     with_bias = module.bias is not None
     x_train, x_test = s.x_train, s.x_test
     x_clean, y_clean = x_train[s.clean], s.y_train[s.clean]
 
-    pairs = _active_pairs(model, layer, rule, s, with_bias)
-    check_analysis_memory(
-        module, with_bias, len(y_clean), pairs, basis, dense_max, lanczos_k, memory_limit, layer
-    )
-    gaps = _pair_gaps(model, layer, layer_matrix(module), pairs, x_train, x_test, s.y_test)
+    pairs = active_pairs(model, layer, rule, s, with_bias)
+    check_analysis_memory(model, layer, x_clean, y_clean, with_bias, len(pairs.test), routes)
+    gaps = pair_gaps(model, layer, layer_matrix(module), pairs, x_train, x_test, s.y_test)
     lam, V, method = _eigenbasis(
         model, layer, x_clean, y_clean, with_bias, gaps.n_weights, basis, dense_max, lanczos_k
     )
@@ -499,7 +399,7 @@ def _decompose(model, layer, s: Samples, rule: PairingRule, n_sharp, routes) -> 
         lam_max=float(np.nanmax(lam.numpy())) if method != "given" else float("nan"),
         hessian_method=method,
         directions=directions,
-        eigenvectors=V,
+        eigenvectors=V.cpu(),
     )
 
 
@@ -542,10 +442,13 @@ def analyze(
 
 def _output_grads(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-sample dl_k/dz_k at ``layer``'s output (eval mode), shape (K, n_out)."""
-    with output_as_leaf(model, layer) as captured, eval_mode(model), torch.enable_grad():
-        loss = F.cross_entropy(model(x), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, captured["z"])
-    return grad
+    grads = []
+    with frozen_parameters(model), eval_mode(model), torch.enable_grad():
+        for rows in row_chunks(len(y)):
+            with output_as_leaf(model, layer) as captured:
+                loss = F.cross_entropy(model(x[rows]), y[rows], reduction="sum")
+                grads.append(torch.autograd.grad(loss, captured["z"])[0])
+    return torch.cat(grads)
 
 
 def spearman(x: Iterable[float], y: Iterable[float]) -> float:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from awbench.curvature.layer import linear_layer
+from awbench.curvature.layer import linear_layer, row_chunks
 
 
 class ZeroActivityError(ValueError):
@@ -42,10 +42,11 @@ def layer_inputs(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
     handle = module.register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach()))
     try:
         with torch.no_grad(), eval_mode(model):
-            model(x)
+            for rows in row_chunks(len(x)):
+                model(x[rows])
     finally:
         handle.remove()
-    return captured[0]
+    return torch.cat(captured) if len(captured) > 1 else captured[0]
 
 
 def augment(a: torch.Tensor) -> torch.Tensor:
@@ -132,6 +133,29 @@ def per_sample_weights(model: nn.Module, layer: str, delta: torch.Tensor):
         return output + torch.einsum("koi,ki->ko", delta, a)
 
     handle = module.register_forward_hook(add_delta)
+    try:
+        yield model
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def rank_one_offsets(model: nn.Module, layer: str, u: torch.Tensor, b: torch.Tensor):
+    """Within the block, sample k of a batch sees ``layer``'s weights plus ``u_k b_k^T``.
+
+    The same networks as :func:`per_sample_weights` with ``delta[k] = u_k b_k^T``, evaluated
+    as ``W a_k + u_k (b_k . a_k)``: K x (n_out + n_in) numbers instead of K x n_out x n_in.
+    ``b`` has n_in + 1 columns for a layer with bias (acting on the augmented activity).
+    """
+    module = linear_layer(model, layer)
+
+    def add_offset(mod, inputs, output):
+        a = inputs[0]
+        if b.shape[-1] == a.shape[-1] + 1:
+            a = augment(a)
+        return output + u * (a * b).sum(-1, keepdim=True)
+
+    handle = module.register_forward_hook(add_offset)
     try:
         yield model
     finally:

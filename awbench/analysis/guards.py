@@ -6,8 +6,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from awbench.analysis.duality import eval_mode
 from awbench.analysis.memory import check_memory, estimate_bytes, memory_limit
 from awbench.config import PAIRINGS
+from awbench.curvature.layer import linear_layer
+from awbench.curvature.layer_operator import LayerHessianProducts
+
+# Samples the downstream graph's bytes per sample are measured on (the Lanczos route keeps
+# that graph for all N; its size depends on what follows the layer, unknown beforehand).
+PROBE_ROWS = 16
 
 
 def check_arguments(pairing, n_sharp, model, x_train, x_test) -> None:
@@ -42,17 +49,25 @@ def check_arguments(pairing, n_sharp, model, x_train, x_test) -> None:
             )
 
 
-def check_analysis_memory(
-    module, with_bias, n_train, pairs, basis, dense_max, lanczos_k, limit, layer
-) -> None:
-    """Estimate the analysis's memory before the work; AnalysisMemoryError over the limit."""
+def check_analysis_memory(model, layer, x, y, with_bias, n_pairs, routes) -> None:
+    """Estimate the analysis's memory before the work; AnalysisMemoryError over the limit.
+
+    ``x``, ``y`` are the Hessian's samples; ``routes`` is (dense_max, lanczos_k, basis, limit).
+    """
+    dense_max, lanczos_k, basis, limit = routes
+    module = linear_layer(model, layer)
     n_out, n_in = module.out_features, module.in_features + int(with_bias)
     P = n_out * n_in
+    graph = 0.0
     if basis is not None:
         method, m = "given", basis.shape[1]
     elif P <= dense_max:
         method, m = "dense", P
     else:
         method, m = "lanczos+complement", min(lanczos_k, P - 1)
-    parts = estimate_bytes(n_train, len(pairs.test), n_out, n_in, method, m)
+        probe = slice(0, PROBE_ROWS)
+        with eval_mode(model):
+            graph = LayerHessianProducts(model, layer, x[probe], y[probe]).graph_bytes
+        graph /= min(len(y), PROBE_ROWS)
+    parts = estimate_bytes(len(y), n_pairs, n_out, n_in, method, m, graph)
     check_memory(parts, memory_limit(limit), f"layer={layer!r} ({P} weights, {method})")

@@ -1,13 +1,15 @@
 """How much memory one analysis needs, and the limit it is held to.
 
-Everything that grows with pairs x layer weights (dual weights, secant gradients, the
-residuals outside a Lanczos basis) is built in blocks of at most ``PAIR_BLOCK_BYTES``, so it
-no longer bounds the run. What is left grows as samples x layer width^2 and is not chunked:
+Nothing grows as pairs x layer weights: dual weights and secant gradients stay rank-one
+factors (pairs x (n_out + n_in) numbers), and their projections are contracted in blocks of
+at most ``PAIR_BLOCK_BYTES``. What is left:
 
-* the per-sample output Hessians ``G_k`` (N clean training samples x n_out^2) that the
-  Hessian is built from (both routes; the Lanczos route keeps them for its products H v);
-* on the dense route the Hessian itself (P^2) and its eigendecomposition;
-* the projections of the pairs on the basis (pairs x basis size; P columns on the dense route).
+* the projections of the pairs on the basis (pairs x basis size; P columns on the dense route);
+* dense route: the Hessian (P^2) and its eigendecomposition, built from chunks of samples
+  whose per-sample output Hessians G_k and factors stay under ``HESSIAN_CHUNK_BYTES``;
+* Lanczos route: the layer's inputs and outputs over the N clean training samples, the graph
+  of dL/dz through the layers downstream of the analysed one (bytes per sample measured on a
+  few samples before the work), and the Lanczos vectors (about 2k + 2 of P numbers).
 
 :func:`estimate_bytes` adds these up before any of it is allocated, and :func:`check_memory`
 refuses an analysis whose estimate exceeds the limit with a :class:`AnalysisMemoryError`
@@ -21,7 +23,9 @@ from __future__ import annotations
 import os
 import re
 
-PAIR_BLOCK_BYTES = 2**26  # 64 MiB: one block of dual weights (pairs x P float64)
+from awbench.curvature.layer import hessian_chunk_rows
+
+PAIR_BLOCK_BYTES = 2**26  # 64 MiB: one block of the pairs' projections
 MEMORY_FRACTION = 0.75  # default limit: this fraction of the available memory
 MEMORY_ENV = "AWBENCH_ANALYSIS_MEMORY"
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -80,24 +84,32 @@ def memory_limit(limit: float | None = None) -> int | None:
 
 
 def estimate_bytes(
-    n_train: int, n_pairs: int, n_out: int, n_in: int, method: str, n_basis: int
+    n_train: int,
+    n_pairs: int,
+    n_out: int,
+    n_in: int,
+    method: str,
+    n_basis: int,
+    graph_bytes_per_sample: float = 0.0,
 ) -> dict[str, int]:
     """The big float64 arrays of one analysis, by part (bytes). ``n_in`` counts the bias
-    column; ``method`` is "dense", "lanczos+complement" or "given" (n_basis columns)."""
+    column; ``method`` is "dense", "lanczos+complement" or "given" (n_basis columns);
+    ``graph_bytes_per_sample`` is what the Lanczos route's downstream graph keeps per sample."""
     P = n_out * n_in
     parts = {
         "pair projections": 2 * n_pairs * n_basis * 8,
-        "dual-weight blocks": 4 * min(n_pairs, pair_block(P)) * P * 8,
+        "pair factors": 4 * n_pairs * (n_out + n_in) * 8,
+        "projection blocks": min(n_pairs * min(n_out, n_in) * n_basis * 8, PAIR_BLOCK_BYTES),
     }
-    if method == "given":
-        return parts
-    # G_k (N x n_out^2) and its symmetrized copy while it is built.
-    parts["per-sample output Hessians"] = 2 * n_train * n_out * n_out * 8
     if method == "dense":
+        rows = min(n_train, hessian_chunk_rows(n_out, n_in))
         tri_out, tri_in = n_out * (n_out + 1) // 2, n_in * (n_in + 1) // 2
-        parts["Hessian factors"] = n_train * (tri_out + tri_in) * 8
+        parts["per-sample output Hessians"] = 2 * rows * n_out * n_out * 8
+        parts["Hessian factors"] = rows * (tri_out + tri_in) * 8
         parts["Hessian and eigenvectors"] = (tri_out * tri_in + 3 * P * P) * 8
-    else:
+    elif method != "given":
+        parts["layer inputs and outputs"] = n_train * (n_in + 3 * n_out) * 8
+        parts["downstream graph"] = int(n_train * graph_bytes_per_sample)
         parts["Lanczos vectors"] = (2 * n_basis + 2) * P * 8
     return parts
 

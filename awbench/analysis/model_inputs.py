@@ -16,10 +16,7 @@ from torch import nn
 
 from awbench.analysis.duality import Pairs, eval_mode, pair_samples
 from awbench.curvature.flat import NondeterministicModelError, determinism_report
-from awbench.curvature.layer import linear_layer
-
-# Rows per forward pass when features are extracted for pairing (bounded memory at 60k samples).
-FEATURE_CHUNK_ROWS = 1024
+from awbench.curvature.layer import FORWARD_CHUNK_ROWS, linear_layer
 
 
 @dataclass
@@ -117,6 +114,12 @@ def _probe(model: nn.Module, name: str, x: torch.Tensor) -> list[tuple]:
     try:
         with torch.no_grad(), eval_mode(model):
             logits = model(x)
+    except (RuntimeError, TypeError, IndexError) as err:
+        raise ValueError(
+            f"the model cannot run on training inputs of dtype {x.dtype} and shape "
+            f"{tuple(x.shape[1:])} per sample (floating inputs are analysed in float64, "
+            f"integer ones such as token ids are passed unchanged): {err}"
+        ) from err
     finally:
         handle.remove()
     if not torch.is_tensor(logits) or logits.ndim != 2 or len(logits) != len(x):
@@ -167,7 +170,7 @@ def check_model(model: nn.Module, layer: str, s: Samples, pairing_layer: str | N
 
 
 def module_inputs(
-    model: nn.Module, name: str, x: torch.Tensor, chunk_rows: int = FEATURE_CHUNK_ROWS
+    model: nn.Module, name: str, x: torch.Tensor, chunk_rows: int = FORWARD_CHUNK_ROWS
 ) -> torch.Tensor:
     """Inputs of module ``name`` (flattened per sample) for ``x``, ``chunk_rows`` at a time."""
     module = dict(model.named_modules())[name]

@@ -27,6 +27,21 @@ from torch import nn
 from awbench.curvature.mlp_backend import mlp_backend_reason
 from awbench.nn import engine
 
+# Rows per forward pass of an analysis (bounded activations at 60,000 samples).
+FORWARD_CHUNK_ROWS = 1024
+# One chunk of samples of the dense layer Hessian's build (G_k and the triangular factors):
+# a 513-input layer over 10k samples would otherwise hold 10 GB of factors at once.
+HESSIAN_CHUNK_BYTES = 2**28
+
+
+def row_chunks(n: int, rows: int | None = None):
+    """Slices of at most ``rows`` rows (default FORWARD_CHUNK_ROWS) over n samples, one empty
+    slice when n is 0: forward passes one chunk at a time keep activations bounded (a CNN's
+    feature maps on 60k samples would not fit at once)."""
+    rows = FORWARD_CHUNK_ROWS if rows is None else rows
+    for start in range(0, max(n, 1), rows):
+        yield slice(start, start + rows)
+
 
 def linear_layer(model: nn.Module, layer: str) -> nn.Linear:
     module = dict(model.named_modules()).get(layer)
@@ -120,29 +135,39 @@ def layer_hessian(
     module = linear_layer(model, layer)
     if with_bias and module.bias is None:
         raise ValueError(f"with_bias=True but layer={layer!r} has no bias")
+    n_out, n_in = module.out_features, module.in_features + int(with_bias)
+    tri_out, idx_out = _triangle(n_out, x.device)
+    tri_in, idx_in = _triangle(n_in, x.device)
     was_training = model.training
     model.eval()
     try:
-        G, a = output_hessians(model, layer, x, y)
+        S = None
+        for rows in row_chunks(len(x), hessian_chunk_rows(n_out, n_in)):
+            G, a = output_hessians(model, layer, x[rows], y[rows])
+            if with_bias:
+                a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], dim=1)
+            # S[(i,o),(j,p)] = sum_k G_k[i,o] a_kj a_kp is one GEMM per chunk of samples. G_k
+            # and a_k a_k^T are symmetric, so only their upper triangles enter it (a quarter
+            # of the flops), and a gather rebuilds H[(i,j),(o,p)] = S[(i,o),(j,p)] from it.
+            # Both factors are built sample-last, (triangle, N): row gathers of contiguous
+            # rows, and a GEMM with this operand layout runs ~1.5x faster here.
+            G_tri = G.reshape(len(a), n_out * n_out).T[tri_out[0] * n_out + tri_out[1]]
+            a_t = a.T.contiguous()
+            product = G_tri @ (a_t[tri_in[0]] * a_t[tri_in[1]]).T
+            S = product if S is None else S.add_(product)
     finally:
         model.train(was_training)
-    if with_bias:
-        a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], dim=1)
-    n, n_out, n_in = len(a), G.shape[1], a.shape[1]
-    # S[(i,o),(j,p)] = sum_k G_k[i,o] a_kj a_kp is one GEMM. G_k and a_k a_k^T are symmetric,
-    # so only their upper triangles enter it (a quarter of the flops), and a gather rebuilds
-    # H[(i,j),(o,p)] = S[(i,o),(j,p)] from the triangular S.
-    tri_out, idx_out = _triangle(n_out, G.device)
-    tri_in, idx_in = _triangle(n_in, a.device)
-    # Both factors are built sample-last, (triangle, N): row gathers of contiguous rows, and a
-    # GEMM with this operand layout runs ~1.5x faster here than the sample-first one.
-    G_tri = G.reshape(n, n_out * n_out).T[tri_out[0] * n_out + tri_out[1]]
-    a_t = a.T.contiguous()
-    outer_tri = a_t[tri_in[0]] * a_t[tri_in[1]]
-    S = (G_tri @ outer_tri.T) / n
+    S /= len(x)
     H = S[idx_out[:, None, :, None], idx_in[None, :, None, :]]  # (i, j, o, p)
     # Exactly symmetric by construction: H[(o,p),(i,j)] reads the same entry of S.
     return H.reshape(n_out * n_in, n_out * n_in)
+
+
+def hessian_chunk_rows(n_out: int, n_in: int, chunk_bytes: int = HESSIAN_CHUNK_BYTES) -> int:
+    """Samples per chunk of the dense layer Hessian's build, so that one chunk's G_k (and
+    its symmetrized copy) and triangular factors stay under ``chunk_bytes``."""
+    per_sample = 8 * (2 * n_out * n_out + n_out * (n_out + 1) // 2 + n_in * (n_in + 1) // 2)
+    return max(1, chunk_bytes // per_sample)
 
 
 @functools.cache

@@ -1,0 +1,144 @@
+"""The pairs of one analysis: which (test, training) samples pair, their dual weights as
+rank-one factors, their exact gaps and secant gradients (docs/science.md#2-pairing).
+
+A dual weight dW_k = u_k b_k^T (u_k = W da_k, b_k = a_k / |a_k|^2) and a secant gradient
+g_k = secant_scale_k dW_k are never built: every quantity the decomposition needs is a
+contraction of the factors, K x (n_out + n_in) numbers instead of K x n_out x n_in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from awbench.analysis.duality import (
+    augment,
+    dual_weight_factors,
+    eval_mode,
+    layer_inputs,
+    rank_one_offsets,
+)
+from awbench.analysis.memory import pair_block
+from awbench.analysis.model_inputs import PairingRule, Samples, candidate_pairs
+from awbench.curvature.layer import row_chunks
+
+
+def pair_losses(model, layer, x_train, x_test, y, gaps: PairGaps):
+    """l(x_k, W), l(x'_k, W) and l(x_k, W + dW_k), a chunk of pairs per forward pass."""
+    base, direct, dual = [], [], []
+    with torch.no_grad(), eval_mode(model):
+        for rows in row_chunks(len(y)):
+            base.append(F.cross_entropy(model(x_train[rows]), y[rows], reduction="none"))
+            direct.append(F.cross_entropy(model(x_test[rows]), y[rows], reduction="none"))
+            with rank_one_offsets(model, layer, gaps.u[rows], gaps.b[rows]):
+                dual.append(F.cross_entropy(model(x_train[rows]), y[rows], reduction="none"))
+    return torch.cat(base), torch.cat(direct), torch.cat(dual)
+
+
+@dataclass
+class PairedActivities:
+    """The kept (test, training) pairs and the layer inputs that define their dual weights."""
+
+    test: np.ndarray
+    train: np.ndarray
+    a_test: torch.Tensor  # (K, n_in[+1])
+    a_train: torch.Tensor  # (K, n_in[+1])
+    n_excluded: int
+
+
+@dataclass
+class PairGaps:
+    """Per-pair dual weights (as rank-one factors), exact gaps and secant gradients.
+
+    dW_k = u_k b_k^T and g_k = secant_scale_k dW_k are never built: every quantity the
+    decomposition needs is a contraction of the factors."""
+
+    u: torch.Tensor  # (K, n_out) W da_k
+    b: torch.Tensor  # (K, n_in[+1]) a_k / |a_k|^2, so dW_k = u_k b_k^T
+    y: torch.Tensor | None = None  # (K,) the pairs' labels
+    dl: torch.Tensor | None = None  # (K,) exact gaps
+    duality_error: float = float("nan")
+    secant_scale: torch.Tensor | None = None  # (K,) g_k = secant_scale_k dw_k
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.u.shape[1], self.b.shape[1]
+
+    @property
+    def n_weights(self) -> int:
+        return self.u.shape[1] * self.b.shape[1]
+
+    @property
+    def squared_norms(self) -> torch.Tensor:
+        """(K,) |dW_k|^2 = |u_k|^2 |b_k|^2."""
+        return (self.u * self.u).sum(1) * (self.b * self.b).sum(1)
+
+    def coordinates(self, V: torch.Tensor) -> torch.Tensor:
+        """(K, m) dW_k . v_n = u_k^T V_n b_k for the columns v_n of V (P, m), contracting the
+        shorter factor first so one block of pairs stays under PAIR_BLOCK_BYTES."""
+        n_out, n_in = self.shape
+        m = V.shape[1]
+        V3 = V.reshape(n_out, n_in, m)
+        short, long_, flat = (
+            (self.u, self.b, V3.reshape(n_out, n_in * m))
+            if n_out <= n_in
+            else (self.b, self.u, V3.permute(1, 0, 2).reshape(n_in, n_out * m))
+        )
+        parts = []
+        for rows in row_chunks(len(short), pair_block(flat.shape[1])):
+            inner = (short[rows] @ flat).reshape(-1, long_.shape[1], m)
+            parts.append(torch.bmm(long_[rows, None, :], inner)[:, 0])
+        return torch.cat(parts)
+
+    def deviations(self, scale: torch.Tensor) -> torch.Tensor:
+        """(K,) |scale_k dW_k - mean_j scale_j dW_j|^2, expanded in the factors."""
+        su = scale[:, None] * self.u
+        mean = (su.T @ self.b) / len(su)
+        cross = ((su @ mean) * self.b).sum(1)
+        return scale * scale * self.squared_norms - 2.0 * cross + (mean * mean).sum()
+
+
+def active_pairs(model, layer, rule: PairingRule, s: Samples, with_bias) -> PairedActivities:
+    """Pair the samples, dropping pairs whose training activity is zero (no dual weight exists)."""
+    x_train, x_test = s.x_train, s.x_test
+    pairs = candidate_pairs(model, layer, rule, s)
+    a_tr = layer_inputs(model, layer, x_train[pairs.train])
+    a_te = layer_inputs(model, layer, x_test[pairs.test])
+    if with_bias:
+        a_tr, a_te = augment(a_tr), augment(a_te)
+    nonzero = (a_tr * a_tr).sum(1) > 0
+    n_excluded = int(len(pairs.unpaired) + (~nonzero).sum())
+    keep = nonzero.cpu().numpy()
+    test_idx, train_idx = pairs.test[keep], pairs.train[keep]
+    if len(test_idx) == 0:
+        raise ValueError(
+            f"no test sample could be paired at layer={layer!r}: every candidate pair has a zero "
+            "training activity or no clean same-class training sample"
+        )
+    return PairedActivities(test_idx, train_idx, a_te[nonzero], a_tr[nonzero], n_excluded)
+
+
+def pair_gaps(model, layer, W, pairs: PairedActivities, x_train, x_test, y_test) -> PairGaps:
+    u, b = dual_weight_factors(W, pairs.a_train, pairs.a_test)
+    gaps = PairGaps(u, b)
+    gaps.y = y_test[pairs.test]
+    base, direct, dual = pair_losses(
+        model, layer, x_train[pairs.train], x_test[pairs.test], gaps.y, gaps
+    )
+    gaps.dl = direct - base
+    dw_sq = gaps.squared_norms
+    safe = torch.where(dw_sq > 0, dw_sq, torch.ones_like(dw_sq))
+    # g_k = secant_scale_k dw_k: _project rescales dw's projections instead of projecting g.
+    gaps.secant_scale = torch.where(dw_sq > 0, gaps.dl / safe, torch.zeros_like(gaps.dl))
+    gaps.duality_error = float((dual - direct).abs().max())
+    if not bool(torch.isfinite(gaps.dl).all()) or not math.isfinite(gaps.duality_error):
+        raise ValueError(
+            f"layer={layer!r}: the per-pair losses are not finite (NaN or inf) for "
+            f"{int((~torch.isfinite(gaps.dl)).sum())} of {len(gaps.dl)} pairs, so the gap "
+            "decomposition is undefined (an overflowing network?)"
+        )
+    return gaps

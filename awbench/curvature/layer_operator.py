@@ -1,0 +1,99 @@
+"""Products with the analysed layer's Hessian, never forming it or the per-sample ``G_k``.
+
+A Linear layer's output is linear in its weight, so the Hessian of the mean loss w.r.t.
+``W`` is ``H = mean_k G_k (x) a_k a_k^T`` (awbench/curvature/layer.py). For a direction V
+(n_out x n_in) that gives ``H v = mean_k (G_k V a_k) a_k^T``: two GEMMs with the layer
+inputs and, for ``G_k u_k`` over all samples at once, one backward pass through the graph of
+dL/dz. The loss is a sum over samples, so its Hessian w.r.t. the output matrix Z is block
+diagonal, and that graph only spans the network *downstream* of the layer: the layer output
+is a leaf and the parameters are frozen while it is built. So a product costs what the
+layers after the analysed one cost, never the upstream network (a CNN's convolutions run
+once), and memory holds the layer inputs and that downstream graph, not N x n_out^2 numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from awbench.curvature.layer import linear_layer, output_as_leaf, row_chunks
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module):
+    """Within the block no parameter requires grad, so autograd records only what depends
+    on a leaf made inside it (the layer output), not the upstream network."""
+    was = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in was:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in was:
+            p.requires_grad_(flag)
+
+
+def _output_gradient_graph(model, layer, x, y):
+    """(a, z, dL/dz) for one chunk, dL/dz with its graph (None when it has none: G = 0)."""
+    with output_as_leaf(model, layer) as captured, torch.enable_grad():
+        loss = F.cross_entropy(model(x), y, reduction="sum")
+        z = captured["z"]
+        (grad_z,) = torch.autograd.grad(loss, z, create_graph=True)
+    return captured["a"], z, grad_z if grad_z.requires_grad else None
+
+
+class LayerHessianProducts:
+    """``H v`` for the Hessian of the mean cross-entropy over (x, y) w.r.t. ``layer``'s
+    weight (``[W | b]`` with ``with_bias``), flattened like ``layer_hessian``'s rows.
+
+    The model is evaluated as it is (callers choose eval mode); its parameters are frozen
+    only while the graph is built. ``graph_bytes`` is what the kept graph holds.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        with_bias: bool = False,
+    ):
+        module = linear_layer(model, layer)
+        if with_bias and module.bias is None:
+            raise ValueError(f"with_bias=True but layer={layer!r} has no bias")
+        self.n = len(x)
+        self.shape = (module.out_features, module.in_features + int(with_bias))
+        self._chunks = []
+        saved: dict[tuple, int] = {}
+
+        def count(t):
+            saved[(t.data_ptr(), t.numel(), t.dtype)] = t.nbytes
+            return t
+
+        hooks = torch.autograd.graph.saved_tensors_hooks(count, lambda t: t)
+        with frozen_parameters(model), hooks:
+            for rows in row_chunks(len(x)):
+                a, z, grad_z = _output_gradient_graph(model, layer, x[rows], y[rows])
+                if with_bias:
+                    a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
+                self._chunks.append((a, z, grad_z))
+        self.graph_bytes = sum(saved.values())
+
+    @property
+    def size(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """H v for a flat v of ``size`` entries (the device and dtype of the layer inputs)."""
+        V = v.reshape(self.shape)
+        out = torch.zeros_like(V)
+        for a, z, grad_z in self._chunks:
+            if grad_z is None:
+                continue
+            u = a @ V.T  # (K, n_out): V a_k per sample
+            (w,) = torch.autograd.grad(grad_z, z, grad_outputs=u, retain_graph=True)
+            out.addmm_(w.T, a)  # sum_k (G_k u_k) a_k^T
+        return (out / self.n).reshape(-1)

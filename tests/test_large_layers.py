@@ -1,0 +1,207 @@
+"""Large layers of any model (issue 16 item 3): structured Hessian products, rank-one dual
+weights, chunked forward passes and builds, the memory estimate; integer (token) inputs."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import awbench as aw
+from awbench.analysis import memory
+from awbench.analysis.duality import augment, dual_weights, per_sample_weights, rank_one_offsets
+from awbench.analysis.memory import AnalysisMemoryError
+from awbench.curvature import layer as layer_module
+from awbench.curvature.layer import layer_hessian
+from awbench.curvature.layer_operator import LayerHessianProducts, frozen_parameters
+
+
+class ConvNet(nn.Module):
+    """conv, conv, flatten, fc (tanh: downstream curvature of its own), fc on 1 x 8 x 8."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, stride=2), nn.ReLU()
+        )
+        self.fc = nn.Linear(27, 9)
+        self.head = nn.Linear(9, 4)
+
+    def forward(self, x):
+        h = self.features(x).flatten(1)
+        return self.head(torch.tanh(self.fc(h)))
+
+
+class Bag(nn.Module):
+    """Token ids -> embedding -> mean over positions -> the analysed Linear -> head."""
+
+    def __init__(self, vocab=12, dim=6):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.fc = nn.Linear(dim, 7)
+        self.head = nn.Linear(7, 4)
+
+    def forward(self, tokens):
+        return self.head(torch.relu(self.fc(self.embed(tokens).mean(1))))
+
+
+def _images(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 4
+    x = torch.rand(n, 1, 8, 8, generator=g, dtype=torch.float64) + 0.4 * y[:, None, None, None]
+    return x, y
+
+
+def _tokens(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 4
+    x = torch.randint(0, 12, (n, 5), generator=g)
+    x[:, 0] = 3 * y  # a class-bearing token, so the net can fit the labels
+    return x, y
+
+
+def _fit(model, x, y, steps=80):
+    model = model.double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def convnet():
+    torch.manual_seed(3)
+    x, y = _images(50, 0)
+    return _fit(ConvNet(), x, y), (x, y), _images(30, 1)
+
+
+def _autograd_hvp(model, layer, x, y, v, with_bias):
+    """Generic double backprop through the whole network w.r.t. [W | b]: the reference."""
+    module = dict(model.named_modules())[layer]
+    params = [module.weight] + ([module.bias] if with_bias else [])
+    loss = F.cross_entropy(model(x), y)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    flat = torch.cat([g.reshape(g.shape[0], -1) for g in grads], 1).reshape(-1)
+    (hv,) = torch.autograd.grad(flat @ v, params[0]) if not with_bias else (None,)
+    if with_bias:
+        hv_w, hv_b = torch.autograd.grad(flat @ v, params)
+        hv = torch.cat([hv_w, hv_b[:, None]], 1)
+    return hv.reshape(-1)
+
+
+@pytest.mark.parametrize("layer", ["fc", "head"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_structured_products_are_the_dense_hessian_and_double_backprop(convnet, layer, with_bias):
+    model, (x, y), _ = convnet
+    products = LayerHessianProducts(model, layer, x, y, with_bias)
+    H = layer_hessian(model, layer, x, y, with_bias=with_bias)
+    P = products.size
+    assert H.shape == (P, P)
+    columns = torch.stack([products.matvec(e) for e in torch.eye(P, dtype=torch.float64)], 1)
+    assert torch.allclose(columns, H, rtol=1e-12, atol=1e-14)
+    v = torch.randn(P, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    ref = _autograd_hvp(model, layer, x, y, v, with_bias)
+    assert torch.allclose(products.matvec(v), ref, rtol=1e-11, atol=1e-14)
+    assert products.graph_bytes > 0
+    assert all(p.requires_grad for p in model.parameters())  # unfrozen afterwards
+
+
+def test_frozen_parameters_restore_each_flag():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+    model[0].bias.requires_grad_(False)
+    with frozen_parameters(model):
+        assert not any(p.requires_grad for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()] == [True, False, True, True]
+
+
+def test_rank_one_offsets_are_the_per_sample_weights(convnet):
+    model, (x, _), (xt, _) = convnet
+    a_tr = augment(aw.layer_inputs(model, "fc", x[:20]))
+    a_te = augment(aw.layer_inputs(model, "fc", xt[:20]))
+    W = torch.cat([model.fc.weight.detach(), model.fc.bias.detach()[:, None]], 1)
+    u = (a_te - a_tr) @ W.T
+    b = a_tr / (a_tr * a_tr).sum(1, keepdim=True)
+    with torch.no_grad():
+        with rank_one_offsets(model, "fc", u, b):
+            low_rank = model(x[:20])
+        with per_sample_weights(model, "fc", dual_weights(W, a_tr, a_te)):
+            full = model(x[:20])
+        direct = model(xt[:20])
+    assert torch.allclose(low_rank, full, rtol=0, atol=1e-13)
+    assert torch.allclose(low_rank, direct, rtol=0, atol=1e-13)  # the duality itself
+
+
+@pytest.mark.parametrize("route", [{}, {"dense_max": 10, "lanczos_k": 12}])
+def test_statistics_from_factors_equal_those_of_the_built_dual_weights(convnet, route):
+    model, train, test = convnet
+    an = aw.analyze_model(model, "fc", train, test, **route)
+    dw = an.dual.reshape(an.n_pairs, -1)  # built here only, from the factors
+    g = an.secant.reshape(an.n_pairs, -1)
+    theta = dw @ an.eigenvectors
+    d = an.directions.sort_values("eigen_index")
+    assert np.allclose(d["mu_w"], theta.mean(0).numpy(), rtol=1e-10, atol=1e-15)
+    assert np.allclose(d["sigma_w"], theta.std(0, correction=0).numpy(), rtol=1e-9, atol=1e-14)
+    assert an.size == pytest.approx(float(((dw - dw.mean(0)) ** 2).sum(1).mean()), rel=1e-10)
+    assert an.sharpness == pytest.approx(float(((g - g.mean(0)) ** 2).sum(1).mean()), rel=1e-10)
+    residual = dw - theta @ an.eigenvectors.T
+    complement = float((residual * (g - (g @ an.eigenvectors) @ an.eigenvectors.T)).sum(1).mean())
+    assert an.complement_gap == pytest.approx(complement, rel=1e-9, abs=1e-14)
+    assert an.identity_error <= 1e-12
+
+
+@pytest.mark.parametrize("route", [{}, {"dense_max": 10, "lanczos_k": 12}])
+def test_chunked_forward_passes_and_hessian_build_give_the_whole_numbers(
+    convnet, monkeypatch, route
+):
+    model, train, test = convnet
+    whole = aw.analyze_model(model, "fc", train, test, **route)
+    monkeypatch.setattr(layer_module, "FORWARD_CHUNK_ROWS", 7)
+    monkeypatch.setattr(layer_module, "HESSIAN_CHUNK_BYTES", 1)  # one sample per chunk
+    chunked = aw.analyze_model(model, "fc", train, test, **route)
+    for k, v in whole.scalars().items():
+        if isinstance(v, float) and k not in ("identity_error", "duality_error"):
+            assert chunked.scalars()[k] == pytest.approx(v, rel=1e-9, abs=1e-14), k
+    assert np.allclose(chunked.directions["lam"], whole.directions["lam"], rtol=1e-9, atol=1e-14)
+    assert chunked.duality_error <= 1e-12 and chunked.identity_error <= 1e-12
+
+
+def test_token_inputs_through_an_embedding():
+    torch.manual_seed(4)
+    x, y = _tokens(48, 0)
+    model = _fit(Bag(), x, y)
+    for route in ({}, {"dense_max": 10, "lanczos_k": 10}):
+        an = aw.analyze_model(model, "fc", (x, y), _tokens(24, 1), **route)
+        assert an.n_pairs > 0
+        assert an.duality_error <= 1e-12 and an.identity_error <= 1e-10
+    # token ids pair by Hamming-like distance in raw input space; floats would be a mistake
+    with pytest.raises(ValueError, match="tokens|Embedding|dtype|Long|Int"):
+        aw.analyze_model(model, "fc", (x.double(), y), _tokens(24, 1))
+
+
+def test_the_lanczos_estimate_counts_the_downstream_graph(convnet, monkeypatch):
+    model, train, test = convnet
+    seen = {}
+    real = memory.estimate_bytes
+
+    def spy(*args):
+        seen["parts"] = real(*args)
+        return seen["parts"]
+
+    monkeypatch.setattr("awbench.analysis.guards.estimate_bytes", spy)
+    aw.analyze_model(model, "fc", train, test, dense_max=10, lanczos_k=5)
+    parts = seen["parts"]
+    # fc's downstream is tanh, head and the loss: a few rows of 9 and 4 floats per sample
+    assert 0 < parts["downstream graph"] <= 50 * 8 * (9 * 6 + 4 * 6) + 2 * 8 * 9 * 4
+    assert "per-sample output Hessians" not in parts
+    with pytest.raises(AnalysisMemoryError, match="downstream graph"):
+        aw.analyze_model(
+            model,
+            "fc",
+            train,
+            test,
+            dense_max=10,
+            lanczos_k=5,
+            memory_limit=parts["downstream graph"],
+        )
