@@ -137,7 +137,7 @@ def layer_hessian(
         raise ValueError(f"with_bias=True but layer={layer!r} has no bias")
     n_out, n_in = module.out_features, module.in_features + int(with_bias)
     tri_out, idx_out = _triangle(n_out, x.device)
-    tri_in, idx_in = _triangle(n_in, x.device)
+    _, idx_in = _triangle(n_in, x.device)
     was_training = model.training
     model.eval()
     try:
@@ -152,8 +152,7 @@ def layer_hessian(
             # Both factors are built sample-last, (triangle, N): row gathers of contiguous
             # rows, and a GEMM with this operand layout runs ~1.5x faster here.
             G_tri = G.reshape(len(a), n_out * n_out).T[tri_out[0] * n_out + tri_out[1]]
-            a_t = a.T.contiguous()
-            product = G_tri @ (a_t[tri_in[0]] * a_t[tri_in[1]]).T
+            product = G_tri @ _upper_products(a.T.contiguous()).T
             S = product if S is None else S.add_(product)
     finally:
         model.train(was_training)
@@ -218,6 +217,18 @@ def symmetric_eigh(H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     V[live_idx] = rows
     V[dead_idx, column[len(live_idx) :]] = 1.0
     return torch.from_numpy(lam[order]), torch.from_numpy(V)
+
+
+def _upper_products(a_t: torch.Tensor) -> torch.Tensor:
+    """Rows a_t[i] * a_t[j] for i <= j in ``triu_indices`` order, one slice product per i
+    (4x faster here than gathering both index rows, and the same numbers)."""
+    n = len(a_t)
+    out = torch.empty(n * (n + 1) // 2, a_t.shape[1], dtype=a_t.dtype, device=a_t.device)
+    start = 0
+    for i in range(n):
+        torch.mul(a_t[i:], a_t[i], out=out[start : start + n - i])
+        start += n - i
+    return out
 
 
 def _triangle(m: int, device) -> tuple[torch.Tensor, torch.Tensor]:
