@@ -1,8 +1,8 @@
 """How much memory one analysis needs, and the limit it is held to.
 
 Nothing grows as pairs x layer weights: dual weights and secant gradients stay rank-one
-factors (pairs x (n_out + n_in) numbers), and their projections are contracted in blocks of
-at most ``PAIR_BLOCK_BYTES``. What is left:
+factors (pairs x (n_out + n_in) numbers), and the projections on the basis build blocks of
+dual weights of at most ``PAIR_BLOCK_BYTES``. What is left:
 
 * the projections of the pairs on the basis (pairs x basis size; P columns on the dense route);
 * dense route: the Hessian (P^2) and its eigendecomposition, built from chunks of samples
@@ -99,7 +99,7 @@ def estimate_bytes(
     parts = {
         "pair projections": 2 * n_pairs * n_basis * 8,
         "pair factors": 4 * n_pairs * (n_out + n_in) * 8,
-        "projection blocks": min(n_pairs * min(n_out, n_in) * n_basis * 8, PAIR_BLOCK_BYTES),
+        "projection blocks": min(n_pairs * P * 8, PAIR_BLOCK_BYTES),
     }
     if method == "dense":
         rows = min(n_train, hessian_chunk_rows(n_out, n_in))

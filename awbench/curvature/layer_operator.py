@@ -66,7 +66,7 @@ class LayerHessianProducts:
             raise ValueError(f"with_bias=True but layer={layer!r} has no bias")
         self.n = len(x)
         self.shape = (module.out_features, module.in_features + int(with_bias))
-        self._chunks = []
+        inputs, self._graphs = [], []
         saved: dict[tuple, int] = {}
 
         def count(t):
@@ -77,9 +77,12 @@ class LayerHessianProducts:
         with frozen_parameters(model), hooks:
             for rows in row_chunks(len(x)):
                 a, z, grad_z = _output_gradient_graph(model, layer, x[rows], y[rows])
-                if with_bias:
-                    a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
-                self._chunks.append((a, z, grad_z))
+                inputs.append(a)
+                self._graphs.append((rows, z, grad_z))
+        a = torch.cat(inputs)
+        if with_bias:
+            a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
+        self._inputs = a
         self.graph_bytes = sum(saved.values())
 
     @property
@@ -88,12 +91,10 @@ class LayerHessianProducts:
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """H v for a flat v of ``size`` entries (the device and dtype of the layer inputs)."""
-        V = v.reshape(self.shape)
-        out = torch.zeros_like(V)
-        for a, z, grad_z in self._chunks:
-            if grad_z is None:
-                continue
-            u = a @ V.T  # (K, n_out): V a_k per sample
-            (w,) = torch.autograd.grad(grad_z, z, grad_outputs=u, retain_graph=True)
-            out.addmm_(w.T, a)  # sum_k (G_k u_k) a_k^T
-        return (out / self.n).reshape(-1)
+        a = self._inputs
+        u = a @ v.reshape(self.shape).T  # (N, n_out): V a_k per sample, one GEMM
+        w = torch.zeros_like(u)
+        for rows, z, grad_z in self._graphs:
+            if grad_z is not None:  # None: nothing downstream curves the loss, G_k = 0
+                (w[rows],) = torch.autograd.grad(grad_z, z, grad_outputs=u[rows], retain_graph=True)
+        return (w.T @ a).div_(self.n).reshape(-1)  # mean_k (G_k u_k) a_k^T
