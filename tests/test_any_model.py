@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from own_models import fit
 from torch import nn
 from torch.func import functional_call, hessian
 from torch.utils.data import DataLoader, TensorDataset
@@ -52,16 +53,6 @@ def _data(n, seed):
     return x, y
 
 
-def _fit(model, x, y, steps=60):
-    model = model.double()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(steps):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def samples():
     return _data(60, 0), _data(40, 1)
@@ -70,7 +61,7 @@ def samples():
 @pytest.fixture(scope="module")
 def cnn(samples):
     torch.manual_seed(0)
-    return _fit(SmallCNN(), *samples[0])
+    return fit(SmallCNN(), *samples[0], steps=60, lr=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +71,7 @@ def resnet(samples):
     with torch.no_grad():  # non-trivial running statistics, then eval mode
         model.train()
         model(samples[0][0])
-    return _fit(model, *samples[0])
+    return fit(model, *samples[0], steps=60, lr=0.1)
 
 
 def _reference_hessian(model, layer, x, y):

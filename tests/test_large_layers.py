@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from own_models import fit
 from torch import nn
 
 import awbench as aw
@@ -60,21 +61,11 @@ def _tokens(n, seed):
     return x, y
 
 
-def _fit(model, x, y, steps=80):
-    model = model.double()
-    opt = torch.optim.SGD(model.parameters(), lr=0.2)
-    for _ in range(steps):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def convnet():
     torch.manual_seed(3)
     x, y = _images(50, 0)
-    return _fit(ConvNet(), x, y), (x, y), _images(30, 1)
+    return fit(ConvNet(), x, y, steps=80, lr=0.2), (x, y), _images(30, 1)
 
 
 def _autograd_hvp(model, layer, x, y, v, with_bias):
@@ -170,7 +161,7 @@ def test_chunked_forward_passes_and_hessian_build_give_the_whole_numbers(
 def test_token_inputs_through_an_embedding():
     torch.manual_seed(4)
     x, y = _tokens(48, 0)
-    model = _fit(Bag(), x, y)
+    model = fit(Bag(), x, y, steps=80, lr=0.2)
     for route in ({}, {"dense_max": 10, "lanczos_k": 10}):
         an = aw.analyze_model(model, "fc", (x, y), _tokens(24, 1), **route)
         assert an.n_pairs > 0
@@ -195,7 +186,7 @@ def test_the_lanczos_estimate_counts_the_downstream_graph(convnet, monkeypatch):
     # fc's downstream is tanh, head and the loss: a few rows of 9 and 4 floats per sample
     assert 0 < parts["downstream graph"] <= 50 * 8 * (9 * 6 + 4 * 6) + 2 * 8 * 9 * 4
     assert "per-sample output Hessians" not in parts
-    with pytest.raises(AnalysisMemoryError, match="downstream graph"):
+    with pytest.raises(AnalysisMemoryError, match="downstream graph") as err:
         aw.analyze_model(
             model,
             "fc",
@@ -205,3 +196,26 @@ def test_the_lanczos_estimate_counts_the_downstream_graph(convnet, monkeypatch):
             lanczos_k=5,
             memory_limit=parts["downstream graph"],
         )
+    assert "The largest part is the" in str(err.value) and "memory_limit=<bytes>" in str(err.value)
+    dense = memory.estimate_bytes(10_000, 1_000, 10, 513, "dense", 5130)
+    with pytest.raises(AnalysisMemoryError, match="Hessian and eigenvectors: try dense_max below"):
+        memory.check_memory(dense, 2**20, "a 5130-weight head")
+
+
+def test_device_argument(convnet):
+    model, train, test = convnet
+    here = aw.analyze_model(model, "fc", train, test)
+    on_cpu = aw.analyze_model(model, "fc", train, test, device="cpu")
+    assert on_cpu.scalars() == here.scalars()
+    assert on_cpu.dual_u.device.type == "cpu" and on_cpu.eigenvectors.device.type == "cpu"
+    for bad, match in (("gpu0", "device='gpu0' is not allowed"), ("meta", "'cpu' or 'cuda")):
+        with pytest.raises(ValueError, match=match):
+            aw.analyze_model(model, "fc", train, test, device=bad)
+    if not torch.cuda.is_available():  # this machine: the error says why, before any work
+        with pytest.raises(ValueError, match=r"device='cuda' is not allowed here: torch sees 0"):
+            aw.analyze_model(model, "fc", train, test, device="cuda")
+    else:  # a CUDA machine: the same numbers on the device
+        on_gpu = aw.analyze_model(model, "fc", train, test, device="cuda")
+        for k, v in here.scalars().items():
+            if isinstance(v, float) and k not in ("identity_error", "duality_error"):
+                assert on_gpu.scalars()[k] == pytest.approx(v, rel=1e-9, abs=1e-13), k

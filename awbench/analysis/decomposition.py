@@ -24,7 +24,7 @@ from awbench.analysis.duality import (
     eval_mode,
     layer_matrix,
 )
-from awbench.analysis.guards import check_analysis_memory, check_arguments
+from awbench.analysis.guards import analysis_device, check_analysis_memory, check_arguments
 from awbench.analysis.model_inputs import (
     PairingRule,
     Samples,
@@ -329,6 +329,7 @@ def analyze_model(
     lanczos_k: int = LANCZOS_K,
     basis: torch.Tensor | None = None,
     memory_limit: int | None = None,
+    device: str | torch.device | None = None,
 ) -> Analysis:
     """Decompose the generalization gap of any ``model`` at its ``nn.Linear`` named ``layer``.
 
@@ -346,19 +347,19 @@ def analyze_model(
     the analysed layer), "knn" (``pairing_k`` nearest) or "random" (drawn with ``seed``);
     distances and features are computed in chunks, so memory stays bounded.
     ``n_sharp``, ``dense_max``, ``lanczos_k``, ``basis`` and ``memory_limit`` are as in
-    :func:`analyze`. ValueError (naming the problem) when the layer is not Linear, runs more
+    :func:`analyze`. ``device`` ("cpu", "cuda", "cuda:1"; None: where the model is) is where
+    the float64 copy and the samples go; every tensor of the result is on the CPU. ValueError (naming the problem) when the layer is not Linear, runs more
     than once per forward pass or gets inputs of more than 2 dimensions, when the model is not
     deterministic in eval mode (NondeterministicModelError), or when shapes do not fit.
     """
     s = read_samples(train, test, clean)
     check_arguments(pairing, n_sharp, model, s.x_train, s.x_test)
-    model = copy.deepcopy(model).double().eval()
-    # The samples go where the model is (a CUDA model analyses on its device).
-    device = next(model.parameters()).device
+    target = analysis_device(device, model)
+    model = copy.deepcopy(model).to(target).double().eval()
     s = Samples(
-        *(t.to(device) for t in (as_float64(s.x_train), s.y_train, as_float64(s.x_test))),
-        s.y_test.to(device),
-        s.clean.to(device),
+        *(t.to(target) for t in (as_float64(s.x_train), s.y_train, as_float64(s.x_test))),
+        s.y_test.to(target),
+        s.clean.to(target),
     )
     check_model(model, layer, s, pairing_layer if pairing == "feature" else None)
     rule = PairingRule(pairing, pairing_k, seed, pairing_layer)

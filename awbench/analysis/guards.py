@@ -49,6 +49,29 @@ def check_arguments(pairing, n_sharp, model, x_train, x_test) -> None:
             )
 
 
+def analysis_device(device, model) -> torch.device:
+    """The device to analyse on: ``device``, or the model's when None. ValueError naming the
+    value for a string torch cannot parse or a CUDA device this machine does not have."""
+    if device is None:
+        return next(model.parameters()).device
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device={device!r} is not allowed: expected 'cpu', 'cuda' or 'cuda:<index>' ({err})"
+        ) from err
+    if target.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (target.index or 0) >= count:
+            raise ValueError(
+                f"device={device!r} is not allowed here: torch sees {count} CUDA device(s) "
+                f"(CUDA build: {torch.version.cuda or 'none'}); use 'cpu'"
+            )
+    elif target.type != "cpu":
+        raise ValueError(f"device={device!r} is not allowed: expected 'cpu' or 'cuda[:index]'")
+    return target
+
+
 def check_analysis_memory(model, layer, x, y, with_bias, n_pairs, routes) -> None:
     """Estimate the analysis's memory before the work; AnalysisMemoryError over the limit.
 

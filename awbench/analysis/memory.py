@@ -114,16 +114,35 @@ def estimate_bytes(
     return parts
 
 
+# What shrinks each part, for the advice of AnalysisMemoryError (its largest part first).
+ADVICE = {
+    "pair projections": "fewer test samples (each is a pair)",
+    "pair factors": "fewer test samples (each is a pair)",
+    "projection blocks": "fewer test samples (each is a pair)",
+    "per-sample output Hessians": "fewer training samples, or dense_max below the layer's "
+    "weights to take the Lanczos route",
+    "Hessian factors": "fewer training samples, or dense_max below the layer's weights to take "
+    "the Lanczos route",
+    "Hessian and eigenvectors": "dense_max below the layer's weights, to take the Lanczos "
+    "route (top lanczos_k directions plus the complement)",
+    "layer inputs and outputs": "fewer training samples (the Hessian's samples)",
+    "downstream graph": "fewer training samples (the Hessian's samples), or a layer nearer the "
+    "output (the graph spans the layers after it)",
+    "Lanczos vectors": "a smaller lanczos_k",
+}
+
+
 def check_memory(parts: dict[str, int], limit: int | None, what: str) -> int:
     """Total of ``parts``; raise AnalysisMemoryError when it exceeds ``limit``."""
     total = sum(parts.values())
     if limit is not None and total > limit:
         detail = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in parts.items() if v)
+        largest = max(parts, key=parts.get)
         raise AnalysisMemoryError(
             f"the analysis of {what} would need about {total / 2**30:.2f} GiB ({detail}), over "
-            f"its limit of {limit / 2**30:.2f} GiB. Lower n_train (the Hessian's samples), "
-            "analyse a narrower layer, or raise the limit: analyze(memory_limit=<bytes>) or "
-            f"the environment variable {MEMORY_ENV} (e.g. 32G; the default is "
-            f"{MEMORY_FRACTION:.0%} of the available memory)"
+            f"its limit of {limit / 2**30:.2f} GiB. The largest part is the {largest}: try "
+            f"{ADVICE.get(largest, 'a smaller problem')}; or raise the limit: "
+            f"memory_limit=<bytes> or the environment variable {MEMORY_ENV} (e.g. 32G; the "
+            f"default is {MEMORY_FRACTION:.0%} of the available memory)"
         )
     return total
