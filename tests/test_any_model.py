@@ -181,11 +181,29 @@ class Noisy(nn.Module):
         return self.fc(x.flatten(1)) + torch.randn(len(x), 5, dtype=x.dtype)
 
 
+class SideBranch(nn.Module):
+    """fc runs once per forward, but its output never reaches the logits (or only detached)."""
+
+    def __init__(self, detach):
+        super().__init__()
+        self.fc = nn.Linear(64, 5)
+        self.out = nn.Linear(64, 5)
+        self.detach = detach
+
+    def forward(self, x):
+        side = self.fc(x.flatten(1))
+        return self.out(x.flatten(1)) + (
+            side.detach() if self.detach else 0.0 * side.sum(0).detach()
+        )
+
+
 @pytest.mark.parametrize(
     ("model", "match"),
     [
         (Shared(), r"layer='fc' is called 2 times per forward pass"),
         (Tokens(), r"layer='fc' receives inputs of shape \(4, 8, 8\)"),
+        (SideBranch(detach=False), r"layer='fc' does not feed the model's output"),
+        (SideBranch(detach=True), r"layer='fc' does not feed the model's output"),
     ],
 )
 def test_layers_the_duality_cannot_serve_are_refused(samples, model, match):

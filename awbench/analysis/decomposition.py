@@ -349,7 +349,8 @@ def analyze_model(
     ``n_sharp``, ``dense_max``, ``lanczos_k``, ``basis`` and ``memory_limit`` are as in
     :func:`analyze`. ``device`` ("cpu", "cuda", "cuda:1"; None: where the model is) is where
     the float64 copy and the samples go; every tensor of the result is on the CPU. ValueError (naming the problem) when the layer is not Linear, runs more
-    than once per forward pass or gets inputs of more than 2 dimensions, when the model is not
+    than once per forward pass, gets inputs of more than 2 dimensions or does not feed the
+    logits, when the model is not
     deterministic in eval mode (NondeterministicModelError), or when shapes do not fit.
     """
     s = read_samples(train, test, clean)

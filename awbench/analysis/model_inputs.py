@@ -3,7 +3,8 @@ whose analysed layer the duality can serve (docs/science.md#1-the-activity-weigh
 
 The checks run before any work and raise ValueError naming what is wrong: the layer is not
 an ``nn.Linear``, it runs more than once per forward pass, its input has more than two
-dimensions, the model is not deterministic in eval mode, or the shapes do not fit.
+dimensions, its output does not feed the logits, the model is not deterministic in eval
+mode, or the shapes do not fit.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from torch import nn
 
 from awbench.analysis.duality import Pairs, eval_mode, pair_samples
 from awbench.curvature.flat import NondeterministicModelError, determinism_report
-from awbench.curvature.layer import FORWARD_CHUNK_ROWS, linear_layer
+from awbench.curvature.layer import FORWARD_CHUNK_ROWS, linear_layer, output_as_leaf
+from awbench.curvature.layer_operator import frozen_parameters
 
 
 @dataclass
@@ -139,6 +141,25 @@ def _check_called_once(seen: list[tuple], name: str, what: str) -> None:
         )
 
 
+def _check_feeds_output(model: nn.Module, layer: str, x: torch.Tensor) -> None:
+    """ValueError when the logits do not depend on ``layer``'s output (a side branch, or an
+    output detached downstream): the duality would change nothing the loss sees."""
+    with frozen_parameters(model), output_as_leaf(model, layer) as captured:
+        with torch.enable_grad(), eval_mode(model):
+            logits = model(x)
+            used = (
+                logits.requires_grad
+                and torch.autograd.grad(logits.sum(), captured["z"], allow_unused=True)[0]
+                is not None
+            )
+    if not used:
+        raise ValueError(
+            f"layer={layer!r} does not feed the model's output: the logits do not depend on "
+            "its output (a side branch, or a detach after it), so its weights do not enter "
+            "the loss; analyse a Linear on the path to the logits"
+        )
+
+
 def check_model(model: nn.Module, layer: str, s: Samples, pairing_layer: str | None) -> None:
     """ValueError unless ``layer`` is a Linear called once per forward on 2-D inputs, the
     logits fit the labels and the model is deterministic in eval mode."""
@@ -152,6 +173,7 @@ def check_model(model: nn.Module, layer: str, s: Samples, pairing_layer: str | N
             "token sequences): the duality here is per sample, so the layer input must be "
             "(batch, features); flatten or pool before the layer"
         )
+    _check_feeds_output(model, layer, x)
     if pairing_layer is not None:
         if pairing_layer not in dict(model.named_modules()):
             raise ValueError(f"pairing_layer={pairing_layer!r} is not a module of this model")
