@@ -144,14 +144,19 @@ def _check_called_once(seen: list[tuple], name: str, what: str) -> None:
 def _check_feeds_output(model: nn.Module, layer: str, x: torch.Tensor) -> None:
     """ValueError when the logits do not depend on ``layer``'s output (a side branch, or an
     output detached downstream): the duality would change nothing the loss sees."""
-    with frozen_parameters(model), output_as_leaf(model, layer) as captured:
-        with torch.enable_grad(), eval_mode(model):
-            logits = model(x)
-            used = (
-                logits.requires_grad
-                and torch.autograd.grad(logits.sum(), captured["z"], allow_unused=True)[0]
-                is not None
-            )
+    with (
+        frozen_parameters(model),
+        output_as_leaf(model, layer) as captured,
+        eval_mode(model),
+        torch.enable_grad(),
+    ):
+        logits = model(x)
+        grad = (
+            torch.autograd.grad(logits.sum(), captured["z"], allow_unused=True)[0]
+            if logits.requires_grad
+            else None
+        )
+    used = grad is not None
     if not used:
         raise ValueError(
             f"layer={layer!r} does not feed the model's output: the logits do not depend on "
