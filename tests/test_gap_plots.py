@@ -322,3 +322,22 @@ def test_builders_leave_their_input_alone(runs):
     kp.factor_plane(runs, KNOB)
     gp.estimated_vs_actual(runs, color="knob")
     pd.testing.assert_frame_equal(runs, before)
+
+
+def test_gap_budget_shows_the_complement_so_the_split_adds_up():
+    scalars = {
+        "real_gap": 0.074,
+        "pair_gap": 0.0746,
+        "sharp_gap": 0.0373,
+        "flat_gap": 0.0198,
+        "complement_gap": 0.0175,
+        "estimated_gap": 0.0568,
+        "mean_term": 0.0003,
+        "second_order_gap": 0.004,
+    }
+    bars = dict(zip(*(dp.gap_budget(scalars).data[0][k] for k in ("x", "y")), strict=True))
+    split = [gp.LABELS[k] for k in ("sharp_gap", "flat_gap", "complement_gap")]
+    assert all(label in bars for label in split)
+    assert sum(bars[label] for label in split) == pytest.approx(bars[gp.LABELS["pair_gap"]])
+    dense = dp.gap_budget({**scalars, "complement_gap": 0.0, "flat_gap": 0.0373})
+    assert gp.LABELS["complement_gap"] not in dense.data[0]["x"]

@@ -165,18 +165,22 @@ def cumulative_gap(
 
 
 def gap_budget(scalars: Mapping[str, float], title: str = "Where the gap comes from") -> go.Figure:
-    """Bars: real gap, the exact pair gap and its sharp/flat split, the cσσ estimate, the mean
-    term and the second-order reading, all in nats."""
+    """Bars: real gap, the exact pair gap and its sharp/flat split (and the complement beyond
+    the computed directions when there is one, so the split's bars add up to the pair gap),
+    the cσσ estimate, the mean term and the second-order reading, all in nats."""
     keys = [
         "real_gap",
         "pair_gap",
         "sharp_gap",
         "flat_gap",
+        "complement_gap",
         "estimated_gap",
         "mean_term",
         "second_order_gap",
     ]
     keys = [k for k in keys if k in scalars and scalars[k] is not None]
+    if not scalars.get("complement_gap"):  # a complete basis: nothing beyond it to show
+        keys = [k for k in keys if k != "complement_gap"]
     vals = [float(scalars[k]) for k in keys]
     fig = go.Figure(
         go.Bar(
