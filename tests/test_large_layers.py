@@ -150,7 +150,14 @@ def test_chunked_forward_passes_and_hessian_build_give_the_whole_numbers(
     whole = aw.analyze_model(model, "fc", train, test, **route)
     monkeypatch.setattr(layer_module, "FORWARD_CHUNK_ROWS", 7)
     monkeypatch.setattr(layer_module, "HESSIAN_CHUNK_BYTES", 1)  # one sample per chunk
+    calls = []
+    output_hessians = layer_module.output_hessians
+    monkeypatch.setattr(
+        layer_module, "output_hessians", lambda *a: calls.append(len(a[2])) or output_hessians(*a)
+    )
     chunked = aw.analyze_model(model, "fc", train, test, **route)
+    if not route:  # the dense route built its Hessian one sample at a time
+        assert calls == [1] * len(train[1])
     for k, v in whole.scalars().items():
         if isinstance(v, float) and k not in ("identity_error", "duality_error"):
             assert chunked.scalars()[k] == pytest.approx(v, rel=1e-9, abs=1e-14), k

@@ -128,7 +128,7 @@ def pair_gaps(model, layer, W, pairs: PairedActivities, x_train, x_test, y_test)
     gaps.dl = direct - base
     dw_sq = gaps.squared_norms
     safe = torch.where(dw_sq > 0, dw_sq, torch.ones_like(dw_sq))
-    # g_k = secant_scale_k dw_k: _project rescales dw's projections instead of projecting g.
+    # g_k = secant_scale_k dw_k: the projections of g are those of dw, rescaled.
     gaps.secant_scale = torch.where(dw_sq > 0, gaps.dl / safe, torch.zeros_like(gaps.dl))
     gaps.duality_error = float((dual - direct).abs().max())
     if not bool(torch.isfinite(gaps.dl).all()) or not math.isfinite(gaps.duality_error):
