@@ -9,7 +9,8 @@ dual weights of at most ``PAIR_BLOCK_BYTES``. What is left:
   whose per-sample output Hessians G_k and factors stay under ``HESSIAN_CHUNK_BYTES``;
 * Lanczos route: the layer's inputs and outputs over the N clean training samples, the graph
   of dL/dz through the layers downstream of the analysed one (bytes per sample measured on a
-  few samples before the work), and the Lanczos vectors (about 2k + 2 of P numbers).
+  few samples before the work), and the Lanczos vectors (about 3k + 2 of P numbers:
+  ARPACK's basis and the eigenvectors it returns).
 
 :func:`estimate_bytes` adds these up before any of it is allocated, and :func:`check_memory`
 refuses an analysis whose estimate exceeds the limit with a :class:`AnalysisMemoryError`
@@ -110,7 +111,7 @@ def estimate_bytes(
     elif method != "given":
         parts["layer inputs and outputs"] = n_train * (n_in + 3 * n_out) * 8
         parts["downstream graph"] = int(n_train * graph_bytes_per_sample)
-        parts["Lanczos vectors"] = (2 * n_basis + 2) * P * 8
+        parts["Lanczos vectors"] = (3 * n_basis + 2) * P * 8  # ARPACK basis + the eigenvectors
     return parts
 
 
