@@ -226,3 +226,13 @@ def test_device_argument(convnet):
         for k, v in here.scalars().items():
             if isinstance(v, float) and k not in ("identity_error", "duality_error"):
                 assert on_gpu.scalars()[k] == pytest.approx(v, rel=1e-9, abs=1e-13), k
+
+
+def test_lanczos_products_are_counted_in_interactive_use(convnet, monkeypatch, capsys):
+    model, train, test = convnet
+    quiet = aw.analyze_model(model, "fc", train, test, dense_max=10, lanczos_k=6)
+    assert "H v products" not in capsys.readouterr().err  # headless: no bar
+    monkeypatch.setattr("awbench.progress.interactive", lambda: True)
+    shown = aw.analyze_model(model, "fc", train, test, dense_max=10, lanczos_k=6)
+    assert "fc: Lanczos, H v products" in capsys.readouterr().err
+    assert shown.scalars() == quiet.scalars()

@@ -9,6 +9,7 @@ exact identity  <dl> = sum_n mu_g,n mu_w,n + c_n sigma_g,n sigma_w,n.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -41,6 +42,7 @@ from awbench.curvature.layer import (
     symmetric_eigh,
 )
 from awbench.curvature.layer_operator import LayerHessianProducts, frozen_parameters
+from awbench.progress import progress
 
 # Above this many weights the dense Hessian (P^2 entries, P^3 eigh) gives way to Lanczos top-k
 # plus the orthogonal complement, reported as one number (complement_gap).
@@ -164,14 +166,21 @@ def _lanczos_basis(model, layer, x, y, with_bias, k):
     with eval_mode(model):
         products = LayerHessianProducts(model, layer, x, y, with_bias)
     n = products.size
+    # ARPACK decides how many products it needs (about 2.5 k here): a counter, not a bar.
+    bar = progress(itertools.count(), desc=f"{layer}: Lanczos, H v products")
+    count = iter(bar)
 
     def matvec(v):
+        next(count)
         v = torch.from_numpy(np.asarray(v, dtype=np.float64).reshape(-1)).to(x.device)
         return products.matvec(v).cpu().numpy()
 
     op = sla.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
     v0 = np.random.default_rng(0).standard_normal(n)
-    lam, vecs = sla.eigsh(op, k=min(k, n - 1), which="LA", v0=v0, tol=1e-10)
+    try:
+        lam, vecs = sla.eigsh(op, k=min(k, n - 1), which="LA", v0=v0, tol=1e-10)
+    finally:
+        getattr(bar, "close", lambda: None)()
     return torch.from_numpy(lam), torch.from_numpy(vecs)
 
 
