@@ -31,22 +31,31 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
-def layer_inputs(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """Activities entering ``layer`` (a Linear module name such as "fc2") for inputs ``x``.
-
-    Runs the model in eval mode (the duality is stated for the deterministic network) and
-    restores its mode.
-    """
-    module = linear_layer(model, layer)
-    captured: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach()))
+def module_inputs(model: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
+    """Inputs of module ``name`` (flattened per sample) for inputs ``x``, a chunk of rows
+    per forward pass, in eval mode (the model's mode is restored)."""
+    module = dict(model.named_modules())[name]
+    parts: list[torch.Tensor] = []
+    handle = module.register_forward_hook(
+        lambda m, inp, out: parts.append(inp[0].detach().reshape(len(inp[0]), -1))
+    )
     try:
         with torch.no_grad(), eval_mode(model):
             for rows in row_chunks(len(x)):
                 model(x[rows])
     finally:
         handle.remove()
-    return torch.cat(captured) if len(captured) > 1 else captured[0]
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+def layer_inputs(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """Activities entering ``layer`` (a Linear module name such as "fc2") for inputs ``x``.
+
+    Runs the model in eval mode (the duality is stated for the deterministic network) and
+    restores its mode.
+    """
+    linear_layer(model, layer)
+    return module_inputs(model, layer, x)
 
 
 def augment(a: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from awbench.analysis.duality import Pairs, eval_mode, pair_samples
+from awbench.analysis.duality import Pairs, eval_mode, module_inputs, pair_samples
 from awbench.curvature.flat import NondeterministicModelError, determinism_report
-from awbench.curvature.layer import FORWARD_CHUNK_ROWS, linear_layer, output_as_leaf
+from awbench.curvature.layer import linear_layer, output_as_leaf
 from awbench.curvature.layer_operator import frozen_parameters
 
 
@@ -194,24 +194,6 @@ def check_model(model: nn.Module, layer: str, s: Samples, pairing_layer: str | N
             "the model is not deterministic in eval mode, so the duality's losses are "
             "undefined: " + "; ".join(issues)
         )
-
-
-def module_inputs(
-    model: nn.Module, name: str, x: torch.Tensor, chunk_rows: int = FORWARD_CHUNK_ROWS
-) -> torch.Tensor:
-    """Inputs of module ``name`` (flattened per sample) for ``x``, ``chunk_rows`` at a time."""
-    module = dict(model.named_modules())[name]
-    parts: list[torch.Tensor] = []
-    handle = module.register_forward_hook(
-        lambda m, inp, out: parts.append(inp[0].detach().reshape(len(inp[0]), -1))
-    )
-    try:
-        with torch.no_grad(), eval_mode(model):
-            for start in range(0, len(x), chunk_rows):
-                model(x[start : start + chunk_rows])
-    finally:
-        handle.remove()
-    return torch.cat(parts)
 
 
 @dataclass
