@@ -43,6 +43,21 @@ def missing(what: str) -> None:
     pytest.skip(message)
 
 
+def playwright_and_chromium():
+    """(sync_playwright, the chromium path) for a test that drives the browser; skips locally
+    and fails under CI when either is missing (see :func:`missing`)."""
+    chromium = find_chromium()
+    if chromium is None:
+        missing(
+            "chromium at /usr/bin/chromium (apt-get install -y --no-install-recommends chromium)"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("playwright (pip install -e '.[browser]')")
+    return sync_playwright, chromium
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

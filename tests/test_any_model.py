@@ -2,10 +2,8 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
-from own_models import fit
+from own_models import dense_reference_hessian, fit
 from torch import nn
-from torch.func import functional_call, hessian
 from torch.utils.data import DataLoader, TensorDataset
 
 import awbench as aw
@@ -74,18 +72,6 @@ def resnet(samples):
     return fit(model, *samples[0], steps=60, lr=0.1)
 
 
-def _reference_hessian(model, layer, x, y):
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    W = params[f"{layer}.weight"]
-
-    def loss(w):
-        p = dict(params)
-        p[f"{layer}.weight"] = w.view_as(W)
-        return F.cross_entropy(functional_call(model, p, (x,)), y)
-
-    return hessian(loss)(W.flatten())
-
-
 CASES = [("cnn", "classifier.1"), ("cnn", "classifier.3"), ("resnet", "fc"), ("resnet", "head")]
 
 
@@ -107,7 +93,7 @@ def test_layer_hessian_matches_torch_func(request, samples, which, layer):
     model = request.getfixturevalue(which)
     x, y = samples[0]
     H = layer_hessian(model, layer, x, y)
-    ref = _reference_hessian(model, layer, x, y)
+    ref = dense_reference_hessian(model, layer, x, y)
     assert torch.allclose(H, ref, atol=1e-12, rtol=1e-10)
 
 

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from browser_support import CHROMIUM_ARGS, find_chromium, free_port, missing, stop_group
+from browser_support import CHROMIUM_ARGS, free_port, playwright_and_chromium, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "08_knobs.ipynb"
@@ -141,15 +141,7 @@ def _move(page, knob: str, before: dict, changed: tuple[str, ...], timeout: floa
 
 
 def test_notebook_08_in_chromium(lab, tmp_path):
-    chromium = find_chromium()
-    if chromium is None:
-        missing(
-            "chromium at /usr/bin/chromium (apt-get install -y --no-install-recommends chromium)"
-        )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright (pip install -e '.[browser]')")
+    sync_playwright, chromium = playwright_and_chromium()
     url, token, _root = lab
     t0 = time.monotonic()
     with sync_playwright() as pw:

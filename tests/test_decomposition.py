@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from own_models import dense_reference_hessian
 from scipy import stats
 from torch.func import functional_call, hessian
 
@@ -24,18 +25,6 @@ from awbench.config import ACTIVATIONS
 from awbench.data import Data
 from awbench.nn.mlp import MLP
 from awbench.training.run import Run
-
-
-def dense_reference_hessian(model, layer, x, y):
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    W = params[f"{layer}.weight"]
-
-    def loss(w):
-        p = dict(params)
-        p[f"{layer}.weight"] = w.view_as(W)
-        return F.cross_entropy(functional_call(model, p, (x,)), y)
-
-    return hessian(loss)(W.flatten())
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])

@@ -21,7 +21,7 @@ import time
 import urllib.request
 
 import pytest
-from browser_support import CHROMIUM_ARGS, find_chromium, free_port, missing, stop_group
+from browser_support import CHROMIUM_ARGS, free_port, playwright_and_chromium, stop_group
 
 from awbench.apps import present
 from awbench.apps.cli import build_parser
@@ -213,15 +213,7 @@ def _within_viewport(page, selector: str) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_present_in_chromium(server, tmp_path):
-    chromium = find_chromium()
-    if chromium is None:
-        missing(
-            "chromium at /usr/bin/chromium (apt-get install -y --no-install-recommends chromium)"
-        )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright (pip install -e '.[browser]')")
+    sync_playwright, chromium = playwright_and_chromium()
 
     requests: list[str] = []
     with sync_playwright() as pw:

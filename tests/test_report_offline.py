@@ -15,7 +15,7 @@ import re
 import shutil
 
 import pytest
-from browser_support import CHROMIUM_ARGS, find_chromium, missing
+from browser_support import CHROMIUM_ARGS, playwright_and_chromium
 from test_report_verdicts import write_sweep
 
 from awbench.apps import report_pages, report_sliders
@@ -134,13 +134,7 @@ def _state(page) -> dict:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_report_sliders_move_the_marker_and_spectra_offline(report, tmp_path):
-    chromium = find_chromium()
-    if chromium is None:
-        missing("/usr/bin/chromium (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright (pip install -e '.[browser]')")
+    sync_playwright, chromium = playwright_and_chromium()
     requests: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
