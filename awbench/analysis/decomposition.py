@@ -21,6 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from awbench.analysis.directions import (  # noqa: F401 - DIRECTION_COLUMNS re-exported
+    DIRECTION_COLUMNS,
+    direction_statistics,
+    direction_table,
+)
 from awbench.analysis.duality import (
     eval_mode,
     layer_matrix,
@@ -48,8 +53,6 @@ from awbench.progress import progress
 # plus the orthogonal complement, reported as one number (complement_gap).
 DENSE_HESSIAN_MAX = 6000
 LANCZOS_K = 100
-
-DIRECTION_COLUMNS = ["rank", "lam", "mu_w", "sigma_w", "mu_g", "sigma_g", "c", "contribution"]
 
 
 @dataclass
@@ -90,6 +93,10 @@ class Analysis:
     second_order_error: float  # |second_order_gap - pair_gap|
     sharpness: float  # sum sigma_g^2 over a complete basis: trace of the covariance of g_k
     size: float  # sum sigma_w^2 over a complete basis: trace of the covariance of dw_k
+    # sharpness / size: the |dw_k|^2-weighted mean squared secant curvature s_k^2 (NaN when
+    # size is 0). Sharpness ~ <s_k^2 |dw_k|^2> restates size, so a knob that only shrinks the
+    # dual weights lowers sharpness too; this ratio is the part that size does not explain.
+    curvature: float
     weight_norm: float  # Frobenius norm of the layer's weight
     lam_max: float
     test_error: float
@@ -134,31 +141,6 @@ class Analysis:
             "eigenvectors",
         }
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
-
-
-def direction_statistics(theta: torch.Tensor, gamma: torch.Tensor) -> dict[str, np.ndarray]:
-    """Population mean, std (ddof 0) and Pearson correlation per column (c = 0 if undefined)."""
-    mu_w, mu_g = theta.mean(0), gamma.mean(0)
-    dw, dg = theta - mu_w, gamma - mu_g
-    sigma_w = dw.pow(2).mean(0).sqrt()
-    sigma_g = dg.pow(2).mean(0).sqrt()
-    cov = (dw * dg).mean(0)
-    denom = sigma_w * sigma_g
-    c = torch.where(
-        denom > 0,
-        cov / torch.where(denom > 0, denom, torch.ones_like(denom)),
-        torch.zeros_like(denom),
-    )
-    return {
-        k: v.cpu().numpy()
-        for k, v in {
-            "mu_w": mu_w,
-            "sigma_w": sigma_w,
-            "mu_g": mu_g,
-            "sigma_g": sigma_g,
-            "c": c,
-        }.items()
-    }
 
 
 def _lanczos_basis(model, layer, x, y, with_bias, k):
@@ -229,18 +211,6 @@ def _project(gaps: PairGaps, V: torch.Tensor) -> _Projection:
     )
 
 
-def _direction_table(theta, gamma, lam) -> pd.DataFrame:
-    """Per-direction statistics and contributions, ranked by decreasing sigma_g."""
-    stats = direction_statistics(theta, gamma)
-    contribution = stats["mu_g"] * stats["mu_w"] + stats["c"] * stats["sigma_g"] * stats["sigma_w"]
-    directions = pd.DataFrame({"lam": lam.numpy(), **stats, "contribution": contribution})
-    directions["eigen_index"] = np.arange(len(directions))
-    order = np.argsort(-directions["sigma_g"].to_numpy(), kind="stable")
-    directions = directions.iloc[order].reset_index(drop=True)
-    directions.insert(0, "rank", np.arange(len(directions)))
-    return directions
-
-
 def _identity_terms(
     dl: torch.Tensor, directions: pd.DataFrame, n_sharp: int, proj: _Projection
 ) -> dict:
@@ -262,6 +232,7 @@ def _identity_terms(
         "complement_gap": proj.complement_gap,
         "sharpness": proj.sharpness,
         "size": proj.size,
+        "curvature": proj.sharpness / proj.size if proj.size > 0 else float("nan"),
     }
 
 
@@ -392,7 +363,7 @@ def _decompose(model, layer, s: Samples, rule: PairingRule, n_sharp, routes) -> 
         model, layer, x_clean, y_clean, with_bias, gaps.n_weights, basis, dense_max, lanczos_k
     )
     proj = _project(gaps, V)
-    directions = _direction_table(proj.theta, proj.gamma, lam)
+    directions = direction_table(proj.theta, proj.gamma, lam)
     identity = _identity_terms(gaps.dl, directions, n_sharp, proj)
     second_order = _second_order_terms(
         model, layer, x_train[pairs.train], pairs, gaps, lam, V.shape[1], directions, method
