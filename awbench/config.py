@@ -28,9 +28,14 @@ SCHEMA_VERSION = 2
 # Bump when the numbers a run produces change (training, analysis, the divergence rule), so
 # that cached results computed by older code are recomputed. Kept out of Config.key(): a
 # refactor that changes no number orphans no store. Cache entries and store rows record it;
-# tests/test_hardening_runs.py holds golden numbers of a fixed small run for this version.
+# tests/test_hardening_runs.py holds golden numbers of two fixed small runs (smoke, paper) for
+# this version; a bump also means regenerating the shipped knob grid
+# (awbench/apps/knobs_store/README.md, checked by tests/test_knob_grid.py).
 # 1: the first numbered version (divergence includes the loss bound 10 x ln(n_classes)).
-NUMERICS_VERSION = 1
+# 2: the engine's stacked products (bmm, layers carry their transposed weights, 0269b10)
+#    round differently in float32: paper-preset runs end up to a few 1e-4 apart (the smoke
+#    run moves < 1e-6, inside its golden tolerance); the knob grid was regenerated.
+NUMERICS_VERSION = 2
 
 # Training budgets of the authors' demo, in samples seen: 1000 epochs and a weight-decay window
 # of 200 epochs, each epoch 4000 samples. A dataset of another size keeps the samples seen,
