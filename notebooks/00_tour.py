@@ -7,7 +7,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (awbench)
 #     language: python
@@ -20,8 +20,10 @@
 # Feng, Zhang & Tu show that for any fully connected layer a change of *activity* (a test
 # sample instead of a training sample) is reproduced **exactly** by a change of *weights*
 # (the dual weight). That turns the generalization gap into a sum over the loss landscape's
-# eigen-directions of **sharpness × size**: how steep the loss is along each direction (σg),
-# times how far the dual weights spread along it (σw).
+# eigen-directions of **sharpness × size**: σg, the spread of the secant gradients along each
+# direction, times σw, how far the dual weights spread along it. σg is itself curvature times
+# spread (the secant curvatures s_k = Δl_k/‖Δw_k‖² times the dual weights' coordinates), so
+# σg/σw is the part of it that is pure curvature.
 #
 # **What you will see:** one network trained with the paper's protocol; the duality checked
 # pair by pair; the gap decomposed exactly; the two factors per direction.
@@ -117,8 +119,10 @@ Markdown(rt.spectra_takeaway(an, cfg.n_sharp))
 
 # %% [markdown]
 # ## 4 · The two factors
-# σg is the sharpness factor: it is large along directions where the training loss curves
-# strongly. σw is the size factor: it scales with the layer's weights.
+# σg,n is the spread of s_k θ_kn over the pairs: the secant curvature s_k = Δl_k/‖Δw_k‖² of each
+# pair times the dual weight's coordinate θ_kn along direction n, so it is **curvature × spread**,
+# not curvature alone. σw is the size factor: it scales with the layer's weights. The ratio
+# σg/σw (right panel) is the size-free curvature part; summed, sharpness/size = Σσg²/Σσw².
 
 # %%
 dp.sharpness_vs_lam(an.directions)

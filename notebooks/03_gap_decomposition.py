@@ -7,7 +7,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (awbench)
 #     language: python
@@ -28,7 +28,8 @@
 # **What you will see:** the per-direction spectra (figure 3 of docs/science.md#9-figure-map), the identity and its
 # sharp/flat split, the second-order Taylor reading against the exact gap, the sharpness
 # factor against the Hessian eigenvalue with its rank correlation (figure 6), the identity at
-# every layer, and estimated against actual gap over seeds (figure 2).
+# every layer, estimated against actual gap over seeds (figure 2), and a control: the same
+# top-k share in the dual weights' principal axes and in a random basis.
 #
 # **The paper's claim tested here:** the gap is concentrated in a few sharp directions, and
 # each direction contributes sharpness × size with a roughly constant correlation c.
@@ -54,6 +55,7 @@ from awbench.viz import gap_plots as gp
 from awbench.viz import knob_takeaways as kt
 from awbench.viz import notebook_support as nb
 from awbench.viz import run_takeaways as rt
+from awbench.analysis.control_basis import control_summary
 from awbench.analysis.decomposition import spearman_ratio, spearman_sigma_g
 from awbench.experiments.effects import effects_estimate
 
@@ -110,7 +112,9 @@ Markdown(rt.second_order_takeaway(an))
 
 # %% [markdown]
 # ## 4 · The sharpness factor against curvature
-# Is σg large where the training loss curves (large λ)? Measured here, not assumed.
+# Is σg large where the training loss curves (large λ)? Measured here, not assumed. σg,n is
+# the spread of s_k θ_kn (secant curvature s_k = Δl_k/‖Δw_k‖² times the dual weight's
+# coordinate), so it is curvature × spread; σg/σw and sharpness/size are its size-free part.
 
 # %%
 dp.sharpness_vs_lam(an.directions)
@@ -144,6 +148,20 @@ gp.estimated_vs_actual(
 Markdown(kt.estimate_takeaway(seed_runs))
 
 # %% [markdown]
+# ## 7 · Is the Hessian basis special? A control
+# The identity holds in every orthonormal basis, so the sharp share of section 2 means something
+# only next to other bases ranked the same way (by their own σg): the principal axes of the
+# dual weights (eigenvectors of the covariance of Δw_k over the pairs, no Hessian at all) and a
+# random orthonormal basis. Every complete basis ends at the whole gap.
+
+# %%
+shares, curves = control_summary(an, cfg.n_sharp, seed=seed)
+dp.basis_share_curves(curves, cfg.n_sharp)
+
+# %%
+Markdown(rt.control_basis_takeaway(shares, cfg.n_sharp))
+
+# %% [markdown]
 # ## Recorded numbers
 
 # %%
@@ -163,6 +181,10 @@ for name in [
 ]:
     aw.record(name, an.scalars()[name])
 aw.record(rn.SHARP_SHARE, an.sharp_gap / an.pair_gap)
+aw.record(rn.CURVATURE, an.curvature)
+aw.record(rn.TOP_SHARE_HESSIAN, shares["hessian"])
+aw.record(rn.TOP_SHARE_DUAL_PCA, shares["dual_pca"])
+aw.record(rn.TOP_SHARE_RANDOM, shares["random"])
 aw.record(rn.SPEARMAN_SIGMA_G_LAM, spearman_sigma_g(an))
 aw.record(rn.SPEARMAN_RATIO_LAM, spearman_ratio(an))
 aw.record(rn.IDENTITY_ERROR_ALL_LAYERS, float(layer_table["identity_error"].max()))

@@ -168,3 +168,44 @@ def test_control_bases_refuse_layers_above_the_limit(monkeypatch):
         cb.dual_pca_basis(gaps)
     with pytest.raises(ValueError, match="limited to 10 weights"):
         cb.random_basis(12)
+
+
+def test_control_summary_gives_nan_controls_above_the_limit(smoke_an, monkeypatch):
+    shares, curves = cb.control_summary(smoke_an, k=10)
+    assert set(curves) == set(cb.BASES) and all(math.isfinite(v) for v in shares.values())
+    monkeypatch.setattr(cb, "CONTROL_MAX", 10)
+    shares, curves = cb.control_summary(smoke_an, k=10)
+    assert list(curves) == ["hessian"]
+    assert math.isnan(shares["dual_pca"]) and math.isnan(shares["random"])
+    assert shares["hessian"] == pytest.approx(smoke_an.sharp_gap / smoke_an.pair_gap)
+
+
+# --- what notebook 03 shows -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shares", "says"),
+    [
+        ({"hessian": 0.71, "dual_pca": 0.80, "random": 0.035}, "concentrates the gap more than"),
+        ({"hessian": 0.71, "dual_pca": 0.69, "random": 0.035}, "about as much as"),
+        ({"hessian": 0.90, "dual_pca": 0.50, "random": 0.03}, "beyond the dual weights"),
+        ({"hessian": 0.06, "dual_pca": 0.50, "random": 0.03}, "no better than a random"),
+        ({"hessian": 0.71, "dual_pca": float("nan"), "random": 0.03}, "no comparison"),
+    ],
+)
+def test_control_takeaway_says_what_the_numbers_show(shares, says):
+    from awbench.viz.run_takeaways import control_basis_takeaway
+
+    text = control_basis_takeaway(shares, 10)
+    assert says in text
+    assert f"{100 * shares['hessian']:.3g} %" in text
+
+
+def test_basis_share_curves_figure(smoke_an):
+    from awbench.viz.decomposition_plots import basis_share_curves
+
+    _, curves = cb.control_summary(smoke_an, k=10)
+    fig = basis_share_curves(curves, 10)
+    assert fig.layout.title.text and len(fig.data) == 3
+    for trace, curve in zip(fig.data, curves.values()):
+        assert trace.y[-1] == pytest.approx(1.0, abs=1e-12) and len(trace.x) == len(curve)

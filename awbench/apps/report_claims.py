@@ -97,7 +97,11 @@ CLAIMS: list[Claim] = [
         lambda r: (
             f"top-10 share of the exact gap {_num(r, rn.SHARP_SHARE, '.1%')}; σg vs λ Spearman "
             f"{_num(r, rn.SPEARMAN_SIGMA_G_LAM, '.2f')}, σg/σw vs λ {_num(r, rn.SPEARMAN_RATIO_LAM, '.2f')}; "
-            f"identity error at every layer ≤ {_num(r, rn.IDENTITY_ERROR_ALL_LAYERS, '.1e')}"
+            f"identity error at every layer ≤ {_num(r, rn.IDENTITY_ERROR_ALL_LAYERS, '.1e')}; "
+            f"control, top-10 share: Hessian basis {_num(r, rn.TOP_SHARE_HESSIAN, '.1%')}, "
+            f"dual weights' principal axes (no Hessian) {_num(r, rn.TOP_SHARE_DUAL_PCA, '.1%')}, "
+            f"random basis {_num(r, rn.TOP_SHARE_RANDOM, '.1%')}; curvature part "
+            f"sharpness/size {_num(r, rn.CURVATURE, '.3g')}"
         ),
     ),
     Claim(

@@ -37,6 +37,11 @@ SPEARMAN_SIGMA_G_LAM = "spearman_sigma_g_lam"
 SPEARMAN_RATIO_LAM = "spearman_ratio_lam"
 IDENTITY_ERROR_ALL_LAYERS = "identity_error_all_layers"
 SEEDS_ESTIMATE_REL_ERROR = "seeds.estimate_rel_error"
+CURVATURE = "curvature"  # sharpness / size, the size-free curvature part
+# Top-k share of the gap in the Hessian basis and two controls (awbench.analysis.control_basis)
+TOP_SHARE_HESSIAN = "top_share.hessian"
+TOP_SHARE_DUAL_PCA = "top_share.dual_pca"
+TOP_SHARE_RANDOM = "top_share.random"
 
 # --- 05_weight_decay_and_init_scale --------------------------------------------------------
 SIZE_NORM_SLOPE = "size_norm_slope"
@@ -116,6 +121,10 @@ EXPECTED: dict[str, set[str]] = {
         SPEARMAN_RATIO_LAM,
         IDENTITY_ERROR_ALL_LAYERS,
         SEEDS_ESTIMATE_REL_ERROR,
+        CURVATURE,
+        TOP_SHARE_HESSIAN,
+        TOP_SHARE_DUAL_PCA,
+        TOP_SHARE_RANDOM,
     },
     "04_sgd_batch_and_lr": _knob_names("04_sgd_batch_and_lr"),
     "05_weight_decay_and_init_scale": _knob_names("05_weight_decay_and_init_scale")

@@ -267,3 +267,38 @@ def sharpness_vs_lam(directions: pd.DataFrame, title: str | None = None) -> go.F
         "ones left out)"
     )
     return layout(fig, text, height=440)
+
+
+BASIS_STYLE = {  # basis -> (label, colour, dash)
+    "hessian": ("Hessian eigenbasis", "#d62728", None),
+    "dual_pca": ("dual weights' principal axes (no Hessian)", "#1f77b4", "dash"),
+    "random": ("random orthonormal basis", "#7f7f7f", "dot"),
+}
+
+
+def basis_share_curves(
+    curves: Mapping[str, np.ndarray],
+    k: int = 10,
+    title: str = "Is the Hessian basis special? Top-k share of the gap in three bases",
+) -> go.Figure:
+    """Cumulative share of the pair gap over the top-k directions (each basis ranked by its
+    own σg) against k, log x; ``curves`` from awbench.analysis.control_basis.share_curves.
+    A dotted line marks k and the grey line the whole gap (every complete basis ends at 1)."""
+    fig = go.Figure()
+    for name, curve in curves.items():
+        label, color, dash = BASIS_STYLE.get(name, (name, None, None))
+        fig.add_trace(
+            go.Scatter(
+                x=np.arange(1, len(curve) + 1),
+                y=curve,
+                mode="lines",
+                name=label,
+                line={"color": color, "dash": dash},
+                hovertemplate=f"{label}<br>top %{{x}}: %{{y:.1%}} of the gap<extra></extra>",
+            )
+        )
+    fig.add_vline(x=k, line={"color": "#444", "dash": "dot"}, annotation_text=f"k = {k}")
+    fig.add_hline(y=1.0, line={"color": "#bbb"})
+    fig.update_xaxes(type="log", title_text="k: directions with the largest σg in that basis")
+    fig.update_yaxes(title_text="share of the exact gap ⟨Δl⟩", tickformat=".0%")
+    return layout(fig, title, height=420)
