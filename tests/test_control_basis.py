@@ -209,3 +209,15 @@ def test_basis_share_curves_figure(smoke_an):
     assert fig.layout.title.text and len(fig.data) == 3
     for trace, curve in zip(fig.data, curves.values()):
         assert trace.y[-1] == pytest.approx(1.0, abs=1e-12) and len(trace.x) == len(curve)
+
+
+def test_report_shows_the_control_shares_with_notebook_03():
+    from awbench.apps.report_claims import CLAIMS
+    from awbench.experiments import record_names as rn
+
+    records = {name: 0.5 for name in rn.EXPECTED["03_gap_decomposition"]}
+    records |= {rn.TOP_SHARE_HESSIAN: 0.7097, rn.TOP_SHARE_DUAL_PCA: 0.8042}
+    records |= {rn.TOP_SHARE_RANDOM: 0.0348, rn.CURVATURE: 2.965}
+    text = " ".join(c.measured(records) for c in CLAIMS if c.notebook == "03_gap_decomposition")
+    for shown in ("Hessian basis 71.0%", "(no Hessian) 80.4%", "random basis 3.5%", "2.96"):
+        assert shown in text, shown
