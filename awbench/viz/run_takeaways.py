@@ -62,6 +62,12 @@ def strength(rho: float) -> str:
     return f"{word} {'positive' if rho > 0 else 'negative'}" if word != "no clear" else word
 
 
+def _curvature(an) -> float:
+    # Analysis.curvature, from its two parts: the same number, and it also reads objects that
+    # only carry sharpness and size (older results, stand-ins).
+    return an.sharpness / an.size if an.size else float("nan")
+
+
 def factors_takeaway(an) -> str:
     """Markdown: sharpness against curvature, size against the weight norm."""
     d = curved_directions(an.directions)
@@ -69,10 +75,11 @@ def factors_takeaway(an) -> str:
     rho_r = spearman(d["lam"], d["sigma_g"] / d["sigma_w"])
     return (
         f"Sharpness Σσg² = **{fmt(an.sharpness)}**, size Σσw² = **{fmt(an.size)}** at a layer norm "
-        f"‖W‖ = {fmt(an.weight_norm)}; their ratio, the size-free curvature part (the ‖Δw‖²-weighted "
-        f"mean squared secant curvature), is **{fmt(an.curvature)}**. Over the {len(d)} curved directions (λ > 1e-12 λ_max = {fmt(an.lam_max)}) "
+        f"‖W‖ = {fmt(an.weight_norm)}. Over the {len(d)} curved directions (λ > 1e-12 λ_max = {fmt(an.lam_max)}) "
         f"σg follows λ with Spearman ρ = **{fmt(rho_g, 2)}** ({strength(rho_g)} rank correlation); the ratio "
-        f"σg/σw shows {strength(rho_r)} rank correlation with λ (ρ = {fmt(rho_r, 2)})."
+        f"σg/σw shows {strength(rho_r)} rank correlation with λ (ρ = {fmt(rho_r, 2)}). "
+        f"The size-free curvature part, sharpness/size (the ‖Δw‖²-weighted mean "
+        f"squared secant curvature), is **{fmt(_curvature(an))}**."
     )
 
 
@@ -100,7 +107,7 @@ def layer_table(analyses: dict) -> pd.DataFrame:
                 "sharp_share": an.sharp_gap / an.pair_gap,
                 "sharpness": an.sharpness,
                 "size": an.size,
-                "curvature": an.curvature,
+                "curvature": _curvature(an),
                 "weight_norm": an.weight_norm,
                 "identity_error": an.identity_error,
                 "duality_error": an.duality_error,
