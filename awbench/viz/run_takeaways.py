@@ -142,8 +142,9 @@ def control_basis_takeaway(shares: dict[str, float], k: int = 10) -> str:
     """Markdown: is the Hessian basis special? Its top-k share of the gap against the dual
     weights' principal axes (no Hessian) and a random basis, stated whichever way it comes out.
 
-    Shares within 5 points of each other read as "about as much": the top-k share moves by a
-    few points between seeds, so a smaller difference says nothing either way."""
+    Shares within 5 points of each other read as "about as much": one run gives no spread
+    over seeds, so a smaller difference is not read as a difference (a chosen margin, not a
+    test)."""
     h, p, r = (shares.get(b, float("nan")) for b in ("hessian", "dual_pca", "random"))
     numbers = (
         f"The top {k} directions carry **{fmt(100 * h, 3)} %** of the exact gap in the Hessian "
