@@ -7,7 +7,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (awbench)
 #     language: python
@@ -191,3 +191,7 @@ aw.record(rn.IDENTITY_ERROR_ALL_LAYERS, float(layer_table["identity_error"].max(
 aw.record("duality_error_all_layers", float(layer_table["duality_error"].max()))
 aw.record(rn.SEEDS_ESTIMATE_REL_ERROR, effects_estimate(seed_runs))
 aw.record("seeds.max_identity_error", float(seed_runs["identity_error"].max()))
+aw.record(rn.MEAN_TERM_SHARE, an.mean_term / an.pair_gap)
+aw.record(rn.SEEDS_MEAN_TERM_SHARE_MAX, float((seed_runs["mean_term"] / seed_runs["pair_gap"]).abs().max()))
+aw.record(rn.C_TOP_MEAN, float(an.directions["c"].head(cfg.n_sharp).mean()))
+aw.record(rn.C_TOP_SD, float(an.directions["c"].head(cfg.n_sharp).std(ddof=1)))

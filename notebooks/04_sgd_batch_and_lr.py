@@ -80,7 +80,7 @@ Markdown(kt.gap_takeaway(runs_bs, "batch_size"))
 kp.factors_vs_knob(runs_bs, "batch_size")
 
 # %%
-Markdown(kt.factor_takeaway(runs_bs, "batch_size"))
+Markdown(kt.factor_takeaway(runs_bs, "batch_size", profile))
 
 # %%
 kp.factor_plane(runs_bs, "batch_size")
@@ -105,7 +105,7 @@ Markdown(kt.gap_takeaway(runs_lr, "lr"))
 kp.factors_vs_knob(runs_lr, "lr")
 
 # %%
-Markdown(kt.factor_takeaway(runs_lr, "lr"))
+Markdown(kt.factor_takeaway(runs_lr, "lr", profile))
 
 # %%
 kp.factor_plane(runs_lr, "lr")
@@ -125,7 +125,7 @@ gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 Markdown(kt.estimate_takeaway(all_runs))
 
 # %%
-effects = nb.effects_table(sweeps)
+effects = nb.effects_table(sweeps, profile)
 gp.knob_effects(effects)
 
 # %%
@@ -135,4 +135,4 @@ effects
 # ## Recorded numbers
 
 # %%
-nb.record_sweeps(sweeps)
+nb.record_sweeps(sweeps, profile)

@@ -73,7 +73,7 @@ Markdown(kt.gap_takeaway(runs_do, "dropout"))
 kp.factors_vs_knob(runs_do, "dropout")
 
 # %%
-Markdown(kt.factor_takeaway(runs_do, "dropout"))
+Markdown(kt.factor_takeaway(runs_do, "dropout", profile))
 
 # %%
 kp.factor_plane(runs_do, "dropout")
@@ -102,7 +102,7 @@ gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 Markdown(kt.estimate_takeaway(all_runs))
 
 # %%
-effects = nb.effects_table(sweeps)
+effects = nb.effects_table(sweeps, profile)
 gp.knob_effects(effects)
 
 # %%
@@ -112,4 +112,4 @@ effects
 # ## Recorded numbers
 
 # %%
-nb.record_sweeps(sweeps)
+nb.record_sweeps(sweeps, profile)

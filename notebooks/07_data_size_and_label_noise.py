@@ -83,7 +83,7 @@ Markdown(kt.gap_takeaway(runs_nt, "n_train"))
 kp.factors_vs_knob(runs_nt, "n_train")
 
 # %%
-Markdown(kt.factor_takeaway(runs_nt, "n_train"))
+Markdown(kt.factor_takeaway(runs_nt, "n_train", profile))
 
 # %%
 kp.factor_plane(runs_nt, "n_train")
@@ -108,7 +108,7 @@ Markdown(kt.gap_takeaway(runs_ln, "label_noise"))
 kp.factors_vs_knob(runs_ln, "label_noise")
 
 # %%
-Markdown(kt.factor_takeaway(runs_ln, "label_noise"))
+Markdown(kt.factor_takeaway(runs_ln, "label_noise", profile))
 
 # %%
 kp.factor_plane(runs_ln, "label_noise")
@@ -128,7 +128,7 @@ gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 Markdown(kt.estimate_takeaway(all_runs))
 
 # %%
-effects = nb.effects_table(sweeps)
+effects = nb.effects_table(sweeps, profile)
 gp.knob_effects(effects)
 
 # %%
@@ -138,4 +138,4 @@ effects
 # ## Recorded numbers
 
 # %%
-nb.record_sweeps(sweeps)
+nb.record_sweeps(sweeps, profile)

@@ -31,7 +31,7 @@ LONG_TITLE = (
 
 def _pages(folder) -> list[report_pages.NotebookPage]:
     runs = write_sweep(folder)
-    records = {**nb.knob_records(runs, "batch_size"), "ratio": 0.123456789, "flag": True}
+    records = {**nb.knob_records(runs, "batch_size", "quick"), "ratio": 0.123456789, "flag": True}
     fig = {
         "data": [{"type": "scatter", "x": [1, 2, 3], "y": [3, 1, 2]}],
         "layout": {"title": {"text": LONG_TITLE}},

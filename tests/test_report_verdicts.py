@@ -52,11 +52,14 @@ def write_sweep(folder, planted_status="max_epochs"):
 def test_planted_unconverged_run_is_left_out_of_the_verdict(tmp_path):
     runs = write_sweep(tmp_path)
     assert int((~runs["converged"]).sum()) == 1 and runs["ok"].all()
-    table = nb.verdicts({"batch_size": runs}).set_index("quantity")
+    table = nb.verdicts({"batch_size": runs}, "quick").set_index("quantity")
     assert table.loc["sharpness", "verdict"] == "up"
     assert table.loc["sharpness", "n_runs"] == 19 and table.loc["sharpness", "n_left_out"] == 1
     assert "max_epochs 1" in table.loc["sharpness", "left_out"]
-    assert table.loc["size", "verdict"] == "no clear change"
+    # size does not move but has 20 % noise: with 5 seeds the interval still holds large
+    # changes, which is "inconclusive", never "no clear change"
+    assert table.loc["size", "verdict"] == "inconclusive"
+    assert table.loc["size", "change_low"] < -1 / 6 or table.loc["size", "change_high"] > 0.2
     # Counted in, the planted run would drag the largest batch's mean far down.
     with_planted = runs.assign(status="converged", converged=True)
     assert (
@@ -69,7 +72,7 @@ def test_planted_unconverged_run_is_left_out_of_the_verdict(tmp_path):
 
 def test_report_claims_from_records(tmp_path):
     runs = write_sweep(tmp_path)
-    records = nb.knob_records(runs, "batch_size")
+    records = nb.knob_records(runs, "batch_size", "quick")
     page = report_pages.NotebookPage(
         "04_sgd_batch_and_lr", "04", tmp_path / "x.ipynb", records=records
     )
@@ -92,12 +95,12 @@ def test_value_without_a_converged_run_is_listed(tmp_path):
         "04_sgd_batch_and_lr",
         "04",
         tmp_path / "x.ipynb",
-        records=nb.knob_records(runs, "batch_size"),
+        records=nb.knob_records(runs, "batch_size", "quick"),
     )
     (row,) = report_knobs.convergence_rows([page])
     assert row[2] == "15" and row[4] == "200"
     assert (nb.summary_table(runs, "batch_size").loc[200, "sharpness"]) == "no converged run"
-    assert isinstance(pd.DataFrame(nb.effects_table({"batch_size": runs})), pd.DataFrame)
+    assert isinstance(pd.DataFrame(nb.effects_table({"batch_size": runs}, "quick")), pd.DataFrame)
 
 
 def test_paper_values_a_profile_leaves_out_are_listed():

@@ -1,5 +1,7 @@
-"""Verdicts: known effects come out as such, noise does not, left-out runs are counted."""
+"""Verdicts: exact p-values against full enumeration and scipy, intervals that cover, planted
+effects found, noise not, one verdict for the same runs whatever else is in the table."""
 
+import itertools
 import math
 
 import numpy as np
@@ -9,40 +11,46 @@ from scipy import stats
 
 from awbench.experiments import claims as cl
 from awbench.experiments import verdicts as vd
+from awbench.experiments import within_seed as ws
 
-FAST = {"n_boot": 500, "n_perm": 500}
-VALUES = (16, 32, 64, 128)
+VALUES = (0.0, 0.01, 0.02)
 
 
-def sweep(
-    effect, *, seeds=5, values=VALUES, rng=0, paired=True, knob="batch_size", quantity="sharpness"
-):
-    """One knob sweep, every run converged; ``effect(value, rng)`` draws one run's quantity."""
+def sweep(means, *, seeds=10, values=VALUES, sd=0.2, rng=0, knob="weight_decay", q="sharpness"):
+    """One knob sweep on the log scale: seed offset + means[value] + noise, every run converged."""
     r = np.random.default_rng(rng)
-    rows = [
-        {
-            knob: v,
-            "seed": s if paired else f"{s}@{v}",
-            "status": "converged",
-            quantity: effect(v, r),
-        }
-        for s in range(seeds)
-        for v in values
-    ]
+    rows = []
+    for s in range(seeds):
+        offset = r.normal(0, 1)
+        for v, m in zip(values, means):
+            rows.append(
+                {
+                    knob: v,
+                    "seed": s,
+                    "status": "converged",
+                    q: math.exp(offset + m + r.normal(0, sd)),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def one_verdict(runs, knob="batch_size", quantity="sharpness", **kw):
-    table = vd.verdict_table({knob: runs}, quantities=(quantity,), **{**FAST, **kw})
-    return table.iloc[0]
-
-
-def monotone(v, r):
-    return 1.0 + np.log2(v) + r.normal(0, 0.3)
-
-
-def noise(v, r):
-    return r.normal(0, 1)
+def brute_force_p(x, y, blocks):
+    """Two-sided p of the trend statistic by listing every within-block arrangement."""
+    codes = np.searchsorted(np.unique(x), x).astype(float)
+    groups = [np.flatnonzero(blocks == b) for b in np.unique(blocks)]
+    centred = y.copy()
+    for g in groups:
+        centred[g] -= y[g].mean()
+    observed = abs(sum(codes[g] @ centred[g] for g in groups))
+    per_block = [
+        [codes[g][list(p)] @ centred[g] for p in itertools.permutations(range(g.size))]
+        for g in groups
+    ]
+    total = hits = 0
+    for combo in itertools.product(*per_block):
+        total += 1
+        hits += abs(sum(combo)) >= observed - 1e-9
+    return hits / total
 
 
 # --- Holm ----------------------------------------------------------------------------------
@@ -55,339 +63,302 @@ def test_holm_on_hand_computed_values():
 
 def test_holm_skips_nan_caps_at_one_and_keeps_shape():
     out = vd.holm([0.01, math.nan, 0.04])
-    np.testing.assert_allclose(out[[0, 2]], [0.02, 0.04])  # m = 2: NaN is not a comparison
+    np.testing.assert_allclose(out[[0, 2]], [0.02, 0.04])
     assert math.isnan(out[1])
     np.testing.assert_allclose(vd.holm([0.5, 0.6]), [1.0, 1.0])
     assert vd.holm(np.full((2, 2), 0.01)).shape == (2, 2)
-    assert vd.holm([]).size == 0
     with pytest.raises(ValueError):
         vd.holm([1.5])
 
 
-def test_holm_adjusted_values_keep_the_order_of_raw_ones():
-    p = np.random.default_rng(3).uniform(0, 0.2, 30)
-    adj = vd.holm(p)
-    order = np.argsort(p)
-    assert np.all(np.diff(adj[order]) >= 0)
-    assert np.all(adj >= p)
+# --- the trend test: exact -----------------------------------------------------------------
 
 
-# --- one knob ------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_trend_p_equals_full_enumeration(seed):
+    r = np.random.default_rng(seed)
+    x = np.tile([1.0, 2.0, 3.0], 4)
+    blocks = np.repeat(np.arange(4), 3)
+    y = r.normal(size=12) + 0.5 * x * (seed == 0)
+    got = ws.trend_test(x, y, blocks)
+    assert got["exact"] and got["n_arrangements"] == 6**4
+    assert got["p"] == pytest.approx(brute_force_p(x, y, blocks), abs=1e-12)
 
 
-def test_rho_is_spearman_over_all_converged_runs():
-    runs = sweep(monotone)
-    e = vd.knob_effect(runs, "batch_size", "sharpness", **FAST)
-    assert e["rho"] == pytest.approx(
-        stats.spearmanr(runs["batch_size"], runs["sharpness"]).statistic
+def test_exact_trend_p_equals_scipy_permutation_test():
+    r = np.random.default_rng(5)
+    data = r.normal(size=(5, 3)) + np.array([0.0, 0.4, 0.5])  # 5 seeds x 3 values
+    x = np.tile([0.0, 1.0, 2.0], 5)
+    got = ws.trend_test(x, data.ravel(), np.repeat(np.arange(5), 3))
+
+    def trend(a, b, c, axis=-1):
+        # the contrast -1, 0, 1 summed over seeds; scipy's two-sided p equals |T| >= |t|
+        # here because swapping the ends in every seed negates T
+        return np.sum(c - a, axis=axis)
+
+    ref = stats.permutation_test(
+        tuple(data.T), trend, permutation_type="samples", vectorized=True, n_resamples=10**5
     )
-    assert e["n_runs"] == 20 and e["n_values"] == 4 and e["n_left_out"] == 0
-    assert e["rho_low"] <= e["rho"] <= e["rho_high"]
-    assert list(e["mean_by_value"]) == list(VALUES)
-    means = runs.groupby("batch_size")["sharpness"].mean()
-    assert e["change"] == pytest.approx((means[128] - means[16]) / abs(means[16]))
+    assert got["exact"] and got["p"] == pytest.approx(ref.pvalue, rel=1e-9)
 
 
-def test_known_monotone_effect_is_up_and_negated_is_down():
-    up = sweep(monotone, rng=1)
-    row = one_verdict(up)
-    assert row.verdict == "up" and row.rho > 0.8 and row.rho_low > 0.5
-    down = up.assign(sharpness=-up["sharpness"])
-    row = one_verdict(down)
-    assert row.verdict == "down" and row.rho < -0.8 and row.rho_high < -0.5
-
-
-def test_pure_noise_is_no_clear_change_and_false_positives_are_rare():
-    assert one_verdict(sweep(noise, rng=2)).verdict == "no clear change"
-    found = [one_verdict(sweep(noise, rng=100 + i), n_boot=100, seed=i).verdict for i in range(20)]
-    # Each test runs at 0.05 (Holm over two tests): 20 null datasets expect about 1-2 effects.
-    assert sum(v != "no clear change" for v in found) <= 4
-
-
-def test_u_shaped_effect_is_non_monotone():
-    values = (1, 2, 3, 4, 5)
-    row = one_verdict(sweep(lambda v, r: (v - 3) ** 2 + r.normal(0, 0.3), values=values, rng=4))
-    assert row.verdict == "non-monotone"
-    assert abs(row.rho) < 0.3 and row.p_kruskal_holm < 0.01
-
-
-def test_kruskal_needs_three_values_with_two_runs():
-    e = vd.knob_effect(sweep(monotone, values=(1, 2)), "batch_size", "sharpness", **FAST)
-    assert math.isnan(e["p_kruskal"])
-
-
-def test_unconverged_outlier_is_left_out_and_counted():
-    runs = sweep(lambda v, r: 10.0 - np.log2(v) + r.normal(0, 0.3), rng=5)
-    outlier = {"batch_size": 128, "seed": 0, "status": "max_epochs", "sharpness": 1e6}
-    planted = pd.concat([runs, pd.DataFrame([outlier])], ignore_index=True)
-    e = vd.knob_effect(planted, "batch_size", "sharpness", **FAST)
-    assert e["n_left_out"] == 1 and e["left_out_by_status"] == {"max_epochs": 1}
-    assert e["n_runs"] == 20 and e["change"] < 0
-    assert one_verdict(planted).verdict == "down"
-    # Had it counted, the mean at the largest batch would have turned the change around.
-    counted = planted.assign(status="converged")
-    assert vd.knob_effect(counted, "batch_size", "sharpness", **FAST)["change"] > 0
-
-
-def test_failed_and_non_finite_runs_are_counted_by_status():
-    runs = sweep(monotone)
-    extra = pd.DataFrame(
-        [
-            {"batch_size": 16, "seed": 9, "status": "failed", "sharpness": math.nan},
-            {"batch_size": 32, "seed": 9, "status": "diverged", "sharpness": math.inf},
-            {"batch_size": 64, "seed": 9, "status": "converged", "sharpness": math.nan},
-        ]
-    )
-    e = vd.knob_effect(
-        pd.concat([runs, extra], ignore_index=True), "batch_size", "sharpness", **FAST
-    )
-    assert e["n_left_out"] == 3 and e["n_runs"] == 20
-    assert e["left_out_by_status"] == {"converged, non-finite": 1, "diverged": 1, "failed": 1}
-
-
-def test_value_with_only_max_epochs_runs_is_listed_and_excluded():
-    runs = sweep(monotone, values=(16, 32, 64, 128, 256))
-    runs.loc[runs["batch_size"] == 256, "status"] = "max_epochs"
-    e = vd.knob_effect(runs, "batch_size", "sharpness", **FAST)
-    assert e["values_without_converged"] == [256]
-    assert e["n_values"] == 4 and 256 not in e["mean_by_value"]
-    assert e["left_out_by_status"] == {"max_epochs": 5}
-    row = one_verdict(runs)
-    assert row.values_without_converged == "256" and row.left_out == "max_epochs 5"
-
-
-def test_not_enough_data():
-    two_runs_each = sweep(monotone, seeds=1, values=(16, 32, 64))
-    assert one_verdict(two_runs_each).verdict == "not enough data"  # 3 runs < 4
-    one_value = sweep(monotone, seeds=6, values=(16,))
-    row = one_verdict(one_value)
-    assert row.verdict == "not enough data" and row.n_values == 1
-    # Tests that did not run are not comparisons.
-    assert row.n_comparisons == 0
-
-
-# --- interval and pairing ------------------------------------------------------------------
-
-
-def test_interval_covers_the_population_rho():
-    def effect(v, r):
-        return 0.3 * np.log2(v) + r.normal(0, 1)
-
-    truth = stats.spearmanr(
-        *sweep(effect, seeds=20000, rng=99)[["batch_size", "sharpness"]].to_numpy().T
-    ).statistic
-    covered = []
-    for i in range(60):
-        e = vd.knob_effect(
-            sweep(effect, seeds=10, rng=i), "batch_size", "sharpness", n_boot=400, n_perm=0
-        )
-        covered.append(e["rho_low"] <= truth <= e["rho_high"])
-    # Nominal 95 %; a percentile interval over 10 seeds runs a little under.
-    assert np.mean(covered) >= 0.8
-
-
-def test_shared_seeds_resample_seeds_and_permute_within_seed():
-    # A seed offset far larger than the effect: only the paired analysis sees through it.
-    def effect(v, r):
-        return 0.2 * np.log2(v)
-
-    r = np.random.default_rng(6)
-    offsets = r.normal(0, 5, 8)
-    paired = sweep(effect, seeds=8, rng=6)
-    paired["sharpness"] += offsets[paired["seed"]] + r.normal(0, 0.05, len(paired))
-    unpaired = paired.assign(
-        seed=[f"{s}@{v}" for s, v in zip(paired["seed"], paired["batch_size"])]
-    )
-
-    e_p = vd.knob_effect(paired, "batch_size", "sharpness", **FAST)
-    e_u = vd.knob_effect(unpaired, "batch_size", "sharpness", **FAST)
-    assert e_p["paired"] and e_p["resampling"] == "seeds (paired)" and e_p["n_seeds"] == 8
-    assert not e_u["paired"] and e_u["resampling"] == "runs within values" and e_u["n_seeds"] == 32
-    # Paired, the effect is read within each seed: the offsets cancel and rho is nearly perfect;
-    # unpaired, the same runs drown it in the offsets.
-    assert e_p["rho"] > 0.9 and abs(e_u["rho"]) < 0.5
-    assert e_p["rho_low"] > 0.8 and e_p["rho_high"] > e_p["rho"] - 0.01  # at the ceiling
-    assert e_p["p_monotone"] < 0.01
-    assert e_u["p_monotone"] > 0.1
-
-
-def test_paired_permutation_keeps_labels_within_seed():
-    groups = np.array([0, 0, 1, 1, 1, 2, 2, 0])
-    perm = vd._within_group_permutations(groups, 200, np.random.default_rng(0))
-    assert np.all(groups[perm] == groups)
-    assert all(sorted(row) == list(range(groups.size)) for row in perm)
-    assert len({tuple(row) for row in perm}) > 20
-
-
-def test_weighted_ranks_match_spearman_of_the_expanded_sample():
+def test_meet_in_the_middle_equals_direct_enumeration_and_ragged_blocks_work():
     r = np.random.default_rng(7)
-    x = r.integers(0, 4, 15).astype(float)
-    y = r.normal(size=15)
-    y[3] = y[4]
-    w = r.integers(0, 3, (5, 15)).astype(float)
-    got = vd._spearman_weighted(x, y, w)
-    for row, g in zip(w.astype(int), got):
-        assert g == pytest.approx(stats.spearmanr(np.repeat(x, row), np.repeat(y, row)).statistic)
+    x = np.array([1, 2, 3, 1, 2, 3, 1, 3, 1, 2, 3, 2, 3], dtype=float)
+    blocks = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4])
+    y = r.normal(size=x.size) + 0.3 * x
+    direct = ws.trend_test(x, y, blocks)
+    halves = ws.trend_test(x, y, blocks, exact_limit=40)  # forces two halves of the seeds
+    assert direct["exact"] and halves["exact"]
+    assert halves["p"] == pytest.approx(direct["p"], abs=1e-12)
+    assert direct["p"] == pytest.approx(brute_force_p(x, y, blocks), abs=1e-12)
 
 
-def test_reproducible_and_streams_independent():
-    runs = sweep(monotone)
-    a = vd.knob_effect(runs, "batch_size", "sharpness", n_boot=300, n_perm=300, seed=1)
-    b = vd.knob_effect(runs, "batch_size", "sharpness", n_boot=300, n_perm=300, seed=1)
-    c = vd.knob_effect(runs, "batch_size", "sharpness", n_boot=100, n_perm=300, seed=1)
-    assert (a["rho_low"], a["p_monotone"]) == (b["rho_low"], b["p_monotone"])
-    assert c["p_monotone"] == a["p_monotone"]
+def test_random_draws_only_beyond_the_exact_limit_and_close_to_exact():
+    d = sweep((0.0, 0.1, 0.12), seeds=8, sd=0.3, rng=3)
+    x, y = d["weight_decay"].to_numpy(), np.log(d["sharpness"].to_numpy())
+    blocks = d["seed"].to_numpy()
+    exact = ws.trend_test(x, y, blocks)
+    drawn = ws.trend_test(x, y, blocks, exact_limit=10, n_perm=50_000, seed=1)
+    assert exact["exact"] and not drawn["exact"]
+    assert drawn["p_floor"] == pytest.approx(1 / 50_001)
+    se = math.sqrt(exact["p"] * (1 - exact["p"]) / 50_000)
+    assert abs(drawn["p"] - exact["p"]) < 5 * se + 1 / 50_000
 
 
-# --- the table -----------------------------------------------------------------------------
+def test_a_perfect_order_in_every_seed_reaches_the_floor():
+    x = np.tile([1.0, 2.0, 3.0], 5)
+    y = np.tile([0.0, 1.0, 3.0], 5) + np.repeat(np.arange(5.0), 3)
+    got = ws.trend_test(x, y, np.repeat(np.arange(5), 3))
+    assert got["p"] == pytest.approx(2 / 6**5) and got["p_floor"] == pytest.approx(2 / 6**5)
 
 
-def test_table_corrects_every_p_value_together():
-    runs = {
-        "batch_size": sweep(monotone, rng=8),
-        "lr": sweep(noise, rng=9, knob="lr", values=(0.01, 0.03, 0.1, 0.3)).rename(
-            columns={"sharpness": "size"}
-        ),
-    }
-    runs["lr"]["sharpness"] = np.random.default_rng(10).normal(size=len(runs["lr"]))
-    runs["batch_size"]["size"] = np.random.default_rng(11).normal(size=len(runs["batch_size"]))
-    table = vd.verdict_table(runs, quantities=("sharpness", "size"), **FAST)
-    assert len(table) == 4 and table.attrs["n_comparisons"] == 8
-    assert (table["n_comparisons"] == 8).all()
-    raw = np.r_[table["p_monotone"], table["p_kruskal"]]
-    np.testing.assert_allclose(
-        np.r_[table["p_monotone_holm"], table["p_kruskal_holm"]], vd.holm(raw)
+def test_a_saturating_effect_is_found_with_ten_seeds_but_a_rank_statistic_misses_it_with_five():
+    # A big first step then a plateau: the plateau's order is random within each seed.
+    ten = sweep((0.0, -1.0, -1.0), seeds=10, rng=4)
+    e = vd.knob_effect(ten, "weight_decay", "sharpness")
+    assert e["exact"] and e["p_trend"] * 42 / 0.8 < 0.05
+    assert vd.classify(e, family=42) == "down"
+    assert e["change"] == pytest.approx(math.expm1(-1.0), abs=0.12)
+
+
+# --- non-monotone, gatekept ----------------------------------------------------------------
+
+
+def test_a_rise_and_fall_is_non_monotone_and_a_trend_never_is():
+    v_shape = sweep((0.0, 1.0, 0.0), seeds=10, rng=5)
+    e = vd.knob_effect(v_shape, "weight_decay", "sharpness")
+    assert vd.classify(e, family=6) == "non-monotone"
+    trend = vd.knob_effect(sweep((0.0, 0.5, 1.0), rng=6), "weight_decay", "sharpness")
+    assert vd.classify(trend, family=6) == "up"
+
+
+def test_the_non_monotone_test_is_exact_for_small_designs():
+    r = np.random.default_rng(8)
+    data = r.normal(size=(3, 3))  # 3 seeds x 3 values: 216 arrangements
+    x = np.tile([1.0, 2.0, 3.0], 3)
+    got = ws.nonmonotone_test(x, data.ravel(), np.repeat(np.arange(3), 3))
+    centred = data - data.mean(axis=1, keepdims=True)
+    observed = np.sum(centred.mean(axis=0) ** 2)
+    stats_all = []
+    for perms in itertools.product(itertools.permutations(range(3)), repeat=3):
+        arranged = np.array([centred[i, list(p)] for i, p in enumerate(perms)])
+        stats_all.append(np.sum(arranged.mean(axis=0) ** 2))
+    assert got["exact"]
+    assert got["p"] == pytest.approx(np.mean(np.array(stats_all) >= observed - 1e-12), abs=1e-9)
+
+
+# --- effect size and words ---------------------------------------------------------------------
+
+
+def test_end_change_is_the_t_interval_of_the_log_ratios():
+    d = sweep((0.0, -0.3, -0.6), seeds=6, rng=9)
+    e = vd.knob_effect(d, "weight_decay", "sharpness")
+    wide = d.pivot(index="seed", columns="weight_decay", values="sharpness")
+    lr = np.log(wide[0.02] / wide[0.0]).to_numpy()
+    half = stats.t.ppf(0.975, 5) * lr.std(ddof=1) / math.sqrt(6)
+    assert e["change"] == pytest.approx(math.expm1(lr.mean()))
+    assert e["change_low"] == pytest.approx(math.expm1(lr.mean() - half))
+    assert e["change_high"] == pytest.approx(math.expm1(lr.mean() + half))
+
+
+def test_end_change_interval_covers_the_true_change_95_percent_of_the_time():
+    rng = np.random.default_rng(10)
+    hits = 0
+    for _ in range(1000):
+        d = rng.normal(-0.4, 0.3, 5)
+        x = np.repeat([[0.0, 1.0]], 5, axis=0).ravel()
+        y = np.exp(np.column_stack([np.zeros(5), d]).ravel())
+        c = ws.end_change(x, y, np.repeat(np.arange(5), 2), log=True)
+        hits += c["change_low"] <= math.expm1(-0.4) <= c["change_high"]
+    assert 0.93 <= hits / 1000 <= 0.97
+
+
+def test_no_clear_change_needs_an_interval_without_large_changes():
+    tight = vd.knob_effect(sweep((0.0, 0.0, 0.0), sd=0.02, rng=11), "weight_decay", "sharpness")
+    assert vd.classify(tight, family=42) == "no clear change"
+    # A large change with 3 seeds: not significant, and not "no clear change" either.
+    few = vd.knob_effect(sweep((0.0, -0.8, -1.0), seeds=3, rng=12), "weight_decay", "sharpness")
+    assert few["change"] < -0.4
+    verdict = vd.classify(few, family=42)
+    assert verdict == "inconclusive"
+    words = vd.verdict_words({**few, "verdict": verdict})
+    assert words.startswith("inconclusive: -") and "not significant with 3 seeds" in words
+
+
+def test_words_name_the_change_and_its_interval():
+    row = {"verdict": "down", "change": -0.65, "change_low": -0.71, "change_high": -0.58}
+    assert vd.verdict_words(row) == "down: -65 % [-71 %, -58 %]"
+    assert vd.verdict_words({"verdict": "not enough data", "n_runs": 2, "n_values": 1}) == (
+        "not enough data (2 converged runs at 1 values)"
     )
-    got = table.set_index(["knob", "quantity"])["verdict"]
-    assert got[("batch_size", "sharpness")] == "up"
-    assert table.attrs["rule"] == vd.RULE
 
 
-def test_table_warns_when_n_perm_cannot_reach_significance():
-    with pytest.warns(UserWarning, match="n_perm"):
-        vd.verdict_table(
-            {"batch_size": sweep(monotone)}, quantities=("sharpness",), n_boot=50, n_perm=30
-        )
+# --- the table -------------------------------------------------------------------------------
 
 
-def test_missing_column_raises():
+def test_a_cell_has_the_same_verdict_in_a_small_and_a_large_table():
+    wd = sweep((0.0, -0.5, -0.55), rng=13)
+    other = sweep((0.0, 0.0, 0.0), rng=14, knob="lr", values=(0.01, 0.05, 0.1))
+    alone = vd.verdict_table({"weight_decay": wd}, ("sharpness",), family=42)
+    pooled = vd.verdict_table({"weight_decay": wd, "lr": other}, ("sharpness",), family=42)
+    a, b = alone.iloc[0], pooled.set_index("knob").loc["weight_decay"]
+    assert a["verdict"] == b["verdict"] == "down" and a["p_trend_adj"] == b["p_trend_adj"]
+    assert alone.attrs["family"] == 42 and (pooled["family"] == 42).all()
+
+
+def test_unconverged_runs_are_left_out_and_counted_by_the_one_rule():
+    d = sweep((0.0, 0.5, 1.0), rng=15)
+    d["converged"] = pd.Series(True, index=d.index, dtype=object)
+    d.loc[0, ["status", "converged", "sharpness"]] = ("max_epochs", False, 1e-9)
+    # A row of an older store: no converged value, so its status decides (it did not converge).
+    d.loc[1, ["status", "converged"]] = ("max_epochs", None)
+    e = vd.knob_effect(d, "weight_decay", "sharpness")
+    assert e["n_runs"] == len(d) - 2 and e["left_out_by_status"] == {"max_epochs": 2}
+
+
+def test_curvature_is_sharpness_over_size_when_a_store_lacks_it():
+    d = sweep((0.0, 0.5, 1.0), rng=16).assign(size=2.0)
+    e = vd.knob_effect(d, "weight_decay", "curvature")
+    assert e["mean_by_value"][0] == pytest.approx(d[d["weight_decay"] == 0]["sharpness"].mean() / 2)
+
+
+def test_not_enough_data_and_bad_arguments():
+    d = sweep((0.0,), values=(0.0,), seeds=5)
+    assert (
+        vd.classify(vd.knob_effect(d, "weight_decay", "sharpness"), family=1) == "not enough data"
+    )
+    with pytest.raises(ValueError, match="level=1.5"):
+        vd.knob_effect(d, "weight_decay", "sharpness", level=1.5)
+    with pytest.raises(ValueError, match="family=0"):
+        vd.adjusted({"p_trend": 0.1}, family=0)
     with pytest.raises(KeyError, match="real_gap"):
-        vd.knob_effect(sweep(monotone), "batch_size", "real_gap")
+        vd.knob_effect(d, "weight_decay", "real_gap")
 
 
-# --- claims --------------------------------------------------------------------------------
+def test_linear_scale_when_a_value_is_not_positive():
+    d = sweep((0.0, 0.5, 1.0), rng=17)
+    d["sharpness"] = np.log(d["sharpness"])  # can be negative
+    e = vd.knob_effect(d, "weight_decay", "sharpness")
+    assert e["scale"] == "linear" and e["p_trend"] < 1e-4
 
 
-def crafted_table(rows):
-    table = pd.DataFrame(
-        [
-            {"knob": k, "quantity": q, "verdict": v, "rho": rho, "rho_low": rho - 0.2, "rho_high": rho + 0.2,
-             "p_monotone_holm": p, "p_kruskal_holm": 0.5, "n_runs": 20, "n_values": 4}
-            for k, q, v, rho, p in rows
-        ]
-    )  # fmt: skip
-    table.attrs["alpha"] = 0.05
-    return table
+# --- claims ----------------------------------------------------------------------------------
 
 
-def test_claims_are_marked_as_paper_or_hypothesis():
-    assert {c.source for c in cl.CLAIMS} == {"paper", "hypothesis"}
-    assert len({c.id for c in cl.CLAIMS}) == len(cl.CLAIMS)
-    hyp = {(c.knob, c.quantity): c.expected for c in cl.CLAIMS if c.source == "hypothesis"}
-    assert hyp[("batch_size", "sharpness")] == "up" and hyp[("lr", "sharpness")] == "down"
-    assert hyp[("label_noise", "size")] == "up" and hyp[("dropout", "real_gap")] == "down"
+def claim_table(effects):
+    """A verdict table with planted effects: {(knob, quantity): means}."""
+    sweeps = {}
+    for (knob, q), means in effects.items():
+        frame = sweep(means, knob=knob, q=q, rng=len(sweeps))
+        sweeps[knob] = frame if knob not in sweeps else sweeps[knob].merge(frame)
+    for frame in sweeps.values():
+        for q in ("sharpness", "size", "real_gap"):
+            if q not in frame:
+                frame[q] = np.exp(np.random.default_rng(99).normal(0, 0.1, len(frame)))
+    return vd.verdict_table(sweeps, ("sharpness", "size", "real_gap"), family=42)
 
 
-def test_claim_verdicts_supported_contradicted_inconclusive():
-    table = crafted_table(
-        [
-            ("batch_size", "sharpness", "up", 0.7, 0.001),
-            ("batch_size", "size", "no clear change", 0.1, 0.8),
-            ("lr", "sharpness", "up", 0.6, 0.002),  # hypothesis says down
-            ("lr", "size", "no clear change", 0.0, 1.0),
-            ("weight_decay", "size", "non-monotone", 0.05, 0.9),
-            ("weight_decay", "sharpness", "no clear change", 0.0, 1.0),
-            ("dropout", "sharpness", "no clear change", 0.1, 0.7),
-            ("dropout", "size", "no clear change", -0.1, 0.7),
-            ("dropout", "real_gap", "not enough data", math.nan, math.nan),
-        ]
+def test_claims_supported_contradicted_and_inconclusive_with_holm_over_claims():
+    table = claim_table(
+        {
+            ("batch_size", "sharpness"): (0.0, 0.5, 1.0),  # hypothesis: up
+            ("lr", "sharpness"): (0.0, 0.5, 1.0),  # hypothesis: down
+            ("weight_decay", "size"): (0.0, -0.02, -0.01),  # nothing
+        }
     )
     got = cl.claim_verdicts(table).set_index("id")
     assert got.loc["hyp.batch_size.sharpness", "verdict"] == "supported"
-    assert "rho 0.70 [0.50, 0.90]" in got.loc["hyp.batch_size.sharpness", "because"]
-    assert "Holm p 0.001" in got.loc["hyp.batch_size.sharpness", "because"]
     assert got.loc["hyp.lr.sharpness", "verdict"] == "contradicted"
     assert got.loc["hyp.weight_decay.size", "verdict"] == "inconclusive"
-    assert got.loc["hyp.dropout.real_gap", "verdict"] == "inconclusive"
+    assert got.loc["paper.batch_size.acts_on_factors", "verdict"] == "supported"
+    assert got.loc["paper.weight_decay.acts_on_factors", "verdict"] == "inconclusive"
     assert got.loc["hyp.init_scale.size", "verdict"] == "inconclusive"
     assert "not in the verdict table" in got.loc["hyp.init_scale.size", "because"]
-    # The paper's "acts on one or both factors": one factor moving is enough, either way.
-    assert got.loc["paper.batch_size.acts_on_factors", "verdict"] == "supported"
-    assert got.loc["paper.lr.acts_on_factors", "verdict"] == "supported"
-    # Nothing significant is absence of evidence, never a contradiction.
-    assert got.loc["paper.dropout.acts_on_factors", "verdict"] == "inconclusive"
-    assert got.loc["paper.weight_decay.acts_on_factors", "verdict"] == "inconclusive"
-    assert (got.loc[got["source"] == "paper", "verdict"] != "contradicted").all()
-    assert got.loc["paper.dpsgd.flatter", "verdict"] == "inconclusive"  # no comparison given
+    # Holm over the declared family: every claim counts, an untested one as p = 1
+    tested = got["p"].notna()
+    np.testing.assert_allclose(
+        got.loc[tested, "p_holm"], vd.holm(got["p"].fillna(1.0))[tested.to_numpy()]
+    )
+    assert got.loc[~tested, "p_holm"].isna().all()
+    # "acts on one or both factors" is one test: Bonferroni over its two factors.
+    rows = table.set_index(["knob", "quantity"])
+    p_two = min(rows.loc[("batch_size", q), "p_trend"] for q in ("sharpness", "size"))
+    assert got.loc["paper.batch_size.acts_on_factors", "p"] == pytest.approx(2 * p_two)
 
 
-def test_claim_verdicts_from_paired_comparisons():
-    r = np.random.default_rng(12)
-    ssgd = r.normal(10, 1, 10)
+def test_dpsgd_claims_from_log_ratio_comparisons_and_a_margin_from_the_sharpness_change():
+    r = np.random.default_rng(18)
+    ssgd = np.exp(r.normal(0, 0.5, 10))
+    sharp = vd.paired_comparison(ssgd, ssgd * 0.6 * np.exp(r.normal(0, 0.02, 10)))
+    margin = vd.same_size_margin(sharp)
+    assert margin == pytest.approx(math.expm1(abs(math.log(sharp["rel_diff"] + 1)) / 2))
     comparisons = {
-        "sharpness": vd.paired_comparison(ssgd, ssgd - 2 + r.normal(0, 0.1, 10), n_boot=500),
-        "real_gap": vd.paired_comparison(ssgd, ssgd + 2 + r.normal(0, 0.1, 10), n_boot=500),
-        "size": vd.paired_comparison(ssgd, ssgd * (1 + r.normal(0, 0.005, 10)), n_boot=500),
+        "sharpness": sharp,
+        "real_gap": vd.paired_comparison(ssgd, ssgd * 1.5 * np.exp(r.normal(0, 0.02, 10))),
+        "size": vd.paired_comparison(ssgd, ssgd * np.exp(r.normal(0, 0.01, 10)), margin=margin),
     }
-    got = cl.claim_verdicts(crafted_table([]), comparisons=comparisons).set_index("id")
+    empty = vd.verdict_table({}, ())
+    got = cl.claim_verdicts(empty, comparisons=comparisons).set_index("id")
     assert got.loc["paper.dpsgd.flatter", "verdict"] == "supported"
     assert got.loc["paper.dpsgd.gap", "verdict"] == "contradicted"
     assert got.loc["paper.dpsgd.same_size", "verdict"] == "supported"
     assert "10 seed pairs" in got.loc["paper.dpsgd.flatter", "because"]
-    # A noisy size difference is neither the same nor different.
-    comparisons["size"] = vd.paired_comparison(ssgd, ssgd + r.normal(0, 3, 10), n_boot=500)
-    got = cl.claim_verdicts(crafted_table([]), comparisons=comparisons).set_index("id")
-    assert got.loc["paper.dpsgd.same_size", "verdict"] == "inconclusive"
-    # A small but significant difference is still the same size (an equivalence margin) ...
-    comparisons["size"] = vd.paired_comparison(ssgd, ssgd * 1.05 + r.normal(0, 0.01, 10))
-    got = cl.claim_verdicts(crafted_table([]), comparisons=comparisons).set_index("id")
-    assert comparisons["size"]["p"] < 0.01
-    assert got.loc["paper.dpsgd.same_size", "verdict"] == "supported"
-    # ... and only an interval wholly outside the margin contradicts it.
-    comparisons["size"] = vd.paired_comparison(ssgd, ssgd * 1.3 + r.normal(0, 0.01, 10))
-    got = cl.claim_verdicts(crafted_table([]), comparisons=comparisons).set_index("id")
+    comparisons["size"] = vd.paired_comparison(ssgd, ssgd * 1.6, margin=margin)
+    got = cl.claim_verdicts(empty, comparisons=comparisons).set_index("id")
     assert got.loc["paper.dpsgd.same_size", "verdict"] == "contradicted"
 
 
-# --- paired comparison ---------------------------------------------------------------------
-
-
-def test_paired_comparison_known_shift():
-    r = np.random.default_rng(13)
-    a = r.normal(5, 2, 10)  # large spread between seeds, small within a pair
-    b = a + 1 + r.normal(0, 0.2, 10)
-    c = vd.paired_comparison(a, b, n_boot=500)
-    assert c["n_pairs"] == 10 and c["exact"]  # 2^10 <= 2000: all sign patterns
-    assert c["diff_low"] < 1 < c["diff_high"] and c["diff_low"] > 0.5
-    assert c["p"] == pytest.approx(2 / 1024)  # only the observed signs and their mirror
-    assert c["rel_diff"] == pytest.approx(np.mean(b - a) / abs(np.mean(a)))
-
-
-def test_paired_comparison_no_shift():
-    r = np.random.default_rng(14)
-    a = r.normal(5, 2, 12)
-    b = a + r.normal(0, 0.2, 12)
-    c = vd.paired_comparison(a, b, n_boot=500, n_perm=1000)
-    assert not c["exact"]  # 2^12 > 1000: random sign flips
-    assert c["diff_low"] < 0 < c["diff_high"] and c["p"] > 0.1
-
-
-def test_paired_comparison_aligns_series_by_seed_and_drops_non_finite():
-    a = pd.Series([1.0, 2.0, 3.0, 4.0, math.nan], index=[0, 1, 2, 3, 4])
-    b = pd.Series([5.0, 4.0, 3.0, 2.0, 1.0], index=[4, 3, 2, 1, 0])
-    c = vd.paired_comparison(a, b, n_boot=100)
-    assert c["n_pairs"] == 4 and c["n_dropped"] == 1 and c["seeds"] == [0, 1, 2, 3]
-    assert c["diff"] == pytest.approx(np.mean([1 - 1, 2 - 2, 3 - 3, 4 - 4]))
+def test_paired_comparison_log_ratio_interval_and_exact_sign_flip():
+    r = np.random.default_rng(19)
+    a = np.exp(r.normal(1, 0.5, 10))
+    b = a * np.exp(0.2 + r.normal(0, 0.05, 10))
+    c = vd.paired_comparison(a, b)
+    d = np.log(b / a)
+    half = stats.t.ppf(0.975, 9) * d.std(ddof=1) / math.sqrt(10)
+    assert c["exact"] and c["p"] == pytest.approx(2 / 1024)
+    assert c["rel_diff"] == pytest.approx(math.expm1(d.mean()))
+    assert c["rel_low"] == pytest.approx(math.expm1(d.mean() - half))
     # Five pairs cannot reach p < 0.05 however large the shift.
-    c = vd.paired_comparison(np.zeros(5), np.full(5, 10.0) + np.arange(5), n_boot=100)
+    c = vd.paired_comparison(np.ones(5), np.full(5, 10.0) + np.arange(5))
     assert c["p_min"] == pytest.approx(2 / 32) and c["p"] == pytest.approx(2 / 32)
+
+
+def test_cross_run_fit_recovers_planted_slopes_and_clusters_by_seed():
+    r = np.random.default_rng(20)
+    rows = []
+    for seed in range(10):
+        for _ in range(8):
+            s, z = np.exp(r.normal(0, 0.5)), np.exp(r.normal(0, 0.5))
+            gap = 0.3 * s**0.6 * z**0.4 * np.exp(r.normal(0, 0.02))
+            rows.append(
+                {"seed": seed, "status": "converged", "real_gap": gap, "sharpness": s, "size": z}
+            )
+    fit = cl.cross_run_fit(pd.DataFrame(rows))
+    assert fit["n_runs"] == 80 and fit["n_seeds"] == 10
+    assert fit["b_sharpness_low"] < 0.6 < fit["b_sharpness_high"]
+    assert fit["b_size_low"] < 0.4 < fit["b_size_high"] and fit["r2"] > 0.95
+    table = vd.verdict_table({}, ())
+    got = cl.claim_verdicts(table, across_runs=fit).set_index("id")
+    assert got.loc["paper.flatter_smaller", "verdict"] == "supported"
+    assert "c_eff" in got.loc["paper.flatter_smaller", "because"]

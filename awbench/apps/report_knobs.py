@@ -38,6 +38,7 @@ def knob_rows(pages: list[NotebookPage]) -> list[dict]:
                 "seeds": records.get(k(rn.N_SEEDS)),
                 "sharpness": records.get(k(rn.SHARPNESS_CHANGE)),
                 "size": records.get(k(rn.SIZE_CHANGE)),
+                "curvature": records.get(k(rn.CURVATURE_CHANGE)),
                 "weight_norm": records.get(k(rn.WEIGHT_NORM_CHANGE)),
                 "real_gap": records.get(k(rn.REAL_GAP_CHANGE)),
                 "gap_low": records.get(k(rn.REAL_GAP_LOW)),
@@ -78,16 +79,12 @@ def knob_sweeps(pages: list[NotebookPage]) -> dict:
     return {k: out[k] for k in KNOB_ORDER if k in out}
 
 
-# The quantities the paper's DPSGD claims are about: one Holm family of three.
-CLAIM_QUANTITIES = ("real_gap", "sharpness", "size")
-
-
 def dpsgd_comparisons(pages: list[NotebookPage]) -> dict:
-    """Paired DPSGD-minus-SSGD comparisons per quantity from notebook 09's per-seed records
-    (seed pairs where both runs converged)."""
+    """Paired DPSGD-against-SSGD comparisons per quantity from notebook 09's per-seed records
+    (:func:`awbench.experiments.claims.algorithm_comparisons`)."""
     import pandas as pd
 
-    from awbench.experiments.verdicts import paired_comparison
+    from awbench.experiments.claims import algorithm_comparisons
 
     records: dict = {}
     for p in pages:
@@ -95,28 +92,35 @@ def dpsgd_comparisons(pages: list[NotebookPage]) -> dict:
     pairs = records.get(rn.MULTILEARNER_PAIRS)
     if not isinstance(pairs, dict) or not pairs.get("seed"):
         return {}
-    frame = pd.DataFrame(pairs)
-    both = frame[(frame["status_ssgd"] == CONVERGED) & (frame["status_dpsgd"] == CONVERGED)]
-    out = {}
-    for q in CLAIM_QUANTITIES:
-        if f"{q}_ssgd" in both:
-            out[q] = paired_comparison(
-                both.set_index("seed")[f"{q}_ssgd"], both.set_index("seed")[f"{q}_dpsgd"]
-            )
-            out[q]["n_left_out"] = int(len(frame) - len(both))
-    return out
+    return algorithm_comparisons(pd.DataFrame(pairs))
+
+
+def profile_of(pages: list[NotebookPage]) -> str:
+    """The profile the notebooks ran with ("quick" when none says)."""
+    return next(
+        (str(p.parameters["profile"]) for p in pages if p.parameters.get("profile")), "quick"
+    )
 
 
 def verdict_tables(pages: list[NotebookPage]):
-    """(verdict table over every knob, claims table) or (None, None) without knob sweeps."""
-    from awbench.experiments.claims import claim_verdicts
+    """(verdict table over every knob, claims table) or (None, None) without knob sweeps.
+
+    The table is corrected for the profile's whole family of cells, as each notebook's own
+    verdicts are, so both say the same for the same runs."""
+    from awbench.experiments.claims import claim_verdicts, cross_run_fit
+    from awbench.experiments.grids import verdict_family
     from awbench.experiments.verdicts import verdict_table
 
     sweeps = knob_sweeps(pages)
     if not sweeps:
         return None, None
-    table = verdict_table(sweeps)
-    claims = claim_verdicts(table, comparisons=dpsgd_comparisons(pages) or None)
+    profile = profile_of(pages)
+    table = verdict_table(sweeps, family=verdict_family(profile))
+    claims = claim_verdicts(
+        table,
+        comparisons=dpsgd_comparisons(pages) or None,
+        across_runs=cross_run_fit(all_runs(pages)),
+    )
     return table, claims
 
 
@@ -136,17 +140,24 @@ def paper_values_left_out(knob: str, values_run) -> list:
     ]
 
 
-def pooled_verdicts(table) -> dict:
-    """``{<knob>.verdict record name: verdict line}`` from the pooled verdict table (empty
-    without knob sweeps)."""
+def pooled_verdicts(table, pages: list[NotebookPage] | None = None) -> dict:
+    """``{<knob>.verdict record name: verdict line}`` from the pooled verdict table, and the
+    cross-run regression in words under ``report_claims.CROSS_RUN`` (empty without knob
+    sweeps)."""
     if table is None:
         return {}
+    from awbench.apps.report_claims import CROSS_RUN
+    from awbench.experiments.claims import cross_run_fit, cross_run_text
     from awbench.viz.notebook_support import which_factor
 
-    return {
+    out = {
         rn.knob_record(knob, rn.VERDICT): which_factor(rows)
         for knob, rows in table.groupby("knob", sort=False)
     }
+    runs = all_runs(pages or [])
+    if runs is not None:
+        out[CROSS_RUN] = cross_run_text(cross_run_fit(runs))
+    return out
 
 
 def convergence_rows(pages: list[NotebookPage]) -> list[list[str]]:

@@ -5,6 +5,7 @@ uncertainty, summary figures, notebooks and times, then each notebook's own page
 from __future__ import annotations
 
 import html
+import math
 import re
 from datetime import datetime, timezone
 
@@ -110,9 +111,11 @@ def _knobs_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
         return out + ["<p>No knob sweep was run.</p>"]
     out.append(
         '<p class="muted">Relative change of the mean over seeds from the smallest to the largest value '
-        "swept, converged runs only. The verdict is the pooled one of the table below (Holm over "
-        "every knob and quantity), so it can be more cautious than a notebook's own, whose Holm "
-        "family is that notebook's knobs only.</p>"
+        "swept, converged runs only. The curvature part is sharpness / size (Σσg²/Σσw²): "
+        "sharpness carries size in it (σg,n is curvature times the spread of the dual weights "
+        "along n), so the ratio is the part of sharpness a knob moves beyond size. The verdicts "
+        "are those of the table below, word for word the notebooks' own (each cell corrected "
+        "for the profile's whole table).</p>"
     )
     out.append(
         html_table(
@@ -121,6 +124,7 @@ def _knobs_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
                 "values",
                 "sharpness Σσg²",
                 "size Σσw²",
+                "curvature Σσg²/Σσw²",
                 "‖W‖",
                 "real gap",
                 "gap (nats)",
@@ -132,6 +136,7 @@ def _knobs_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
                     html.escape(r["values"]),
                     pct_cell(r["sharpness"]),
                     pct_cell(r["size"]),
+                    pct_cell(r["curvature"]),
                     pct_cell(r["weight_norm"]),
                     pct_cell(r["real_gap"]),
                     f"{fmt_value(r['gap_low'])} → {fmt_value(r['gap_high'])}",
@@ -139,10 +144,66 @@ def _knobs_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
                 ]
                 for r in rows
             ],
-            numeric=(2, 3, 4, 5),
+            numeric=(2, 3, 4, 5, 6),
         )
     )
     return out
+
+
+def _p_text(p: float, adjusted: float) -> str:
+    """``3e-05 (0.0013)``: the raw p and, in brackets, the corrected one."""
+
+    def g(v: float) -> str:
+        return f"{v:.2g}" if math.isfinite(v) else "n/a"
+
+    return f"{g(float(p))} ({g(float(adjusted))})"
+
+
+def _claims_table(claims) -> str:
+    return html_table(
+        ["claim", "source", "verdict", "p (Holm)", "because"],
+        [
+            [
+                html.escape(c.text),
+                "the paper" if c.source == "paper" else "our hypothesis",
+                f'<span class="{VERDICT_CLASS.get(c.verdict, "")}">{html.escape(c.verdict)}</span>',
+                html.escape(_p_text(c.p, c.p_holm)),
+                html.escape(str(c.because)),
+            ]
+            for c in claims.itertuples()
+        ],
+    )
+
+
+def _cells_table(table) -> str:
+    from awbench.experiments.verdicts import change_text
+
+    return html_table(
+        [
+            "knob",
+            "quantity",
+            "verdict",
+            "change first → last [95 %]",
+            "p (adjusted)",
+            "runs",
+            "seeds",
+            "left out",
+        ],
+        [
+            [
+                f"<code>{r.knob}</code>",
+                r.quantity,
+                html.escape(r.verdict),
+                html.escape(change_text(r)),
+                html.escape(_p_text(r.p_trend, r.p_trend_adj)),
+                str(r.n_runs),
+                str(r.n_seeds),
+                html.escape(str(r.left_out) or "0"),
+            ]
+            for r in table.itertuples()
+        ],
+        numeric=(4, 5, 6),
+    )
 
 
 def _verdict_section(table, claims, pages: list[NotebookPage]) -> list[str]:
@@ -153,53 +214,17 @@ def _verdict_section(table, claims, pages: list[NotebookPage]) -> list[str]:
         return out + ["<p>No knob sweep was run.</p>"]
     out.append(
         '<p class="muted">Only networks that met the stopping rule count (see '
-        '<a href="#convergence">convergence</a>); the claims below separate the paper\'s own '
-        "statements from our per-knob hypotheses (docs/science.md#7-claims-and-hypotheses). "
-        f"{table.attrs.get('n_comparisons', len(table))} comparisons, Holm-corrected.</p>"
+        '<a href="#convergence">convergence</a>). The claims are the confirmatory family: one '
+        f"test each, Holm over the {claims.attrs.get('n_tests', len(claims))} claims with a "
+        "test; they separate the paper's own statements from our per-knob hypotheses "
+        "(docs/science.md#7-claims-and-hypotheses). The knob × quantity table after them is "
+        f"descriptive: each cell is corrected for the {table.attrs.get('family', len(table))} "
+        "cells of the profile's table (Bonferroni), and its change is within seeds, first → "
+        "last value, with a 95 % t-interval.</p>"
         f'<details><summary>The verdict rule</summary><p class="muted">{html.escape(RULE)}</p></details>'
     )
-    out.append(
-        html_table(
-            ["claim", "source", "verdict", "because"],
-            [
-                [
-                    html.escape(c.text),
-                    "the paper" if c.source == "paper" else "our hypothesis",
-                    f'<span class="{VERDICT_CLASS.get(c.verdict, "")}">{html.escape(c.verdict)}</span>',
-                    html.escape(str(c.because)),
-                ]
-                for c in claims.itertuples()
-            ],
-        )
-    )
-    out.append(
-        html_table(
-            [
-                "knob",
-                "quantity",
-                "verdict",
-                "Spearman ρ [95 % interval]",
-                "Holm p",
-                "change",
-                "runs",
-                "left out",
-            ],
-            [
-                [
-                    f"<code>{r.knob}</code>",
-                    r.quantity,
-                    html.escape(r.verdict),
-                    f"{r.rho:.2f} [{r.rho_low:.2f}, {r.rho_high:.2f}]",
-                    f"{r.p_monotone_holm:.3f}",
-                    pct_cell(r.change),
-                    str(r.n_runs),
-                    html.escape(str(r.left_out) or "0"),
-                ]
-                for r in table.itertuples()
-            ],
-            numeric=(3, 4, 5, 6),
-        )
-    )
+    out.append(_claims_table(claims))
+    out.append(_cells_table(table))
     out.append('<h3 id="convergence">Convergence</h3>')
     out.append(
         '<p class="muted">Runs per knob and how many met the stopping rule. Values with no '
@@ -335,7 +360,7 @@ def render(
     verdicts, claims = verdict_tables(pages)
     # One verdict per knob in the whole report: the pooled table's (Holm over every knob and
     # quantity) replaces the verdict each notebook recorded under its own, smaller family.
-    pooled = pooled_verdicts(verdicts)
+    pooled = pooled_verdicts(verdicts, pages)
     body = [
         *_claims_section(pages, pooled),
         *_knobs_section(pages, pooled),

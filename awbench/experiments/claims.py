@@ -2,12 +2,17 @@
 
     from awbench.experiments import claims as cl, verdicts as vd
     table = vd.verdict_table({"batch_size": runs_bs, "lr": runs_lr})
-    claims = cl.claim_verdicts(table, comparisons={"sharpness": vd.paired_comparison(a, b), ...})
+    claims = cl.claim_verdicts(table, comparisons={"sharpness": vd.paired_comparison(a, b), ...},
+                               across_runs=cl.cross_run_fit(all_runs))
 
-A claim about a knob is read off a :func:`awbench.experiments.verdicts.verdict_table`; a claim
-about the algorithm (DPSGD against synchronous SGD) off the
-:func:`awbench.experiments.verdicts.paired_comparison` of each quantity, those p-values
-Holm-corrected among themselves. The rule is part of :data:`awbench.experiments.verdicts.RULE`.
+The claims are the confirmatory family: each gets one raw p-value, and Holm's correction runs
+over every claim that has one, so the chance of any false "supported" or "contradicted" in
+the table stays below alpha. A claim about a knob reads the raw within-seed trend p-values of
+a :func:`awbench.experiments.verdicts.verdict_table` (not its descriptive verdicts); a claim
+about the algorithm (DPSGD against synchronous SGD) a
+:func:`awbench.experiments.verdicts.paired_comparison`; the headline claim ("flatter and
+smaller generalize better") a regression over every converged run (:func:`cross_run_fit`).
+The rule is part of :data:`awbench.experiments.verdicts.RULE`.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
-from awbench.experiments.verdicts import SAME_MARGIN, holm
+from awbench.experiments.effects import converged_runs
+from awbench.experiments.verdicts import ALPHA, change_text, holm
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,15 @@ _PAPER_KNOBS = {
 }
 
 CLAIMS: list[Claim] = [
+    Claim(
+        "paper.flatter_smaller",
+        "Flatter and smaller solutions generalize better: across converged runs the gap grows "
+        "with sharpness and with size.",
+        "paper",
+        "across_runs",
+        ("sharpness", "size"),
+        "both up",
+    ),
     *(
         Claim(
             f"paper.{knob}.acts_on_factors",
@@ -110,89 +127,185 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
     return format(v, spec) if math.isfinite(v) else "n/a"
 
 
-def _row_numbers(row: Mapping[str, Any]) -> str:
-    text = (
-        f"{row['quantity']}: {row['verdict']}, rho {_fmt(row.get('rho'))} "
-        f"[{_fmt(row.get('rho_low'))}, {_fmt(row.get('rho_high'))}], "
-        f"Holm p {_fmt(row.get('p_monotone_holm'), '.3g')}"
+# --- DPSGD against SSGD, paired by seed --------------------------------------------------------
+
+# The quantities the paper's DPSGD claims are about; sharpness before size, whose equivalence
+# margin it sets.
+ALGORITHM_QUANTITIES = ("real_gap", "sharpness", "size")
+
+
+def algorithm_comparisons(pairs: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """DPSGD against SSGD per quantity over the seed pairs where both converged (columns
+    ``seed``, ``status_ssgd``, ``status_dpsgd``, ``<quantity>_ssgd``, ``<quantity>_dpsgd``),
+    each with ``n_left_out``; the size comparison carries the "same size" margin, half the
+    sharpness change. Empty with fewer than 2 such pairs."""
+    from awbench.experiments.verdicts import paired_comparison, same_size_margin
+    from awbench.status import CONVERGED
+
+    both = pairs[(pairs["status_ssgd"] == CONVERGED) & (pairs["status_dpsgd"] == CONVERGED)]
+    both = both.set_index("seed")
+    if len(both) < 2:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for q in ALGORITHM_QUANTITIES:
+        if f"{q}_ssgd" in both:
+            margin = same_size_margin(out.get("sharpness")) if q == "size" else None
+            out[q] = paired_comparison(both[f"{q}_ssgd"], both[f"{q}_dpsgd"], margin=margin)
+            out[q]["n_left_out"] = int(len(pairs) - len(both))
+    return out
+
+
+# --- the headline claim: a regression over every converged run -------------------------------
+
+
+def cross_run_fit(runs: pd.DataFrame, level: float = 0.95) -> dict[str, Any]:
+    """log real gap = a + b_sharp log sharpness + b_size log size over every converged run.
+
+    Runs are the pooled knob sweeps of a profile; a network that several sweeps share (the
+    default setting) counts once. Seeds share initialisations across sweeps, so the standard
+    errors are clustered by seed (CR1, t with seeds - 1 degrees of freedom). Also returns
+    ``c_eff`` = gap / sqrt(sharpness x size) over the runs: by Cauchy-Schwarz the gap is at most
+    sqrt(sharpness x size) times the mean correlation, so slopes near 1/2 are what a constant
+    c_eff gives, and how stable c_eff is is the empirical content. Keys: ``n_runs``,
+    ``n_seeds``, ``b_sharpness``/``b_size`` with ``_low``/``_high``/``_p`` (two-sided), ``r2``,
+    ``c_eff_median``, ``c_eff_min``, ``c_eff_max``, ``c_eff_cv``.
+    """
+    ok = converged_runs(runs)
+    cols = ["real_gap", "sharpness", "size"]
+    ok = ok.dropna(subset=cols)
+    ok = ok[(ok[cols] > 0).all(axis=1)]
+    key = [c for c in ("seed", *cols) if c in ok]
+    ok = ok.drop_duplicates(subset=key)
+    out: dict[str, Any] = {"n_runs": len(ok), "n_seeds": 0, "level": level}
+    if len(ok) < 4:
+        return out
+    y = np.log(ok["real_gap"].to_numpy(float))
+    X = np.column_stack(
+        [
+            np.ones(len(ok)),
+            np.log(ok["sharpness"].to_numpy(float)),
+            np.log(ok["size"].to_numpy(float)),
+        ]
     )
-    if row["verdict"] == "non-monotone":
-        text += f", Kruskal-Wallis Holm p {_fmt(row.get('p_kruskal_holm'), '.3g')}"
-    if row["verdict"] == "not enough data":
-        text += (
-            f" ({row.get('n_runs', 'n/a')} converged runs at {row.get('n_values', 'n/a')} values)"
-        )
-    return text
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ beta
+    clusters = pd.factorize(ok["seed"] if "seed" in ok else pd.Series(range(len(ok))))[0]
+    g = int(clusters.max()) + 1
+    out["n_seeds"] = g
+    bread = np.linalg.inv(X.T @ X)
+    meat = np.zeros((3, 3))
+    for c in range(g):
+        s = X[clusters == c].T @ resid[clusters == c]
+        meat += np.outer(s, s)
+    n, k = X.shape
+    correction = g / max(g - 1, 1) * (n - 1) / max(n - k, 1)
+    se = np.sqrt(np.diag(correction * bread @ meat @ bread))
+    df = max(g - 1, 1)
+    half = stats.t.ppf(0.5 + level / 2, df) * se
+    for i, name in ((1, "b_sharpness"), (2, "b_size")):
+        out[name] = float(beta[i])
+        out[f"{name}_low"], out[f"{name}_high"] = float(beta[i] - half[i]), float(beta[i] + half[i])
+        out[f"{name}_p"] = float(2 * stats.t.sf(abs(beta[i] / se[i]), df)) if se[i] > 0 else 0.0
+    out["r2"] = float(1 - resid @ resid / np.sum((y - y.mean()) ** 2))
+    c_eff = ok["real_gap"] / np.sqrt(ok["sharpness"] * ok["size"])
+    out.update(
+        c_eff_median=float(c_eff.median()),
+        c_eff_min=float(c_eff.min()),
+        c_eff_max=float(c_eff.max()),
+        c_eff_cv=float(c_eff.std(ddof=1) / c_eff.mean()),
+    )
+    return out
 
 
-def _comparison_numbers(quantity: str, c: Mapping[str, Any]) -> str:
+def cross_run_text(fit: Mapping[str, Any]) -> str:
+    """The regression in one line, for the claims table and notebook takeaways."""
+    if "b_sharpness" not in fit:
+        return f"only {fit.get('n_runs', 0)} converged runs: no regression"
+    level = f"{100 * fit.get('level', 0.95):.0f} %"
     return (
-        f"{quantity}: DPSGD - SSGD {_fmt(c.get('diff'), '.3g')} "
-        f"[{_fmt(c.get('diff_low'), '.3g')}, {_fmt(c.get('diff_high'), '.3g')}], "
-        f"relative {_fmt(c.get('rel_diff'), '+.1%')} [{_fmt(c.get('rel_low'), '+.1%')}, "
-        f"{_fmt(c.get('rel_high'), '+.1%')}], Holm p {_fmt(c.get('p_holm'), '.3g')} "
-        f"({c.get('n_pairs', 'n/a')} seed pairs)"
+        f"over {fit['n_runs']} converged runs ({fit['n_seeds']} seeds): log gap = "
+        f"{_fmt(fit['b_sharpness'])} [{_fmt(fit['b_sharpness_low'])}, {_fmt(fit['b_sharpness_high'])}] "
+        f"log sharpness + {_fmt(fit['b_size'])} [{_fmt(fit['b_size_low'])}, {_fmt(fit['b_size_high'])}] "
+        f"log size + const ({level} intervals clustered by seed), R² {_fmt(fit['r2'], '.3f')}; "
+        f"c_eff = gap / √(sharpness·size) {_fmt(fit['c_eff_median'])} "
+        f"({_fmt(fit['c_eff_min'])}–{_fmt(fit['c_eff_max'])}, CV {_fmt(100 * fit['c_eff_cv'], '.0f')} %)"
     )
 
 
-def _table_claim(claim: Claim, table: pd.DataFrame) -> tuple[str, str, str]:
+# --- one claim's evidence: (found, raw p, direction, because) ----------------------------------
+
+
+def _cell_text(row: Mapping[str, Any]) -> str:
+    from awbench.experiments.verdicts import verdict_words
+
+    return f"{row['quantity']}: {verdict_words(row)} (raw p {_fmt(row.get('p_trend'), '.2g')})"
+
+
+def _table_evidence(claim: Claim, table: pd.DataFrame):
     if not {"knob", "quantity", "verdict"} <= set(table.columns):
-        return "n/a", "inconclusive", "knob not in the verdict table"
+        return "n/a", math.nan, None, "knob not in the verdict table"
     rows = table[(table["knob"] == claim.knob) & table["quantity"].isin(claim.quantities)]
     if rows.empty:
         missing = "knob" if not (table["knob"] == claim.knob).any() else "quantity"
-        return "n/a", "inconclusive", f"{missing} not in the verdict table"
-    rows = rows.set_index("quantity").reindex(list(claim.quantities))
-    found = ", ".join(
-        f"{q} {v}" if isinstance(v, str) else f"{q} missing" for q, v in rows["verdict"].items()
-    )
-    because = "; ".join(
-        _row_numbers({**r, "quantity": q}) for q, r in rows.dropna(subset=["verdict"]).iterrows()
-    )
-    verdicts = rows["verdict"].dropna().tolist()
+        return "n/a", math.nan, None, f"{missing} not in the verdict table"
+    rows = rows.set_index("quantity").reindex(list(claim.quantities)).dropna(subset=["verdict"])
+    because = "; ".join(_cell_text({**r, "quantity": q}) for q, r in rows.iterrows())
+    p = rows["p_trend"].astype(float) if "p_trend" in rows else pd.Series(dtype=float)
+    if p.notna().sum() == 0:
+        return "no test", math.nan, None, because
     if claim.expected == "change":
-        moved = [v for v in verdicts if v in _OPPOSITE]
-        # A knob that moved neither factor has only failed to show an effect here; the
-        # paper's "acts on" cannot be refuted by a non-significant test.
-        return found, "supported" if moved else "inconclusive", because
-    if claim.expected not in _OPPOSITE:
-        raise ValueError(f"claim {claim.id}: expected {claim.expected!r} needs a paired comparison")
-    if claim.expected in verdicts:
-        return found, "supported", because
-    if _OPPOSITE[claim.expected] in verdicts:
-        return found, "contradicted", because
-    return found, "inconclusive", because
+        # "acts on one or both factors": either factor moving either way; Bonferroni over the
+        # two factors keeps it one test.
+        best = p.idxmin()
+        direction = "up" if rows.loc[best, "statistic"] > 0 else "down"
+        return f"{best} {direction}", min(1.0, p.notna().sum() * float(p.min())), "change", because
+    q = claim.quantities[0]
+    direction = "up" if rows.loc[q, "statistic"] > 0 else "down"
+    return f"{q} {direction} ({change_text(rows.loc[q])})", float(p[q]), direction, because
 
 
-def _comparison_claim(claim: Claim, comparisons: Mapping[str, Mapping[str, Any]], alpha: float):
+def _comparison_evidence(claim: Claim, comparisons: Mapping[str, Mapping[str, Any]]):
     quantity = claim.quantities[0]
     c = comparisons.get(quantity)
     if c is None:
-        return "n/a", "inconclusive", f"no DPSGD-vs-SSGD comparison of {quantity}"
-    p, diff = c.get("p_holm", math.nan), c.get("diff", math.nan)
-    significant = math.isfinite(p) and p < alpha
-    direction = ("up" if diff > 0 else "down") if significant and diff != 0 else "no clear change"
-    because = _comparison_numbers(quantity, c)
+        return "n/a", math.nan, None, f"no DPSGD-vs-SSGD comparison of {quantity}"
+    level = f"{100 * c.get('level', 0.95):.0f} %"
+    because = (
+        f"{quantity}: DPSGD / SSGD {_fmt(c.get('rel_diff'), '+.1%')} "
+        f"[{_fmt(c.get('rel_low'), '+.1%')}, {_fmt(c.get('rel_high'), '+.1%')}] ({level} t-interval "
+        f"of the per-seed log-ratio), sign-flip p {_fmt(c.get('p'), '.2g')} ({c.get('n_pairs', 'n/a')} seed pairs)"
+    )
     if claim.expected == "same":
+        margin = c.get("margin")
+        if margin is None or not math.isfinite(float(margin)):
+            return "no margin", math.nan, None, because + "; no sharpness change to set a margin"
         lo, hi = c.get("rel_low", math.nan), c.get("rel_high", math.nan)
-        within = (
-            math.isfinite(lo) and math.isfinite(hi) and -SAME_MARGIN <= lo and hi <= SAME_MARGIN
+        because += (
+            f"; equivalence margin ±{_fmt(100 * margin, '.1f')} % (half the sharpness change), "
+            f"two one-sided tests p {_fmt(c.get('p_equivalent'), '.2g')}"
         )
-        found = f"{quantity} within +/-{SAME_MARGIN:.0%}" if within else f"{quantity} {direction}"
-        # Equivalence needs the interval inside the margin (a significant but small difference
-        # is still "the same size"); the opposite needs the interval wholly outside it.
-        outside = (
-            math.isfinite(lo) and math.isfinite(hi) and (lo > SAME_MARGIN or hi < -SAME_MARGIN)
+        outside = math.isfinite(lo) and math.isfinite(hi) and (lo > margin or hi < -margin)
+        found = f"{quantity} {'outside' if outside else 'within'} ±{_fmt(100 * margin, '.1f')} %"
+        return (
+            found,
+            float(c.get("p_equivalent", math.nan)),
+            "different" if outside else "same",
+            because,
         )
-        if within:
-            return found, "supported", because
-        return found, "contradicted" if outside else "inconclusive", because
-    found = f"{quantity} {direction}"
-    if direction == claim.expected:
-        return found, "supported", because
-    if direction == _OPPOSITE.get(claim.expected):
-        return found, "contradicted", because
-    return found, "inconclusive", because
+    diff = float(c.get("rel_diff", math.nan))
+    direction = "up" if diff > 0 else "down"
+    return f"{quantity} {direction}", float(c.get("p", math.nan)), direction, because
+
+
+def _across_evidence(claim: Claim, fit: Mapping[str, Any] | None):
+    if not fit or "b_sharpness" not in fit:
+        return "n/a", math.nan, None, cross_run_text(fit or {})
+    # Both slopes must be positive: an intersection-union test, whose p is the larger one.
+    p = max(fit["b_sharpness_p"], fit["b_size_p"])
+    up = fit["b_sharpness"] > 0 and fit["b_size"] > 0
+    down = fit["b_sharpness"] < 0 and fit["b_size"] < 0
+    direction = "both up" if up else ("both down" if down else "mixed")
+    return f"gap grows with {'both' if up else 'not both'}", p, direction, cross_run_text(fit)
 
 
 def claim_verdicts(
@@ -200,28 +313,47 @@ def claim_verdicts(
     claims: Sequence[Claim] = CLAIMS,
     *,
     comparisons: Mapping[str, Mapping[str, Any]] | None = None,
+    across_runs: Mapping[str, Any] | None = None,
     alpha: float | None = None,
 ) -> pd.DataFrame:
-    """One row per claim: "supported", "contradicted" or "inconclusive", and the numbers why.
+    """One row per claim: "supported", "contradicted" or "inconclusive", the raw and the
+    Holm-adjusted p (over every claim with a test) and the numbers why.
 
-    ``table`` is a :func:`verdict_table`. ``comparisons`` maps a quantity ("real_gap",
-    "sharpness", "size") to a :func:`paired_comparison` of SSGD (a) against DPSGD (b); those
-    p-values are Holm-corrected among themselves here. Claims about a knob or comparison that
-    is absent come out "inconclusive". ``alpha`` defaults to the table's.
+    ``table`` is a :func:`~awbench.experiments.verdicts.verdict_table`; ``comparisons`` maps a
+    quantity ("real_gap", "sharpness", "size") to a
+    :func:`~awbench.experiments.verdicts.paired_comparison` of SSGD (a) against DPSGD (b), the
+    size one with its equivalence ``margin``; ``across_runs`` is a :func:`cross_run_fit`.
+    Claims whose evidence is absent come out "inconclusive".
     """
     if alpha is None:
-        alpha = float(table.attrs.get("alpha", 0.05))
+        alpha = float(table.attrs.get("alpha", ALPHA))
     comparisons = dict(comparisons or {})
-    if comparisons:
-        keys = list(comparisons)
-        adjusted = holm([comparisons[k].get("p", math.nan) for k in keys])
-        comparisons = {k: {**comparisons[k], "p_holm": float(p)} for k, p in zip(keys, adjusted)}
-    rows = []
+    evidence = []
     for claim in claims:
         if claim.knob == "algorithm":
-            found, verdict, because = _comparison_claim(claim, comparisons, alpha)
+            evidence.append(_comparison_evidence(claim, comparisons))
+        elif claim.knob == "across_runs":
+            evidence.append(_across_evidence(claim, across_runs))
         else:
-            found, verdict, because = _table_claim(claim, table)
+            evidence.append(_table_evidence(claim, table))
+    # Every claim of the declared list is a member of the family, tested or not (an untested
+    # one counts as p = 1): a notebook that judges three claims is then never less cautious
+    # than the report that judges them all.
+    p_holm = holm([e[1] if math.isfinite(e[1]) else 1.0 for e in evidence])
+    p_holm = np.where(np.isfinite([e[1] for e in evidence]), p_holm, math.nan)
+    rows = []
+    for claim, (found, p, direction, because), q in zip(claims, evidence, p_holm):
+        significant = math.isfinite(q) and q < alpha
+        opposite = {"up": "down", "down": "up", "same": "different", "both up": "both down"}
+        if significant and direction in (claim.expected, "change"):
+            verdict = "supported"
+        elif significant and direction == opposite.get(claim.expected):
+            verdict = "contradicted"
+        elif claim.expected == "same" and direction == "different":
+            # The interval lies wholly outside the margin: a difference the claim rules out.
+            verdict = "contradicted"
+        else:
+            verdict = "inconclusive"
         rows.append(
             {
                 "id": claim.id,
@@ -231,8 +363,12 @@ def claim_verdicts(
                 "quantity": ", ".join(claim.quantities),
                 "expected": claim.expected,
                 "found": found,
+                "p": p,
+                "p_holm": q,
                 "verdict": verdict,
                 "because": because,
             }
         )
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs.update(alpha=alpha, n_tests=int(np.isfinite(p_holm).sum()))
+    return out

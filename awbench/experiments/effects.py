@@ -17,16 +17,43 @@ SUMMARY_COLUMNS = [
     "flat_gap",
     "sharpness",
     "size",
+    "curvature",
     "weight_norm",
     "test_error",
 ]
 
 
+def converged_mask(runs: pd.DataFrame) -> pd.Series:
+    """True for the runs that count as results, the one rule every statistic and figure uses.
+
+    The ``converged`` column where it holds a value, else status == "converged": a row of a
+    store written before the column existed falls back to its status, never to "counts". A
+    table with neither column has nothing to mark and counts whole.
+    """
+    if "status" in runs:
+        from_status = runs["status"].astype(str).eq(CONVERGED)
+    else:
+        from_status = pd.Series(True, index=runs.index)
+    if "converged" not in runs:
+        return from_status
+    flag = runs["converged"]
+    known = flag.notna()
+    return from_status.where(~known, flag.where(known, False).astype(bool)).astype(bool)
+
+
 def converged_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs that count as results: met the stopping rule and were analysed."""
-    if "converged" in runs:
-        return runs[runs["converged"].astype(bool)]
-    return runs[runs["status"] == CONVERGED]
+    """The runs that count as results (:func:`converged_mask`), with a ``curvature`` column."""
+    return with_curvature(runs[converged_mask(runs)])
+
+
+def with_curvature(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with a ``curvature`` column (sharpness / size, the size-free part of
+    sharpness) where a table written before the Analysis had one lacks it."""
+    if "curvature" in runs or not {"sharpness", "size"} <= set(runs.columns):
+        return runs
+    size = pd.to_numeric(runs["size"], errors="coerce")
+    sharpness = pd.to_numeric(runs["sharpness"], errors="coerce")
+    return runs.assign(curvature=sharpness / size.where(size != 0))
 
 
 def effects(runs: pd.DataFrame, knob: str) -> dict[str, float]:

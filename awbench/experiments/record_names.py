@@ -37,6 +37,10 @@ SPEARMAN_SIGMA_G_LAM = "spearman_sigma_g_lam"
 SPEARMAN_RATIO_LAM = "spearman_ratio_lam"
 IDENTITY_ERROR_ALL_LAYERS = "identity_error_all_layers"
 SEEDS_ESTIMATE_REL_ERROR = "seeds.estimate_rel_error"
+MEAN_TERM_SHARE = "mean_term_share"  # sum mu_g mu_w / pair gap, this run
+SEEDS_MEAN_TERM_SHARE_MAX = "seeds.max_abs_mean_term_share"  # its largest |.| over seeds
+C_TOP_MEAN = "c_top.mean"  # the correlation c_n over the sharp directions: mean and sd
+C_TOP_SD = "c_top.sd"
 CURVATURE = "curvature"  # sharpness / size, the size-free curvature part
 # Top-k share of the gap in the Hessian basis and two controls (awbench.analysis.control_basis)
 TOP_SHARE_HESSIAN = "top_share.hessian"
@@ -57,6 +61,7 @@ OWN_MODEL_TEST_ACC = "own_model.test_acc"
 # --- knob notebooks (04-07): one record per knob and quantity, "<knob>.<quantity>" ---------
 SHARPNESS_CHANGE = "sharpness_change"
 SIZE_CHANGE = "size_change"
+CURVATURE_CHANGE = "curvature_change"
 WEIGHT_NORM_CHANGE = "weight_norm_change"
 REAL_GAP_CHANGE = "real_gap_change"
 REAL_GAP_LOW = "real_gap_low"
@@ -70,6 +75,7 @@ RUNS = "runs"
 KNOB_QUANTITIES = (
     SHARPNESS_CHANGE,
     SIZE_CHANGE,
+    CURVATURE_CHANGE,
     WEIGHT_NORM_CHANGE,
     REAL_GAP_CHANGE,
     REAL_GAP_LOW,
@@ -116,6 +122,10 @@ EXPECTED: dict[str, set[str]] = {
     },
     "02_hessian_and_landscape": {LAM_MAX, TRACE, TRACE_SE, SLICE_CURVATURE_REL_ERROR},
     "03_gap_decomposition": {
+        MEAN_TERM_SHARE,
+        SEEDS_MEAN_TERM_SHARE_MAX,
+        C_TOP_MEAN,
+        C_TOP_SD,
         SHARP_SHARE,
         SPEARMAN_SIGMA_G_LAM,
         SPEARMAN_RATIO_LAM,

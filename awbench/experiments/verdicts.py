@@ -1,101 +1,119 @@
 """Verdicts with their uncertainty: did a knob move sharpness, size or the gap, and how sure are we?
 
     from awbench.experiments import verdicts as vd
-    e = vd.knob_effect(runs, "batch_size", "sharpness")          # one knob, one quantity, raw p
-    table = vd.verdict_table({"batch_size": runs_bs, "lr": runs_lr})   # Holm over the table
-    diff = vd.paired_comparison(a, b)                # DPSGD against SSGD, paired by seed
+    e = vd.knob_effect(runs, "batch_size", "sharpness")   # one knob, one quantity, raw p
+    table = vd.verdict_table({"batch_size": runs_bs, "lr": runs_lr}, family=42)
+    vd.verdict_words(table.iloc[0])                        # "down -65 % [-71 %, -58 %] ..."
+    diff = vd.paired_comparison(a, b)                      # DPSGD against SSGD, paired by seed
     print(vd.RULE)
 
-The claims table built from these lives in ``awbench.experiments.claims``.
+The claims table built from these lives in ``awbench.experiments.claims``; the rule and its
+measured power are in docs/science.md#7-claims-and-hypotheses.
 
 Input is the runs table of one knob sweep (one row per run): the knob column, ``seed``,
-``status`` and the quantities. Only converged runs with a finite knob value and a finite
-quantity count. A run that stopped at ``max_epochs`` sits somewhere on the way to its
-minimum, and the duality's quantities describe a minimum, so mixing it in would compare
-unlike things; the runs left out are counted by status so a reader sees what was dropped.
+``status`` (and ``converged`` where known) and the quantities. Which runs count is decided in
+one place, :func:`awbench.experiments.effects.converged_mask`; the runs left out are counted
+by status so a reader sees what was dropped.
 
-Effect statistic: Spearman's rho between knob value and quantity over every converged run;
-when seeds are paired, of the quantity minus its seed's mean (the effect within a seed).
-Ranks make it indifferent to the knob's scale (lr on a log grid gives the same rho) and to a
-single wild run, and using all values rather than the two ends keeps the middle of the sweep
-in the evidence.
+The design is blocked by seed: the runs of one seed share the data split and initialisation,
+so the effect of the knob is read within each seed and a seed-level offset cancels. Values
+are compared on the log scale when they are all positive (sharpness, size and gaps are
+positive scale quantities, and knob effects on them are multiplicative), else as they are.
 
-Resampling unit is the seed. When seed ids recur across knob values the sweep is paired (the
-same data split and initialisation seen at several values), so the bootstrap draws seed ids
-and keeps all of a seed's runs, and the permutation test shuffles the knob labels among one
-seed's runs only; a seed-level offset then cancels instead of drowning the effect. Without
-shared seeds the bootstrap draws runs within each knob value (the design fixes how many runs
-each value has) and the permutation test shuffles labels over all runs.
+Monotone test: a within-seed permutation test of the linear trend statistic
+T = sum over seeds and runs of (position of the knob value) x (value minus its seed's mean).
+Positions are ranks of the knob values, so the test is indifferent to the knob's scale (lr on
+a log grid). Under "no effect" the knob labels of one seed's runs are exchangeable; T is a sum
+of independent per-seed terms, so its permutation distribution is enumerated exactly (all
+arrangements directly, or by meet-in-the-middle over two halves of the seeds) whenever that
+fits, and drawn at random only beyond, with the floor reported. A rank statistic such as
+Spearman's rho would throw the sizes of the steps away: a saturating effect (a big first step,
+then a plateau) orders its plateau at random within each seed, and with 5 seeds could then
+never reach a small p however large the step.
 
-Kruskal-Wallis catches an effect that rises and falls again (rho near 0). It ignores the
-seed pairing; a Friedman test would use it but needs every seed at every value, which a
-diverged run breaks.
+Non-monotone test, gatekept: only where the monotone test is not significant and at least 3
+values were run, a within-seed permutation test of the spread between the values' means (seeds
+that ran every value; scipy.stats.permutation_test). It gets a fixed share of the family's
+alpha, so it cannot tax the monotone tests by more than that share.
 
-Multiple comparisons: :data:`RULE` is the full rule, printed verbatim by the report. In
-short, every p-value of one :func:`verdict_table` (the monotone tests and the Kruskal-Wallis
-tests of all knobs and quantities) is one Holm family. Any verdict other than "no clear
-change" asserts an effect, and both tests can produce one, so bounding the chance of any
-false assertion in the table needs them corrected together; a separate Kruskal-Wallis family
-would let the table's error rate reach about twice alpha.
+Multiplicity: each (knob, quantity) cell is one member of a declared family of ``family``
+cells (the profile's knobs x :data:`QUANTITIES`). Bonferroni over that family gives the
+monotone test alpha (1 - s) / family and the non-monotone test alpha s / family (s =
+:data:`NONMONOTONE_SHARE`), so the chance of any false "up", "down" or "non-monotone" in the
+table stays below alpha, and a cell's verdict depends on its own runs only: a notebook that
+sweeps two knobs and the report that pools seven give the same verdict for the same runs.
+The confirmatory family is the claims (``awbench.experiments.claims``, Holm); this table is
+descriptive.
 
-A permutation p-value cannot go below 1/(n_perm + 1); with m comparisons Holm needs the
-smallest one below alpha/m, so ``n_perm`` must exceed m/alpha (the table warns otherwise).
+Effect size: the change between the ends of the sweep within each seed (last / first value),
+its geometric mean over seeds with a Student-t interval on the log-ratios. "no clear change"
+is said only when that interval excludes changes larger than :data:`LARGE_CHANGE`; a large
+but not significant change is "inconclusive", with its interval and the number of seeds.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from awbench.status import CONVERGED
+from awbench.experiments.effects import converged_mask, with_curvature
+from awbench.experiments.grids import VERDICT_QUANTITIES
+from awbench.experiments.within_seed import N_PERM, end_change, nonmonotone_test, trend_test
 
-QUANTITIES = ("sharpness", "size", "sharp_gap", "flat_gap", "real_gap")
-VERDICTS = ("up", "down", "non-monotone", "no clear change", "not enough data")
+QUANTITIES = VERDICT_QUANTITIES
+VERDICTS = ("up", "down", "non-monotone", "no clear change", "inconclusive", "not enough data")
+DIRECTIONAL = ("up", "down", "non-monotone")
+ALPHA = 0.05
 MIN_RUNS = 4
 MIN_VALUES = 2
-# Kruskal-Wallis needs this many values with at least KRUSKAL_MIN_RUNS runs each.
-KRUSKAL_MIN_VALUES = 3
-KRUSKAL_MIN_RUNS = 2
-# A "same" claim holds when the whole interval of the relative difference lies inside this.
-SAME_MARGIN = 0.10
+# The non-monotone test's share of each cell's alpha (Bonferroni split): small, because with
+# 3 values it answers a rarer question than the trend, and every bit of it is a tax on the
+# trend test.
+NONMONOTONE_SHARE = 0.2
+# "no clear change" needs the interval of the end-to-end change inside 1/1.2 ... 1.2: the
+# knob effects this workbench exists to show are 30 % and more, so an interval that still
+# holds a 20 % change has not ruled out an effect worth a sentence.
+LARGE_CHANGE = 0.2
+LEVEL = 0.95
 
 RULE = (
-    "Only runs with status 'converged' and a finite value count; the others are counted as "
-    "left out, by status. For each knob and quantity: Spearman's rho between knob value and "
-    "quantity over all converged runs (when seeds recur across knob values, of the quantity "
-    "minus its seed's mean: the effect within a seed), a bootstrap percentile interval for rho "
-    "(95 % unless stated; seed ids resampled when seeds recur across knob values, keeping the pairing; runs "
-    "resampled within each knob value otherwise), a permutation p-value for 'no monotone "
-    "association' (knob labels shuffled within each seed when paired, over all runs "
-    "otherwise), and a Kruskal-Wallis p-value when at least 3 knob values have at least 2 "
-    "runs. Holm's correction runs over every p-value of the table together, the monotone "
-    "and the Kruskal-Wallis tests of all knobs and quantities as one family, so that the "
-    "chance of any false 'up', 'down' or 'non-monotone' in the table stays below alpha "
-    "(0.05 unless stated). Verdict: 'up' / 'down' when the Holm-adjusted monotone p < alpha and rho > 0 "
-    "/ < 0; 'non-monotone' when it is not but the Holm-adjusted Kruskal-Wallis p < alpha; "
-    "'not enough data' with fewer than 2 knob values or 4 converged runs; 'no clear change' "
-    "otherwise, which is absence of evidence, not evidence of no effect. A claim is "
-    "'supported' when the verdict has its direction, 'contradicted' only when the verdict is "
-    "significant in the opposite direction, 'inconclusive' otherwise. The paired "
-    "DPSGD-vs-SSGD comparisons (sign-flip permutation test over seed pairs, exact when "
-    "2^n_pairs <= n_perm) are their own Holm family; 'same size' is supported only when the "
-    f"whole interval of the relative difference lies within +/-{SAME_MARGIN:.0%} and "
-    "contradicted only when it lies wholly outside. Permutation p-values use 20,000 "
-    "permutations, bootstrap intervals 2,000 resamples, both from a fixed seed."
+    "Only runs that met the stopping rule and have a finite value count; the others are "
+    "counted as left out, by status. Values are compared on the log scale when all are "
+    "positive. For each knob and quantity: a within-seed permutation test of the linear trend "
+    "(knob positions against the values minus their seed's mean; the knob labels of one seed's "
+    "runs shuffled), its permutation distribution enumerated exactly whenever it fits "
+    f"(random draws, {N_PERM:,}, beyond, with the floor reported). Where that test is not "
+    "significant and at least 3 values ran, a within-seed permutation test of the spread "
+    "between the values' means asks for a non-monotone effect. Multiplicity: Bonferroni over "
+    "a declared family of cells (the profile's knobs x quantities), the trend test at "
+    f"alpha x {1 - NONMONOTONE_SHARE:g} / family and the non-monotone test at alpha x "
+    f"{NONMONOTONE_SHARE:g} / family (alpha 0.05), so the chance of any false 'up', 'down' or "
+    "'non-monotone' in the table stays below alpha and each verdict depends on its own runs "
+    "only. Effect size: the within-seed change from the first to the last value, geometric "
+    "mean over seeds with a 95 % Student-t interval on the log-ratios. Verdicts: 'up' / "
+    "'down' (significant trend), 'non-monotone', 'no clear change' (not significant and the "
+    f"interval excludes changes beyond {LARGE_CHANGE:.0%}), 'inconclusive' (not significant, "
+    "but the interval still holds a large change: more seeds needed), 'not enough data' "
+    "(fewer than 2 values or 4 runs). The table is descriptive; the claims are the "
+    "confirmatory family (Holm over the claims). A claim is 'supported' when its test is "
+    "significant after Holm in the claimed direction, 'contradicted' when significant in the "
+    "opposite one, 'inconclusive' otherwise. DPSGD against SSGD: paired by seed on the "
+    "log-ratio, an exact sign-flip test and a Student-t interval; 'same size' is an "
+    "equivalence test (two one-sided t-tests at 5 %) against a margin of half the sharpness "
+    "change next to it."
 )
 
 
 # --- Holm ---------------------------------------------------------------------------------
 
 
-def holm(pvalues: Iterable[float] | np.ndarray) -> np.ndarray:
+def holm(pvalues) -> np.ndarray:
     """Holm-adjusted p-values, same shape as the input; NaN entries stay NaN and do not count.
 
     Adjusted p of the k-th smallest (k = 1..m) is max over j <= k of min(1, (m - j + 1) p_(j)),
@@ -117,74 +135,6 @@ def holm(pvalues: Iterable[float] | np.ndarray) -> np.ndarray:
     return out.reshape(p.shape)
 
 
-# --- rank correlation, weighted so that bootstrap replicates are rows of counts -----------
-
-
-def _weighted_midranks(v: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Midranks of ``v`` in the sample where run i appears ``w[b, i]`` times, one row per b.
-
-    A bootstrap replicate is a vector of counts over the original runs, so ranking in this
-    form handles every replicate at once and needs no re-sort; copies of one run are ties
-    of each other and share its group.
-    """
-    n = v.size
-    order = np.argsort(v, kind="stable")
-    vs = v[order]
-    starts = np.flatnonzero(np.r_[True, vs[1:] != vs[:-1]])
-    ws = w[:, order]
-    group_w = np.add.reduceat(ws, starts, axis=1)
-    group_rank = np.cumsum(group_w, axis=1) - group_w + (group_w + 1) / 2
-    group_of = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, n]))
-    ranks = np.empty_like(ws, dtype=float)
-    ranks[:, order] = group_rank[:, group_of]
-    return ranks
-
-
-def _weighted_corr(rx: np.ndarray, ry: np.ndarray, w: np.ndarray) -> np.ndarray:
-    total = w.sum(axis=1, keepdims=True)
-    dx = rx - (w * rx).sum(axis=1, keepdims=True) / total
-    dy = ry - (w * ry).sum(axis=1, keepdims=True) / total
-    sxy = (w * dx * dy).sum(axis=1)
-    sxx = (w * dx * dx).sum(axis=1)
-    syy = (w * dy * dy).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = sxy / np.sqrt(sxx * syy)
-    # Rounding can land a perfect correlation a hair outside [-1, 1].
-    return np.clip(np.where((sxx > 0) & (syy > 0), r, np.nan), -1.0, 1.0)
-
-
-def _spearman_weighted(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return _weighted_corr(_weighted_midranks(x, w), _weighted_midranks(y, w), w)
-
-
-def _rowwise_corr(rx: np.ndarray, ry: np.ndarray) -> np.ndarray:
-    return _weighted_corr(rx, np.broadcast_to(ry, rx.shape), np.ones_like(rx))
-
-
-def _within_group_permutations(groups: np.ndarray, n_perm: int, rng: np.random.Generator):
-    """(n_perm, n) index arrays, each a permutation that moves entries only within their group.
-
-    Sorting by group code plus a uniform key in [0, 1) orders each row group by group with a
-    random order inside each group; reading those positions against the stable group order
-    maps every slot to a random member of its own group.
-    """
-    n = groups.size
-    base = np.argsort(groups, kind="stable")
-    keys = groups[None, :].astype(float) * 2.0 + rng.random((n_perm, n))
-    drawn = np.argsort(keys, axis=1)
-    perm = np.empty_like(drawn)
-    perm[:, base] = drawn
-    return perm
-
-
-def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return math.nan, math.nan
-    lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
-    return float(lo), float(hi)
-
-
 # --- one knob, one quantity ---------------------------------------------------------------
 
 
@@ -201,153 +151,23 @@ def _numeric(col: pd.Series, name: str) -> np.ndarray:
         raise TypeError(f"column {name!r} must be numeric to rank knob values ({exc})") from None
 
 
-def knob_effect(
-    runs: pd.DataFrame,
-    knob: str,
-    quantity: str,
-    *,
-    n_boot: int = 2000,
-    n_perm: int = 20000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """How ``quantity`` moves along ``knob`` in one sweep, with raw (uncorrected) p-values.
-
-    Returns a dict: ``rho`` (Spearman over the converged runs), ``rho_low``/``rho_high`` (the
-    bootstrap percentile interval at ``level``), ``p_monotone`` (permutation test of rho = 0),
-    ``p_kruskal`` (NaN when fewer than 3 values have 2+ runs), ``n_runs``, ``n_values``,
-    ``n_seeds``, ``paired`` and ``resampling`` (which unit was resampled), ``n_left_out`` and
-    ``left_out_by_status`` (non-finite quantities of converged runs under "converged,
-    non-finite"), ``values_without_converged``, ``values``, ``mean_by_value``,
-    ``sd_by_value``, ``n_by_value``, ``change`` (relative change of the mean from the first
-    to the last included value, (last - first) / |first|), ``diff`` (last - first) and
-    ``enough_data``. Classification waits for :func:`verdict_table`, which corrects the
-    p-values for the whole table first. The bootstrap and the permutations draw from
-    independent streams of ``seed``, so changing ``n_boot`` leaves ``p_monotone`` unchanged.
-    """
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    x, y, seeds, x_all, left_out = _converged_runs(runs, knob, quantity)
-    values = np.unique(x)
-    seed_codes, seed_ids = pd.factorize(pd.Series(seeds))
-    per_seed_values = pd.Series(x).groupby(seed_codes).nunique() if x.size else pd.Series(dtype=int)
-    paired = bool((per_seed_values >= 2).any())
-
-    out: dict[str, Any] = {
-        "knob": knob,
-        "quantity": quantity,
-        "rho": math.nan,
-        "rho_low": math.nan,
-        "rho_high": math.nan,
-        "p_monotone": math.nan,
-        "p_kruskal": math.nan,
-        "n_runs": int(x.size),
-        "n_values": int(values.size),
-        "n_seeds": int(seed_ids.size),
-        "paired": paired,
-        "resampling": "seeds (paired)" if paired else "runs within values",
-        "n_left_out": int(sum(left_out.values())),
-        "left_out_by_status": left_out,
-        **_by_value(x, y, x_all),
-        "n_boot": int(n_boot),
-        "n_perm": int(n_perm),
-        "level": float(level),
-        "enough_data": bool(values.size >= MIN_VALUES and x.size >= MIN_RUNS),
-    }
-    # Paired seeds: the knob's effect is read within each seed (the quantity minus that seed's
-    # mean), so seed-to-seed offsets neither hide an effect nor bias a bootstrap that draws
-    # fewer distinct seeds; means and changes stay on the raw values.
-    y_within = y - pd.Series(y).groupby(seed_codes).transform("mean").to_numpy() if paired else y
-    if x.size >= 2:
-        out["rho"] = float(_spearman_weighted(x, y_within, np.ones((1, x.size)))[0])
-
-    out["p_kruskal"] = _kruskal(x, y, values)
-    if not out["enough_data"]:
-        return out
-    out.update(
-        _rho_uncertainty(x, y_within, seed_codes, paired, out["rho"], n_boot, n_perm, level, seed)
-    )
-    return out
-
-
-def _converged_runs(runs: pd.DataFrame, knob: str, quantity: str):
-    """``(x, y, seeds)`` of the converged runs with finite values, every finite knob value, and
-    the runs left out counted by status (non-finite converged ones as "converged, non-finite")."""
+def counted_runs(runs: pd.DataFrame, knob: str, quantity: str):
+    """``(x, y, seeds, x_all, left_out)``: knob values, quantity and seed of the runs that count
+    (:func:`~awbench.experiments.effects.converged_mask`, finite knob and quantity), every
+    finite knob value, and the runs left out counted by status ("converged, non-finite" for a
+    converged run without a finite value)."""
+    runs = with_curvature(runs)
     _check_columns(runs, [knob, "seed", "status", quantity])
     x_all = _numeric(runs[knob], knob)
     y_all = _numeric(runs[quantity], quantity)
     status = runs["status"].astype(str).to_numpy()
-    converged = status == CONVERGED
+    converged = converged_mask(runs).to_numpy()
     keep = converged & np.isfinite(x_all) & np.isfinite(y_all)
-
     labels = np.where(converged, "converged, non-finite", status)[~keep]
-    left_out = (
-        dict(sorted(pd.Series(labels, dtype=object).value_counts().items())) if labels.size else {}
-    )
-    left_out = {str(k): int(v) for k, v in left_out.items()}
-    seeds = runs["seed"].to_numpy()[keep]
-    return x_all[keep], y_all[keep], seeds, x_all, left_out
-
-
-def _by_value(x: np.ndarray, y: np.ndarray, x_all: np.ndarray) -> dict[str, Any]:
-    """Per knob value: the values without a converged run, mean, sd and count of the included
-    runs, and the change of the mean from the first to the last value (raw and relative)."""
-    values = np.unique(x)
-    all_values = np.unique(x_all[np.isfinite(x_all)])
-    included = set(values.tolist())
-    groups = pd.DataFrame({"x": x, "y": y}).groupby("x")["y"]
-    mean = groups.mean()
-    sd = groups.std(ddof=1)
-    count = groups.size()
-    out: dict[str, Any] = {
-        "values_without_converged": [_plain(v) for v in all_values if v not in included],
-        "values": [_plain(v) for v in values],
-        "mean_by_value": {_plain(k): float(v) for k, v in mean.items()},
-        "sd_by_value": {_plain(k): float(v) for k, v in sd.items()},
-        "n_by_value": {_plain(k): int(v) for k, v in count.items()},
-        "change": math.nan,
-        "diff": math.nan,
+    left_out = {
+        str(k): int(v) for k, v in sorted(pd.Series(labels, dtype=object).value_counts().items())
     }
-    if values.size >= 2:
-        first, last = float(mean.iloc[0]), float(mean.iloc[-1])
-        out["diff"] = last - first
-        out["change"] = (last - first) / abs(first) if first != 0 else math.nan
-    return out
-
-
-def _rho_uncertainty(
-    x: np.ndarray,
-    y_within: np.ndarray,
-    seed_codes: np.ndarray,
-    paired: bool,
-    rho: float,
-    n_boot: int,
-    n_perm: int,
-    level: float,
-    seed: int,
-) -> dict[str, float]:
-    """Bootstrap interval of rho (``rho_low``, ``rho_high``) and its permutation p-value
-    (``p_monotone``), each entry only when it could be computed; independent streams of
-    ``seed``."""
-    out: dict[str, float] = {}
-    boot_rng, perm_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    if n_boot > 0:
-        counts = _bootstrap_counts(x, seed_codes, paired, n_boot, boot_rng)
-        if counts is not None:
-            out["rho_low"], out["rho_high"] = _percentile_interval(
-                _spearman_weighted(x, y_within, counts), level
-            )
-    if n_perm > 0 and math.isfinite(rho):
-        rx = stats.rankdata(x)
-        ry = stats.rankdata(y_within)
-        strata = seed_codes if paired else np.zeros(x.size, dtype=int)
-        perm = _within_group_permutations(strata, n_perm, perm_rng)
-        rho_perm = _rowwise_corr(rx[perm], ry)
-        # The tolerance keeps a permutation that reproduces the observed ranking from
-        # falling below it by rounding.
-        hits = np.sum(np.abs(rho_perm) >= abs(rho) - 1e-12)
-        out["p_monotone"] = float((1 + hits) / (1 + n_perm))
-    return out
+    return x_all[keep], y_all[keep], runs["seed"].to_numpy()[keep], x_all, left_out
 
 
 def _plain(v: float) -> float | int:
@@ -356,117 +176,190 @@ def _plain(v: float) -> float | int:
     return int(v) if v.is_integer() else v
 
 
-def _kruskal(x: np.ndarray, y: np.ndarray, values: np.ndarray) -> float:
-    samples = [y[x == v] for v in values]
-    samples = [s for s in samples if s.size >= KRUSKAL_MIN_RUNS]
-    if len(samples) < KRUSKAL_MIN_VALUES:
-        return math.nan
-    if np.ptp(np.concatenate(samples)) == 0:  # every value identical: no ranks to compare
-        return math.nan
-    try:
-        p = stats.kruskal(*samples).pvalue
-    except ValueError:  # every value identical: no ranks to compare
-        return math.nan
-    return float(p) if np.isfinite(p) else math.nan
+def knob_effect(
+    runs: pd.DataFrame,
+    knob: str,
+    quantity: str,
+    *,
+    n_perm: int = N_PERM,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How ``quantity`` moves along ``knob`` in one sweep, with raw (uncorrected) p-values.
 
-
-def _bootstrap_counts(x, seed_codes, paired, n_boot, rng) -> np.ndarray | None:
-    """(n_boot, n_runs) counts: how often each run appears in each bootstrap replicate.
-
-    None when the design leaves nothing to resample (one seed when paired, one run per value
-    otherwise): every replicate would equal the data and the interval would claim certainty.
+    Returns a dict: ``scale`` ("log" or "linear"), ``statistic``/``p_trend``/``exact``/
+    ``p_floor``/``n_arrangements`` (:func:`trend_test`), ``p_nonmonotone`` (NaN with fewer than
+    3 values or 2 complete seeds), ``change``/``change_low``/``change_high``/``n_pairs``
+    (:func:`end_change`), ``rho`` (Spearman of knob and within-seed value, descriptive),
+    ``n_runs``, ``n_values``, ``n_seeds``, ``paired``, ``n_left_out``, ``left_out_by_status``,
+    ``values``, ``values_without_converged``, ``mean_by_value``, ``n_by_value`` and
+    ``enough_data``. Classification needs the family: :func:`classify`.
     """
-    n = x.size
+    if not 0 < level < 1:
+        raise ValueError(f"level={level} is not allowed: expected a number in (0, 1)")
+    if n_perm < 1:
+        raise ValueError(f"n_perm={n_perm} is not allowed: expected a positive integer")
+    x, y, seeds, x_all, left_out = counted_runs(runs, knob, quantity)
+    values = np.unique(x)
+    blocks, seed_ids = pd.factorize(pd.Series(seeds, dtype=object))
+    paired = bool(pd.Series(x).groupby(blocks).nunique().ge(2).any()) if x.size else False
+    if not paired:
+        blocks = np.zeros(x.size, dtype=int)
+    log = bool(x.size and np.all(y > 0))
+    v = np.log(y) if log else y
+    out: dict[str, Any] = {
+        "knob": knob,
+        "quantity": quantity,
+        "scale": "log" if log else "linear",
+        "statistic": math.nan,
+        "p_trend": math.nan,
+        "exact": False,
+        "p_floor": math.nan,
+        "n_arrangements": math.nan,
+        "p_nonmonotone": math.nan,
+        "rho": math.nan,
+        "n_runs": int(x.size),
+        "n_values": int(values.size),
+        "n_seeds": int(seed_ids.size),
+        "paired": paired,
+        "n_left_out": int(sum(left_out.values())),
+        "left_out_by_status": left_out,
+        "values": [_plain(a) for a in values],
+        "values_without_converged": [
+            _plain(a) for a in np.unique(x_all[np.isfinite(x_all)]) if a not in set(values.tolist())
+        ],
+        "mean_by_value": {_plain(a): float(np.mean(y[x == a])) for a in values},
+        "n_by_value": {_plain(a): int(np.sum(x == a)) for a in values},
+        "level": float(level),
+        "enough_data": bool(values.size >= MIN_VALUES and x.size >= MIN_RUNS),
+        **end_change(x, y, blocks, log, level),
+    }
+    if x.size >= 2:
+        centred = v - pd.Series(v).groupby(blocks).transform("mean").to_numpy()
+        if np.ptp(x) > 0 and np.ptp(centred) > 0:
+            out["rho"] = float(stats.spearmanr(x, centred).statistic)
+    if not out["enough_data"]:
+        return out
+    trend = trend_test(x, v, blocks, n_perm=n_perm, seed=seed)
+    out.update(
+        statistic=trend["statistic"],
+        p_trend=trend["p"],
+        exact=trend["exact"],
+        p_floor=trend["p_floor"],
+        n_arrangements=trend["n_arrangements"],
+    )
     if paired:
-        n_units = int(seed_codes.max()) + 1
-        if n_units < 2:
-            return None
-        per_seed = rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot)
-        return per_seed[:, seed_codes].astype(float)
-    counts = np.zeros((n_boot, n))
-    resampled = False
-    for v in np.unique(x):
-        idx = np.flatnonzero(x == v)
-        counts[:, idx] = rng.multinomial(idx.size, np.full(idx.size, 1.0 / idx.size), size=n_boot)
-        resampled |= idx.size >= 2
-    return counts if resampled else None
+        out["p_nonmonotone"] = nonmonotone_test(x, v, blocks, seed=seed)["p"]
+    return out
 
 
-# --- the table ----------------------------------------------------------------------------
+# --- verdicts -----------------------------------------------------------------------------
 
 
-def classify(
-    p_monotone_holm: float, rho: float, p_kruskal_holm: float, enough_data: bool, alpha: float
-) -> str:
-    if not enough_data:
+def adjusted(effect: Mapping[str, Any], family: int) -> tuple[float, float]:
+    """Bonferroni-adjusted (trend, non-monotone) p-values of one cell in a family of ``family``."""
+    if family < 1:
+        raise ValueError(f"family={family} is not allowed: expected a positive number of cells")
+    p_trend = float(effect.get("p_trend", math.nan))
+    p_nm = float(effect.get("p_nonmonotone", math.nan))
+    return (
+        min(1.0, p_trend * family / (1 - NONMONOTONE_SHARE)),
+        min(1.0, p_nm * family / NONMONOTONE_SHARE),
+    )
+
+
+def classify(effect: Mapping[str, Any], family: int, alpha: float = ALPHA) -> str:
+    """The verdict of one cell of a family of ``family`` cells (see :data:`RULE`)."""
+    if not effect.get("enough_data", False):
         return "not enough data"
-    if p_monotone_holm < alpha and rho > 0:
-        return "up"
-    if p_monotone_holm < alpha and rho < 0:
-        return "down"
-    if p_kruskal_holm < alpha:
+    p_trend, p_nm = adjusted(effect, family)
+    if p_trend < alpha:
+        return "up" if effect["statistic"] > 0 else "down"
+    if p_nm < alpha:
         return "non-monotone"
-    return "no clear change"
-
-
-def _status_text(counts: Mapping[str, int]) -> str:
-    return "; ".join(f"{k} {v}" for k, v in counts.items())
+    lo, hi = effect.get("change_low", math.nan), effect.get("change_high", math.nan)
+    small = 1 / (1 + LARGE_CHANGE) - 1
+    if math.isfinite(lo) and math.isfinite(hi) and small <= lo and hi <= LARGE_CHANGE:
+        return "no clear change"
+    return "inconclusive"
 
 
 def verdict_table(
     runs_by_knob: Mapping[str, pd.DataFrame],
     quantities: Sequence[str] = QUANTITIES,
     *,
-    alpha: float = 0.05,
+    family: int | None = None,
+    alpha: float = ALPHA,
     **kw: Any,
 ) -> pd.DataFrame:
-    """One row per (knob, quantity) with raw and Holm-adjusted p-values and the verdict.
+    """One row per (knob, quantity): raw and adjusted p-values, the change with its interval
+    and the verdict.
 
-    ``kw`` goes to :func:`knob_effect` (``n_boot``, ``n_perm``, ``level``, ``seed``). Every
-    p-value in the table, monotone and Kruskal-Wallis, is one Holm family (see :data:`RULE`);
-    its size is the ``n_comparisons`` column and ``table.attrs["n_comparisons"]``. Left-out
-    runs and values without a converged run are strings ("max_epochs 2; diverged 1",
-    "0.3, 1") so the table stores and prints as it is; :func:`knob_effect` keeps the dicts.
+    ``family`` is the number of cells the verdicts are corrected for: the profile's whole
+    table (``awbench.experiments.grids.verdict_family``) so that a notebook sweeping two knobs
+    says what the report says; default, the cells of this table. ``kw`` goes to
+    :func:`knob_effect`. Left-out runs and values without a converged run are strings
+    ("max_epochs 2; diverged 1", "0.3, 1").
     """
     effects = [
         knob_effect(runs, knob, q, **kw) for knob, runs in runs_by_knob.items() for q in quantities
     ]
+    family = int(family or len(effects) or 1)
     columns = [
-        "knob", "quantity", "verdict", "rho", "rho_low", "rho_high", "p_monotone",
-        "p_monotone_holm", "p_kruskal", "p_kruskal_holm", "change", "diff", "n_runs",
-        "n_values", "n_seeds", "paired", "n_left_out", "left_out", "values_without_converged",
-        "n_comparisons",
+        "knob", "quantity", "verdict", "change", "change_low", "change_high", "p_trend",
+        "p_trend_adj", "p_nonmonotone", "p_nonmonotone_adj", "exact", "p_floor", "rho",
+        "scale", "n_runs", "n_values", "n_seeds", "n_pairs", "paired", "n_left_out",
+        "left_out", "values_without_converged", "statistic", "family",
     ]  # fmt: skip
     if not effects:
         table = pd.DataFrame(columns=columns)
-        table.attrs.update(n_comparisons=0, alpha=alpha, rule=RULE)
+        table.attrs.update(family=family, alpha=alpha, rule=RULE)
         return table
     table = pd.DataFrame(effects)
-    # Tests that did not run (too little data) are not comparisons and do not widen Holm.
-    raw = np.concatenate([table["p_monotone"].to_numpy(float), table["p_kruskal"].to_numpy(float)])
-    adjusted = holm(raw)
-    m = int(np.isfinite(raw).sum())
-    table["p_monotone_holm"] = adjusted[: len(table)]
-    table["p_kruskal_holm"] = adjusted[len(table) :]
-    table["n_comparisons"] = m
-    table["verdict"] = [
-        classify(r.p_monotone_holm, r.rho, r.p_kruskal_holm, r.enough_data, alpha)
-        for r in table.itertuples()
-    ]
-    table["left_out"] = table["left_out_by_status"].map(_status_text)
+    both = [adjusted(e, family) for e in effects]
+    table["p_trend_adj"] = [b[0] for b in both]
+    table["p_nonmonotone_adj"] = [b[1] for b in both]
+    table["verdict"] = [classify(e, family, alpha) for e in effects]
+    table["family"] = family
+    table["left_out"] = table["left_out_by_status"].map(
+        lambda c: "; ".join(f"{k} {v}" for k, v in c.items())
+    )
     table["values_without_converged"] = table["values_without_converged"].map(
         lambda vs: ", ".join(format(v, "g") for v in vs)
     )
-    n_perm = kw.get("n_perm", 20000)
-    if m and n_perm > 0 and m / (n_perm + 1) >= alpha:
-        warnings.warn(
-            f"with {m} comparisons and n_perm = {n_perm} no monotone test can pass Holm at "
-            f"alpha = {alpha}: the smallest permutation p is 1/{n_perm + 1}; use n_perm > {math.ceil(m / alpha)}",
-            stacklevel=2,
-        )
     table = table[columns].reset_index(drop=True)
-    table.attrs.update(n_comparisons=m, alpha=alpha, rule=RULE)
+    table.attrs.update(family=family, alpha=alpha, rule=RULE)
     return table
+
+
+def _pct(v: float) -> str:
+    return "n/a" if not math.isfinite(v) else f"{100 * v:+.0f} %"
+
+
+def change_text(row: Mapping[str, Any] | Any) -> str:
+    """``-65 % [-71 %, -58 %]``: the end-to-end change and its interval."""
+    get = row.get if isinstance(row, Mapping) else lambda k, d=math.nan: getattr(row, k, d)
+    change, lo, hi = (float(get(k, math.nan)) for k in ("change", "change_low", "change_high"))
+    interval = f" [{_pct(lo)}, {_pct(hi)}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+    return _pct(change) + interval
+
+
+def verdict_words(row: Mapping[str, Any] | Any) -> str:
+    """One cell in words, the same everywhere (notebooks, report, knob panel):
+    ``down: -65 % [-71 %, -58 %]`` or ``inconclusive: -40 % [-80 %, +10 %], not significant
+    with 3 seeds``."""
+    get = row.get if isinstance(row, Mapping) else lambda k, d=None: getattr(row, k, d)
+    verdict = get("verdict", "")
+    n_seeds = int(get("n_seeds", 0) or 0)
+    seeds = f"{n_seeds} seed{'s' if n_seeds != 1 else ''}"
+    if verdict == "not enough data":
+        return f"not enough data ({get('n_runs', 0)} converged runs at {get('n_values', 0)} values)"
+    text = f"{verdict}: {change_text(row)}"
+    if verdict == "inconclusive":
+        text += f", not significant with {seeds}"
+    elif verdict == "non-monotone":
+        text += " between the ends, but the values differ along the sweep"
+    return text
 
 
 # --- paired comparison of two algorithms over the same seeds ------------------------------
@@ -477,54 +370,80 @@ def paired_comparison(
     b: pd.Series | Sequence[float] | np.ndarray,
     seeds: Sequence[Any] | None = None,
     *,
-    n_boot: int = 2000,
-    n_perm: int = 2000,
-    level: float = 0.95,
-    seed: int = 0,
+    level: float = LEVEL,
+    margin: float | None = None,
 ) -> dict[str, Any]:
-    """Difference b - a between two algorithms run with the same seeds, paired by seed.
+    """b against a for two algorithms run with the same seeds, paired by seed.
 
-    Two Series are aligned on their index (the seed); otherwise ``a[i]`` and ``b[i]`` form a
-    pair and ``seeds`` may name them. Pairs with a non-finite side are dropped and counted.
-    Returns ``n_pairs``, ``n_dropped``, ``mean_a``, ``mean_b``, ``diff`` (mean of b - a),
-    ``diff_low``/``diff_high`` (bootstrap percentile interval over pairs), ``rel_diff`` =
-    diff / |mean_a| with ``rel_low``/``rel_high``, ``p`` (two-sided sign-flip permutation test
-    of zero mean difference), ``exact`` (all 2^n sign patterns enumerated, done when that is at
-    most ``n_perm``) and ``p_min``, the smallest p this many pairs can give: with 5 pairs it is
-    2/32, so no 5-seed comparison can be significant at 0.05.
+    On the log-ratio log(b / a) when every value is positive (else the difference b - a,
+    relative to |mean of a|). Two Series are aligned on their index (the seed); otherwise
+    ``a[i]`` and ``b[i]`` pair. Pairs with a non-finite side are dropped and counted. Returns
+    ``n_pairs``, ``n_dropped``, ``mean_a``, ``mean_b``, ``diff`` (mean of b - a), ``rel_diff``
+    with ``rel_low``/``rel_high`` (the geometric mean ratio minus 1 and its Student-t interval
+    at ``level``), ``p`` (two-sided sign-flip test on the per-pair log-ratios, exact up to 2^16
+    pairs), ``exact`` and ``p_min`` (2 / 2^n: 5 pairs cannot go below 0.0625). With ``margin``
+    (a relative change, e.g. 0.05), ``p_equivalent``: the two one-sided t-tests that the ratio
+    lies within 1 -/+ margin.
     """
     av, bv, labels, n_unmatched = _pairs(a, b, seeds)
     ok = np.isfinite(av) & np.isfinite(bv)
     av, bv, labels = av[ok], bv[ok], labels[ok]
-    d = bv - av
-    n = int(d.size)
+    n = int(av.size)
+    log = bool(n and np.all(av > 0) and np.all(bv > 0))
+    d = np.log(bv) - np.log(av) if log else bv - av
+    base = abs(float(av.mean())) if n else math.nan
     out: dict[str, Any] = {
         "n_pairs": n,
         "n_dropped": int((~ok).sum() + n_unmatched),
         "seeds": [s.item() if hasattr(s, "item") else s for s in labels],
+        "scale": "log" if log else "linear",
         "mean_a": float(av.mean()) if n else math.nan,
         "mean_b": float(bv.mean()) if n else math.nan,
-        "diff": float(d.mean()) if n else math.nan,
-        "diff_low": math.nan,
-        "diff_high": math.nan,
+        "diff": float((bv - av).mean()) if n else math.nan,
         "rel_diff": math.nan,
         "rel_low": math.nan,
         "rel_high": math.nan,
         "p": math.nan,
         "exact": False,
         "p_min": math.nan,
+        "p_equivalent": math.nan,
+        "margin": margin,
         "level": float(level),
     }
-    if n and av.mean() != 0:
-        out["rel_diff"] = float(d.mean() / abs(av.mean()))
+
+    def relative(t: float) -> float:
+        return math.expm1(t) if log else (t / base if base else math.nan)
+
+    if n:
+        out["rel_diff"] = relative(float(d.mean()))
     if n < 2:
         return out
-    boot_rng, perm_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    if n_boot > 0:
-        out.update(_bootstrap_diff(av, d, n_boot, level, boot_rng))
-    if n_perm > 0:
-        out.update(_sign_flip_test(d, n_perm, perm_rng))
+    se = float(d.std(ddof=1)) / math.sqrt(n)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * se
+    out["rel_low"], out["rel_high"] = relative(d.mean() - half), relative(d.mean() + half)
+    out.update(_sign_flip_test(d))
+    if margin is not None and math.isfinite(margin) and margin > 0:
+        # Symmetric on the scale of the test: a ratio within 1/(1 + margin) ... 1 + margin.
+        bound = math.log1p(margin) if log else margin * base
+        if se > 0:
+            p_low = stats.t.sf((d.mean() + bound) / se, n - 1)
+            p_high = stats.t.cdf((d.mean() - bound) / se, n - 1)
+            out["p_equivalent"] = float(max(p_low, p_high))
+        else:
+            out["p_equivalent"] = 0.0 if abs(d.mean()) < bound else 1.0
     return out
+
+
+def same_size_margin(sharpness: Mapping[str, Any] | None) -> float | None:
+    """The equivalence margin of "same size" next to a sharpness comparison: half its change
+    (on the log scale), so that "flatter at the same size" means the size moved less than half
+    as much as the sharpness did. None without a sharpness change."""
+    if not sharpness:
+        return None
+    change = float(sharpness.get("rel_diff", math.nan))
+    if not math.isfinite(change) or change <= -1:
+        return None
+    return math.expm1(abs(math.log1p(change)) / 2)
 
 
 def _pairs(a, b, seeds) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -544,32 +463,15 @@ def _pairs(a, b, seeds) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     return av, bv, labels, 0
 
 
-def _bootstrap_diff(
-    av: np.ndarray, d: np.ndarray, n_boot: int, level: float, rng: np.random.Generator
-) -> dict[str, float]:
-    """Percentile intervals over resampled pairs of the mean difference and of the relative one."""
-    n = d.size
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
-    mean_a = counts @ av / n
-    mean_d = counts @ d / n
-    out: dict[str, float] = {}
-    out["diff_low"], out["diff_high"] = _percentile_interval(mean_d, level)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel = mean_d / np.abs(mean_a)
-    out["rel_low"], out["rel_high"] = _percentile_interval(rel, level)
-    return out
-
-
-def _sign_flip_test(d: np.ndarray, n_perm: int, rng: np.random.Generator) -> dict[str, Any]:
-    """Two-sided sign-flip test of zero mean difference: ``p``, ``exact`` and ``p_min``; every
-    sign pattern enumerated when there are at most ``n_perm`` of them."""
+def _sign_flip_test(d: np.ndarray) -> dict[str, Any]:
+    """Two-sided exact sign-flip test of zero mean (every sign pattern; random beyond 2^16)."""
     n = d.size
     observed = abs(d.mean())
-    if 2**n <= n_perm:
+    tol = 1e-12 * max(1.0, observed)
+    if n <= 16:
         signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
-        total = signs.shape[0]
-        hits = np.sum(np.abs(signs @ d / n) >= observed - 1e-12 * max(1.0, observed))
-        return {"p": float(hits / total), "exact": True, "p_min": 2.0 / total}
-    signs = rng.choice((1.0, -1.0), size=(n_perm, n))
-    hits = np.sum(np.abs(signs @ d / n) >= observed - 1e-12 * max(1.0, observed))
-    return {"p": float((1 + hits) / (1 + n_perm)), "p_min": max(2.0 / 2**n, 1.0 / (1 + n_perm))}
+        hits = np.sum(np.abs(signs @ d / n) >= observed - tol)
+        return {"p": float(hits / signs.shape[0]), "exact": True, "p_min": 2.0 / signs.shape[0]}
+    signs = np.random.default_rng(0).choice((1.0, -1.0), size=(N_PERM, n))
+    hits = np.sum(np.abs(signs @ d / n) >= observed - tol)
+    return {"p": float((1 + hits) / (1 + N_PERM)), "exact": False, "p_min": 1 / (1 + N_PERM)}

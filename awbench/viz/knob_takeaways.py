@@ -14,7 +14,7 @@ import pandas as pd
 from awbench.analysis.decomposition import spearman
 from awbench.experiments.effects import converged_runs, effects, size_norm_slope
 from awbench.status import CONVERGED
-from awbench.viz.notebook_support import fmt, pct, verdict_text, verdicts, which_factor
+from awbench.viz.notebook_support import fmt, pct, verdicts, which_factor
 
 
 def _span(runs: pd.DataFrame, knob: str) -> str:
@@ -53,20 +53,55 @@ def gap_takeaway(runs: pd.DataFrame, knob: str) -> str:
     return text + _left_out_text(e)
 
 
-def factor_takeaway(runs: pd.DataFrame, knob: str) -> str:
-    """Markdown: which factor the knob moved, with changes and the verdicts with intervals."""
+def factor_takeaway(runs: pd.DataFrame, knob: str, profile: str) -> str:
+    """Markdown: which factor the knob moved, with changes and the verdicts with intervals
+    (corrected for ``profile``'s whole table, as the report does)."""
     e = effects(runs, knob)
     if "real_gap_low" not in e:
         return f"**{knob}:** no run converged; nothing to report."
-    table = verdicts({knob: runs})
-    lines = "; ".join(verdict_text(r) for r in table.itertuples())
+    table = verdicts({knob: runs}, profile)
+    gap = table[table["quantity"] == "real_gap"]
+    gap_line = ""
+    if len(gap):
+        from awbench.experiments.verdicts import verdict_words
+
+        gap_line = f" Real gap {verdict_words(gap.iloc[0])}."
     return (
         f"**{_span(runs, knob)}:** sharpness Σσg² {fmt(e['sharpness_low'])} → {fmt(e['sharpness_high'])} "
         f"({pct(e['sharpness_change'])}); size Σσw² {fmt(e['size_low'])} → {fmt(e['size_high'])} "
-        f"({pct(e['size_change'])}); layer weight norm {pct(e['weight_norm_change'])}. "
-        f"Verdicts over {int(e['n_runs'] - e['n_left_out'])} converged runs "
-        f"({table.attrs.get('n_comparisons', len(table))} comparisons, Holm-corrected): {lines}. "
-        f"**{which_factor(table)}.**" + _left_out_text(e)
+        f"({pct(e['size_change'])}); their ratio, the curvature part Σσg²/Σσw², "
+        f"{fmt(e['curvature_low'])} → {fmt(e['curvature_high'])} ({pct(e['curvature_change'])}); "
+        f"layer weight norm {pct(e['weight_norm_change'])}. "
+        f"Verdicts over {int(e['n_runs'] - e['n_left_out'])} converged runs (within-seed change "
+        f"first → last value with its 95 % interval; tests corrected for the "
+        f"{int(table.attrs['family'])} knob × quantity cells of the {profile} profile): "
+        f"**{which_factor(table)}.**{gap_line}" + _left_out_text(e)
+    )
+
+
+def context_takeaway(runs: pd.DataFrame, context: pd.DataFrame, knob: str) -> str:
+    """Markdown: a setting outside the swept range (``context``, e.g. the default init scale)
+    next to the sweep's first value, over converged runs; it takes no part in a verdict."""
+    ok, ctx = converged_runs(runs), converged_runs(context)
+    if ok.empty or ctx.empty:
+        return (
+            f"No converged run at the context setting or in the {knob} sweep: nothing to compare."
+        )
+    first = ok[ok[knob] == ok[knob].min()]
+    where = ", ".join(f"{v:g}" for v in sorted(ctx[knob].unique()))
+    parts = [
+        f"{label} {fmt(ctx[col].mean())} (at {knob} = {first[knob].iloc[0]:g}: {fmt(first[col].mean())})"
+        for label, col in (
+            ("real gap", "real_gap"),
+            ("sharpness Σσg²", "sharpness"),
+            ("size Σσw²", "size"),
+            ("curvature part", "curvature"),
+        )
+    ]
+    return (
+        f"Context, not part of any verdict: at {knob} = {where} ({len(ctx)} converged runs) "
+        + "; ".join(parts)
+        + "."
     )
 
 
@@ -127,9 +162,9 @@ def size_norm_takeaway(runs: pd.DataFrame) -> str:
     )
 
 
-def knob_takeaway(runs: pd.DataFrame, knob: str) -> str:
+def knob_takeaway(runs: pd.DataFrame, knob: str, profile: str) -> str:
     """Both paragraphs at once (gap, then factors)."""
-    return gap_takeaway(runs, knob) + "\n\n" + factor_takeaway(runs, knob)
+    return gap_takeaway(runs, knob) + "\n\n" + factor_takeaway(runs, knob, profile)
 
 
 def estimate_takeaway(runs: pd.DataFrame) -> str:

@@ -24,7 +24,13 @@ import pandas as pd
 from awbench.config import Config
 from awbench.experiments import record_names as rn
 from awbench.experiments.effects import SUMMARY_COLUMNS, converged_runs, effects
-from awbench.experiments.grids import PROFILES, check_profile, knob_values
+from awbench.experiments.grids import (
+    PROFILES,
+    VERDICT_QUANTITIES,
+    check_profile,
+    knob_values,
+    verdict_family,
+)
 from awbench.status import CONVERGED, DONE_STATUSES
 
 RUN_COLUMNS = ["value", "seed", *SUMMARY_COLUMNS]
@@ -245,21 +251,30 @@ def pct(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{100 * x:+.0f} %"
 
 
-VERDICT_QUANTITIES = ("sharpness", "size", "sharp_gap", "flat_gap", "real_gap")
 # Per-run columns a knob notebook records, so that the report can pool every knob into one
-# verdict table (one Holm family) and draw every run, converged or not.
-RUN_RECORD_COLUMNS = [*RUN_COLUMNS, "status", "epochs", "final_train_loss", "final_train_acc"]
+# verdict table and draw every run, converged or not.
+RUN_RECORD_COLUMNS = [
+    *RUN_COLUMNS,
+    "status",
+    "converged",
+    "epochs",
+    "final_train_loss",
+    "final_train_acc",
+]
 
 
-def verdicts(runs_by_knob: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The verdict table of these sweeps (awbench.experiments.verdicts: converged runs only, bootstrap
-    interval over seeds, Holm over every comparison of the table)."""
+def verdicts(runs_by_knob: dict[str, pd.DataFrame], profile: str) -> pd.DataFrame:
+    """The verdict table of these sweeps (awbench.experiments.verdicts), corrected for the
+    whole table of ``profile`` (every knob x quantity), so that a notebook sweeping two knobs
+    gives each the verdict the report gives it."""
     from awbench.experiments.verdicts import verdict_table
 
-    return verdict_table(runs_by_knob, quantities=VERDICT_QUANTITIES)
+    return verdict_table(
+        runs_by_knob, quantities=VERDICT_QUANTITIES, family=verdict_family(profile)
+    )
 
 
-def knob_records(runs: pd.DataFrame, knob: str) -> dict[str, Any]:
+def knob_records(runs: pd.DataFrame, knob: str, profile: str) -> dict[str, Any]:
     """The numbers a knob notebook records, named ``<knob>.<quantity>``."""
     e = effects(runs, knob)
     keys = [
@@ -278,6 +293,7 @@ def knob_records(runs: pd.DataFrame, knob: str) -> dict[str, Any]:
         "sharpness_rho",
         "size_change",
         "size_rho",
+        "curvature_change",
         "weight_norm_change",
         "test_error_change",
     ]
@@ -287,6 +303,7 @@ def knob_records(runs: pd.DataFrame, knob: str) -> dict[str, Any]:
     for q in (
         rn.SHARPNESS_CHANGE,
         rn.SIZE_CHANGE,
+        rn.CURVATURE_CHANGE,
         rn.WEIGHT_NORM_CHANGE,
         rn.REAL_GAP_CHANGE,
         rn.REAL_GAP_LOW,
@@ -296,7 +313,7 @@ def knob_records(runs: pd.DataFrame, knob: str) -> dict[str, Any]:
     out[rn.knob_record(knob, rn.VALUES)] = [float(v) for v in sorted(runs[knob].unique())]
     out[rn.knob_record(knob, rn.N_SEEDS)] = int(runs.groupby(knob).size().max())
     out[f"{knob}.n_converged"] = len(converged_runs(runs))
-    table = verdicts({knob: runs})
+    table = verdicts({knob: runs}, profile)
     for row in table.itertuples():
         out[f"{knob}.verdict.{row.quantity}"] = row.verdict
     out[rn.knob_record(knob, rn.VERDICT)] = which_factor(table)
@@ -310,32 +327,21 @@ def knob_records(runs: pd.DataFrame, knob: str) -> dict[str, Any]:
 
 
 def which_factor(table: pd.DataFrame) -> str:
-    """One line from a knob's verdict rows: which factor moved, by the stated rule."""
-    v = dict(zip(table["quantity"], table["verdict"]))
-    # non-monotone is a clear (Holm-significant) change too, not "no clear change"
-    moved = [q for q in ("sharpness", "size") if v.get(q) in ("up", "down", "non-monotone")]
-    if "not enough data" in (v.get("sharpness"), v.get("size")):
-        return "not enough converged runs for a verdict"
-    if not moved:
-        return "neither factor changed clearly (Holm-corrected, converged runs only)"
-    words = {"sharpness": "sharpness", "size": "size"}
-    return ", ".join(f"{words[q]} {v[q]}" for q in moved) + (
-        "; the other factor: no clear change" if len(moved) == 1 else ""
-    )
+    """One line from a knob's verdict rows: each factor and the curvature part, in the words
+    of :func:`awbench.experiments.verdicts.verdict_words` (the same everywhere)."""
+    from awbench.experiments.verdicts import verdict_words
+
+    rows = {r.quantity: r for r in table.itertuples()}
+    factors = [q for q in ("sharpness", "size", "curvature") if q in rows]
+    if not factors:
+        return "no verdict"
+    return "; ".join(f"{q} {verdict_words(rows[q])}" for q in factors)
 
 
-def verdict_text(row) -> str:
-    """``sharpness: up, ρ = 0.71 [0.52, 0.85], Holm p = 0.004``."""
-    return (
-        f"{row.quantity.replace('_', ' ')}: **{row.verdict}**, ρ = {fmt(row.rho, 2)} "
-        f"[{fmt(row.rho_low, 2)}, {fmt(row.rho_high, 2)}], Holm p = {fmt(row.p_monotone_holm, 2)}"
-    )
-
-
-def effects_table(runs_by_knob: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per knob: relative change of sharpness, size and the real gap (converged runs),
-    the verdict per factor and how many runs were left out."""
-    table = verdicts(runs_by_knob)
+def effects_table(runs_by_knob: dict[str, pd.DataFrame], profile: str) -> pd.DataFrame:
+    """One row per knob: relative change of sharpness, size, the curvature part and the real
+    gap (converged runs), the verdict per quantity and how many runs were left out."""
+    table = verdicts(runs_by_knob, profile)
     rows = []
     for knob, runs in runs_by_knob.items():
         e = effects(runs, knob)
@@ -348,9 +354,11 @@ def effects_table(runs_by_knob: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 "values": f"{vals[0]:g} → {vals[-1]:g}",
                 "sharpness_change": e.get("sharpness_change", float("nan")),
                 "size_change": e.get("size_change", float("nan")),
+                "curvature_change": e.get("curvature_change", float("nan")),
                 "gap_change": e.get("real_gap_change", float("nan")),
                 "sharpness_verdict": verdict.get("sharpness", "n/a"),
                 "size_verdict": verdict.get("size", "n/a"),
+                "curvature_verdict": verdict.get("curvature", "n/a"),
                 "gap_verdict": verdict.get("real_gap", "n/a"),
                 "left_out": int(e.get("n_left_out", 0)),
                 "verdict": which_factor(v) if len(v) else "no runs",
@@ -359,13 +367,13 @@ def effects_table(runs_by_knob: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def record_sweeps(runs_by_knob: dict[str, pd.DataFrame]) -> None:
+def record_sweeps(runs_by_knob: dict[str, pd.DataFrame], profile: str) -> None:
     """Record every knob's numbers (:func:`knob_records`) and the worst duality and identity
     errors over all runs, as each knob notebook's last cell does."""
     from awbench.experiments.records import record
 
     for knob, runs in runs_by_knob.items():
-        for name, value in knob_records(runs, knob).items():
+        for name, value in knob_records(runs, knob, profile).items():
             record(name, value)
     all_runs = pd.concat(runs_by_knob.values(), ignore_index=True)
     record(rn.DUALITY_ERROR, float(all_runs["duality_error"].max()))

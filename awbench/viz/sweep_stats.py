@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from awbench.status import CONVERGED, DONE_STATUSES
+from awbench.experiments.effects import converged_mask
+from awbench.status import DONE_STATUSES
 
 # Unconverged runs are drawn (hiding them would hide how often training fell short) but in a
 # colour no statistic uses, so they cannot be mistaken for results.
@@ -22,21 +23,6 @@ NOT_CONVERGED = "not converged (left out)"
 UNCONVERGED_COLOR = "#999"
 LEVEL = 0.95
 INTERVAL = "95 % CI of the mean, t-based"
-
-
-def converged_mask(runs: pd.DataFrame) -> pd.Series:
-    """True for the runs that count as results: the ``converged`` column, else status ==
-    "converged". Rows where ``converged`` is missing (stores written before it existed) fall
-    back to their status; a table with neither column has nothing to mark and counts whole."""
-    if "status" in runs:
-        from_status = runs["status"].astype(str).eq(CONVERGED)
-    else:
-        from_status = pd.Series(True, index=runs.index)
-    if "converged" not in runs:
-        return from_status
-    c = runs["converged"]
-    known = c.notna()
-    return from_status.where(~known, c.where(known, False).astype(bool)).astype(bool)
 
 
 def _has_numbers(runs: pd.DataFrame) -> pd.Series:
