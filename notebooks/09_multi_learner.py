@@ -56,8 +56,8 @@ nb.setup()
 
 # %%
 ALGORITHMS = {"smoke": ["ssgd", "dpsgd"], "quick": ["ssgd", "dpsgd"], "paper": ["ssgd", "dpsgd", "local_sgd"]}
-# 8 pairs: the smallest two-sided sign-flip p-value over n pairs is 2/2^n, so 5 pairs could
-# never pass 0.05 and 7 is the least that passes Holm over 3 quantities.
+# 8 pairs: the claims are judged by paired t-tests on the per-seed log-ratios, corrected with
+# Holm over every claim of the report (docs/science.md#10-multi-learner-regime-dpsgd-vs-ssgd).
 SEEDS = {"smoke": 2, "quick": 8, "paper": 10}
 COUNTS = {
     "smoke": [2],

@@ -329,19 +329,36 @@ def test_dpsgd_claims_from_log_ratio_comparisons_and_a_margin_from_the_sharpness
     assert got.loc["paper.dpsgd.same_size", "verdict"] == "contradicted"
 
 
-def test_paired_comparison_log_ratio_interval_and_exact_sign_flip():
+def test_paired_comparison_log_ratio_t_interval_and_t_test():
     r = np.random.default_rng(19)
     a = np.exp(r.normal(1, 0.5, 10))
     b = a * np.exp(0.2 + r.normal(0, 0.05, 10))
     c = vd.paired_comparison(a, b)
     d = np.log(b / a)
     half = stats.t.ppf(0.975, 9) * d.std(ddof=1) / math.sqrt(10)
-    assert c["exact"] and c["p"] == pytest.approx(2 / 1024)
+    assert c["p"] == pytest.approx(stats.ttest_rel(np.log(b), np.log(a)).pvalue)
     assert c["rel_diff"] == pytest.approx(math.expm1(d.mean()))
     assert c["rel_low"] == pytest.approx(math.expm1(d.mean() - half))
-    # Five pairs cannot reach p < 0.05 however large the shift.
-    c = vd.paired_comparison(np.ones(5), np.full(5, 10.0) + np.arange(5))
-    assert c["p_min"] == pytest.approx(2 / 32) and c["p"] == pytest.approx(2 / 32)
+    assert c["rel_high"] == pytest.approx(math.expm1(d.mean() + half))
+
+
+def test_equivalence_is_two_one_sided_t_tests_and_its_coverage_holds():
+    r = np.random.default_rng(21)
+    a = np.exp(r.normal(0, 0.5, 12))
+    b = a * np.exp(r.normal(0.01, 0.02, 12))
+    c = vd.paired_comparison(a, b, margin=0.05)
+    d = np.log(b / a)
+    se = d.std(ddof=1) / math.sqrt(12)
+    bound = math.log1p(0.05)
+    truth = max(stats.t.sf((d.mean() + bound) / se, 11), stats.t.cdf((d.mean() - bound) / se, 11))
+    assert c["p_equivalent"] == pytest.approx(truth) and c["p_equivalent"] < 0.05
+    # at the margin itself the equivalence test rejects at most 5 % of the time
+    rejected = 0
+    for _ in range(2000):
+        x = np.exp(r.normal(0, 0.5, 8))
+        y = x * np.exp(bound + r.normal(0, 0.05, 8))
+        rejected += vd.paired_comparison(x, y, margin=0.05)["p_equivalent"] < 0.05
+    assert rejected / 2000 <= 0.06
 
 
 def test_cross_run_fit_recovers_planted_slopes_and_clusters_by_seed():

@@ -74,7 +74,7 @@ def dpsgd_takeaway(comparison: dict, n_learners: int, topology: str) -> str:
     )
     return (
         head + ". " + "; ".join(parts) + " (geometric mean ratio over seed pairs with a 95 % "
-        "t-interval of the per-seed log-ratios, exact sign-flip p-values; the claims are "
+        "t-interval of the per-seed log-ratios and paired t-tests; the claims are "
         f"corrected with Holm over every claim of the report, as the report does).{same} "
         f"Against the paper's claim: {claims}."
     )
