@@ -7,12 +7,14 @@ from scipy import stats
 
 from awbench.experiments.effects import (
     SUMMARY_COLUMNS,
+    converged_mask,
     converged_runs,
     effects,
     effects_estimate,
     size_norm_slope,
 )
 from awbench.status import CONVERGED, FAILED, MAX_EPOCHS
+from awbench.viz import sweep_stats as ss
 
 
 def planted_runs() -> pd.DataFrame:
@@ -31,6 +33,21 @@ def planted_runs() -> pd.DataFrame:
     runs["real_gap"] = 2.0
     runs["estimated_gap"] = 2.0 * (1 + runs["seed"] / 100)
     return runs
+
+
+def test_converged_mask_prefers_the_flag_and_falls_back_to_status_where_it_is_missing():
+    t = pd.DataFrame(
+        {
+            "status": ["converged", "converged", "max_epochs", "max_epochs"],
+            "converged": [True, None, False, None],
+        }
+    )
+    # a missing flag (a store older than the column) is decided by the status, never "counts"
+    assert converged_mask(t).tolist() == [True, True, False, False]
+    assert converged_mask(t.drop(columns="converged")).tolist() == [True, True, False, False]
+    assert converged_mask(pd.DataFrame({"x": [1.0, 2.0]})).tolist() == [True, True]
+    # the sweep figures draw by the same rule
+    assert ss.split_runs(t)[0].index.tolist() == [0, 1]
 
 
 def test_converged_runs_prefers_the_converged_flag():

@@ -111,18 +111,6 @@ def _note(runs: pd.DataFrame) -> str:
     return f"{int(runs['converged'].sum())} of {len(runs)} runs converged"
 
 
-# --- which runs count ----------------------------------------------------------------------
-
-
-def test_converged_mask_prefers_column_and_falls_back_to_status():
-    t = pd.DataFrame(
-        {"status": ["converged", "converged", "max_epochs"], "converged": [True, None, False]}
-    )
-    assert ss.converged_mask(t).tolist() == [True, True, False]
-    assert ss.converged_mask(t.drop(columns="converged")).tolist() == [True, True, False]
-    assert ss.converged_mask(pd.DataFrame({"x": [1.0, 2.0]})).tolist() == [True, True]
-
-
 def test_seed_stats_uses_converged_runs_only(runs):
     s = ss.seed_stats(runs, KNOB, ["real_gap"])
     assert s[KNOB].tolist() == list(VALUES)  # the value without a converged run keeps a row
