@@ -181,3 +181,19 @@ def test_report_sliders_move_the_marker_and_spectra_offline(report, tmp_path):
     assert not outside, f"the report asked the network for {outside}"
     assert requests and requests[0].startswith("file://")
     shutil.copy(tmp_path / "explore-batch100.png", "/tmp/report_slider_screenshot.png")
+
+
+def test_a_hostile_parameter_stays_text_in_the_report():
+    """A parameter value with a backtick and an img tag cannot become markup (stored XSS)."""
+    from awbench.apps.report_html import render_markdown
+    from awbench.config import Config
+    from awbench.viz.notebook_support import config_text
+
+    hostile = "x`<img src=x onerror=alert(1)>"
+    text = config_text(Config.preset("paper").replace(data_dir=hostile))
+    out = render_markdown(text) + render_markdown(f"takeaway {hostile} <script>alert(2)</script>")
+    assert "<img" not in out and "<script" not in out
+    assert "&lt;img src=x onerror=alert(1)&gt;" in out
+    # Markdown still renders: emphasis and tables are markup on purpose
+    assert "<strong>b</strong>" in render_markdown("**b**")
+    assert "<table>" in render_markdown("| a |\n|---|\n| 1 |")

@@ -3,6 +3,7 @@ number cells."""
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 import re
@@ -35,12 +36,22 @@ details.records summary{cursor:pointer;color:#1f3b5a}
 
 
 def render_markdown(text: str) -> str:
+    """Markdown to HTML with every raw HTML tag escaped: takeaways carry notebook parameters,
+    which a user (or a batch grid) sets, so nothing in them may become markup or script."""
     try:
-        import mistune
-
-        return mistune.html(text)
+        return _markdown()(text)
     except ImportError:  # pragma: no cover - mistune comes with nbconvert / jupyterlab
         return "<p>" + html.escape(text).replace("\n\n", "</p><p>") + "</p>"
+
+
+@functools.cache
+def _markdown():
+    import mistune
+
+    # mistune.html's plugins, with raw HTML escaped
+    return mistune.create_markdown(
+        escape=True, plugins=["strikethrough", "footnotes", "table", "speedup"]
+    )
 
 
 def fmt_value(v: Any) -> str:

@@ -91,9 +91,17 @@ def config_text(cfg: Config) -> str:
         return "Settings: the paper preset (docs/science.md#4-the-demo-protocol-and-awbenchs-presets on the bundled digits), unchanged."
     return (
         "Settings that differ from the paper preset: "
-        + ", ".join(f"`{k}={v}`" for k, v in diff.items())
+        + ", ".join(_code_span(f"{k}={v}") for k, v in diff.items())
         + "."
     )
+
+
+def _code_span(text: str) -> str:
+    """``text`` as a Markdown code span that no backtick inside it can close early."""
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def seeds(profile: str, seed: int = 0, n_seeds: int = 0) -> list[int]:
