@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from awbench.analysis.summary import register_figure as _register_figure
+
 __version__ = "0.1.0"
 
 # name -> the module that defines it (a module itself when the name is the module's last part)
@@ -105,6 +107,17 @@ __all__ = [
     "top_eigenpairs",
     "train",
 ]
+
+
+def _analysis_figure(an):
+    """``Analysis.plot()``'s figure. The analysis layer may not import awbench.viz (the layer
+    contract), so the package root, above every layer, wires it: viz is imported on first use."""
+    from awbench.viz.decomposition_plots import analysis_figure
+
+    return analysis_figure(an)
+
+
+_register_figure(_analysis_figure)
 
 
 def __getattr__(name: str) -> Any:

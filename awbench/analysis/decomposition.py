@@ -39,6 +39,7 @@ from awbench.analysis.model_inputs import (
     read_samples,
 )
 from awbench.analysis.pair_gaps import PairedActivities, PairGaps, active_pairs, pair_gaps
+from awbench.analysis.summary import registered_figure, short_repr, summary_html, summary_text
 from awbench.curvature.layer import (
     layer_hessian,
     linear_layer,
@@ -141,6 +142,22 @@ class Analysis:
             "eigenvectors",
         }
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+    def summary(self) -> str:
+        """The result in words: gaps, sharp/flat/complement shares, curvature, exactness,
+        route, and what to change when the complement is large or the duality not exact."""
+        return summary_text(self)
+
+    def _repr_html_(self) -> str:
+        return summary_html(self)
+
+    def __repr__(self) -> str:
+        return short_repr(self)
+
+    def plot(self):
+        """The gap budget and the per-direction spectra in one plotly figure
+        (awbench.viz.decomposition_plots.analysis_figure)."""
+        return registered_figure(self)
 
 
 def _lanczos_basis(model, layer, x, y, with_bias, k):

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from awbench.analysis.decomposition import curved_directions, spearman
+from awbench.analysis.summary import sharp_count
 from awbench.viz.gap_plots import COLORS, LABELS, layout
 
 
@@ -54,32 +55,28 @@ def _direction_hover(d: pd.DataFrame) -> tuple[np.ndarray, str]:
     return custom, tmpl
 
 
-def direction_spectra(
-    directions: pd.DataFrame, n_sharp: int = 10, title: str | None = None
-) -> go.Figure:
-    """figure 3 of docs/science.md#9-figure-map: σg, cumulative Σσw, c and λ against the σg rank (log x).
+SPECTRA_PANELS = (  # key, panel title, log y, y-axis title
+    ("sigma_g", "σg,n (sharpness factor)", True, "σg"),
+    ("cum_sigma_w", "cumulative Σ σw,n (size factor)", False, "Σ σw"),
+    ("c", "correlation c_n", False, "c_n (correlation)"),
+    ("lam", "Hessian eigenvalue λ_n", False, "λ"),
+)
 
-    ``directions`` is ``Analysis.directions`` (sorted by σg descending). The shaded band marks
-    the ``n_sharp`` directions counted as the sharp part.
-    """
+
+def _add_spectra(fig: go.Figure, directions: pd.DataFrame, n_sharp: int, first_row: int) -> None:
+    """The four spectra panels into rows ``first_row`` and ``first_row + 1`` of ``fig``."""
     d = directions.sort_values("rank")
     x = d["rank"].to_numpy() + 1
     custom, tmpl = _direction_hover(d)
-    panels = [
-        ("sigma_g", "σg,n (sharpness factor)", True, d["sigma_g"]),
-        ("cum_sigma_w", "cumulative Σ σw,n (size factor)", False, d["sigma_w"].cumsum()),
-        ("c", "correlation c_n", False, d["c"]),
-        ("lam", "Hessian eigenvalue λ_n", False, d["lam"]),
-    ]
-    fig = make_subplots(
-        rows=2, cols=2, subplot_titles=[p[1] for p in panels], horizontal_spacing=0.1
-    )
-    for i, (key, label, log_y, y) in enumerate(panels):
+    values = {"sigma_g": d["sigma_g"], "cum_sigma_w": d["sigma_w"].cumsum()}
+    values.update(c=d["c"], lam=d["lam"])
+    for i, (key, label, log_y, _) in enumerate(SPECTRA_PANELS):
         row, col = (k + 1 for k in divmod(i, 2))
+        row += first_row - 1
         fig.add_trace(
             go.Scatter(
                 x=x,
-                y=y,
+                y=values[key],
                 mode="markers+lines",
                 name=label,
                 marker={"size": 4},
@@ -103,10 +100,23 @@ def direction_spectra(
         fig.update_xaxes(type="log", title_text="rank by σg (1 = sharpest)", row=row, col=col)
         if log_y:
             fig.update_yaxes(type="log", row=row, col=col)
-    fig.update_yaxes(title_text="σg", row=1, col=1)
-    fig.update_yaxes(title_text="Σ σw", row=1, col=2)
-    fig.update_yaxes(title_text="c_n (correlation)", row=2, col=1)
-    fig.update_yaxes(title_text="λ", row=2, col=2)
+    for i, (*_, y_title) in enumerate(SPECTRA_PANELS):
+        row, col = (k + 1 for k in divmod(i, 2))
+        fig.update_yaxes(title_text=y_title, row=row + first_row - 1, col=col)
+
+
+def direction_spectra(
+    directions: pd.DataFrame, n_sharp: int = 10, title: str | None = None
+) -> go.Figure:
+    """figure 3 of docs/science.md#9-figure-map: σg, cumulative Σσw, c and λ against the σg rank (log x).
+
+    ``directions`` is ``Analysis.directions`` (sorted by σg descending). The shaded band marks
+    the ``n_sharp`` directions counted as the sharp part.
+    """
+    fig = make_subplots(
+        rows=2, cols=2, subplot_titles=[p[1] for p in SPECTRA_PANELS], horizontal_spacing=0.1
+    )
+    _add_spectra(fig, directions, n_sharp, first_row=1)
     return layout(
         fig, title or f"Per-direction spectra (shaded: the {n_sharp} sharp directions)", height=620
     )
@@ -164,36 +174,65 @@ def cumulative_gap(
     return layout(fig, title, height=420)
 
 
+BUDGET_KEYS = (
+    "real_gap",
+    "pair_gap",
+    "sharp_gap",
+    "flat_gap",
+    "complement_gap",
+    "estimated_gap",
+    "mean_term",
+    "second_order_gap",
+)
+
+
+def _budget_bar(scalars: Mapping[str, float]) -> go.Bar:
+    keys = [k for k in BUDGET_KEYS if k in scalars and scalars[k] is not None]
+    if not scalars.get("complement_gap"):  # a complete basis: nothing beyond it to show
+        keys = [k for k in keys if k != "complement_gap"]
+    vals = [float(scalars[k]) for k in keys]
+    return go.Bar(
+        x=[LABELS[k] for k in keys],
+        y=vals,
+        marker_color=[COLORS[k] for k in keys],
+        text=[f"{v:.4g}" for v in vals],
+        textposition="outside",
+        hovertemplate="%{x}<br>%{y:.6g} nats<extra></extra>",
+    )
+
+
 def gap_budget(scalars: Mapping[str, float], title: str = "Where the gap comes from") -> go.Figure:
     """Bars: real gap, the exact pair gap and its sharp/flat split (and the complement beyond
     the computed directions when there is one, so the split's bars add up to the pair gap),
     the cσσ estimate, the mean term and the second-order reading, all in nats."""
-    keys = [
-        "real_gap",
-        "pair_gap",
-        "sharp_gap",
-        "flat_gap",
-        "complement_gap",
-        "estimated_gap",
-        "mean_term",
-        "second_order_gap",
-    ]
-    keys = [k for k in keys if k in scalars and scalars[k] is not None]
-    if not scalars.get("complement_gap"):  # a complete basis: nothing beyond it to show
-        keys = [k for k in keys if k != "complement_gap"]
-    vals = [float(scalars[k]) for k in keys]
-    fig = go.Figure(
-        go.Bar(
-            x=[LABELS[k] for k in keys],
-            y=vals,
-            marker_color=[COLORS[k] for k in keys],
-            text=[f"{v:.4g}" for v in vals],
-            textposition="outside",
-            hovertemplate="%{x}<br>%{y:.6g} nats<extra></extra>",
-        )
-    )
+    fig = go.Figure(_budget_bar(scalars))
     fig.update_yaxes(title_text="nats")
     return layout(fig, title, height=420, showlegend=False)
+
+
+def analysis_figure(an, n_sharp: int | None = None, title: str | None = None) -> go.Figure:
+    """``Analysis.plot()``: the gap budget (top) over the four per-direction spectra, one
+    figure. ``n_sharp`` (the shaded band) defaults to the count behind ``an.sharp_gap``."""
+    if n_sharp is None:
+        n_sharp = sharp_count(an) or 0
+    fig = make_subplots(
+        rows=3,
+        cols=2,
+        specs=[[{"colspan": 2}, None], [{}, {}], [{}, {}]],
+        subplot_titles=["Where the gap comes from (nats)"] + [p[1] for p in SPECTRA_PANELS],
+        row_heights=[0.34, 0.33, 0.33],
+        horizontal_spacing=0.1,
+        vertical_spacing=0.1,
+    )
+    fig.add_trace(_budget_bar(an.scalars()), row=1, col=1)
+    fig.update_yaxes(title_text="nats", row=1, col=1)
+    _add_spectra(fig, an.directions, n_sharp, first_row=2)
+    m = len(an.directions)
+    text = title or (
+        f"Layer {an.layer}: where the gap comes from and the spectra of its {m} computed "
+        f"directions ({an.hessian_method}; shaded: the {n_sharp} sharp ones)"
+    )
+    return layout(fig, text, height=1000, showlegend=False)
 
 
 def second_order(
