@@ -12,6 +12,7 @@ CI (``CI=true``) without chromium or playwright, as tests/test_browser.py does.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 from browser_support import CHROMIUM_ARGS, free_port, playwright_and_chromium, stop_group
 
@@ -93,6 +95,53 @@ def test_sliders_are_words_with_the_field_as_hint(app):
     slider = app.widgets["init_scale"]
     assert slider.description == "init scale s"
     assert "init_scale" in slider.tooltip
+
+
+def test_the_takeaway_states_the_verdicts_along_the_knob_moved(app):
+    from awbench.apps import knob_effects as ke
+    from awbench.apps.knob_grid import KNOBS, shipped_store
+    from awbench.experiments.grids import PROFILES
+    from awbench.experiments.store import load_store
+    from awbench.experiments.verdicts import verdict_table, verdict_words
+
+    runs, _ = load_store(shipped_store())  # the store's own rows, not the grid's lookups
+    app.reset()
+    d = app.grid.defaults
+    at = np.ones(len(runs), dtype=bool)
+    for k in KNOBS:
+        if k not in ("batch_size", "seed"):
+            at &= (runs[k] == d[k]).to_numpy()
+    app.widgets["batch_size"].value = 400
+    words = app.widgets["takeaway"].value
+    line = runs[at]
+    direct = verdict_table({"batch_size": line}, ke.QUANTITIES, family=28)
+    names = ("gap", "sharpness", "size", "curvature")
+    expected = "; ".join(f"{n} {verdict_words(r)}" for n, (_, r) in zip(names, direct.iterrows()))
+    assert f"<br>Along batch size B: {html.escape(expected)}." in words, words
+    assert (
+        f"3 seeds per point are too few for most verdicts; the report's sweeps "
+        f"({PROFILES['quick'].seeds} seeds) judge them." in words
+    )
+    assert "mostly" not in words and "→" not in words  # no factor has an up or down verdict
+    cur = line[(line["batch_size"] == 400) & (line["seed"] == d["seed"])]["real_gap"].item()
+    ref = line[(line["batch_size"] == d["batch_size"]) & (line["seed"] == d["seed"])]
+    change = 100 * (cur / ref["real_gap"].item() - 1)
+    stated = words.split("nats (")[1].split(" % on the default")[0]
+    assert abs(int(stated) - change) <= 0.5 and stated.startswith("+" if change > 0 else "-")
+    assert f"the gap {'rises' if change > 0 else 'falls'} to <b>{cur:.3g}</b> nats" in words
+
+
+def test_a_value_beyond_the_paper_is_flagged(app):
+    app.reset()
+    labels = {v: label for label, v in app.widgets["lr"].options}
+    assert labels[0.2] == "0.2 ⚠" and labels[0.05] == "0.05" and labels[0.1] == "0.1"
+    note = html.escape("learning rate α 0.2 is beyond the paper's range (0.005–0.1)")
+    app.widgets["lr"].value = 0.2
+    assert note in app.widgets["takeaway"].value
+    app.widgets["lr"].value = 0.05
+    assert "Beyond the paper" not in app.widgets["takeaway"].value
+    app.reset()
+    assert "Beyond the paper" not in app.widgets["takeaway"].value  # init scale 1: the paper's
 
 
 def test_nothing_from_a_cdn(tmp_path):

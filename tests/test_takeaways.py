@@ -887,56 +887,143 @@ def test_warnings_of(run_converged, converged_seeds):
         assert grab(r"none of the (\d+) seeds", seed_warnings[0]) == ("3",)
 
 
-def effect_row(knob, values, gap, sharp, size, left=0, left_values=""):
+LINE_QUANTITIES = (
+    ("real_gap", "gap"),
+    ("sharpness", "sharpness"),
+    ("size", "size"),
+    ("curvature", "curvature"),
+)
+LINE_RE = (
+    r"(gap|sharpness|size|curvature) (up|down|non-monotone|no clear change|inconclusive): "
+    r"{P} \[{P}, {P}\](, not significant with (\d+) seeds)?"
+)
+
+
+def parse_line(line: str) -> dict[str, tuple]:
+    """``{quantity: (verdict, change, low, high, seeds or "")}`` of one knob line."""
+    names = {name: q for q, name in LINE_QUANTITIES}
+    return {names[m[0]]: (m[1], m[2], m[3], m[4], m[6]) for m in re.findall(_n(LINE_RE), line)}
+
+
+def cell(verdict, change, low, high, seeds=3) -> dict:
     return {
-        "knob": knob,
-        "values": values,
-        "real_gap_change": gap,
-        "sharpness_change": sharp,
-        "size_change": size,
-        "left_out": left,
-        "left_out_values": left_values,
+        "verdict": verdict,
+        "change": change,
+        "change_low": low,
+        "change_high": high,
+        "n_seeds": seeds,
     }
 
 
+def effect_row(knob, values, cells=None, left=0, left_values="", runs_left=0, seeds=3):
+    """A grid_effects row with the verdict of each quantity given as a cell."""
+    from awbench.experiments.verdicts import verdict_words
+
+    row = {
+        "knob": knob,
+        "values": values,
+        "left_out": left,
+        "left_out_values": left_values,
+        "runs_left_out": runs_left,
+        "seeds": seeds,
+    }
+    for q, _ in LINE_QUANTITIES:
+        c = (cells or {}).get(q, cell("inconclusive", math.nan, math.nan, math.nan, seeds))
+        row[f"{q}_verdict"] = c["verdict"]
+        row[f"{q}_words"] = verdict_words(c)
+        row[f"{q}_cell"] = c
+    return row
+
+
 def check_effect_line(line: str, row: dict) -> None:
+    """Each quantity's verdict, change and interval as the row's cell holds them, "not
+    significant with n seeds" exactly for an inconclusive one, which factor moved only where
+    its verdict is up or down, and no "mostly"."""
     label = KNOB_TEXT.get(row["knob"], row["knob"])
-    gap, sharp, size, lead = grab(
-        re.escape(f"- **{label}** {row['values']}: ")
-        + r"gap {P}, sharpness {P}, size {P} → mostly \*\*(sharpness|size)\*\*",
-        line,
-    )
-    same_pct(gap, row["real_gap_change"])
-    same_pct(sharp, row["sharpness_change"])
-    same_pct(size, row["size_change"])
-    bigger = "sharpness" if abs(row["sharpness_change"]) > abs(row["size_change"]) else "size"
-    assert lead == bigger
+    assert line.startswith(f"- **{label}** {row['values']}: gap "), line
+    stated = parse_line(line)
+    assert list(stated) == [q for q, _ in LINE_QUANTITIES], line
+    for q, (verdict, ch, lo, hi, seeds) in stated.items():
+        c = row[f"{q}_cell"]
+        assert verdict == c["verdict"]
+        same_pct(ch, c["change"])
+        same_pct(lo, c["change_low"])
+        same_pct(hi, c["change_high"])
+        assert seeds == (str(c["n_seeds"]) if verdict == "inconclusive" else "")
+    moved = [q for q in ("sharpness", "size", "curvature") if row[f"{q}_verdict"] in ("up", "down")]
+    if moved:
+        tail = " and ".join(f"**{q}** ({row[f'{q}_verdict']})" for q in moved)
+        assert f" → moves {tail}" in line
+    else:
+        assert "→" not in line
+    assert "mostly" not in line
 
 
 def test_effects_takeaway_lines_follow_each_knob():
     rows = [
-        effect_row("weight_decay", "0, 0.001, 0.01", -0.12, -0.6, 0.2),
-        effect_row("dropout", "0, 0.2", 0.3, 0.05, -0.41, left=1, left_values="0.4"),
-        effect_row("lr", "0.05", float("nan"), float("nan"), float("nan"), 2, "0.1, 0.2"),
-        effect_row("batch_size", "100", float("nan"), float("nan"), float("nan")),
+        effect_row(
+            "weight_decay",
+            "0, 0.001, 0.01",
+            {
+                "real_gap": cell("inconclusive", -0.12, -0.5, 0.31),
+                "sharpness": cell("down", -0.6, -0.71, -0.52),
+                "size": cell("no clear change", 0.04, -0.1, 0.15),
+                "curvature": cell("down", -0.62, -0.7, -0.5),
+            },
+        ),
+        effect_row(
+            "dropout",
+            "0, 0.2",
+            {
+                "real_gap": cell("inconclusive", 0.3, -0.2, 1.1),
+                "sharpness": cell("inconclusive", 0.05, -0.4, 0.8),
+                "size": cell("inconclusive", -0.41, -0.8, 0.1),
+                "curvature": cell("inconclusive", 0.7, -0.3, 3.0),
+            },
+            left=1,
+            left_values="0.4",
+            runs_left=2,
+        ),
+        effect_row("lr", "0.05", left=2, left_values="0.1, 0.2"),
+        effect_row("batch_size", "100"),
     ]
     effects = pd.DataFrame(rows)
-    effects.attrs.update(left_out_points=3, held="at the default")
+    effects.attrs.update(left_out_points=3, held="at the default", seeds=3, family=28)
     text = ks.effects_takeaway(effects)
     lines = [line for line in text.split("\n") if line.startswith("- ")]
     assert len(lines) == 3  # batch_size: nothing to say
     check_effect_line(lines[0], rows[0])
+    assert " → moves **sharpness** (down) and **curvature** (down)" in lines[0]
     check_effect_line(lines[1], rows[1])
-    assert grab(r"\((\d+) unconverged points? left out: ([\d., ]+)\)", lines[1]) == ("1", "0.4")
+    assert lines[1].endswith("(1 unconverged point left out: 0.4; 2 unconverged runs left out)")
     assert "no comparison, fewer than two points converged" in lines[2]
     assert grab(r"\((\d+) unconverged points left out: ([\d., ]+)\)", lines[2]) == ("2", "0.1, 0.2")
     assert grab(r"\*\*⚠ (\d+) points left out:\*\*", text) == ("3",)
-    # flipped: the size effect now the larger, and nothing left out
-    rows[0]["size_change"], rows[0]["sharpness_change"] = -0.6, 0.2
-    quiet = pd.DataFrame(rows[:1])
-    text = ks.effects_takeaway(quiet)
-    check_effect_line(text.split("\n")[-1], rows[0])
-    assert "left out" not in text
+    seeds, family, report = grab(
+        r"The grid has (\d+) seeds per point, too few for a verdict on most effects \(tests "
+        r"corrected for the (\d+) knob × quantity cells of the panel\): a large change reads "
+        r'"inconclusive" here; the report\'s sweeps \((\d+) seeds per value\) judge them\.',
+        text,
+    )
+    from awbench.experiments.grids import PROFILES
+
+    assert (int(seeds), int(family), int(report)) == (3, 28, PROFILES["quick"].seeds)
+    assert "mostly" not in text
+    # flipped: size now down with a verdict, sharpness without one; nothing left out
+    flipped = effect_row(
+        "weight_decay",
+        "0, 0.001, 0.01",
+        {
+            "real_gap": cell("inconclusive", -0.12, -0.5, 0.31),
+            "sharpness": cell("inconclusive", 0.2, -0.3, 0.9),
+            "size": cell("down", -0.6, -0.7, -0.5),
+            "curvature": cell("no clear change", 0.0, -0.1, 0.1),
+        },
+    )
+    text = ks.effects_takeaway(pd.DataFrame([flipped]))
+    line = next(line for line in text.split("\n") if line.startswith("- "))
+    check_effect_line(line, flipped)
+    assert " → moves **size** (down)" in line and "left out" not in text
 
 
 SCALARS = ("real_gap", "sharpness", "size", "weight_norm")
@@ -1034,70 +1121,156 @@ def test_panel_takeaway_off_the_grid():
     assert kw.takeaway(panel).startswith("**Off the grid:** `batch_size=123` was not precomputed")
 
 
-class CurveGrid:
-    """A stand-in KnobGrid whose curve along a knob is a hand-made table."""
+def test_panel_takeaway_flags_a_value_beyond_the_paper():
+    from awbench.experiments.grids import PAPER_VALUES
 
-    def __init__(self, knob, xs, converged, gap, sharp, size):
+    lo, hi = min(PAPER_VALUES["lr"]), max(PAPER_VALUES["lr"])
+    for lr in (0.2, 0.05):
+        cur = setting(scalars=run_scalars(0.2, 5.0, 40.0, 3.0), lr=lr)
+        panel = SimpleNamespace(
+            setting=cur, reference=cur, config=cur.config, grid=SimpleNamespace(base=BASE)
+        )
+        text = kw.takeaway(panel)
+        note = f"**⚠ Beyond the paper:** learning rate α {lr:g} is beyond the paper's range "
+        assert (note + f"({lo:g}–{hi:g}).") in text if lr > hi else "Beyond the paper" not in text
+        off = SimpleNamespace(
+            setting=None, reference=cur, config=cur.config, grid=SimpleNamespace(base=BASE)
+        )
+        assert (note in kw.takeaway(off)) == (lr > hi)
+
+
+class LineGrid:
+    """A stand-in KnobGrid: hand-made per-seed runs along one knob, every other knob at 0."""
+
+    def __init__(self, knob, runs):
         self.defaults = {k: 0 for k in KNOBS}
         self.knob = knob
-        self.table = pd.DataFrame(
-            {
-                knob: xs,
-                "converged": converged,
-                "real_gap_mean": gap,
-                "sharpness_mean": sharp,
-                "size_mean": size,
-            }
-        )
-
-    def curve(self, knob, values):
-        assert knob == self.knob
-        return self.table
+        self.runs = runs
 
     def _tuple(self, values):
         return tuple(values[k] for k in KNOBS)
 
 
+def line_runs(knob, xs, sharp, size, gap, unconverged=(), seeds=3):
+    """Runs at ``xs`` for ``seeds`` seeds: quantity = base x factor(x) x a seed offset, with
+    ``unconverged`` (x, seed) pairs marked as runs that hit their budget."""
+    rows = []
+    for s in range(seeds):
+        for i, x in enumerate(xs):
+            bad = (x, s) in unconverged
+            row = {k: 0 for k in KNOBS} | {knob: x, "seed": s}
+            row |= {
+                "status": "max_epochs" if bad else "converged",
+                "converged": not bad,
+                "real_gap": gap[i] * (1 + 0.07 * s) * (1 + 0.03 * ((i + s) % 2)),
+                "sharpness": sharp[i] * (1 - 0.05 * s) * (1 + 0.05 * ((i * s) % 3)),
+                "size": size[i] * (1 + 0.02 * s) * (1 + 0.04 * ((i + 2 * s) % 3)),
+            }
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def truth_cell(runs: pd.DataFrame, knob: str, q: str) -> dict:
+    """The within-seed change of ``q`` from the first to the last converged value: geometric
+    mean of last / first over the seeds converged at both, with its 95 % t-interval, and the
+    verdict 3 seeds allow (no test reaches the panel's 28-cell correction): "no clear change"
+    when the interval lies within 1/1.2 ... 1.2, else "inconclusive"."""
+    from scipy import stats
+
+    ok = runs[runs["converged"]].assign(curvature=lambda d: d["sharpness"] / d["size"])
+    wide = ok.pivot(index="seed", columns=knob, values=q)
+    ends = wide[[wide.columns.min(), wide.columns.max()]].dropna()
+    d = np.log(ends.iloc[:, 1] / ends.iloc[:, 0]).to_numpy()
+    half = stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    change, low, high = (math.expm1(v) for v in (d.mean(), d.mean() - half, d.mean() + half))
+    verdict = "no clear change" if 1 / 1.2 - 1 <= low and high <= 0.2 else "inconclusive"
+    return cell(verdict, change, low, high, ok["seed"].nunique())
+
+
 SWEEP_CASES = {
-    "sharpness leads up": ([1, 2, 3], [3, 3, 2], [0.2, 0.25, 0.3], [1.0, 2.0, 4.0], [5, 5.5, 6]),
-    "size leads down": ([1, 2, 3], [3, 1, 2], [0.3, 0.25, 0.2], [1.0, 1.1, 1.2], [8, 5, 2]),
-    "last point unconverged": ([1, 2, 3], [2, 3, 0], [0.2, 0.1, 9.0], [2.0, 1.0, 90], [5, 6, 90]),
-}
+    "sharpness up, size down": ([1, 2, 3], [1.0, 2.0, 4.0], [8, 5, 2], [0.2, 0.25, 0.3], ()),
+    "size up, one seed unconverged": ([1, 2, 3], [1.0, 1.1, 1.2], [2, 5, 8], [0.3, 0.25, 0.2],
+                                      ((2, 1),)),
+    "last point unconverged": ([1, 2, 3], [2.0, 1.0, 90], [5, 6, 90], [0.2, 0.1, 9.0],
+                               ((3, 0), (3, 1), (3, 2))),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", SWEEP_CASES.values(), ids=SWEEP_CASES.keys())
-def test_sweep_takeaway_follows_the_curve(case):
-    xs, n_conv, gap, sharp, size = case
+def test_sweep_takeaway_states_the_verdicts_of_the_line(case):
+    from awbench.apps import knob_effects as ke
+
+    xs, sharp, size, gap, unconverged = case
     knob = "dropout"
-    grid = CurveGrid(knob, xs, n_conv, gap, sharp, size)
+    runs = line_runs(knob, xs, sharp, size, gap, unconverged)
+    grid = LineGrid(knob, runs)
     panel = SimpleNamespace(last_knob=knob, grid=grid, values=dict(grid.defaults))
     text = kw.sweep_takeaway(panel)
-    assert text.startswith("Along this knob (other knobs at the default")
-    ok = [i for i, c in enumerate(n_conv) if c > 0]
-    lo, hi = ok[0], ok[-1]
+    assert text.startswith("Along this knob (other knobs at the default; converged runs only")
+    ok = runs[runs["converged"]]
+    good = sorted(ok[knob].unique())
+    bad = [x for x in xs if x not in good]
+    partial = int((~runs["converged"] & runs[knob].isin(good)).sum())
     row = effect_row(
         knob,
-        ", ".join(f"{xs[i]:g}" for i in ok),
-        (gap[hi] - gap[lo]) / gap[lo],
-        (sharp[hi] - sharp[lo]) / sharp[lo],
-        (size[hi] - size[lo]) / size[lo],
+        ", ".join(f"{x:g}" for x in good),
+        {q: truth_cell(runs, knob, q) for q, _ in LINE_QUANTITIES},
     )
-    check_effect_line(text.split("\n")[-1], row)
-    bad = [xs[i] for i, c in enumerate(n_conv) if c == 0]
+    (line,) = [line for line in text.split("\n") if line.startswith("- ")]
+    check_effect_line(line, row)
+    notes = []
     if bad:
-        assert grab(r"\((\d+) unconverged point left out: ([\d., ]+)\)", text) == (
-            str(len(bad)),
-            ", ".join(f"{x:g}" for x in bad),
-        )
+        notes.append(f"{len(bad)} unconverged point left out: " + ", ".join(f"{x:g}" for x in bad))
+    if partial:
+        notes.append(f"{partial} unconverged run{'s' if partial > 1 else ''} left out")
+    if notes:
+        assert line.endswith(f" ({'; '.join(notes)})")
     else:
         assert "left out" not in text
+    assert "The grid has 3 seeds per point, too few for a verdict on most effects" in text
+    # the relative changes of the converged seeds' means, kept for figures and records
+    effect, _ = ke.effect(grid, knob, grid.defaults)
+    m = ok.groupby(knob)[["real_gap", "sharpness", "size"]].mean()
+    for col in ("real_gap", "sharpness", "size"):
+        first, last = m[col].iloc[0], m[col].iloc[-1]
+        assert effect[f"{col}_change"] == pytest.approx((last - first) / first, rel=1e-12)
 
 
 def test_sweep_takeaway_with_one_point_and_for_the_seed():
-    grid = CurveGrid("lr", [0.1], [3], [0.2], [1.0], [5.0])
-    panel = SimpleNamespace(last_knob="lr", grid=grid, values=dict(grid.defaults))
+    runs = line_runs("lr", [0.1], [1.0], [5.0], [0.2])
+    panel = SimpleNamespace(last_knob="lr", grid=LineGrid("lr", runs), values={k: 0 for k in KNOBS})
     assert kw.sweep_takeaway(panel).endswith(
         f"- **{KNOB_TEXT['lr']}**: no comparison, one point on the grid here"
     )
     panel.last_knob = "seed"
     assert kw.sweep_takeaway(panel) == ""
+
+
+@pytest.mark.parametrize(
+    ("knob", "value", "note"),
+    [
+        ("lr", 0.2, "learning rate α 0.2 is beyond the paper's range (0.005–0.1)"),
+        ("lr", 0.05, None),
+        ("lr", 0.1, None),
+        ("batch_size", 10, "batch size B 10 is below the paper's range (25–400)"),
+        ("batch_size", 400, None),
+        ("dropout", 0.5, "dropout d 0.5 is beyond the paper's range (0–0.3)"),
+        ("weight_decay", 0.05, "weight decay β 0.05 is beyond the paper's range (0–0.02)"),
+        ("init_scale", 2.0, ("init scale s 2 is below the paper's range (4–7, and 1 where it is "
+                            "not swept)")),
+        ("init_scale", 1.0, None),  # the paper's value where the init scale is not swept
+        ("init_scale", 5.0, None),
+        ("n_train", 100_000, None),  # scaled to the dataset's pool: no paper range
+        ("label_noise", 0.5, None),
+        ("seed", 9, None),
+    ],
+)  # fmt: skip
+def test_beyond_the_papers_range(knob, value, note):
+    from awbench.experiments.grids import PAPER_VALUES
+
+    assert ks.beyond_paper(knob, value) == note
+    if note is not None:
+        lo, hi = min(PAPER_VALUES[knob]), max(PAPER_VALUES[knob])
+        assert not lo <= value <= hi and f"({lo:g}–{hi:g}" in note
+        assert ("beyond" in note) == (value > hi)
+    assert ks.option_label(knob, value) == f"{value:g}" + (" ⚠" if note else "")

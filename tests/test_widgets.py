@@ -25,8 +25,10 @@ from awbench.apps import knob_sentences as kt
 from awbench.apps import knob_slices as ks
 from awbench.apps import widgets as kw
 from awbench.experiments.store import load_store
+from awbench.experiments.verdicts import verdict_table, verdict_words
 
 STORE = kg.shipped_store()
+NAMES = ("gap", "sharpness", "size", "curvature")  # the words of ke.QUANTITIES in a knob line
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +245,69 @@ def test_grid_effects_and_sweep_figures():
     for knob in kg.KNOBS[:-1]:
         fig = kp.sweep_figure(grid, knob)
         assert len(fig.data[0].y) == len(grid.values[knob])
+
+
+def _line(runs: pd.DataFrame, knob: str, held: dict) -> pd.DataFrame:
+    """The runs of ``knob``'s line with every other knob but the seed at ``held``, read from
+    the store's own rows."""
+    at = np.ones(len(runs), dtype=bool)
+    for k in kg.KNOBS:
+        if k not in (knob, "seed"):
+            at &= (runs[k] == held[k]).to_numpy()
+    return runs[at]
+
+
+@pytest.mark.parametrize("held", [{}, {"batch_size": 400}, {"weight_decay": 0.02}])
+def test_the_panels_verdicts_are_verdict_table_on_the_same_runs(truth, held):
+    runs = truth[0]
+    grid = kg.KnobGrid(STORE, extra=STORE)
+    values = {**grid.defaults, **held}
+    family = len(kg.KNOBS[:-1]) * len(ke.QUANTITIES)
+    assert family == ke.FAMILY == 28
+    effects = ke.grid_effects(grid, values).set_index("knob")
+    md = kt.effects_takeaway(ke.grid_effects(grid, values))
+    for knob in kg.KNOBS[:-1]:
+        line = _line(runs, knob, values)
+        direct = verdict_table({knob: line}, ke.QUANTITIES, family=family)
+        panel = ke.line_verdicts(grid, knob, values)
+        cols = [c for c in direct.columns if c not in ("left_out", "values_without_converged")]
+        pd.testing.assert_frame_equal(panel[cols], direct[cols])
+        if line[knob].nunique() < 2:
+            assert effects.loc[knob, "values"].count(",") == 0
+            continue
+        for q, (_, r) in zip(ke.QUANTITIES, direct.iterrows()):
+            assert effects.loc[knob, f"{q}_verdict"] == r["verdict"]
+            assert effects.loc[knob, f"{q}_words"] == verdict_words(r)
+        words = "; ".join(f"{n} {verdict_words(r)}" for n, (_, r) in zip(NAMES, direct.iterrows()))
+        label = kg.KNOB_TEXT[knob]
+        values_text = ", ".join(f"{v:g}" for v in sorted(line[knob].unique()))
+        assert f"- **{label}** {values_text}: {words}" in md
+        # 3 seeds per point: whatever the change, no up or down after the 28-cell correction
+        assert set(direct["verdict"]) <= {"inconclusive", "no clear change"}
+        assert (direct["n_seeds"] == 3).all()
+    assert "The grid has 3 seeds per point" in md and "mostly" not in md
+
+
+def test_grid_effects_is_cached_by_the_runs_of_each_line():
+    grid = kg.KnobGrid(STORE, extra=STORE)
+    first = ke.grid_effects(grid)
+    tables = [ke.line_verdicts(grid, k, grid.defaults) for k in kg.KNOBS[:-1]]
+    again = [ke.line_verdicts(grid, k, grid.defaults) for k in kg.KNOBS[:-1]]
+    assert all(a is b for a, b in zip(tables, again)), "a second call recomputes nothing"
+    pd.testing.assert_frame_equal(ke.grid_effects(grid), first)
+
+
+def test_values_beyond_the_paper_are_flagged_on_the_slider_and_in_the_takeaway(tmp_path):
+    pytest.importorskip("ipywidgets")
+    p = kw.KnobPanel(STORE, mode="live", extra_store=tmp_path / "u")
+    labels = {v: label for label, v in p.widgets["lr"].options}
+    assert labels[0.2] == "0.2 ⚠" and labels[0.05] == "0.05" and labels[0.1] == "0.1"
+    note = "learning rate α 0.2 is beyond the paper's range (0.005–0.1)"
+    p.widgets["lr"].value = 0.2
+    assert note in kw.takeaway(p) and note in p.widgets["takeaway"].value
+    p.widgets["lr"].value = 0.05
+    assert "Beyond the paper" not in kw.takeaway(p)
+    assert "Beyond the paper" not in p.widgets["takeaway"].value
 
 
 # --- off the grid: train this setting ----------------------------------------------------------
@@ -512,7 +577,10 @@ def test_no_warning_for_converged_runs_and_seeds_counted(mixed_store, tmp_path):
     assert "3/3 seeds converged at this point" in status
     for name in kw.PANELS:
         assert "⚠" not in p.figures[name].layout.title.text, name
-    assert "⚠" not in kw.takeaway(p) and "3/3 seeds converged" in kw.takeaway(p)
+    text = kw.takeaway(p)
+    # the smoke base's lr 0.3 lies beyond the paper's 0.005-0.1: that note is the only warning
+    assert text.count("⚠") == 1 and "3/3 seeds converged" in text
+    assert text.startswith("**⚠ Beyond the paper:** learning rate α 0.3 is beyond the paper's")
 
     p.widgets["lr"].value = 0.001  # every seed hit max_epochs
     status = p.widgets["status"].value
@@ -590,7 +658,13 @@ def test_grid_means_leave_unconverged_seeds_out(mixed_store, tmp_path):
     assert (effects.loc["lr", "left_out"], effects.loc["lr", "left_out_values"]) == (1, "0.001")
     md = kt.effects_takeaway(ke.grid_effects(grid))
     assert "(1 unconverged point left out: 0.001)" in md and "**⚠ 1 point left out:**" in md
-    assert "mostly" in md.split("dropout")[1].split("\n")[0]
+    line = md.split("- **dropout d** ")[1].split("\n")[0]
+    assert line.startswith("0, 0.1: gap ") and line.endswith("(1 unconverged run left out)")
+    # the verdicts are verdict_table's over the same runs (lr 0.3): seed 2 at 0.1 left out
+    table = verdict_table({"dropout": runs[runs["lr"] == 0.3]}, ke.QUANTITIES, family=28)
+    assert (table["n_left_out"] == 1).all() and (table["n_runs"] == 5).all()
+    words = [f"{name} {verdict_words(r)}" for name, (_, r) in zip(NAMES, table.iterrows())]
+    assert "; ".join(words) in line and "mostly" not in md
 
 
 def test_a_store_without_the_convergence_columns_falls_back_to_status(mixed_store, tmp_path):
@@ -628,7 +702,8 @@ def test_takeaway_follows_the_sliders(mixed_store, tmp_path):
     assert "<b>dropout=0.1</b> against the default" in moved
     # the knob just moved, along the sweep panel's line: both dropout points converged
     assert "Along this knob (other knobs at the default" in moved
-    assert "<li><b>dropout d</b> 0, 0.1: gap" in moved and "mostly" in moved
+    assert "<li><b>dropout d</b> 0, 0.1: gap " in moved and "mostly" not in moved
+    assert "The grid has 3 seeds per point, too few for a verdict on most effects" in moved
     p.set(dropout=0.0, lr=0.001)  # from code: the same redraw
     text = p.widgets["takeaway"].value
     assert "⚠ Not converged" in text

@@ -31,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from awbench.apps.knob_effects import effect
 from awbench.apps.knob_grid import KNOBS, KnobGrid, Setting, native_value
 from awbench.apps.knob_panels import nested
+from awbench.apps.knob_sentences import option_label
 from awbench.apps.present_panels import (
     HERE,
     OKABE_ITO,
@@ -209,7 +211,11 @@ class PresentApp:
         cur = self.setting
         w = self.widgets
         w["training"].value = training_line(cur)
-        w["takeaway"].value = takeaway(cur, self.reference, self._values, self.grid.defaults)
+        knob = self.last_knob
+        line = effect(self.grid, knob, self._values)[0] if knob != "seed" else None
+        w["takeaway"].value = takeaway(
+            cur, self.reference, self._values, self.grid.defaults, line, knob
+        )
         w["note"].value = self.note
         if self.note:
             w["note"].remove_class("awbench-note-empty")
@@ -298,7 +304,7 @@ class PresentApp:
 
     def _slider(self, W: Any, k: str):
         slider = W.SelectionSlider(
-            options=[(f"{v:g}", v) for v in self.options[k]],
+            options=[(option_label(k, v), v) for v in self.options[k]],
             value=self._values[k],
             description=LABELS[k],
             tooltip=f"{LABELS[k]}: Config field {k}",

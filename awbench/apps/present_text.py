@@ -1,5 +1,6 @@
-"""The words of ``awbench present``: slider labels, the training line, the takeaway sentence,
-the snap note and the one-line glossary (HTML; the panels are
+"""The words of ``awbench present``: slider labels, the training line, the takeaway sentence
+(the verdicts along the knob last moved, the same as the knob panel's, and a knob value beyond
+the paper's range flagged), the snap note and the one-line glossary (HTML; the panels are
 :mod:`awbench.apps.present_panels`)."""
 
 from __future__ import annotations
@@ -9,9 +10,15 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from awbench.apps.knob_effects import REPORT_SEEDS
 from awbench.apps.knob_grid import Setting, fmt
 from awbench.apps.knob_panels import get_path
-from awbench.apps.knob_sentences import not_converged_reason
+from awbench.apps.knob_sentences import (
+    beyond_paper_notes,
+    moved_factors,
+    not_converged_reason,
+    verdict_parts,
+)
 from awbench.apps.present_panels import DEFAULT, HERE, OKABE_ITO
 
 # Words with the paper's symbols (docs/science.md, section 6); the Config field is the hint.
@@ -72,13 +79,53 @@ def _moved(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def beyond_note(values: Mapping[str, Any]) -> str:
+    """HTML: the knobs on screen whose value lies outside the paper's range
+    (:func:`~awbench.apps.knob_sentences.beyond_paper`), or ""."""
+    notes = beyond_paper_notes({k: values[k] for k in SLIDER_ORDER if k in values and k != "seed"})
+    if not notes:
+        return ""
+    return (
+        f'<span style="color:{HERE}"><b>⚠ Beyond the paper:</b> '
+        + html.escape("; ".join(notes))
+        + ".</span> "
+    )
+
+
+def line_verdicts(line: Mapping[str, Any], knob: str) -> str:
+    """HTML: the verdicts along ``knob``'s line (a row of
+    :func:`~awbench.apps.knob_effects.grid_effects`), in
+    :func:`~awbench.experiments.verdicts.verdict_words`' phrasing, and why they are weak; ""
+    where the line has one point only."""
+    points = [v for v in str(line.get("values", "")).split(", ") if v]
+    if len(points) < 2:
+        left = int(line.get("left_out", 0) or 0)
+        return f"<br>Along {LABELS[knob]}: fewer than two points converged." if left else ""
+    seeds = int(line.get("seeds", 0) or 0)
+    return (
+        f"<br>Along {LABELS[knob]}: "
+        + html.escape(verdict_parts(line))
+        + moved_factors(line, bold=("<b>", "</b>"))
+        + f". {seeds} seeds per point are too few for most verdicts; the report's sweeps "
+        f"({REPORT_SEEDS} seeds) judge them."
+    )
+
+
 def takeaway(
-    cur: Setting | None, ref: Setting, values: Mapping[str, Any], defaults: Mapping[str, Any]
+    cur: Setting | None,
+    ref: Setting,
+    values: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    line: Mapping[str, Any] | None = None,
+    knob: str | None = None,
 ) -> str:
-    """HTML, one or two sentences: what the setting on screen does to the gap, and whether
-    sharpness or size carries the change (the larger change on a log scale)."""
+    """HTML: what the setting on screen does to the gap against the default (this run and the
+    default's run), and, given ``line`` (the :func:`~awbench.apps.knob_effects.grid_effects` row
+    of ``knob``'s line through it), the verdicts along that knob; a knob value beyond the
+    paper's range is flagged."""
+    beyond = beyond_note(values)
     if cur is None:
-        return "This combination is not on the grid."
+        return beyond + "This combination is not on the grid."
     a, b = get_path(ref, "real_gap"), get_path(cur, "real_gap")
     share = (
         get_path(cur, "sharp_gap") / get_path(cur, "pair_gap")
@@ -92,26 +139,22 @@ def takeaway(
     )
     moved = _moved(values, defaults)
     if not moved:
-        return warn + (
-            f"<b>The default setting</b>: gap {fmt(b)} nats, {fmt(100 * share, 2)} % of it in "
-            "the sharpest directions. Move a knob: does it act through sharpness or size?"
+        return (
+            warn
+            + beyond
+            + (
+                f"<b>The default setting</b>: gap {fmt(b)} nats, {fmt(100 * share, 2)} % of it "
+                "in the sharpest directions. Move a knob: does it act through sharpness or size?"
+            )
         )
-    ratios = {
-        "sharpness": _log_ratio(get_path(ref, "sharpness"), get_path(cur, "sharpness")),
-        "size": _log_ratio(get_path(ref, "size"), get_path(cur, "size")),
-    }
-    lead = max(ratios, key=lambda k: abs(ratios[k]) if math.isfinite(ratios[k]) else -1.0)
     verb = "rises" if b > a else "falls" if b < a else "stays"
-    return warn + (
+    text = (
         f"With <b>{', '.join(moved)}</b> the gap {verb} to <b>{fmt(b)}</b> nats "
-        f"({_pct(a, b)}): sharpness {_pct(get_path(ref, 'sharpness'), get_path(cur, 'sharpness'))}, "
-        f"size {_pct(get_path(ref, 'size'), get_path(cur, 'size'))}, so mostly through "
-        f"<b>{lead}</b>."
+        f"({_pct(a, b)} on the default)."
     )
-
-
-def _log_ratio(a: float, b: float) -> float:
-    return math.log(b / a) if a > 0 and b > 0 else math.nan
+    if line is not None and knob is not None and knob != "seed":
+        text += line_verdicts(line, knob)
+    return warn + beyond + text
 
 
 def snap_note(

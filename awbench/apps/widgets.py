@@ -57,7 +57,6 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from awbench.apps.knob_effects import effect, held_values
 from awbench.apps.knob_frontend import frontend, warm_up
 from awbench.apps.knob_grid import (
     KNOB_TEXT,
@@ -79,7 +78,14 @@ from awbench.apps.knob_panels import (
     size_traces,
     sweep_traces,
 )
-from awbench.apps.knob_sentences import effect_line, not_converged_reason, pct, warnings_of
+from awbench.apps.knob_sentences import (
+    beyond_paper_text,
+    not_converged_reason,
+    option_label,
+    pct,
+    sweep_takeaway,
+    warnings_of,
+)
 from awbench.config import Config, ConfigError
 
 PANELS = ("sharpness", "size", "gap", "sweep")
@@ -102,12 +108,13 @@ def takeaway(panel: KnobPanel) -> str:
     converge is quoted with a warning, never bare.
     """
     cur, ref = panel.setting, panel.reference
+    beyond = beyond_paper_text(panel.config)
     if cur is None:
         return (
             f"**Off the grid:** `{describe(panel.config, panel.grid.base)}` was not "
             "precomputed "
             "and not trained here; the panels show the default setting only."
-        )
+        ) + (f"\n\n{beyond}" if beyond else "")
     same = cur.key == ref.key
     if same:
         head = "**The default setting** of the grid"
@@ -119,6 +126,8 @@ def takeaway(panel: KnobPanel) -> str:
             f"**⚠ Not converged:** this run {not_converged_reason(cur)}; the numbers below "
             "are not a result."
         )
+    if beyond:
+        notes.append(beyond)
     if not same and not ref.converged:
         notes.append(
             f"**⚠ The default did not converge** ({not_converged_reason(ref)}): the changes "
@@ -155,21 +164,6 @@ def takeaway(panel: KnobPanel) -> str:
                 f"({means}) are not a result either."
             )
     return "\n\n".join([*notes, text, *tail])
-
-
-def sweep_takeaway(panel: KnobPanel) -> str:
-    """Markdown: what the knob last moved does along the sweep panel's line (other knobs as
-    on screen), as one line of :func:`~awbench.apps.knob_sentences.effects_takeaway`; empty for
-    the seed."""
-    knob = panel.last_knob
-    if knob == "seed":
-        return ""
-    row, _ = effect(panel.grid, knob, {**panel.grid.defaults, **panel.values})
-    line = effect_line(row) or (
-        f"- **{KNOB_TEXT.get(knob, knob)}**: no comparison, one point on the grid here"
-    )
-    held = held_values(panel.grid, panel.values, but=knob)
-    return f"Along this knob (other knobs {held}, mean over the converged seeds):\n\n{line}"
 
 
 # --- the widget ----------------------------------------------------------------------------
@@ -423,7 +417,7 @@ class KnobPanel:
 
         for k in KNOBS:
             slider = W.SelectionSlider(
-                options=[(f"{v:g}", v) for v in self.options[k]],
+                options=[(option_label(k, v), v) for v in self.options[k]],
                 value=self._values[k],
                 description=k,
                 continuous_update=False,
