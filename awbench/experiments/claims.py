@@ -273,7 +273,7 @@ def _comparison_evidence(claim: Claim, comparisons: Mapping[str, Mapping[str, An
     because = (
         f"{quantity}: DPSGD / SSGD {_fmt(c.get('rel_diff'), '+.1%')} "
         f"[{_fmt(c.get('rel_low'), '+.1%')}, {_fmt(c.get('rel_high'), '+.1%')}] ({level} t-interval "
-        f"of the per-seed log-ratio), sign-flip p {_fmt(c.get('p'), '.2g')} ({c.get('n_pairs', 'n/a')} seed pairs)"
+        f"of the per-seed log-ratio), paired t-test p {_fmt(c.get('p'), '.2g')} ({c.get('n_pairs', 'n/a')} seed pairs)"
     )
     if claim.expected == "same":
         margin = c.get("margin")
