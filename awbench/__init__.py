@@ -19,6 +19,8 @@ _LAZY = {
     "Analysis": "awbench.analysis.decomposition",
     "analyze": "awbench.analysis.decomposition",
     "analyze_model": "awbench.analysis.decomposition",
+    "DualityError": "awbench.analysis.duality_guard",
+    "AnalysisMemoryError": "awbench.analysis.memory",
     "dual_weights": "awbench.analysis.duality",
     "duality_check": "awbench.analysis.duality",
     "general_dual_weights": "awbench.analysis.duality",
@@ -64,10 +66,12 @@ _LAZY = {
 __all__ = [
     "MLP",
     "Analysis",
+    "AnalysisMemoryError",
     "Config",
     "ConfigError",
     "Data",
     "DataError",
+    "DualityError",
     "Eigenpairs",
     "GaussNewtonOperator",
     "HessianOperator",
@@ -146,6 +150,8 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
         layer_inputs,
         pair_samples,
     )
+    from awbench.analysis.duality_guard import DualityError
+    from awbench.analysis.memory import AnalysisMemoryError
     from awbench.config import Config, ConfigError
     from awbench.curvature.eigensolvers import Eigenpairs, top_eigenpairs
     from awbench.curvature.flat import NondeterministicModelError, determinism_report

@@ -10,11 +10,11 @@ import torch
 
 from awbench.analysis.duality import (
     dual_weights,
-    eval_mode,
     general_dual_weights,
     layer_inputs,
     per_sample_weights,
 )
+from awbench.curvature.flat import model_mode
 from awbench.curvature.layer import linear_layer
 
 
@@ -29,7 +29,7 @@ def pair_activities(model, layer: str, data, pairs):
 
 def dual_errors(model, layer: str, x_train, x_test, delta):
     """Per pair max |logits(x_test, W) - logits(x_train, W + delta_k)|."""
-    with torch.no_grad(), eval_mode(model):
+    with torch.no_grad(), model_mode(model, "eval"):
         direct = model(x_test)
         with per_sample_weights(model, layer, delta):
             dual = model(x_train)

@@ -8,15 +8,12 @@ exact identity  <dl> = sum_n mu_g,n mu_w,n + c_n sigma_g,n sigma_w,n.
 
 from __future__ import annotations
 
-import copy
-import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
-import scipy.sparse.linalg as sla
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,11 +23,16 @@ from awbench.analysis.directions import (  # noqa: F401 - DIRECTION_COLUMNS re-e
     direction_statistics,
     direction_table,
 )
-from awbench.analysis.duality import (
-    eval_mode,
-    layer_matrix,
+from awbench.analysis.duality_guard import DualityError  # noqa: F401 - re-exported
+from awbench.analysis.eigenbasis import DENSE_HESSIAN_MAX, LANCZOS_K, eigenbasis
+from awbench.analysis.guards import (
+    analysis_device,
+    check_analysis_memory,
+    check_arguments,
+    check_basis,
+    check_finite,
+    check_routes,
 )
-from awbench.analysis.guards import analysis_device, check_analysis_memory, check_arguments
 from awbench.analysis.model_inputs import (
     PairingRule,
     Samples,
@@ -39,21 +41,11 @@ from awbench.analysis.model_inputs import (
     read_samples,
 )
 from awbench.analysis.pair_gaps import PairedActivities, PairGaps, active_pairs, pair_gaps
+from awbench.analysis.resolved import ResolvedLayer, resolve_layer, unwrap_compiled
 from awbench.analysis.summary import registered_figure, short_repr, summary_html, summary_text
-from awbench.curvature.layer import (
-    layer_hessian,
-    linear_layer,
-    output_as_leaf,
-    row_chunks,
-    symmetric_eigh,
-)
-from awbench.curvature.layer_operator import LayerHessianProducts, frozen_parameters
-from awbench.progress import progress
-
-# Above this many weights the dense Hessian (P^2 entries, P^3 eigh) gives way to Lanczos top-k
-# plus the orthogonal complement, reported as one number (complement_gap).
-DENSE_HESSIAN_MAX = 6000
-LANCZOS_K = 100
+from awbench.curvature.flat import model_mode
+from awbench.curvature.layer import output_as_leaf, row_chunks
+from awbench.curvature.layer_operator import frozen_parameters
 
 
 @dataclass
@@ -160,45 +152,6 @@ class Analysis:
         return registered_figure(self)
 
 
-def _lanczos_basis(model, layer, x, y, with_bias, k):
-    """Top-k eigenpairs of the layer Hessian from structured products H v (no G_k, no H)."""
-    with eval_mode(model):
-        products = LayerHessianProducts(model, layer, x, y, with_bias)
-    n = products.size
-    # ARPACK decides how many products it needs; the total is an estimate, measured at about
-    # 2.5 k for k = 100 (253 at 40,000 weights) and 42 for k = 10 (its basis of 2 k + 1 twice).
-    expected = max(40, round(2.5 * min(k, n - 1)))
-    bar = progress(itertools.count(), total=expected, desc=f"{layer}: Lanczos, H v products")
-    count = iter(bar)
-
-    def matvec(v):
-        next(count)
-        v = torch.from_numpy(np.asarray(v, dtype=np.float64).reshape(-1)).to(x.device)
-        return products.matvec(v).cpu().numpy()
-
-    op = sla.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
-    v0 = np.random.default_rng(0).standard_normal(n)
-    try:
-        lam, vecs = sla.eigsh(op, k=min(k, n - 1), which="LA", v0=v0, tol=1e-10)
-    finally:
-        getattr(bar, "close", lambda: None)()
-    return torch.from_numpy(lam), torch.from_numpy(vecs)
-
-
-def _eigenbasis(model, layer, x, y, with_bias, n_weights, basis, dense_max, lanczos_k):
-    """(lam, V, method): the given basis, a dense eigh of the layer Hessian, or Lanczos top-k;
-    lam on the CPU, V on the samples' device."""
-    if basis is not None:
-        lam = torch.full((basis.shape[1],), float("nan"), dtype=torch.float64)
-        return lam, basis.double().to(x.device), "given"
-    if n_weights <= dense_max:
-        H = layer_hessian(model, layer, x, y, with_bias=with_bias)
-        lam, V = symmetric_eigh(H)
-        return lam, V.to(x.device), "dense"
-    lam, V = _lanczos_basis(model, layer, x, y, with_bias, lanczos_k)
-    return lam, V.to(x.device), "lanczos+complement"
-
-
 @dataclass
 class _Projection:
     """The pairs in the basis V (P, m) and what needs no basis."""
@@ -256,11 +209,18 @@ def _identity_terms(
 
 
 def _second_order_terms(
-    model, layer, x_pairs, pairs: PairedActivities, gaps: PairGaps, lam, n_basis, directions, method
+    target: ResolvedLayer,
+    x_pairs,
+    pairs: PairedActivities,
+    gaps: PairGaps,
+    lam,
+    n_basis,
+    directions,
+    method,
 ) -> dict:
     """<grad l_k . dw_k> + 1/2 sum_n lam_n (sigma_w^2 + mu_w^2), and its distance to <dl>."""
     # Gradient of l_k w.r.t. W is (dl/dz)_k a_k^T, dl/dz obtained by backprop to the layer output.
-    dz = _output_grads(model, layer, x_pairs, gaps.y)
+    dz = _output_grads(target, x_pairs, gaps.y)
     # grad l_k . dW_k = (dz_k . u_k)(b_k . a_k) for the rank-one dW_k = u_k b_k^T.
     first_order = float(((dz * gaps.u).sum(1) * (gaps.b * pairs.a_train).sum(1)).mean())
     if method == "given":
@@ -281,7 +241,7 @@ def _second_order_terms(
 
 def _model_losses(model, x_test, y_test, x_clean, y_clean) -> dict:
     test_loss, train_loss, wrong = 0.0, 0.0, 0
-    with torch.no_grad(), eval_mode(model):
+    with torch.no_grad(), model_mode(model, "eval"):
         for rows in row_chunks(len(y_test)):
             logits = model(x_test[rows])
             test_loss += float(F.cross_entropy(logits, y_test[rows], reduction="sum"))
@@ -314,7 +274,7 @@ def _per_pair_fields(pairs: PairedActivities, gaps: PairGaps) -> dict:
 
 def analyze_model(
     model: nn.Module,
-    layer: str,
+    layer: str | nn.Module,
     train,
     test,
     clean: torch.Tensor | None = None,
@@ -327,76 +287,82 @@ def analyze_model(
     dense_max: int = DENSE_HESSIAN_MAX,
     lanczos_k: int = LANCZOS_K,
     basis: torch.Tensor | None = None,
-    memory_limit: int | None = None,
+    memory_limit: int | str | None = None,
     device: str | torch.device | None = None,
+    logits=None,
 ) -> Analysis:
-    """Decompose the generalization gap of any ``model`` at its ``nn.Linear`` named ``layer``.
+    """Decompose the generalization gap of any ``model`` at its ``nn.Linear`` ``layer`` (a
+    name such as "classifier.3", or the module itself).
 
-    ``train`` and ``test`` are ``(x, y)`` tensor pairs or DataLoaders of ``(x, y)`` batches
-    (read in order, twice: both passes must agree, so switch off shuffling and augmentation).
-    ``x`` may have any shape (images N x C x H x W); ``y`` holds class labels, and the loss
-    is **cross-entropy** of the model's logits (N, n_classes), the mean over samples, with no
-    regularizer. ``clean`` (bool per training sample, default all) selects the samples of the
-    training loss, the Hessian and the pairing. Upstream of the layer anything goes (conv,
-    BatchNorm in eval mode, residual blocks, embeddings); downstream, the layer's output must
-    feed the rest of the network. The model is analysed as a float64 copy in eval mode.
+    ``train`` and ``test`` are ``(x, y)`` pairs of tensors or numpy arrays, or DataLoaders of
+    ``(x, y)`` batches (read in order, twice: both passes must agree, so switch off shuffling
+    and augmentation). ``x`` may have any shape (images N x C x H x W); ``y`` holds class
+    labels, and the loss is **cross-entropy** of the model's logits (N, n_classes), the mean
+    over samples, with no regularizer; ``logits`` picks them from an output that is not a
+    tensor (a key or index such as "logits" or 0, an attribute name, or a callable). ``clean``
+    (bool per training sample, default all) selects the samples of the training loss, the
+    Hessian and the pairing. The model is analysed as a float64 copy in eval mode, without
+    hooks; a ``torch.compile``d model as its original module.
+
+    The duality must hold (awbench/analysis/duality_guard.py): the layer's output must be the
+    only way its input reaches the logits (no residual or skip path around it), its weight
+    not shared, no hook on it. Otherwise DualityError (a ValueError) names the cause, before
+    the work where it can be seen and after the dual losses when some pair's duality error
+    exceeds DUALITY_RTOL.
 
     ``pairing``: "input" (nearest same-class training sample in raw input space, flattened),
     "feature" (nearest in the input space of ``pairing_layer``, any named module, by default
     the analysed layer), "knn" (``pairing_k`` nearest) or "random" (drawn with ``seed``);
     distances and features are computed in chunks, so memory stays bounded.
-    ``n_sharp``, ``dense_max``, ``lanczos_k``, ``basis`` and ``memory_limit`` are as in
-    :func:`analyze`. ``device`` ("cpu", "cuda", "cuda:1"; None: where the model is) is where
-    the float64 copy and the samples go; every tensor of the result is on the CPU. ValueError (naming the problem) when the layer is not Linear, runs more
-    than once per forward pass, gets inputs of more than 2 dimensions or does not feed the
-    logits, when the model is not
-    deterministic in eval mode (NondeterministicModelError), or when shapes do not fit.
+    ``n_sharp``, ``dense_max``, ``lanczos_k``, ``basis`` and ``memory_limit`` (bytes, or "2G")
+    are as in :func:`analyze`. ``device`` ("cpu", "cuda", "cuda:1"; None: where the model is)
+    is where the float64 copy and the samples go; every tensor of the result is on the CPU.
+    ValueError naming the parameter, its value and what is allowed for every bad argument;
+    NondeterministicModelError when the model is not deterministic in eval mode.
     """
+    model = unwrap_compiled(model)
     s = read_samples(train, test, clean)
-    check_arguments(pairing, n_sharp, model, s.x_train, s.x_test)
-    target = analysis_device(device, model)
-    model = copy.deepcopy(model).to(target).double().eval()
+    check_arguments(pairing, n_sharp, pairing_k, seed, pairing_layer)
+    routes = check_routes(dense_max, lanczos_k, basis, memory_limit)
+    check_finite(model, s.x_train, s.x_test)
+    target = resolve_layer(model, layer, analysis_device(device, model), logits)
     s = Samples(
-        *(t.to(target) for t in (as_float64(s.x_train), s.y_train, as_float64(s.x_test))),
-        s.y_test.to(target),
-        s.clean.to(target),
+        *(t.to(target.device) for t in (as_float64(s.x_train), s.y_train, as_float64(s.x_test))),
+        s.y_test.to(target.device),
+        s.clean.to(target.device),
     )
-    check_model(model, layer, s, pairing_layer if pairing == "feature" else None)
+    check_model(target, s, pairing_layer if pairing == "feature" else None)
+    if routes.basis is not None:
+        check_basis(routes.basis, target.n_weights, target.label)
     rule = PairingRule(pairing, pairing_k, seed, pairing_layer)
-    routes = (dense_max, lanczos_k, basis, memory_limit)
-    return _decompose(model, layer, s, rule, n_sharp, routes)
+    return _decompose(target, s, rule, n_sharp, routes)
 
 
-def _decompose(model, layer, s: Samples, rule: PairingRule, n_sharp, routes) -> Analysis:
-    """The decomposition of a checked float64 ``model`` in eval mode at ``layer``."""
-    dense_max, lanczos_k, basis, _ = routes
-    module = linear_layer(model, layer)
-    with_bias = module.bias is not None
+def _decompose(target: ResolvedLayer, s: Samples, rule: PairingRule, n_sharp, routes) -> Analysis:
+    """The decomposition at a resolved layer of a checked float64 model in eval mode."""
     x_train, x_test = s.x_train, s.x_test
     x_clean, y_clean = x_train[s.clean], s.y_train[s.clean]
 
-    pairs = active_pairs(model, layer, rule, s, with_bias)
-    check_analysis_memory(model, layer, x_clean, y_clean, with_bias, len(pairs.test), routes)
-    gaps = pair_gaps(model, layer, layer_matrix(module), pairs, x_train, x_test, s.y_test)
-    lam, V, method = _eigenbasis(
-        model, layer, x_clean, y_clean, with_bias, gaps.n_weights, basis, dense_max, lanczos_k
-    )
+    pairs = active_pairs(target, rule, s)
+    check_analysis_memory(target, x_clean, y_clean, len(pairs.test), routes)
+    gaps = pair_gaps(target, pairs, x_train, x_test, s.y_test)
+    lam, V, method = eigenbasis(target, x_clean, y_clean, routes)
     proj = _project(gaps, V)
     directions = direction_table(proj.theta, proj.gamma, lam)
     identity = _identity_terms(gaps.dl, directions, n_sharp, proj)
     second_order = _second_order_terms(
-        model, layer, x_train[pairs.train], pairs, gaps, lam, V.shape[1], directions, method
+        target, x_train[pairs.train], pairs, gaps, lam, V.shape[1], directions, method
     )
-    losses = _model_losses(model, x_test, s.y_test, x_clean, y_clean)
+    losses = _model_losses(target.model, x_test, s.y_test, x_clean, y_clean)
     return Analysis(
-        layer=layer,
+        layer=target.label,
         pairing=rule.method,
         **identity,
         **second_order,
         **losses,
         **_per_pair_fields(pairs, gaps),
         duality_error=gaps.duality_error,
-        weight_norm=float(module.weight.detach().norm()),
+        weight_norm=float(target.module.weight.detach().norm()),
         lam_max=float(np.nanmax(lam.numpy())) if method != "given" else float("nan"),
         hessian_method=method,
         directions=directions,
@@ -441,12 +407,12 @@ def analyze(
     )
 
 
-def _output_grads(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample dl_k/dz_k at ``layer``'s output (eval mode), shape (K, n_out)."""
-    grads = []
-    with frozen_parameters(model), eval_mode(model), torch.enable_grad():
+def _output_grads(target: ResolvedLayer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample dl_k/dz_k at the layer's output (eval mode), shape (K, n_out)."""
+    model, grads = target.model, []
+    with frozen_parameters(model), model_mode(model, "eval"), torch.enable_grad():
         for rows in row_chunks(len(y)):
-            with output_as_leaf(model, layer) as captured:
+            with output_as_leaf(model, target.module) as captured:
                 loss = F.cross_entropy(model(x[rows]), y[rows], reduction="sum")
                 grads.append(torch.autograd.grad(loss, captured["z"])[0])
     return torch.cat(grads)

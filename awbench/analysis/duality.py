@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from awbench.curvature.flat import model_mode
 from awbench.curvature.layer import linear_layer, row_chunks
 
 
@@ -20,27 +21,16 @@ class ZeroActivityError(ValueError):
     """A training activity vector is zero, so no weight change can reproduce the pair."""
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Evaluate in eval mode (dropout off) and give the model back in the mode it had."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def module_inputs(model: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
-    """Inputs of module ``name`` (flattened per sample) for inputs ``x``, a chunk of rows
-    per forward pass, in eval mode (the model's mode is restored)."""
-    module = dict(model.named_modules())[name]
+def module_inputs(model: nn.Module, name: str | nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Inputs of module ``name`` (or the module itself; flattened per sample) for inputs
+    ``x``, a chunk of rows per forward pass, in eval mode (every submodule's mode is restored)."""
+    module = name if isinstance(name, nn.Module) else dict(model.named_modules())[name]
     parts: list[torch.Tensor] = []
     handle = module.register_forward_hook(
         lambda m, inp, out: parts.append(inp[0].detach().reshape(len(inp[0]), -1))
     )
     try:
-        with torch.no_grad(), eval_mode(model):
+        with torch.no_grad(), model_mode(model, "eval"):
             for rows in row_chunks(len(x)):
                 model(x[rows])
     finally:
@@ -54,8 +44,7 @@ def layer_inputs(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
     Runs the model in eval mode (the duality is stated for the deterministic network) and
     restores its mode.
     """
-    linear_layer(model, layer)
-    return module_inputs(model, layer, x)
+    return module_inputs(model, linear_layer(model, layer), x)
 
 
 def augment(a: torch.Tensor) -> torch.Tensor:
@@ -282,15 +271,15 @@ def duality_check(
             "pair k = (x_test[k], x_train[k]), so both need one row per pair (index the training "
             "set with the pairs' partners, e.g. x_train[pairs.train] and x_test[pairs.test])"
         )
-    a_tr, a_te = layer_inputs(model, layer, x_train), layer_inputs(model, layer, x_test)
+    a_tr, a_te = layer_inputs(model, module, x_train), layer_inputs(model, module, x_test)
     W = layer_matrix(module)
     if module.bias is not None:
         a_tr, a_te = augment(a_tr), augment(a_te)
     ok = (a_tr * a_tr).sum(1) > 0
     delta = dual_weights(W, a_tr[ok], a_te[ok])
-    with torch.no_grad(), eval_mode(model):
+    with torch.no_grad(), model_mode(model, "eval"):
         direct = model(x_test[ok])
-        with per_sample_weights(model, layer, delta):
+        with per_sample_weights(model, module, delta):
             dual = model(x_train[ok])
     err = torch.full((len(x_test),), float("nan"), dtype=direct.dtype)
     err[ok] = (direct - dual).abs().amax(dim=1)

@@ -56,7 +56,7 @@ def available_memory() -> int | None:
         return None
 
 
-def parse_bytes(text: str) -> int:
+def parse_bytes(text: str, name: str = MEMORY_ENV) -> int:
     """``"12G"``, ``"500M"``, ``"1.5e9"`` -> bytes (K, M, G, T are powers of 1024)."""
     m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMGT]?)i?B?\s*", str(text), flags=re.IGNORECASE)
     try:
@@ -65,7 +65,7 @@ def parse_bytes(text: str) -> int:
         value = float("nan")
     if not value > 0 or value == float("inf"):
         raise ValueError(
-            f"{MEMORY_ENV}={text!r} is not allowed: expected a positive number of bytes, "
+            f"{name}={text!r} is not allowed: expected a positive number of bytes, "
             "optionally with K, M, G or T (e.g. 32G)"
         )
     return int(value)

@@ -9,15 +9,19 @@ mode, or the shapes do not fit.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from awbench.analysis.duality import Pairs, eval_mode, module_inputs, pair_samples
-from awbench.curvature.flat import NondeterministicModelError, determinism_report
-from awbench.curvature.layer import linear_layer, output_as_leaf
+from awbench.analysis.duality import Pairs, module_inputs, pair_samples
+from awbench.analysis.duality_guard import check_single_path, probabilities_like
+from awbench.analysis.resolved import ResolvedLayer
+from awbench.curvature.flat import NondeterministicModelError, determinism_report, model_mode
+from awbench.curvature.layer import output_as_leaf
 from awbench.curvature.layer_operator import frozen_parameters
 
 
@@ -33,9 +37,30 @@ class Samples:
     clean: torch.Tensor
 
 
+def _array(value, name: str, what: str) -> torch.Tensor:
+    """A tensor from a tensor or a numpy array; ValueError naming anything else."""
+    if torch.is_tensor(value):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise ValueError(f"{name}: {what} is a numpy array of objects: expected numbers")
+        return torch.from_numpy(np.ascontiguousarray(value))
+    raise ValueError(
+        f"{name}: {what} is a {type(value).__name__}, which is not allowed: expected a torch "
+        "tensor or a numpy array (torch.as_tensor(...) converts a nested list)"
+    )
+
+
+def _is_array(value) -> bool:
+    return torch.is_tensor(value) or isinstance(value, np.ndarray)
+
+
 def _read_once(source, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(source, (tuple, list)) and len(source) == 2 and torch.is_tensor(source[0]):
-        return torch.as_tensor(source[0]), torch.as_tensor(source[1])
+    if isinstance(source, (tuple, list)) and len(source) == 2 and _is_array(source[0]):
+        return _array(source[0], name, "x"), _array(source[1], name, "y")
+    first = source[0] if isinstance(source, (tuple, list)) and len(source) == 2 else None
+    if isinstance(first, list) and not (len(first) == 2 and _is_array(first[0])):
+        _array(first, name, "x")  # a list of numbers, not of (x, y) batches: the error
     if not isinstance(source, Iterable) or isinstance(source, (str, bytes, torch.Tensor)):
         raise ValueError(  # noqa: TRY004 - a bad argument is a bad value, as every input error
             f"{name}={type(source).__name__} is not allowed: expected a pair (x, y) of tensors "
@@ -45,8 +70,8 @@ def _read_once(source, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     for batch in source:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise ValueError(f"{name}: a batch is not an (x, y) pair but {type(batch).__name__}")
-        xs.append(torch.as_tensor(batch[0]))
-        ys.append(torch.as_tensor(batch[1]))
+        xs.append(_array(batch[0], name, "a batch's x"))
+        ys.append(_array(batch[1], name, "a batch's y"))
     if not xs:
         raise ValueError(f"{name}: the DataLoader gave no batches")
     return torch.cat(xs), torch.cat(ys)
@@ -75,10 +100,13 @@ def _check_split(x: torch.Tensor, y: torch.Tensor, name: str) -> None:
             f"{name}: x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)} do not fit: "
             "expected x (N, ...) and integer class labels y (N,) with N > 0"
         )
-    if y.is_floating_point() or y.dtype == torch.bool or bool((y < 0).any()):
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or bool((y < 0).any()):
         raise ValueError(
-            f"{name}: y ({y.dtype}) must hold integer class labels >= 0 (the loss is cross-entropy)"
+            f"{name}: y ({y.dtype}) is not allowed: expected integer class labels >= 0 (the "
+            "loss is cross-entropy)"
         )
+    if x.is_complex():
+        raise ValueError(f"{name}: x ({x.dtype}) is not allowed: expected real inputs")
 
 
 def read_samples(train, test, clean=None) -> Samples:
@@ -94,11 +122,16 @@ def read_samples(train, test, clean=None) -> Samples:
         )
     if clean is None:
         clean = torch.ones(len(y_train), dtype=torch.bool)
-    clean = torch.as_tensor(clean)
+    clean = _array(clean, "clean", "the mask")
     if clean.dtype != torch.bool or clean.shape != y_train.shape:
         raise ValueError(
             f"clean of dtype {clean.dtype} and shape {tuple(clean.shape)} is not allowed: "
             f"expected a bool mask of shape ({len(y_train)},) over the training samples"
+        )
+    if not bool(clean.any()):
+        raise ValueError(
+            f"clean selects none of the {len(clean)} training samples (all False): expected "
+            "at least one True (the samples of the training loss, the Hessian and the pairing)"
         )
     return Samples(x_train, y_train.long(), x_test, y_test.long(), clean)
 
@@ -108,13 +141,13 @@ def as_float64(x: torch.Tensor) -> torch.Tensor:
     return x.double() if x.is_floating_point() else x
 
 
-def _probe(model: nn.Module, name: str, x: torch.Tensor) -> list[tuple]:
-    """Input shapes seen by module ``name`` during one eval-mode forward pass of ``x``."""
-    module = dict(model.named_modules())[name]
+def _probe(model: nn.Module, module: nn.Module, x: torch.Tensor) -> tuple[list[tuple], object]:
+    """Input shapes seen by ``module`` during one eval-mode forward pass of ``x``, and the
+    model's output."""
     seen: list[tuple] = []
     handle = module.register_forward_hook(lambda m, inp, out: seen.append(tuple(inp[0].shape)))
     try:
-        with torch.no_grad(), eval_mode(model):
+        with torch.no_grad(), model_mode(model, "eval"):
             logits = model(x)
     except (RuntimeError, TypeError, IndexError) as err:
         raise ValueError(
@@ -124,13 +157,29 @@ def _probe(model: nn.Module, name: str, x: torch.Tensor) -> list[tuple]:
         ) from err
     finally:
         handle.remove()
-    if not torch.is_tensor(logits) or logits.ndim != 2 or len(logits) != len(x):
-        shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
+    return seen, logits
+
+
+def _check_logits(logits, n: int) -> None:
+    if not torch.is_tensor(logits):
         raise ValueError(
-            f"the model's output for {len(x)} samples has shape {shape}: expected logits "
-            f"({len(x)}, n_classes) (the loss is cross-entropy)"
+            f"the model returns a {type(logits).__name__}, not a logits tensor: pass logits= "
+            "to pick them (a key or index such as 'logits' or 0, an attribute name, or a "
+            "callable output -> (N, n_classes) logits)"
         )
-    return seen
+    if logits.ndim != 2 or len(logits) != n:
+        raise ValueError(
+            f"the model's output for {n} samples has shape {tuple(logits.shape)}: expected "
+            f"logits ({n}, n_classes) (the loss is cross-entropy)"
+        )
+    if probabilities_like(logits):
+        warnings.warn(
+            "the model's outputs look like probabilities (every row is non-negative and sums "
+            "to 1), but the loss is the cross-entropy of logits, so every gap would be that "
+            "of softmax(probabilities): drop the final softmax, or pass logits=torch.log if "
+            "they are probabilities",
+            stacklevel=4,
+        )
 
 
 def _check_called_once(seen: list[tuple], name: str, what: str) -> None:
@@ -141,13 +190,14 @@ def _check_called_once(seen: list[tuple], name: str, what: str) -> None:
         )
 
 
-def _check_feeds_output(model: nn.Module, layer: str, x: torch.Tensor) -> None:
-    """ValueError when the logits do not depend on ``layer``'s output (a side branch, or an
+def _check_feeds_output(target: ResolvedLayer, x: torch.Tensor) -> None:
+    """ValueError when the logits do not depend on the layer's output (a side branch, or an
     output detached downstream): the duality would change nothing the loss sees."""
+    model = target.model
     with (
         frozen_parameters(model),
-        output_as_leaf(model, layer) as captured,
-        eval_mode(model),
+        output_as_leaf(model, target.module) as captured,
+        model_mode(model, "eval"),
         torch.enable_grad(),
     ):
         logits = model(x)
@@ -156,35 +206,39 @@ def _check_feeds_output(model: nn.Module, layer: str, x: torch.Tensor) -> None:
             if logits.requires_grad
             else None
         )
-    used = grad is not None
-    if not used:
+    if grad is None:
         raise ValueError(
-            f"layer={layer!r} does not feed the model's output: the logits do not depend on "
-            "its output (a side branch, or a detach after it), so its weights do not enter "
+            f"layer={target.label!r} does not feed the model's output: the logits do not depend "
+            "on its output (a side branch, or a detach after it), so its weights do not enter "
             "the loss; analyse a Linear on the path to the logits"
         )
 
 
-def check_model(model: nn.Module, layer: str, s: Samples, pairing_layer: str | None) -> None:
-    """ValueError unless ``layer`` is a Linear called once per forward on 2-D inputs, the
-    logits fit the labels and the model is deterministic in eval mode."""
-    linear_layer(model, layer)
-    x = s.x_train[:4]
-    seen = _probe(model, layer, x)
-    _check_called_once(seen, layer, "layer")
+def _check_pairing_layer(target: ResolvedLayer, pairing_layer: str, x: torch.Tensor) -> None:
+    module = dict(target.model.named_modules()).get(target.inner_name(pairing_layer))
+    if module is None or not pairing_layer:
+        raise ValueError(f"pairing_layer={pairing_layer!r} is not a module of this model")
+    _check_called_once(_probe(target.model, module, x)[0], pairing_layer, "pairing_layer")
+
+
+def check_model(target: ResolvedLayer, s: Samples, pairing_layer: str | None) -> None:
+    """ValueError unless the layer is called once per forward on 2-D inputs and feeds the
+    logits, the logits fit the labels and the model is deterministic in eval mode;
+    DualityError when the layer's input reaches the output by another path."""
+    model, label, x = target.model, target.label, s.x_train[:4]
+    seen, logits = _probe(model, target.module, x)
+    _check_logits(logits, len(x))
+    _check_called_once(seen, label, "layer")
     if len(seen[0]) != 2:
         raise ValueError(
-            f"layer={layer!r} receives inputs of shape {seen[0]} (more than 2 dimensions, e.g. "
+            f"layer={label!r} receives inputs of shape {seen[0]} (more than 2 dimensions, e.g. "
             "token sequences): the duality here is per sample, so the layer input must be "
             "(batch, features); flatten or pool before the layer"
         )
-    _check_feeds_output(model, layer, x)
+    _check_feeds_output(target, x)
     if pairing_layer is not None:
-        if pairing_layer not in dict(model.named_modules()):
-            raise ValueError(f"pairing_layer={pairing_layer!r} is not a module of this model")
-        _check_called_once(_probe(model, pairing_layer, x), pairing_layer, "pairing_layer")
-    with torch.no_grad(), eval_mode(model):
-        n_classes = model(x).shape[1]
+        _check_pairing_layer(target, pairing_layer, x)
+    n_classes = logits.shape[1]
     top = int(max(s.y_train.max(), s.y_test.max()))
     if top >= n_classes:
         raise ValueError(f"labels go up to {top} but the model gives {n_classes} logits per sample")
@@ -194,6 +248,7 @@ def check_model(model: nn.Module, layer: str, s: Samples, pairing_layer: str | N
             "the model is not deterministic in eval mode, so the duality's losses are "
             "undefined: " + "; ".join(issues)
         )
+    check_single_path(model, target.module, label, s.x_train, s.x_test)
 
 
 @dataclass
@@ -206,12 +261,13 @@ class PairingRule:
     layer: str | None = None  # "feature": the module whose input is the space (None: analysed)
 
 
-def candidate_pairs(model, layer, rule: PairingRule, s: Samples) -> Pairs:
+def candidate_pairs(target: ResolvedLayer, rule: PairingRule, s: Samples) -> Pairs:
     """Candidate pairs by ``rule`` (before pairs with zero training activity are dropped)."""
     # The demo's rule pairs in raw input space (flattened, any shape); "feature" pairs in the
     # input space of rule.layer (the analysed layer by default), features extracted in chunks.
+    model = target.model
     if rule.method == "feature":
-        name = rule.layer or layer
+        name = target.inner_name(rule.layer) or target.module
         qa, ra = module_inputs(model, name, s.x_test), module_inputs(model, name, s.x_train)
         return pair_samples(qa, s.y_test, ra, s.y_train, s.clean, method="input", seed=rule.seed)
     method = rule.method if rule.method in ("knn", "random") else "input"

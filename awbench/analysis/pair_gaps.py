@@ -9,7 +9,6 @@ factors, and only the projections on a basis build dual weights, a bounded block
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,23 +18,27 @@ import torch.nn.functional as F
 from awbench.analysis.duality import (
     augment,
     dual_weight_factors,
-    eval_mode,
-    layer_inputs,
+    layer_matrix,
+    module_inputs,
     rank_one_offsets,
 )
+from awbench.analysis.duality_guard import check_pair_duality
 from awbench.analysis.memory import pair_block
 from awbench.analysis.model_inputs import PairingRule, Samples, candidate_pairs
+from awbench.analysis.resolved import ResolvedLayer
+from awbench.curvature.flat import model_mode
 from awbench.curvature.layer import row_chunks
 
 
-def pair_losses(model, layer, x_train, x_test, y, gaps: PairGaps):
-    """l(x_k, W), l(x'_k, W) and l(x_k, W + dW_k), a chunk of pairs per forward pass."""
+def pair_losses(target: ResolvedLayer, x_train, x_test, y, u, b):
+    """l(x_k, W), l(x'_k, W) and l(x_k, W + u_k b_k^T), a chunk of pairs per forward pass."""
+    model = target.model
     base, direct, dual = [], [], []
-    with torch.no_grad(), eval_mode(model):
+    with torch.no_grad(), model_mode(model, "eval"):
         for rows in row_chunks(len(y)):
             base.append(F.cross_entropy(model(x_train[rows]), y[rows], reduction="none"))
             direct.append(F.cross_entropy(model(x_test[rows]), y[rows], reduction="none"))
-            with rank_one_offsets(model, layer, gaps.u[rows], gaps.b[rows]):
+            with rank_one_offsets(model, target.module, u[rows], b[rows]):
                 dual.append(F.cross_entropy(model(x_train[rows]), y[rows], reduction="none"))
     return torch.cat(base), torch.cat(direct), torch.cat(dual)
 
@@ -56,7 +59,9 @@ class PairGaps:
     """Per-pair dual weights (as rank-one factors), exact gaps and secant gradients.
 
     dW_k = u_k b_k^T and g_k = secant_scale_k dW_k are never held whole: the statistics
-    are contractions of the factors, and :meth:`coordinates` builds blocks of dW only."""
+    are contractions of the factors, and :meth:`coordinates` builds blocks of dW only.
+    :func:`pair_gaps` builds it complete; the defaults serve factors without losses (the
+    control bases' ``gaps_of``, tests)."""
 
     u: torch.Tensor  # (K, n_out) W da_k
     b: torch.Tensor  # (K, n_in[+1]) a_k / |a_k|^2, so dW_k = u_k b_k^T
@@ -98,13 +103,13 @@ class PairGaps:
         return scale * scale * self.squared_norms - 2.0 * cross + (mean * mean).sum()
 
 
-def active_pairs(model, layer, rule: PairingRule, s: Samples, with_bias) -> PairedActivities:
+def active_pairs(target: ResolvedLayer, rule: PairingRule, s: Samples) -> PairedActivities:
     """Pair the samples, dropping pairs whose training activity is zero (no dual weight exists)."""
     x_train, x_test = s.x_train, s.x_test
-    pairs = candidate_pairs(model, layer, rule, s)
-    a_tr = layer_inputs(model, layer, x_train[pairs.train])
-    a_te = layer_inputs(model, layer, x_test[pairs.test])
-    if with_bias:
+    pairs = candidate_pairs(target, rule, s)
+    a_tr = module_inputs(target.model, target.module, x_train[pairs.train])
+    a_te = module_inputs(target.model, target.module, x_test[pairs.test])
+    if target.with_bias:
         a_tr, a_te = augment(a_tr), augment(a_te)
     nonzero = (a_tr * a_tr).sum(1) > 0
     n_excluded = int(len(pairs.unpaired) + (~nonzero).sum())
@@ -112,29 +117,29 @@ def active_pairs(model, layer, rule: PairingRule, s: Samples, with_bias) -> Pair
     test_idx, train_idx = pairs.test[keep], pairs.train[keep]
     if len(test_idx) == 0:
         raise ValueError(
-            f"no test sample could be paired at layer={layer!r}: every candidate pair has a zero "
-            "training activity or no clean same-class training sample"
+            f"no test sample could be paired at layer={target.label!r}: every candidate pair "
+            "has a zero training activity or no clean same-class training sample"
         )
     return PairedActivities(test_idx, train_idx, a_te[nonzero], a_tr[nonzero], n_excluded)
 
 
-def pair_gaps(model, layer, W, pairs: PairedActivities, x_train, x_test, y_test) -> PairGaps:
-    u, b = dual_weight_factors(W, pairs.a_train, pairs.a_test)
-    gaps = PairGaps(u, b)
-    gaps.y = y_test[pairs.test]
-    base, direct, dual = pair_losses(
-        model, layer, x_train[pairs.train], x_test[pairs.test], gaps.y, gaps
-    )
-    gaps.dl = direct - base
-    dw_sq = gaps.squared_norms
-    safe = torch.where(dw_sq > 0, dw_sq, torch.ones_like(dw_sq))
-    # g_k = secant_scale_k dw_k: the projections of g are those of dw, rescaled.
-    gaps.secant_scale = torch.where(dw_sq > 0, gaps.dl / safe, torch.zeros_like(gaps.dl))
-    gaps.duality_error = float((dual - direct).abs().max())
-    if not bool(torch.isfinite(gaps.dl).all()) or not math.isfinite(gaps.duality_error):
+def pair_gaps(target: ResolvedLayer, pairs: PairedActivities, x_train, x_test, y_test) -> PairGaps:
+    """The pairs' dual weights, exact gaps and secant gradients; DualityError when some
+    pair's dual loss misses its test loss (duality_guard.check_pair_duality)."""
+    u, b = dual_weight_factors(layer_matrix(target.module), pairs.a_train, pairs.a_test)
+    y = y_test[pairs.test]
+    base, direct, dual = pair_losses(target, x_train[pairs.train], x_test[pairs.test], y, u, b)
+    dl = direct - base
+    if not bool(torch.isfinite(dl).all()) or not bool(torch.isfinite(dual).all()):
         raise ValueError(
-            f"layer={layer!r}: the per-pair losses are not finite (NaN or inf) for "
-            f"{int((~torch.isfinite(gaps.dl)).sum())} of {len(gaps.dl)} pairs, so the gap "
+            f"layer={target.label!r}: the per-pair losses are not finite (NaN or inf) for "
+            f"{int((~torch.isfinite(dl)).sum())} of {len(dl)} pairs, so the gap "
             "decomposition is undefined (an overflowing network?)"
         )
-    return gaps
+    check_pair_duality(target.label, dual, direct)
+    dw_sq = (u * u).sum(1) * (b * b).sum(1)
+    safe = torch.where(dw_sq > 0, dw_sq, torch.ones_like(dw_sq))
+    # g_k = secant_scale_k dw_k: the projections of g are those of dw, rescaled.
+    secant_scale = torch.where(dw_sq > 0, dl / safe, torch.zeros_like(dl))
+    duality_error = float((dual - direct).abs().max())
+    return PairGaps(u, b, y, dl, duality_error, secant_scale)

@@ -172,6 +172,7 @@ def operator_eigenpairs(
     ncv: int | None = None,
     maxiter: int | None = None,
     seed: int = 0,
+    residuals: bool = True,
 ) -> Eigenpairs:
     """k eigenpairs of a symmetric operator: dense eigh, thick-restart Lanczos or ARPACK.
 
@@ -186,7 +187,9 @@ def operator_eigenpairs(
         "arpack": scipy's eigsh (implicitly restarted Lanczos) over the operator with the
         same v0, ``ncv`` (default max(2k + 1, 20)), ``maxiter`` and ARPACK's own ``tol`` on
         the residual (0: machine precision); the residuals are then recomputed with k extra
-        products. If ARPACK stops early the missing pairs are NaN.
+        products (``residuals=False`` skips them: residuals NaN, and a pair counts as
+        converged when ARPACK delivered it, by its own test). If ARPACK stops early
+        (ArpackNoConvergence) the pairs it delivered are kept and the missing ones are NaN.
     ``converged`` flags pairs with r <= sqrt(tol) |lam| and min(r, r^2/gap) <= tol |lam|, where
     r = ||H v - lam v|| and gap is the distance to the nearest other computed eigenvalue (the
     Lanczos Ritz values; for ARPACK, the k returned values, with tol at least 1e-12), so the
@@ -216,7 +219,7 @@ def operator_eigenpairs(
     elif method == "lanczos":
         found = _lanczos_eigenpairs(op, k, which, tol, ncv, maxiter, seed)
     else:
-        found = _arpack_eigenpairs(op, k, which, tol, ncv, maxiter, seed)
+        found = _arpack_eigenpairs(op, k, which, tol, ncv, maxiter, seed, residuals)
     values, vectors, residuals, converged = found
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a))
     return Eigenpairs(t(values), t(vectors), t(residuals), t(np.asarray(converged, dtype=bool)))
@@ -244,7 +247,7 @@ def _lanczos_eigenpairs(op, k, which, tol, ncv, maxiter, seed):
     return values, _fix_signs(vectors), residuals, converged
 
 
-def _arpack_eigenpairs(op, k, which, tol, ncv, maxiter, seed):
+def _arpack_eigenpairs(op, k, which, tol, ncv, maxiter, seed, with_residuals=True):
     P = op.shape[0]
     rng = np.random.default_rng(seed)
     v0 = rng.standard_normal(P)
@@ -257,11 +260,13 @@ def _arpack_eigenpairs(op, k, which, tol, ncv, maxiter, seed):
     vecs = np.asarray(vecs, dtype=np.float64).T.reshape(len(vals), P)
     idx = _order(vals, which)
     values, vectors = vals[idx], (_fix_signs(vecs[idx]) if len(vals) else vecs)
-    # eigsh returns no residuals, so k more products give them.
-    R = op.matmat(vectors.T) - vectors.T * values if len(values) else np.zeros((P, 0))
-    residuals = np.linalg.norm(R, axis=0)
-    scale = float(np.abs(values).max()) if len(values) else 0.0
-    converged = _converged(values, residuals, _gaps(values, values), max(tol, 1e-12), scale)
+    if with_residuals:  # eigsh returns no residuals, so k more products give them.
+        R = op.matmat(vectors.T) - vectors.T * values if len(values) else np.zeros((P, 0))
+        residuals = np.linalg.norm(R, axis=0)
+        scale = float(np.abs(values).max()) if len(values) else 0.0
+        converged = _converged(values, residuals, _gaps(values, values), max(tol, 1e-12), scale)
+    else:
+        residuals, converged = np.full(len(values), np.nan), np.ones(len(values), dtype=bool)
     if len(values) < k:  # pad what ARPACK did not deliver
         pad = k - len(values)
         values = np.concatenate([values, np.full(pad, np.nan)])

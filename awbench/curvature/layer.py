@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from awbench.curvature.flat import model_mode
 from awbench.curvature.mlp_backend import mlp_backend_reason
 from awbench.nn import engine
 
@@ -43,10 +44,20 @@ def row_chunks(n: int, rows: int | None = None):
         yield slice(start, start + rows)
 
 
-def linear_layer(model: nn.Module, layer: str) -> nn.Linear:
+def linear_layer(model: nn.Module, layer: str | nn.Module) -> nn.Linear:
+    """The ``nn.Linear`` of ``model`` named ``layer``, or ``layer`` itself when it is a Linear
+    module of ``model`` (resolved callers pass the module and skip the name lookup)."""
+    if isinstance(layer, nn.Linear) and any(m is layer for m in model.modules()):
+        return layer
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if isinstance(layer, nn.Module):
+        what = "is not a module of this model" if isinstance(layer, nn.Linear) else "is not Linear"
+        raise ValueError(  # noqa: TRY004 - a bad layer is a bad value, as every input error
+            f"layer={type(layer).__name__}(...) {what}: expected a Linear module of this model "
+            f"or the name of one: {linear}"
+        )
     module = dict(model.named_modules()).get(layer)
     if not isinstance(module, nn.Linear):
-        linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
         raise ValueError(  # noqa: TRY004 - a bad layer name is a bad value, as every input error
             f"layer={layer!r} is not a Linear layer of this model: expected one of {linear}"
         )
@@ -138,12 +149,10 @@ def layer_hessian(
     n_out, n_in = module.out_features, module.in_features + int(with_bias)
     tri_out, idx_out = _triangle(n_out, x.device)
     _, idx_in = _triangle(n_in, x.device)
-    was_training = model.training
-    model.eval()
-    try:
+    with model_mode(model, "eval"):
         S = None
         for rows in row_chunks(len(x), hessian_chunk_rows(n_out, n_in)):
-            G, a = output_hessians(model, layer, x[rows], y[rows])
+            G, a = output_hessians(model, module, x[rows], y[rows])
             if with_bias:
                 a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], dim=1)
             # S[(i,o),(j,p)] = sum_k G_k[i,o] a_kj a_kp is one GEMM per chunk of samples. G_k
@@ -154,8 +163,6 @@ def layer_hessian(
             G_tri = G.reshape(len(a), n_out * n_out).T[tri_out[0] * n_out + tri_out[1]]
             product = G_tri @ _upper_products(a.T.contiguous()).T
             S = product if S is None else S.add_(product)
-    finally:
-        model.train(was_training)
     S /= len(x)
     H = S[idx_out[:, None, :, None], idx_in[None, :, None, :]]  # (i, j, o, p)
     # Exactly symmetric by construction: H[(o,p),(i,j)] reads the same entry of S.
