@@ -107,3 +107,18 @@ def test_paper_values_a_profile_leaves_out_are_listed():
     assert report_knobs.paper_values_left_out("batch_size", [25, 100, 400]) == [200]
     assert report_knobs.paper_values_left_out("lr", [0.005, 0.01, 0.02, 0.05, 0.1]) == []
     assert report_knobs.paper_values_left_out("not_a_knob", [1]) == []
+
+
+def test_the_knob_panels_records_are_no_knob_sweep(tmp_path):
+    """Notebook 08 records changes along its grid as knobs.<knob>.sharpness_change; they are
+    not a sweep and get no row of the knob table (they used to show as 'None -> None')."""
+    runs = write_sweep(tmp_path)
+    records = {
+        **nb.knob_records(runs, "batch_size", "quick"),
+        "knobs.dropout.sharpness_change": 0.5,
+        "knobs.dropout.size_change": 0.1,
+    }
+    page = report_pages.NotebookPage(
+        "04_sgd_batch_and_lr", "04", tmp_path / "x.ipynb", records=records
+    )
+    assert [r["knob"] for r in report_knobs.knob_rows([page])] == ["batch_size"]

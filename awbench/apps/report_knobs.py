@@ -20,7 +20,10 @@ def knob_rows(pages: list[NotebookPage]) -> list[dict]:
     for p in pages:
         records.update(p.records)
     rows = []
+    # A knob sweep records its values; notebook 08's panel records changes along its grid
+    # ("knobs.<knob>.sharpness_change") but is no sweep and has no row here.
     found = {rn.knob_of(k, rn.SHARPNESS_CHANGE) for k in records} - {None}
+    found = {k for k in found if rn.knob_record(k, rn.VALUES) in records}
     for knob in KNOB_ORDER + sorted(found - set(KNOB_ORDER)):
         if knob not in found:
             continue
