@@ -312,3 +312,23 @@ def test_no_second_mode_switch_remains():
 
     assert not hasattr(duality, "eval_mode")
     assert np.isfinite(DUALITY_RTOL)
+
+
+class _TiedHead(nn.Module):
+    """Token ids -> embedding -> mean -> head, the head's weight tied to the embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(5, 6)
+        self.head = nn.Linear(6, 5, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, tokens):
+        return self.head(torch.tanh(self.embed(tokens).mean(1)))
+
+
+def test_a_head_tied_to_an_embedding_is_refused():
+    x = torch.randint(0, 5, (30, 4), generator=torch.Generator().manual_seed(0))
+    y = x[:, 0]
+    with _raises(aw.DualityError, "head.weight is the same Parameter as embed.weight"):
+        aw.analyze_model(_TiedHead().double(), "head", (x, y), (x[:10], y[:10]))
