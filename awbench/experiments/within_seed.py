@@ -139,22 +139,24 @@ def nonmonotone_test(
     the blocked means), over the seeds that ran every value once; ``p``, ``exact``, ``n_seeds``.
     NaN p with fewer than 3 values or 2 complete seeds."""
     values = np.unique(x)
-    frame = pd.DataFrame({"x": x, "y": y, "b": blocks})
-    wide = frame.pivot_table(index="b", columns="x", values="y", aggfunc="first")
-    counts = frame.groupby(["b", "x"]).size().unstack()
-    complete = wide.dropna()
-    complete = complete[(counts.loc[complete.index] == 1).all(axis=1)]
-    out = {"p": math.nan, "exact": False, "n_seeds": len(complete)}
-    if values.size < 3 or len(complete) < 2:
+    codes = np.searchsorted(values, x)
+    _, block_of = np.unique(blocks, return_inverse=True)
+    counts = np.zeros((block_of.max(initial=-1) + 1, values.size), dtype=int)
+    np.add.at(counts, (block_of, codes), 1)
+    complete = np.all(counts == 1, axis=1)
+    out = {"p": math.nan, "exact": False, "n_seeds": int(complete.sum())}
+    if values.size < 3 or complete.sum() < 2:
         return out
-    data = complete.to_numpy()
+    grid = np.full(counts.shape, np.nan)
+    grid[block_of, codes] = y
+    data = grid[complete]
     data = data - data.mean(axis=1, keepdims=True)
 
     def spread(*columns, axis=-1):
         means = np.stack([np.mean(c, axis=axis) for c in columns], axis=0)
         return np.sum(means**2, axis=0)
 
-    n_arrangements = math.factorial(values.size) ** len(complete)
+    n_arrangements = math.factorial(values.size) ** int(complete.sum())
     res = stats.permutation_test(
         tuple(data.T),
         spread,
