@@ -10,6 +10,7 @@ under CI (``CI=true``), like tests/test_browser.py.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -17,7 +18,13 @@ from pathlib import Path
 import pytest
 from browser_support import find_chromium, missing
 
-from awbench.apps.report_export import OUTPUTS, report_figures, slugify
+from awbench.apps.report_export import (
+    OUTPUTS,
+    SLIDE_FONT,
+    report_figures,
+    slide_ready,
+    slugify,
+)
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
@@ -62,7 +69,14 @@ def small_report(tmp_path: Path) -> Path:
             "<b>Gap against batch size</b>",  # the same title: a unique name all the same
         ],
     )
-    _notebook(folder / "05_weight_decay.ipynb", ["Gap against weight decay β", ""])
+    _notebook(
+        folder / "05_weight_decay.ipynb",
+        [
+            "Gap against weight decay β",
+            "",
+            "Loss along dual-weight directions<br><sup>dashed</sup>",
+        ],
+    )
     return folder
 
 
@@ -71,6 +85,7 @@ EXPECTED = [
     "04_sgd_batch_and_lr--gap-against-batch-size-2",
     "05_weight_decay--gap-against-weight-decay-beta",
     "05_weight_decay--figure-2",  # untitled: "Figure N" of its notebook
+    "05_weight_decay--loss-along-dual-weight-directions",  # the subtitle apart, not glued on
 ]
 
 
@@ -93,6 +108,64 @@ def test_names_are_unique_and_by_notebook_and_title(small_report):
     assert names == EXPECTED
     for name, fig in report_figures(small_report, explore=False):
         assert fig["data"][0]["type"] == "scatter"
+
+
+def test_no_notebooks_says_what_to_run_first(tmp_path, capsys):
+    from awbench.apps.cli import main
+
+    for folder in (tmp_path / "absent", tmp_path):  # no folder; a folder without notebooks
+        assert main(["figures", "--notebooks", str(folder), "--out", str(tmp_path / "f")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "run `make reproduce`" in err, err
+
+
+def _sizes(fig: dict) -> dict[str, float]:
+    """Every font size a slide shows that plotly would otherwise take from its 12 px default."""
+    layout = fig["layout"]
+    out = {"legend": layout["legend"]["font"]["size"], "title": layout["title"]["font"]["size"]}
+    for key, axis in layout.items():
+        if key.startswith(("xaxis", "yaxis")):
+            out[f"{key} ticks"] = axis["tickfont"]["size"]
+            out[f"{key} title"] = axis["title"]["font"]["size"]
+    for i, note in enumerate(layout.get("annotations", [])):
+        out[f"annotation {i}"] = note["font"]["size"]
+    for i, trace in enumerate(fig["data"]):
+        if "textfont" in trace:
+            out[f"trace {i} text"] = trace["textfont"]["size"]
+        if "colorbar" in trace.get("marker", {}):
+            out[f"trace {i} colour bar"] = trace["marker"]["colorbar"]["tickfont"]["size"]
+    return out
+
+
+def test_slide_ready_sizes_every_text_for_a_slide():
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["left", "right"])
+    fig.add_scatter(x=[1, 2], y=[1, 2], mode="markers+text", text=["B = 8", "B = 32"], row=1, col=1)
+    fig.add_scatter(
+        x=[1, 2],
+        y=[2, 1],
+        marker={"color": [1, 2], "colorbar": {"tickfont": {"size": 9}}},
+        row=1,
+        col=2,
+    )
+    fig.update_layout(
+        title="Loss along dual-weight directions<br><sup>dashed: the ½λt² model</sup>",
+        legend={"orientation": "h", "y": 1.02, "font": {"size": 11}},
+        annotations=[*fig.layout.annotations, {"text": "note", "font": {"size": 30}}],
+    )
+    fig.update_xaxes(tickfont={"size": 10}, title_text="size")
+    original = fig.to_plotly_json()
+    slide = slide_ready(original)
+    sizes = _sizes(slide)
+    assert {"xaxis2 ticks", "annotation 1", "trace 0 text", "trace 1 colour bar"} <= set(sizes)
+    assert min(sizes.values()) >= SLIDE_FONT, sizes
+    assert sizes["annotation 2"] == 30  # larger text stays as large
+    title = slide["layout"]["title"]
+    assert title["text"] == "Loss along dual-weight directions"
+    assert title["subtitle"] == {"text": "dashed: the ½λt² model", "font": {"size": SLIDE_FONT}}
+    assert slide["layout"]["legend"]["y"] == 0  # a legend above the plot goes under it
+    assert original["layout"]["xaxis"]["tickfont"] == {"size": 10}  # a copy: the report's stays
 
 
 def test_unknown_output_refused(small_report, tmp_path):
@@ -141,3 +214,6 @@ def test_figures_command_writes_every_figure_at_slide_sizes(small_report, tmp_pa
                 root = ET.parse(path).getroot()
                 assert root.tag.endswith("svg"), path
                 assert float(root.get("width")) == 1280 and float(root.get("height")) == 720
+                text = path.read_text()
+                sizes = [float(s) for s in re.findall(r"<text[^>]*font-size: ?([\d.]+)px", text)]
+                assert sizes and min(sizes) >= SLIDE_FONT, (path, sorted(set(sizes)))

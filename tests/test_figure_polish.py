@@ -338,3 +338,10 @@ def test_no_overlay_no_quadratic_and_no_note():
 def test_eigen_label_keeps_its_lambda_once():
     (quad,) = _quadratics(plots.slice_figure(_slice(2.0, label="v1 (λ=2)")))
     assert quad.name.startswith("v1 (λ=2): ½λt² (|t| ≤") and quad.name.count("λ") == 2
+
+
+def test_plane_labels_its_means_by_the_knob_symbol():
+    fig = kp.factor_plane(_sweep(values=(8, 32, 128)), KNOB)
+    (means,) = [t for t in fig.data if t.mode and "text" in t.mode]
+    assert list(means.text) == ["B = 8", "B = 32", "B = 128"]
+    assert kp.point_label("n_train", 1000) == "training samples (clean) = 1000"

@@ -20,12 +20,14 @@ that nothing is fetched from the network.
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import re
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
+from awbench.apps.report_html import figure_title, plain_title
 from awbench.apps.report_pages import notebook_paths, read_notebook
 from awbench.progress import progress
 
@@ -33,6 +35,12 @@ SLIDE = (1280, 720)
 #: subfolder -> (format, scale of the 1280x720 layout)
 OUTPUTS = {"1920x1080": ("png", 1.5), "1280x720": ("png", 1.0), "svg": ("svg", 1.0)}
 _WORDS = 8  # the most words of a title a file name keeps
+#: font sizes (px) on a 1280x720 slide: ticks, axis titles, legends and annotations; titles
+#: (a long title smaller, down to SLIDE_FONT, so that it fits the slide's width)
+SLIDE_FONT, SLIDE_TITLE = 18, 24
+#: a legend beside the plot with a longer entry goes under it on a slide
+_LONG_LEGEND = 40
+_AXIS = re.compile(r"^(?:[xy]axis|coloraxis|polar|ternary)\d*$")
 
 
 def slugify(title: str, words: int = _WORDS) -> str:
@@ -57,14 +65,24 @@ def slugify(title: str, words: int = _WORDS) -> str:
 def report_figures(notebook_dir: str | os.PathLike, explore: bool = True) -> list[tuple[str, dict]]:
     """``(NAME, figure dict)`` of every figure in the report of the executed notebooks in
     ``notebook_dir``, in report order: each notebook's, the summary figures and (with
-    ``explore``) the knob-grid section's at its default setting. Names are unique."""
+    ``explore``) the knob-grid section's at its default setting. Names are unique.
+    Raises FileNotFoundError (saying what to run) when there are no executed notebooks."""
     from awbench.apps.report_knobs import summary_figures
 
-    pages = [read_notebook(p) for p in notebook_paths(notebook_dir)]
+    folder = Path(notebook_dir)
+    paths = notebook_paths(folder) if folder.is_dir() else []
+    if not paths:
+        raise FileNotFoundError(
+            f"no executed notebooks in {folder}: run `make reproduce` (awbench reproduce) first"
+        )
+    pages = [read_notebook(p) for p in paths]
     named: list[tuple[str, str, dict]] = [
-        (p.stem, b.title, b.content) for p in pages for b in p.blocks if b.kind == "figure"
+        (p.stem, figure_title(b.content) or b.title, b.content)
+        for p in pages
+        for b in p.blocks
+        if b.kind == "figure"
     ]
-    named += [("report", title, fig) for _, title, fig in summary_figures(pages)]
+    named += [("report", plain_title(title), fig) for _, title, fig in summary_figures(pages)]
     if explore:
         named += [("report", title, fig) for title, fig in _explore_figures()]
     out, seen = [], set()
@@ -79,11 +97,6 @@ def report_figures(notebook_dir: str | os.PathLike, explore: bool = True) -> lis
     return out
 
 
-def _title(fig: dict) -> str:
-    title = (fig.get("layout") or {}).get("title") or ""
-    return str(title.get("text", "") if isinstance(title, dict) else title)
-
-
 def _explore_figures() -> list[tuple[str, dict]]:
     """(title, figure) of the report's knob-grid figures (plane, spectra) at the default
     setting, or none (with a line saying why) when the shipped grid cannot be read."""
@@ -95,12 +108,104 @@ def _explore_figures() -> list[tuple[str, dict]]:
         payload, runs = grid_payload(grid)
         figs = [plane_figure(payload, runs), spectra_figure(grid, payload, runs)]
         return [
-            (_title(fig) or f"knob grid {what}", fig)
+            (figure_title(fig) or f"knob grid {what}", fig)
             for what, fig in zip(("plane", "spectra"), figs)
         ]
     except Exception as exc:  # noqa: BLE001 - as the report, which leaves the section out
         print(f"[figures] the knob-grid figures are left out: {exc}", flush=True)
         return []
+
+
+def slide_ready(fig: dict) -> dict:
+    """A copy of ``fig`` laid out for a 1280x720 slide: ticks, axis and colour-bar titles,
+    legends, annotations and point labels at :data:`SLIDE_FONT` px or more, the title at
+    :data:`SLIDE_TITLE` with its ``<br>`` subtitle as plotly's subtitle (at SLIDE_FONT), and a
+    legend with long entries moved under the plot."""
+    fig = copy.deepcopy(fig)
+    layout = fig.setdefault("layout", {})
+    _at_least(layout, "font", SLIDE_FONT)
+    _slide_title(layout)
+    for key, axis in list(layout.items()):
+        if _AXIS.match(key) and isinstance(axis, dict):
+            _slide_axis(axis)
+            if key[1:5] == "axis":  # a log axis's 2s and 5s are drawn at 3/4 size: no labels
+                axis.setdefault("minorloglabels", "none")
+    legend = layout.setdefault("legend", {})
+    _at_least(legend, "font", SLIDE_FONT)
+    _at_least(legend.setdefault("title", {}), "font", SLIDE_FONT)
+    # under the plot: a legend beside it with long entries would squeeze it to a strip, and
+    # one above it would touch the larger title
+    if (_legend_beside(legend) and _longest_name(fig) > _LONG_LEGEND) or _legend_above(legend):
+        legend.update(orientation="h", x=0, xanchor="left", xref="paper")
+        legend.update(y=0, yanchor="bottom", yref="container")
+    for note in layout.get("annotations") or []:
+        _at_least(note, "font", SLIDE_FONT)
+    for trace in fig.get("data") or []:
+        if "text" in str(trace.get("mode", "")) or trace.get("type") in ("bar", "heatmap"):
+            _at_least(trace, "textfont", SLIDE_FONT)
+        colorbar = (trace.get("marker") or {}).get("colorbar") or trace.get("colorbar")
+        if isinstance(colorbar, dict):
+            _slide_axis(colorbar)
+    return fig
+
+
+def _at_least(parent: dict, key: str, size: float) -> None:
+    """``parent[key]["size"]`` raised to ``size`` (a list of sizes each, as in textfont)."""
+    font = parent.get(key)
+    if not isinstance(font, dict):
+        font = parent[key] = {}
+    old = font.get("size")
+    if isinstance(old, (list, tuple)):
+        font["size"] = [max(v or 0, size) for v in old]
+    else:
+        font["size"] = max(old or 0, size)
+
+
+def _slide_axis(axis: dict) -> None:
+    """An axis (or colour bar, or a polar/ternary's axes) with slide-sized ticks and title."""
+    _at_least(axis, "tickfont", SLIDE_FONT)
+    title = axis.get("title")
+    if isinstance(title, str):
+        title = axis["title"] = {"text": title}
+    _at_least(axis.setdefault("title", title or {}), "font", SLIDE_FONT)
+    if isinstance(axis.get("colorbar"), dict):
+        _slide_axis(axis["colorbar"])
+    for sub in ("radialaxis", "angularaxis", "aaxis", "baxis", "caxis"):
+        if isinstance(axis.get(sub), dict):
+            _slide_axis(axis[sub])
+
+
+def _slide_title(layout: dict) -> None:
+    title = layout.get("title")
+    if not isinstance(title, dict):
+        title = layout["title"] = {"text": str(title or "")}
+    head, *rest = re.split(r"<br\s*/?>", title.get("text") or "", maxsplit=1)
+    rest = re.sub(r"</?sup>", "", rest[0]).strip() if rest else ""
+    # about 0.55 em per character of a sans-serif title: fit it in the slide's width
+    fits = int(0.95 * SLIDE[0] / (0.55 * max(len(plain_title(head)), 1)))
+    _at_least(title, "font", max(SLIDE_FONT, min(SLIDE_TITLE, fits)))
+    if rest:
+        title["text"] = head
+        subtitle = title.setdefault("subtitle", {})
+        subtitle["text"] = rest
+        _at_least(subtitle, "font", SLIDE_FONT)
+        margin = layout.setdefault("margin", {})
+        margin["t"] = max(margin.get("t") or 0, 120)
+
+
+def _legend_beside(legend: dict) -> bool:
+    return legend.get("orientation", "v") == "v" and (legend.get("x") or 1.02) >= 1
+
+
+def _legend_above(legend: dict) -> bool:
+    return legend.get("orientation") == "h" and (legend.get("y") or 0) >= 1
+
+
+def _longest_name(fig: dict) -> int:
+    return max(
+        (len(str(t.get("name") or "")) for t in fig.get("data") or [] if t.get("showlegend", True)),
+        default=0,
+    )
 
 
 def export_figures(
@@ -130,7 +235,7 @@ def export_figures(
     unknown = [o for o in outputs if o not in OUTPUTS]
     if unknown:
         raise ValueError(f"unknown figure outputs {unknown}: expected some of {list(OUTPUTS)}")
-    figures = report_figures(notebook_dir, explore)
+    figures = [(name, slide_ready(fig)) for name, fig in report_figures(notebook_dir, explore)]
     dest = Path(dest)
     for sub in outputs:
         folder = dest / sub

@@ -54,6 +54,24 @@ def _markdown():
     )
 
 
+TITLE_SEPARATOR = " — "
+_BREAK = re.compile(r"\s*<br\s*/?>\s*", re.IGNORECASE)
+
+
+def plain_title(title: str) -> str:
+    """A plotly title as plain text: a line break (``title<br><sup>subtitle</sup>``) becomes
+    :data:`TITLE_SEPARATOR`, other tags go, entities are decoded (the caller escapes)."""
+    text = _BREAK.sub(TITLE_SEPARATOR, str(title))
+    text = html.unescape(re.sub(r"<[^>]*>", "", text))
+    return text.strip().removesuffix(TITLE_SEPARATOR.strip()).strip()
+
+
+def figure_title(fig: dict) -> str:
+    """The plain-text title of a figure dict (see :func:`plain_title`), "" without one."""
+    title = (fig.get("layout") or {}).get("title") or ""
+    return plain_title(title.get("text") or "" if isinstance(title, dict) else title)
+
+
 def fmt_value(v: Any) -> str:
     if isinstance(v, bool) or v is None:
         return str(v)

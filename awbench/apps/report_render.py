@@ -14,6 +14,7 @@ from awbench.apps.report_html import (
     CSS,
     VERDICT_CLASS,
     figure_html,
+    figure_title,
     fmt_value,
     html_table,
     pct_cell,
@@ -60,9 +61,10 @@ def _nav(pages: list[NotebookPage], explore: bool = True) -> str:
     ]
     for p in pages:
         figs = [b for b in p.blocks if b.kind == "figure"]
+        titles = [figure_title(b.content) or b.title for b in figs]
         sub = "".join(
-            f'<li><a href="#{b.anchor}" title="{html.escape(b.title)}">{html.escape(_short(b.title))}</a></li>'
-            for b in figs
+            f'<li><a href="#{b.anchor}" title="{html.escape(t)}">{html.escape(_short(t))}</a></li>'
+            for b, t in zip(figs, titles)
         )
         nav.append(
             f'<li><a href="#{p.stem}">{html.escape(p.title)}</a>'

@@ -249,6 +249,13 @@ def metric_vs_knob(
     return layout(fig, titled(text, runs), legend="below", height=420)
 
 
+def point_label(knob: str, value: float) -> str:
+    """A knob value as a marker's label: by the knob's symbol (``B = 400``, ``α = 0.1``), else
+    by its name (``training samples (clean) = 1000``)."""
+    symbol = knob_label(knob).rsplit(" ", 1)[-1]
+    return f"{symbol if len(symbol) <= 2 else knob_label(knob)} = {value:g}"
+
+
 def factor_plane(runs: pd.DataFrame, knob: str, title: str | None = None) -> go.Figure:
     """Every run in the (size, sharpness) plane: converged ones coloured by their real gap,
     unconverged ones hollow grey. The mean path over the knob's values (converged runs, with
@@ -294,8 +301,9 @@ def factor_plane(runs: pd.DataFrame, knob: str, title: str | None = None) -> go.
             y=s["sharpness_mean"],
             mode="lines+markers+text",
             name="mean over converged seeds ± 95 % CI",
-            text=[f"{knob}={v:g}" if h else "" for v, h in zip(s[knob], has)],
-            textposition="top center",
+            text=[point_label(knob, v) if h else "" for v, h in zip(s[knob], has)],
+            # right of the vertical error bar, above the horizontal one
+            textposition="top right",
             line={"color": "#333", "width": 1.5},
             marker={"symbol": "x", "size": 9, "color": "#333"},
             error_x={**error_bars(s, "size"), "thickness": 1, "color": "#333"},
