@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import itertools
 import math
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ DUALITY_TOL = 1e-8
 IDENTITY_TOL = 1e-8
 # Up to this many weights the dense route (P x P Hessian, P^3 eigh) is suggested as a remedy.
 DENSE_SUGGEST_MAX = 12_000
+WIDTH = 96  # the text's route line and notes are wrapped to this many characters
 
 
 def _num(x: float) -> str:
@@ -159,8 +161,8 @@ def summary_text(an) -> str:
             lines.append(sec.capitalize())
             section = sec
         lines.append(f"  {q:<{w0}}  {v:>{w1}}  {n}".rstrip())
-    lines.append(f"Route: {_route(an)}")
-    lines += [f"Note: {n}" for n in notes(an)]
+    lines.append(textwrap.fill(f"Route: {_route(an)}", WIDTH, subsequent_indent="  "))
+    lines += [textwrap.fill(f"Note: {n}", WIDTH, subsequent_indent="  ") for n in notes(an)]
     return "\n".join(lines)
 
 
