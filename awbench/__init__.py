@@ -25,6 +25,9 @@ _LAZY = {
     "duality_check": "awbench.analysis.duality",
     "general_dual_weights": "awbench.analysis.duality",
     "layer_inputs": "awbench.analysis.duality",
+    "NoiseCurvature": "awbench.analysis.noise",
+    "noise_curvature": "awbench.analysis.noise",
+    "power_law_fit": "awbench.analysis.noise",
     "pair_samples": "awbench.analysis.duality",
     "Config": "awbench.config",
     "ConfigError": "awbench.config",
@@ -75,6 +78,7 @@ __all__ = [
     "Eigenpairs",
     "GaussNewtonOperator",
     "HessianOperator",
+    "NoiseCurvature",
     "NondeterministicModelError",
     "Result",
     "Run",
@@ -96,10 +100,12 @@ __all__ = [
     "layer_inputs",
     "load_data",
     "load_store",
+    "noise_curvature",
     "pair_samples",
     "plan_sweep",
     "plane_2d",
     "plots",
+    "power_law_fit",
     "random_directions",
     "read_records",
     "record",
@@ -152,6 +158,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     )
     from awbench.analysis.duality_guard import DualityError
     from awbench.analysis.memory import AnalysisMemoryError
+    from awbench.analysis.noise import NoiseCurvature, noise_curvature, power_law_fit
     from awbench.config import Config, ConfigError
     from awbench.curvature.eigensolvers import Eigenpairs, top_eigenpairs
     from awbench.curvature.flat import NondeterministicModelError, determinism_report

@@ -57,6 +57,12 @@ PAIRINGS = ("input", "feature", "knn", "random")
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
 ALGORITHMS = ("sgd", "ssgd", "dpsgd", "local_sgd")
+# the training loss: cross-entropy of the logits, or squared error of the softmax against the
+# one-hot label (awbench/nn/losses.py, docs/science.md "SGD noise against curvature")
+LOSSES = ("ce", "mse")
+# Fields added after the key's schema was fixed: at their default they are left out of
+# Config.key(), so every key (caches, stores, the shipped knob grid) stays what it was.
+KEY_OPTIONAL_DEFAULTS = {"loss": "ce"}
 TOPOLOGIES = ("ring", "full", "torus", "gossip")
 # Datasets read from IDX files in data_dir; their run key holds a fingerprint of the files'
 # contents instead of the path (see data_fingerprint).
@@ -332,6 +338,7 @@ _CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
     "algorithm": _to_choice(ALGORITHMS),
     "topology": _to_choice(TOPOLOGIES),
     "local_steps": _int_range(1),
+    "loss": _to_choice(LOSSES),
 }
 
 
@@ -371,6 +378,7 @@ class Config:
     algorithm: str = "sgd"  # sgd | ssgd | dpsgd | local_sgd
     topology: str = "ring"  # mixing graph for dpsgd
     local_steps: int = 8  # averaging period H for local_sgd
+    loss: str = "ce"  # ce: cross-entropy | mse: squared error of the softmax (one-hot target)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -398,6 +406,13 @@ class Config:
                     f"'ring', 'full' or 'gossip' for n_learners={self.n_learners}: a torus needs "
                     "a square number of learners (1, 4, 9, 16, ...)",
                 )
+        if self.loss != "ce" and (self.n_learners != 1 or self.algorithm != "sgd"):
+            _fail(
+                "loss",
+                self.loss,
+                "'ce' for multi-learner training (n_learners > 1 or algorithm != 'sgd'): "
+                "only single-learner SGD trains with 'mse'",
+            )
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -438,8 +453,12 @@ class Config:
         in another folder, on another machine or Dask worker give the same key and replaced
         files another one. Without readable files the key marks the path as unreadable: no run
         can train then, so nothing is ever stored under it (and a plan refuses it). The
-        built-in datasets' keys hold every field as is."""
+        built-in datasets' keys hold every field as is, except a field of
+        ``KEY_OPTIONAL_DEFAULTS`` at its default (added later: so old keys stay valid)."""
         d = self.to_dict()
+        for name, default in KEY_OPTIONAL_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
         if self.dataset in FILE_DATASETS:
             try:
                 d["data_dir"] = data_fingerprint(self.dataset, self.data_dir)

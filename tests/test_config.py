@@ -9,7 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-from awbench.config import FIELD_NAMES, PRESETS, SCHEMA_VERSION, Config, ConfigError
+from awbench.config import (
+    FIELD_NAMES,
+    KEY_OPTIONAL_DEFAULTS,
+    PRESETS,
+    SCHEMA_VERSION,
+    Config,
+    ConfigError,
+)
 
 # One value per field that validation must reject. A field added to Config without an entry
 # here makes test_every_field_has_a_bad_value fail, so no field escapes the bad-value test.
@@ -45,6 +52,7 @@ BAD_VALUES = {
     "algorithm": "adam",
     "topology": "star",
     "local_steps": 0,
+    "loss": "l2",
 }
 
 # A valid value different from the default, per field (used to check that key() sees it).
@@ -80,6 +88,7 @@ OTHER_VALUES = {
     "algorithm": "ssgd",
     "topology": "full",
     "local_steps": 4,
+    "loss": "mse",
 }
 
 # Fields whose alternative value needs another field changed too, to stay valid.
@@ -236,13 +245,26 @@ def test_key_survives_dict_and_json_roundtrip(preset):
 
 
 def test_key_is_canonical_json_with_schema_version():
-    cfg = Config.preset("smoke")
-    payload = {"schema": SCHEMA_VERSION, **cfg.to_dict()}
-    # The key hashes JSON text; the text must not depend on dict order or whitespace choices.
     import hashlib
 
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    assert hashlib.sha256(text.encode()).hexdigest()[:16] == cfg.key()
+    # The key hashes JSON text; the text must not depend on dict order or whitespace choices.
+    # A field added later (KEY_OPTIONAL_DEFAULTS) is in the text only away from its default.
+    for cfg in (Config.preset("smoke"), Config.preset("smoke").replace(loss="mse")):
+        d = cfg.to_dict()
+        d = {k: v for k, v in d.items() if KEY_OPTIONAL_DEFAULTS.get(k, object()) != v}
+        text = json.dumps({"schema": SCHEMA_VERSION, **d}, sort_keys=True, separators=(",", ":"))
+        assert hashlib.sha256(text.encode()).hexdigest()[:16] == cfg.key()
+
+
+def test_a_field_added_later_leaves_the_keys_at_its_default_as_they_were():
+    # the key of the paper preset before the loss field existed (the shipped knob grid's)
+    assert Config().key() == "4dbb86b7a66cbd83"
+    assert Config(loss="mse").key() != Config().key()
+
+
+def test_loss_mse_is_refused_for_multi_learner_training():
+    with pytest.raises(ConfigError, match=r"Config.loss='mse'.*single-learner"):
+        Config(loss="mse", n_learners=4, algorithm="ssgd")
 
 
 def test_key_stable_across_processes():

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from awbench.analysis.directions import (  # noqa: F401 - DIRECTION_COLUMNS re-exported
@@ -46,6 +45,7 @@ from awbench.analysis.summary import registered_figure, short_repr, summary_html
 from awbench.curvature.flat import model_mode
 from awbench.curvature.layer import output_as_leaf, row_chunks
 from awbench.curvature.layer_operator import frozen_parameters
+from awbench.nn.losses import check_loss, summed_loss
 
 
 @dataclass
@@ -239,16 +239,15 @@ def _second_order_terms(
     }
 
 
-def _model_losses(model, x_test, y_test, x_clean, y_clean) -> dict:
+def _model_losses(model, x_test, y_test, x_clean, y_clean, loss: str = "ce") -> dict:
     test_loss, train_loss, wrong = 0.0, 0.0, 0
     with torch.no_grad(), model_mode(model, "eval"):
         for rows in row_chunks(len(y_test)):
             logits = model(x_test[rows])
-            test_loss += float(F.cross_entropy(logits, y_test[rows], reduction="sum"))
+            test_loss += float(summed_loss(loss, logits, y_test[rows]))
             wrong += int((logits.argmax(1) != y_test[rows]).sum())
         for rows in row_chunks(len(y_clean)):
-            loss = F.cross_entropy(model(x_clean[rows]), y_clean[rows], reduction="sum")
-            train_loss += float(loss)
+            train_loss += float(summed_loss(loss, model(x_clean[rows]), y_clean[rows]))
     test_loss, train_loss = test_loss / len(y_test), train_loss / len(y_clean)
     return {
         "real_gap": test_loss - train_loss,
@@ -290,6 +289,7 @@ def analyze_model(
     memory_limit: int | str | None = None,
     device: str | torch.device | None = None,
     logits=None,
+    loss: str = "ce",
 ) -> Analysis:
     """Decompose the generalization gap of any ``model`` at its ``nn.Linear`` ``layer`` (a
     name such as "classifier.3", or the module itself).
@@ -298,7 +298,9 @@ def analyze_model(
     ``(x, y)`` batches (read in order, twice: both passes must agree, so switch off shuffling
     and augmentation). ``x`` may have any shape (images N x C x H x W); ``y`` holds class
     labels, and the loss is **cross-entropy** of the model's logits (N, n_classes), the mean
-    over samples, with no regularizer; ``logits`` picks them from an output that is not a
+    over samples, with no regularizer (``loss="mse"``: the squared error of their softmax
+    against the one-hot label, mean over classes; every gap is then in that loss's units);
+    ``logits`` picks them from an output that is not a
     tensor (a key or index such as "logits" or 0, an attribute name, or a callable). ``clean``
     (bool per training sample, default all) selects the samples of the training loss, the
     Hessian and the pairing. The model is analysed as a float64 copy in eval mode, without
@@ -321,11 +323,12 @@ def analyze_model(
     NondeterministicModelError when the model is not deterministic in eval mode.
     """
     model = unwrap_compiled(model)
+    check_loss(loss)
     s = read_samples(train, test, clean)
     check_arguments(pairing, n_sharp, pairing_k, seed, pairing_layer)
     routes = check_routes(dense_max, lanczos_k, basis, memory_limit)
     check_finite(model, s.x_train, s.x_test)
-    target = resolve_layer(model, layer, analysis_device(device, model), logits)
+    target = resolve_layer(model, layer, analysis_device(device, model), logits, loss)
     s = Samples(
         *(t.to(target.device) for t in (as_float64(s.x_train), s.y_train, as_float64(s.x_test))),
         s.y_test.to(target.device),
@@ -353,7 +356,7 @@ def _decompose(target: ResolvedLayer, s: Samples, rule: PairingRule, n_sharp, ro
     second_order = _second_order_terms(
         target, x_train[pairs.train], pairs, gaps, lam, V.shape[1], directions, method
     )
-    losses = _model_losses(target.model, x_test, s.y_test, x_clean, y_clean)
+    losses = _model_losses(target.model, x_test, s.y_test, x_clean, y_clean, target.loss)
     return Analysis(
         layer=target.label,
         pairing=rule.method,
@@ -404,6 +407,7 @@ def analyze(
         lanczos_k=lanczos_k,
         basis=basis,
         memory_limit=memory_limit,
+        loss=cfg.loss,
     )
 
 
@@ -413,8 +417,8 @@ def _output_grads(target: ResolvedLayer, x: torch.Tensor, y: torch.Tensor) -> to
     with frozen_parameters(model), model_mode(model, "eval"), torch.enable_grad():
         for rows in row_chunks(len(y)):
             with output_as_leaf(model, target.module) as captured:
-                loss = F.cross_entropy(model(x[rows]), y[rows], reduction="sum")
-                grads.append(torch.autograd.grad(loss, captured["z"])[0])
+                total = summed_loss(target.loss, model(x[rows]), y[rows])
+                grads.append(torch.autograd.grad(total, captured["z"])[0])
     return torch.cat(grads)
 
 

@@ -40,7 +40,9 @@ def lanczos_basis(target: ResolvedLayer, x, y, k):
     by the eigensolver module's ARPACK entry point: pairs ARPACK does not deliver are
     dropped (the complement covers them), with a warning."""
     with model_mode(target.model, "eval"):
-        products = LayerHessianProducts(target.model, target.module, x, y, target.with_bias)
+        products = LayerHessianProducts(
+            target.model, target.module, x, y, target.with_bias, target.loss
+        )
     n = products.size
     # ARPACK decides how many products it needs; the total is an estimate, measured at about
     # 2.5 k for k = 100 (253 at 40,000 weights) and 42 for k = 10 (its basis of 2 k + 1 twice).
@@ -79,7 +81,9 @@ def eigenbasis(target: ResolvedLayer, x, y, routes: Routes):
         lam = torch.full((routes.basis.shape[1],), float("nan"), dtype=torch.float64)
         return lam, routes.basis.to(x.device), "given"
     if target.n_weights <= routes.dense_max:
-        H = layer_hessian(target.model, target.module, x, y, with_bias=target.with_bias)
+        H = layer_hessian(
+            target.model, target.module, x, y, with_bias=target.with_bias, loss=target.loss
+        )
         lam, V = symmetric_eigh(H)
         return lam, V.to(x.device), "dense"
     lam, V = lanczos_basis(target, x, y, routes.lanczos_k)

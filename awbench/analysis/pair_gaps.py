@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from awbench.analysis.duality import (
     augment,
@@ -28,18 +27,19 @@ from awbench.analysis.model_inputs import PairingRule, Samples, candidate_pairs
 from awbench.analysis.resolved import ResolvedLayer
 from awbench.curvature.flat import model_mode
 from awbench.curvature.layer import row_chunks
+from awbench.nn.losses import per_sample_loss
 
 
 def pair_losses(target: ResolvedLayer, x_train, x_test, y, u, b):
     """l(x_k, W), l(x'_k, W) and l(x_k, W + u_k b_k^T), a chunk of pairs per forward pass."""
-    model = target.model
+    model, loss = target.model, target.loss
     base, direct, dual = [], [], []
     with torch.no_grad(), model_mode(model, "eval"):
         for rows in row_chunks(len(y)):
-            base.append(F.cross_entropy(model(x_train[rows]), y[rows], reduction="none"))
-            direct.append(F.cross_entropy(model(x_test[rows]), y[rows], reduction="none"))
+            base.append(per_sample_loss(loss, model(x_train[rows]), y[rows]))
+            direct.append(per_sample_loss(loss, model(x_test[rows]), y[rows]))
             with rank_one_offsets(model, target.module, u[rows], b[rows]):
-                dual.append(F.cross_entropy(model(x_train[rows]), y[rows], reduction="none"))
+                dual.append(per_sample_loss(loss, model(x_train[rows]), y[rows]))
     return torch.cat(base), torch.cat(direct), torch.cat(dual)
 
 

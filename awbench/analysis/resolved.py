@@ -53,6 +53,7 @@ class ResolvedLayer:
     with_bias: bool
     shape: tuple[int, int]  # (n_out, n_in [+ 1 with a bias]): the dual weights' shape
     device: torch.device
+    loss: str = "ce"  # the loss of every gap and Hessian: "ce" or "mse" (awbench/nn/losses.py)
 
     @property
     def n_weights(self) -> int:
@@ -187,7 +188,9 @@ def _clear_hooks(copy_: nn.Module, label: str) -> None:
         )
 
 
-def resolve_layer(model: nn.Module, layer, device: torch.device, logits=None) -> ResolvedLayer:
+def resolve_layer(
+    model: nn.Module, layer, device: torch.device, logits=None, loss: str = "ce"
+) -> ResolvedLayer:
     """Check ``model`` and ``layer`` (a name or the module) and build the float64 eval-mode
     copy the analysis runs on. DualityError for a layer whose duality cannot hold by its
     structure (hooks on it, tied weights, a compiled submodule)."""
@@ -205,7 +208,7 @@ def resolve_layer(model: nn.Module, layer, device: torch.device, logits=None) ->
     module = linear_layer(net, name)
     with_bias = module.bias is not None
     shape = (module.out_features, module.in_features + int(with_bias))
-    return ResolvedLayer(net, module, name, label, with_bias, shape, device)
+    return ResolvedLayer(net, module, name, label, with_bias, shape, device, loss)
 
 
 __all__ = ["DualityError", "LogitsOf", "ResolvedLayer", "Routes", "resolve_layer"]

@@ -21,12 +21,12 @@ import numpy as np
 import scipy.linalg
 import threadpoolctl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from awbench.curvature.flat import model_mode
 from awbench.curvature.mlp_backend import mlp_backend_reason
 from awbench.nn import engine
+from awbench.nn.losses import check_loss, summed_loss
 
 # Rows per forward pass of an analysis (bounded activations at 60,000 samples).
 FORWARD_CHUNK_ROWS = 1024
@@ -87,19 +87,22 @@ def output_as_leaf(model: nn.Module, layer: str):
         handle.remove()
 
 
-def output_hessians(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor) -> tuple:
-    """Per-sample Hessians ``G_k`` of the cross-entropy w.r.t. ``layer``'s output.
+def output_hessians(
+    model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, loss: str = "ce"
+) -> tuple:
+    """Per-sample Hessians ``G_k`` of the loss ("ce" or "mse") w.r.t. ``layer``'s output.
 
     Returns ``(G, a)``: G of shape (N, n_out, n_out) and the layer's inputs a of shape
     (N, n_in), both float64, from the model evaluated as it is (callers choose the mode).
     """
+    check_loss(loss)
+    # the backend's check is of the model; its engine serves both losses
     if mlp_backend_reason(model, "cross_entropy", "train" if model.training else "eval") is None:
-        return _mlp_output_hessians(model, layer, x, y)
+        return _mlp_output_hessians(model, layer, x, y, loss)
     with output_as_leaf(model, layer) as captured, torch.enable_grad():
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, reduction="sum")
+        total = summed_loss(loss, model(x), y)
         z = captured["z"]
-        (grad_z,) = torch.autograd.grad(loss, z, create_graph=True)
+        (grad_z,) = torch.autograd.grad(total, z, create_graph=True)
         n_out = z.shape[1]
         if not grad_z.requires_grad:  # downstream is piecewise linear and loss-free: G = 0
             return torch.zeros(z.shape[0], n_out, n_out, dtype=torch.float64), captured[
@@ -122,21 +125,27 @@ def _symmetrize_(G: torch.Tensor, block: int = 256) -> torch.Tensor:
     return G
 
 
-def _mlp_output_hessians(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor) -> tuple:
+def _mlp_output_hessians(model: nn.Module, layer: str, x, y, loss: str = "ce") -> tuple:
     """``output_hessians`` for an awbench MLP by the engine's second-order backpropagation."""
     target = linear_layer(model, layer)
     depth = next(i for i, name in enumerate(model.layer_names) if getattr(model, name) is target)
     G, a = engine.output_hessians(
-        engine.mlp_layers(model), x, y, engine.activation_of(model), depth
+        engine.mlp_layers(model), x, y, engine.activation_of(model), depth, loss
     )
     G = G.double().contiguous()
     return _symmetrize_(G), a.double()
 
 
 def layer_hessian(
-    model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, with_bias: bool = False
+    model: nn.Module,
+    layer: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    with_bias: bool = False,
+    loss: str = "ce",
 ) -> torch.Tensor:
-    """Dense float64 Hessian of the mean cross-entropy over (x, y) w.r.t. ``layer``'s weight.
+    """Dense float64 Hessian of the mean loss over (x, y) w.r.t. ``layer``'s weight; the
+    loss is cross-entropy ("ce", default) or the softmax's squared error ("mse").
 
     Rows and columns follow ``weight.flatten()`` (PyTorch layout (n_out, n_in), row-major).
     With ``with_bias`` the parameter is ``[W | b]`` flattened the same way, so its size is
@@ -152,7 +161,7 @@ def layer_hessian(
     with model_mode(model, "eval"):
         S = None
         for rows in row_chunks(len(x), hessian_chunk_rows(n_out, n_in)):
-            G, a = output_hessians(model, module, x[rows], y[rows])
+            G, a = output_hessians(model, module, x[rows], y[rows], loss)
             if with_bias:
                 a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], dim=1)
             # S[(i,o),(j,p)] = sum_k G_k[i,o] a_kj a_kp is one GEMM per chunk of samples. G_k

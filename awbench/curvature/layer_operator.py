@@ -16,10 +16,10 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from awbench.curvature.layer import linear_layer, output_as_leaf, row_chunks
+from awbench.nn.losses import check_loss, summed_loss
 
 
 @contextlib.contextmanager
@@ -36,21 +36,24 @@ def frozen_parameters(model: nn.Module):
             p.requires_grad_(flag)
 
 
-def _output_gradient_graph(model, layer, x, y):
-    """(a, z, dL/dz) for one chunk, dL/dz with its graph (None when it has none: G = 0)."""
+def _output_gradient_graph(model, layer, x, y, loss="ce"):
+    """(a, z, dL/dz) for one chunk, dL/dz with its graph (its graph None when it has none:
+    G = 0)."""
     with output_as_leaf(model, layer) as captured, torch.enable_grad():
-        loss = F.cross_entropy(model(x), y, reduction="sum")
+        total = summed_loss(loss, model(x), y)
         z = captured["z"]
-        (grad_z,) = torch.autograd.grad(loss, z, create_graph=True)
-    return captured["a"], z, grad_z if grad_z.requires_grad else None
+        (grad_z,) = torch.autograd.grad(total, z, create_graph=True)
+    return captured["a"], z, grad_z
 
 
 class LayerHessianProducts:
-    """``H v`` for the Hessian of the mean cross-entropy over (x, y) w.r.t. ``layer``'s
-    weight (``[W | b]`` with ``with_bias``), flattened like ``layer_hessian``'s rows.
+    """``H v`` for the Hessian of the mean loss ("ce" or "mse") over (x, y) w.r.t.
+    ``layer``'s weight (``[W | b]`` with ``with_bias``), flattened like ``layer_hessian``'s rows.
 
     The model is evaluated as it is (callers choose eval mode); its parameters are frozen
-    only while the graph is built. ``graph_bytes`` is what the kept graph holds.
+    only while the graph is built. ``graph_bytes`` is what the kept graph holds. Besides
+    ``matvec``: :attr:`inputs` (the layer inputs a_k), :attr:`output_gradients` (dl_k/dz_k)
+    and :meth:`output_products` (G_k u_k), what the noise analysis builds on.
     """
 
     def __init__(
@@ -60,13 +63,15 @@ class LayerHessianProducts:
         x: torch.Tensor,
         y: torch.Tensor,
         with_bias: bool = False,
+        loss: str = "ce",
     ):
+        check_loss(loss)
         module = linear_layer(model, layer)
         if with_bias and module.bias is None:
             raise ValueError(f"with_bias=True but layer={layer!r} has no bias")
         self.n = len(x)
         self.shape = (module.out_features, module.in_features + int(with_bias))
-        inputs, self._graphs = [], []
+        inputs, self._graphs, gradients = [], [], []
         saved: dict[tuple, int] = {}
 
         def count(t):
@@ -76,13 +81,15 @@ class LayerHessianProducts:
         hooks = torch.autograd.graph.saved_tensors_hooks(count, lambda t: t)
         with frozen_parameters(model), hooks:
             for rows in row_chunks(len(x)):
-                a, z, grad_z = _output_gradient_graph(model, layer, x[rows], y[rows])
+                a, z, grad_z = _output_gradient_graph(model, layer, x[rows], y[rows], loss)
                 inputs.append(a)
-                self._graphs.append((rows, z, grad_z))
+                gradients.append(grad_z.detach())
+                self._graphs.append((rows, z, grad_z if grad_z.requires_grad else None))
         a = torch.cat(inputs)
         if with_bias:
             a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
-        self._inputs = a
+        self.inputs = a
+        self.output_gradients = torch.cat(gradients)  # (N, n_out) dl_k/dz_k
         self.graph_bytes = sum(saved.values())
 
     @property
@@ -91,10 +98,14 @@ class LayerHessianProducts:
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """H v for a flat v of ``size`` entries (the device and dtype of the layer inputs)."""
-        a = self._inputs
+        a = self.inputs
         u = a @ v.reshape(self.shape).T  # (N, n_out): V a_k per sample, one GEMM
+        return (self.output_products(u).T @ a).div_(self.n).reshape(-1)  # mean_k (G_k u_k) a_k^T
+
+    def output_products(self, u: torch.Tensor) -> torch.Tensor:
+        """(N, n_out) G_k u_k for one vector u_k (a row of ``u``) per sample."""
         w = torch.zeros_like(u)
         for rows, z, grad_z in self._graphs:
             if grad_z is not None:  # None: nothing downstream curves the loss, G_k = 0
                 (w[rows],) = torch.autograd.grad(grad_z, z, grad_outputs=u[rows], retain_graph=True)
-        return (w.T @ a).div_(self.n).reshape(-1)  # mean_k (G_k u_k) a_k^T
+        return w

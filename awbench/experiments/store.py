@@ -76,9 +76,12 @@ def config_columns(cfg: Config) -> dict[str, Any]:
 
 
 def config_from_row(row: pd.Series | dict) -> Config:
-    """Rebuild the Config of a ``runs`` row (NaN from missing values reads as None)."""
+    """Rebuild the Config of a ``runs`` row (NaN from missing values reads as None; a field
+    the row has no column for, one added after it was written, takes its default)."""
     d = {}
     for name in FIELD_NAMES:
+        if name not in row:
+            continue
         value = row[name]
         if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
             value = None

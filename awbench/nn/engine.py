@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch
 
 from awbench.activations import ACTIVATIONS, Activation
+from awbench.nn.losses import check_loss, logit_derivatives, mse_error
 from awbench.nn.mlp import MLP
 
 
@@ -142,6 +143,12 @@ def cross_entropy_error(
     return dz
 
 
+def loss_error(loss: str):
+    """The ``dL/dlogits`` function of ``loss`` ("ce" or "mse"), both with the arguments of
+    :func:`cross_entropy_error`."""
+    return cross_entropy_error if check_loss(loss) == "ce" else mse_error
+
+
 def errors(
     layers: Layers, fp: ForwardPass, dz: torch.Tensor, act: Activation, lowest: int = 0
 ) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
@@ -189,9 +196,13 @@ def activation_of(model: MLP) -> Activation:
 
 
 def mlp_gradients(
-    model: MLP, x: torch.Tensor, y: torch.Tensor, dropout_gen: torch.Generator | None = None
+    model: MLP,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    dropout_gen: torch.Generator | None = None,
+    loss: str = "ce",
 ) -> list[torch.Tensor]:
-    """Gradients of the mean cross-entropy w.r.t. ``model.parameters()``, in that order.
+    """Gradients of the mean loss ("ce" or "mse") w.r.t. ``model.parameters()``, in order.
 
     In train mode with dropout the mask is drawn from ``dropout_gen`` (as nn.Dropout would).
     """
@@ -203,27 +214,36 @@ def mlp_gradients(
         mask = dropout_mask((len(x), width), p, dropout_gen, x.dtype, x.device)
     fp = forward(layers, x, act, mask)
     onehot = torch.nn.functional.one_hot(y, fp.logits.shape[-1]).to(x.dtype)
-    grads = gradients(layers, fp, cross_entropy_error(fp.logits, onehot, float(len(y))), act)
+    grads = gradients(layers, fp, loss_error(loss)(fp.logits, onehot, float(len(y))), act)
     return [g for gW, gb in grads for g in ((gW,) if gb is None else (gW, gb))]
 
 
 @torch.no_grad()
 def output_hessians(
-    layers: Layers, x: torch.Tensor, y: torch.Tensor, act: Activation, depth: int
+    layers: Layers,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    act: Activation,
+    depth: int,
+    loss: str = "ce",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample Hessians of the cross-entropy w.r.t. layer ``depth``'s output, and its input.
+    """Per-sample Hessians of the loss w.r.t. layer ``depth``'s output, and its input.
 
-    One model (2-D W). Second-order backpropagation from the logits' Hessian
-    diag(p) - p pᵀ down to z_i = W_i h_{i-1} + b_i:
+    One model (2-D W). Second-order backpropagation from the logits' Hessian (cross-entropy:
+    diag(p) - p pᵀ; MSE: :func:`awbench.nn.losses.logit_derivatives`) down to
+    z_i = W_i h_{i-1} + b_i:
     G_i = D_i W_{i+1}ᵀ G_{i+1} W_{i+1} D_i + diag(f''(z_i) * (W_{i+1}ᵀ g_{i+1})), with
     D_i = diag(f'(z_i)) and g the per-sample loss gradient. A handful of batched GEMMs
     instead of one double-backward pass per output unit.
     """
     fp = forward(layers, x, act)
-    p = torch.softmax(fp.logits, dim=1)
-    g = p.clone()
-    g[torch.arange(len(y), device=y.device), y] -= 1.0
-    G = None  # diag(p) - p pᵀ at the logits, kept implicit until the first step down
+    if check_loss(loss) == "ce":
+        p = torch.softmax(fp.logits, dim=1)
+        g = p.clone()
+        g[torch.arange(len(y), device=y.device), y] -= 1.0
+        G = None  # diag(p) - p pᵀ at the logits, kept implicit until the first step down
+    else:
+        g, G = logit_derivatives(loss, fp.logits, y)
     for i in range(len(layers) - 2, depth - 1, -1):
         W = layers[i + 1][0]
         back = g @ W  # dL/dh_i

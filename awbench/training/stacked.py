@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from awbench.config import Config
 from awbench.data import Data, load_data
 from awbench.nn import engine
+from awbench.nn.losses import per_sample_loss
 from awbench.nn.mlp import MLP, build_model
 from awbench.progress import progress
 from awbench.status import CONVERGED, DIVERGED, MAX_EPOCHS
@@ -80,6 +81,7 @@ class _Stack:
 
     def __init__(self, cfg: Config, seeds: list[int], models: list[MLP], device: torch.device):
         self.cfg = cfg
+        self.loss_error = engine.loss_error(cfg.loss)
         template = models[0]
         self.act = engine.activation_of(template)
         self.dropout_p = template.dropout_p
@@ -139,14 +141,14 @@ class _Stack:
         mask: torch.Tensor | None,
         loss_sum: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """Mean cross-entropy gradients per member, ordered as parameters(), each ``(S, *shape)``.
+        """Mean-loss gradients per member, ordered as parameters(), each ``(S, *shape)``.
 
         x (S, B, in), onehot (S, B, classes), mask (S, B, width of fc1) or None. With
         ``loss_sum`` (S,), each member's summed batch loss (in training mode, before the step)
         is added to it for the divergence rule.
         """
         fp = engine.forward(self.layers, x, self.act, mask)
-        dz = engine.cross_entropy_error(fp.logits, onehot, float(x.shape[1]), loss_sum=loss_sum)
+        dz = self.loss_error(fp.logits, onehot, float(x.shape[1]), loss_sum=loss_sum)
         grads: list[torch.Tensor | None] = [None] * len(self.params)
         for (w_pos, b_pos), (gW, gb) in zip(
             self.layer_pos, engine.gradients(self.layers, fp, dz, self.act)
@@ -188,34 +190,46 @@ def _layer_positions(model: MLP, names: list[str]) -> list[tuple[int, int | None
 class _Split:
     """One evaluation set and what :meth:`rows` needs of its labels, prepared once."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, n_classes: int):
-        self.x, self.y = x, y
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, n_classes: int, loss: str = "ce"):
+        self.x, self.y, self.loss = x, y, loss
         self.y_index = y.view(1, -1, 1)
         # not_earlier[i, j]: class j does not come before sample i's label (argmax picks the
         # first maximum, so only earlier classes can win a tie)
         self.not_earlier = torch.arange(n_classes, device=y.device) >= y.view(-1, 1)
 
     def rows(self, logits: torch.Tensor) -> tuple[list[float], list[float]]:
-        """Per-member mean cross-entropy and accuracy from ``(S, N, classes)`` logits.
+        """Per-member mean loss (the run's: cross-entropy or MSE) and accuracy from
+        ``(S, N, classes)`` logits.
 
         A batched logsumexp instead of one F.cross_entropy per member: its last-dim
         log_softmax costs ~0.2 us per row, which made evaluation a third of the stacked cost.
         The loss therefore matches evaluate()'s to rounding; the accuracy is exact.
         """
         top = logits.amax(2, keepdim=True)
-        lse = (logits - top).exp_().sum(2).log_().add_(top.squeeze(2))
-        top = top.squeeze(2)
         picked = logits.gather(2, self.y_index.expand(logits.shape[0], -1, 1)).squeeze(2)
-        loss = (lse - picked).mean(1).tolist()
+        if self.loss == "ce":
+            lse = (logits - top).exp_().sum(2).log_().add_(top.squeeze(2))
+            loss = (lse - picked).mean(1).tolist()
+        else:
+            loss = self._mse(logits).tolist()
+        top = top.squeeze(2)
         # argmax == y exactly when the label's logit is the maximum and no earlier class ties it
         before = logits.masked_fill(self.not_earlier, -math.inf).amax(2)
         acc = ((picked == top) & (before < top)).double().mean(1).tolist()
         for r, value in enumerate(loss):
             if not math.isfinite(value):
                 # NaN/inf logits: evaluate()'s own arithmetic, so the status reason agrees
-                loss[r] = F.cross_entropy(logits[r], self.y).item()
+                loss[r] = per_sample_loss(self.loss, logits[r], self.y).mean().item()
                 acc[r] = (logits[r].argmax(1) == self.y).double().mean().item()
         return loss, acc
+
+    def _mse(self, logits: torch.Tensor) -> torch.Tensor:
+        """(S,) mean over samples of mean_c (softmax_c - onehot_c)^2."""
+        sq = torch.softmax(logits, dim=2)
+        sq.scatter_add_(
+            2, self.y_index.expand(logits.shape[0], -1, 1), -torch.ones_like(sq[..., :1])
+        )
+        return sq.pow_(2).mean((1, 2))
 
 
 def train_stacked(
@@ -282,8 +296,8 @@ def _train(
     stack = _Stack(cfg, [c.seed for c in cfgs], models, tensors.x.device)
     n_classes = int(data.n_classes)
     onehot = F.one_hot(tensors.y, n_classes).to(tensors.x.dtype)
-    clean = _Split(tensors.x_clean, tensors.y_clean, n_classes)
-    test = _Split(tensors.x_test, tensors.y_test, n_classes)
+    clean = _Split(tensors.x_clean, tensors.y_clean, n_classes, cfg.loss)
+    test = _Split(tensors.x_test, tensors.y_test, n_classes, cfg.loss)
     histories: list[list[dict]] = [[] for _ in cfgs]
     outcome: list[tuple[list[dict], str, str] | None] = [None] * len(cfgs)
     budget, decay_epochs = cfg.epoch_budget(), cfg.decay_epochs()
