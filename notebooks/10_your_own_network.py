@@ -133,13 +133,32 @@ cnn = {
     name: aw.analyze_model(model, layer=name, train=(x, y), test=(x_test, y_test))
     for name in ("fc1", "fc2")
 }
-dp.gap_budget(cnn["fc1"].scalars(), title="CNN fc1 (512 → hidden): where the gap comes from")
+
+# %% [markdown]
+# `an.summary()` reads a result out: the gap, the shares of the pair gap in the sharp, flat
+# and complement parts, the curvature part (sharpness / size), exactness, the route, and a
+# note when something needs changing, such as a complement too large for the top directions
+# to describe the gap.
+
+# %%
+print(cnn["fc1"].summary())
+
+# %% [markdown]
+# `an.plot()` draws the gap budget over the per-direction spectra (the shaded band: the
+# sharp directions).
+
+# %%
+cnn["fc1"].plot()
+
+# %% [markdown]
+# An `Analysis` as a cell's last line shows the same summary as a table; `repr(an)` is one
+# line, and every number is still a field (`an.pair_gap`, `an.directions`, ...).
+
+# %%
+cnn["fc2"]
 
 # %%
 dp.gap_budget(cnn["fc2"].scalars(), title="CNN fc2 (hidden → logits): where the gap comes from")
-
-# %%
-dp.direction_spectra(cnn["fc1"].directions, title="CNN fc1: per-direction spectra")
 
 # %%
 Markdown(
