@@ -197,3 +197,40 @@ def test_a_hostile_parameter_stays_text_in_the_report():
     # Markdown still renders: emphasis and tables are markup on purpose
     assert "<strong>b</strong>" in render_markdown("**b**")
     assert "<table>" in render_markdown("| a |\n|---|\n| 1 |")
+
+
+def _claims_table(page: str) -> str:
+    return page[page.index('id="claims"') : page.index('id="knobs"')]
+
+
+def test_the_smoke_report_says_it_checks_the_machinery_and_shows_no_verdict_colours(report):
+    page = report.read_text(encoding="utf-8")
+    header = page.split("</header>")[0]
+    assert "these numbers check the machinery, they are not results" in header
+    claims = _claims_table(page)
+    verdicts = page[page.index('id="verdicts"') : page.index('id="convergence"')]
+    assert '<span class="muted">supported</span>: batch size ↑ → sharper' in claims
+    for part in (claims, verdicts):
+        assert not re.search(r'class="(?:ok|fail)">(?:supported|contradicted)', part), part
+
+
+def test_the_claims_table_has_a_verdict_column_with_a_legend(tmp_path):
+    from awbench.apps.report_claims import CLAIMS
+
+    pages = _pages(tmp_path)
+    pages.append(
+        report_pages.NotebookPage(
+            "01_duality", "Duality", tmp_path / "01.ipynb", records={"duality_error": 2e-14}
+        )
+    )
+    page = render(pages, profile="quick", explore=False)
+    assert "these numbers check the machinery" not in page
+    claims = _claims_table(page)
+    assert "<th>verdict</th>" in claims and "Verdict: that of each claim's own test" in claims
+    assert '<span class="ok">supported</span>: batch size ↑ → sharper' in claims
+    assert 'check: <span class="ok">passes</span>' in claims  # the duality: an identity
+    assert claims.count("<td>check: ") == sum(c.check is not None for c in CLAIMS)
+    rows = re.findall(r"<tr>(.*?)</tr>", claims)[1:]
+    assert len(rows) == len(CLAIMS)
+    # a row with neither a claim of the claims table nor a check, e.g. notebook 02's
+    assert any("02_hessian_and_landscape" in r and r.endswith("<td>—</td>") for r in rows)

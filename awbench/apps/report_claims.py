@@ -3,7 +3,9 @@
 Each :class:`Claim` pairs a statement of the paper with a function from a notebook's records
 to what this run measured. A record the notebook never wrote reads ``missing record: NAME``
 (:data:`MISSING`), which the report shows in red; a recorded value that is not a finite
-number reads n/a.
+number reads n/a. Its verdict is either that of the claims it stands for in the confirmatory
+family (``verdicts``: ids of :data:`awbench.experiments.claims.CLAIMS`, each with a short
+label), or, for an identity, whether the check passes (``check``), or none.
 """
 
 from __future__ import annotations
@@ -57,11 +59,54 @@ def _join(*parts: str) -> str:
     return "; ".join(p for p in parts if p) or "not measured in this run"
 
 
+# A check passes when its error is below this: rounding in float64 is 1e-17 to 1e-14, a broken
+# duality misses by 0.1 nats or more (the analysis' own DUALITY_RTOL).
+CHECK_TOL = 1e-6
+
+
+def _below(*names: str) -> Callable[[dict], bool | None]:
+    """A check that every record of ``names`` is at most :data:`CHECK_TOL` (None: one of
+    them missing or not a finite number)."""
+
+    def check(r: dict) -> bool | None:
+        values = [r.get(n) for n in names if n in r]
+        if len(values) < len(names) or not all(_finite(v) for v in values):
+            return None
+        return all(abs(v) <= CHECK_TOL for v in values)
+
+    return check
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _minimal_and_linear(r: dict) -> bool | None:
+    """ΔW* the smallest of the family (norm ratio >= 1) and linear in W."""
+    linear = _below(rn.LINEARITY_DEVIATION)(r)
+    ratio = r.get(rn.FAMILY_MIN_NORM_RATIO)
+    if linear is None or not _finite(ratio):
+        return None
+    return linear and ratio >= 1 - CHECK_TOL
+
+
+def _knob_verdicts(knob: str, label: str, *hypotheses: tuple[str, str]):
+    """The paper's "acts on the factors" claim about ``knob`` and our hypotheses about it."""
+    return (
+        (f"paper.{knob}.acts_on_factors", f"{label} acts on the factors (paper)"),
+        *((f"hyp.{knob}.{q}", text) for q, text in hypotheses),
+    )
+
+
 @dataclass(frozen=True)
 class Claim:
     notebook: str  # stem, e.g. "01_duality"
     claim: str  # the paper's statement (docs/science.md sections 1, 3, 7)
     measured: Callable[[dict], str]  # records -> what this run measured
+    #: (claim id of awbench.experiments.claims.CLAIMS, short label) whose verdicts this row shows
+    verdicts: tuple[tuple[str, str], ...] = ()
+    #: an identity: records -> passes (True), fails (False) or not measured (None)
+    check: Callable[[dict], bool | None] | None = None
 
 
 CLAIMS: list[Claim] = [
@@ -73,6 +118,7 @@ CLAIMS: list[Claim] = [
             f"worst logit error over all layers {_num(r, rn.DUALITY_ERROR, '.1e')} in float64 "
             f"({_num(r, rn.FLOAT32_LOGIT_ERROR, '.1e')} in float32)"
         ),
+        check=_below(rn.DUALITY_ERROR),
     ),
     Claim(
         "01_duality",
@@ -82,6 +128,7 @@ CLAIMS: list[Claim] = [
             f"smallest norm ratio of any family member to ΔW*: {_num(r, rn.FAMILY_MIN_NORM_RATIO, '.6f')}; "
             f"ΔW*(sW) = s ΔW*(W) to {_num(r, rn.LINEARITY_DEVIATION, '.1e')}"
         ),
+        check=_minimal_and_linear,
     ),
     Claim(
         "00_tour",
@@ -91,6 +138,7 @@ CLAIMS: list[Claim] = [
             f"identity error {_num(r, rn.IDENTITY_ERROR, '.1e')} (rounding); exact pair gap "
             f"{_num(r, rn.PAIR_GAP, '.4g')} vs real gap {_num(r, rn.REAL_GAP, '.4g')} nats"
         ),
+        check=_below(rn.IDENTITY_ERROR),
     ),
     Claim(
         "03_gap_decomposition",
@@ -134,6 +182,10 @@ CLAIMS: list[Claim] = [
         "SGD batch size and learning rate act on the geometric factors (section 7; the "
         "directions, larger batch or smaller learning rate → sharper, are our hypotheses).",
         lambda r: _join(_knob(r, "batch_size", "batch size ↑"), _knob(r, "lr", "learning rate ↑")),
+        verdicts=(
+            *_knob_verdicts("batch_size", "batch size", ("sharpness", "batch size ↑ → sharper")),
+            *_knob_verdicts("lr", "learning rate", ("sharpness", "learning rate ↑ → flatter")),
+        ),
     ),
     Claim(
         "05_weight_decay_and_init_scale",
@@ -145,11 +197,16 @@ CLAIMS: list[Claim] = [
             f"size vs weight norm: Spearman {_num(r, rn.SIZE_NORM_RHO, '.2f')}, log-log slope "
             f"{_num(r, rn.SIZE_NORM_SLOPE, '.2f')}",
         ),
+        verdicts=(
+            *_knob_verdicts("weight_decay", "weight decay", ("size", "weight decay ↑ → smaller")),
+            ("hyp.init_scale.size", "init scale ↑ → larger"),
+        ),
     ),
     Claim(
         "06_dropout",
         "Dropout acts on one or both factors (section 7).",
         lambda r: _knob(r, "dropout", "dropout ↑"),
+        verdicts=_knob_verdicts("dropout", "dropout", ("real_gap", "dropout ↑ → smaller gap")),
     ),
     Claim(
         "07_data_size_and_label_noise",
@@ -158,11 +215,21 @@ CLAIMS: list[Claim] = [
         lambda r: _join(
             _knob(r, "n_train", "training set ↑"), _knob(r, "label_noise", "label noise ↑")
         ),
+        verdicts=(
+            *_knob_verdicts("n_train", "training-set size", ("size", "more data → smaller")),
+            *_knob_verdicts(
+                "label_noise",
+                "label noise",
+                ("sharpness", "label noise ↑ → sharper"),
+                ("size", "label noise ↑ → larger"),
+            ),
+        ),
     ),
     Claim(
         "04_sgd_batch_and_lr",
         "Flatter and smaller solutions generalize better: sharpness and size act together "
         "(section 7). Tested across every converged run of the knob sweeps (04–07).",
         lambda r: str(r.get(CROSS_RUN, "no knob sweeps: no runs to test it on")),
+        verdicts=(("paper.flatter_smaller", "gap grows with sharpness and size (paper)"),),
     ),
 ]

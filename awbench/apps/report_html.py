@@ -32,6 +32,9 @@ details.records summary{cursor:pointer;color:#1f3b5a}
 .knobs label{display:flex;flex-direction:column;font-size:.95em}.knobs input{width:100%}
 .knobs .hint{color:#777;font-size:.8em}.knobs output{font-weight:bold}
 .explore .note{min-height:3em;font-size:.95em}.explore .snap{color:#b00020;font-weight:bold}
+.verdicts{min-width:16em}.verdicts div{margin-bottom:3px}
+header p.smoke{background:#fff4ce;color:#222;opacity:1;border-left:6px solid #b58900;padding:8px 12px;
+margin:8px 0}
 """
 
 
@@ -149,6 +152,17 @@ def figure_html(fig: dict, div_id: str) -> str:
 
 
 VERDICT_CLASS = {"supported": "ok", "contradicted": "fail", "inconclusive": "muted"}
+
+
+def verdict_span(verdict: str, grey: bool = False) -> str:
+    """A verdict word in its colour (green supported, red contradicted, grey otherwise); all
+    grey with ``grey`` (a smoke run's verdicts, which are no results)."""
+    cls = "muted" if grey else VERDICT_CLASS.get(verdict, "")
+    return (
+        f'<span class="{cls}">{html.escape(str(verdict))}</span>'
+        if cls
+        else html.escape(str(verdict))
+    )
 
 
 def pct_cell(v: Any) -> str:

@@ -9,10 +9,9 @@ import math
 import re
 from datetime import datetime, timezone
 
-from awbench.apps.report_claims import CLAIMS, MISSING, MISSING_RE
+from awbench.apps.report_claims import CHECK_TOL, CLAIMS, MISSING, MISSING_RE
 from awbench.apps.report_html import (
     CSS,
-    VERDICT_CLASS,
     figure_html,
     figure_title,
     fmt_value,
@@ -21,11 +20,13 @@ from awbench.apps.report_html import (
     record_columns,
     render_markdown,
     round_table_numbers,
+    verdict_span,
 )
 from awbench.apps.report_knobs import (
     convergence_rows,
     knob_rows,
     pooled_verdicts,
+    profile_of,
     run_facts,
     summary_figures,
     verdict_tables,
@@ -33,6 +34,12 @@ from awbench.apps.report_knobs import (
 from awbench.apps.report_pages import Block, NotebookPage
 from awbench.experiments import record_names as rn
 
+SMOKE_NOTE = (
+    '<p class="smoke" role="note"><b>Smoke run: these numbers check the machinery, they are not '
+    "results.</b> The smoke profile trains tiny networks, 2 seeds and 2 values per knob, to show "
+    "that every notebook runs end to end; its verdicts are shown in grey and mean nothing. For "
+    "results run the quick profile (<code>make reproduce</code>) or the paper profile.</p>"
+)
 NAV_TITLE = 80  # characters of a figure title in the contents, cut at a word
 _RECORDS_HEADING = re.compile(r"^\s*#+\s*(?:[\w.]+\s*·\s*)?Recorded numbers\b", re.IGNORECASE)
 
@@ -75,12 +82,16 @@ def _nav(pages: list[NotebookPage], explore: bool = True) -> str:
     return "".join(nav)
 
 
-def _claims_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
-    """The paper's claims next to what this run measured (missing records in red)."""
+def _claims_section(pages: list[NotebookPage], pooled: dict, claims, grey: bool) -> list[str]:
+    """The paper's claims next to what this run measured (missing records in red) and the
+    verdict of each (``claims``: the claims table, or None without knob sweeps; ``grey``: no
+    verdict colours, for a smoke run)."""
     by_stem = {p.stem: p for p in pages}
+    verdicts = {} if claims is None else dict(zip(claims["id"], claims["verdict"]))
     claim_rows = []
     for c in CLAIMS:
         page = by_stem.get(c.notebook)
+        records = {} if page is None else {**page.records, **pooled}
         if page is None:
             measured = '<span class="muted">notebook not run</span>'
         elif page.error:
@@ -88,19 +99,57 @@ def _claims_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
         else:
             measured = MISSING_RE.sub(
                 lambda m: f'<span class="fail">{m.group(0)}</span>',
-                html.escape(c.measured({**page.records, **pooled})),
+                html.escape(c.measured(records)),
             )
+        ran = page is not None and not page.error
         claim_rows.append(
-            [html.escape(c.claim), f'<a href="#{c.notebook}">{c.notebook}</a>', measured]
+            [
+                html.escape(c.claim),
+                f'<a href="#{html.escape(c.notebook)}">{html.escape(c.notebook)}</a>',
+                measured,
+                _claim_verdict(c, records if ran else None, verdicts, grey),
+            ]
         )
     return [
         '<h2 id="claims">The paper\'s claims vs this run</h2>',
         (
-            '<p class="muted">Claims as stated in the paper (Feng, Zhang &amp; Tu, 2023), in our words in docs/science.md; the right column is '
+            '<p class="muted">Claims as stated in the paper (Feng, Zhang &amp; Tu, 2023), in our words in docs/science.md; the right columns are '
             "computed from the numbers the notebooks recorded in this run.</p>"
         ),
-        html_table(["the paper's claim", "notebook", "measured in this run"], claim_rows),
+        html_table(
+            ["the paper's claim", "notebook", "measured in this run", "verdict"], claim_rows
+        ),
+        (
+            '<p class="muted">Verdict: that of each claim\'s own test in '
+            '<a href="#verdicts">Verdicts with their uncertainty</a> (supported, contradicted '
+            f"or inconclusive); check: an identity, which passes when its error is below "
+            f"{CHECK_TOL:g} (rounding); —: no test of this row.</p>"
+        ),
     ]
+
+
+def _claim_verdict(c, records: dict | None, verdicts: dict, grey: bool) -> str:
+    """The verdict cell of one row of the first table (``records`` None: its notebook did
+    not run)."""
+    if c.check is not None:
+        passed = None if records is None else c.check(records)
+        if passed is None:
+            return 'check: <span class="muted">not measured</span>'
+        return "check: " + (
+            '<span class="ok">passes</span>' if passed else '<span class="fail">fails</span>'
+        )
+    if not c.verdicts:
+        return "—"
+    if not verdicts:
+        return '<span class="muted">not judged: no knob sweep ran</span>'
+    return (
+        '<div class="verdicts">'
+        + "".join(
+            f"<div>{verdict_span(verdicts.get(cid, 'not judged'), grey)}: {html.escape(label)}</div>"
+            for cid, label in c.verdicts
+        )
+        + "</div>"
+    )
 
 
 def _knobs_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
@@ -161,14 +210,14 @@ def _p_text(p: float, adjusted: float) -> str:
     return f"{g(float(p))} ({g(float(adjusted))})"
 
 
-def _claims_table(claims) -> str:
+def _claims_table(claims, grey: bool = False) -> str:
     return html_table(
         ["claim", "source", "verdict", "p (Holm)", "because"],
         [
             [
                 html.escape(c.text),
                 "the paper" if c.source == "paper" else "our hypothesis",
-                f'<span class="{VERDICT_CLASS.get(c.verdict, "")}">{html.escape(c.verdict)}</span>',
+                verdict_span(c.verdict, grey),
                 html.escape(_p_text(c.p, c.p_holm)),
                 html.escape(str(c.because)),
             ]
@@ -208,7 +257,7 @@ def _cells_table(table) -> str:
     )
 
 
-def _verdict_section(table, claims, pages: list[NotebookPage]) -> list[str]:
+def _verdict_section(table, claims, pages: list[NotebookPage], grey: bool) -> list[str]:
     from awbench.experiments.verdicts import RULE
 
     out = ['<h2 id="verdicts">Verdicts with their uncertainty</h2>']
@@ -225,7 +274,7 @@ def _verdict_section(table, claims, pages: list[NotebookPage]) -> list[str]:
         "last value, with a 95 % t-interval.</p>"
         f'<details><summary>The verdict rule</summary><p class="muted">{html.escape(RULE)}</p></details>'
     )
-    out.append(_claims_table(claims))
+    out.append(_claims_table(claims, grey))
     out.append(_cells_table(table))
     out.append('<h3 id="convergence">Convergence</h3>')
     out.append(
@@ -360,13 +409,14 @@ def render(
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     n_figs = sum(b.kind == "figure" for p in pages for b in p.blocks)
     verdicts, claims = verdict_tables(pages)
+    smoke = (profile or profile_of(pages)) == "smoke"
     # One verdict per knob in the whole report: the pooled table's (Holm over every knob and
     # quantity) replaces the verdict each notebook recorded under its own, smaller family.
     pooled = pooled_verdicts(verdicts, pages)
     body = [
-        *_claims_section(pages, pooled),
+        *_claims_section(pages, pooled, claims, smoke),
         *_knobs_section(pages, pooled),
-        *_verdict_section(verdicts, claims, pages),
+        *_verdict_section(verdicts, claims, pages, smoke),
         *_summary_section(pages),
         *(explore_section() if explore else []),
         *_timing_section(pages, timings or {}, failures or {}),
@@ -381,6 +431,7 @@ def render(
         "<title>awbench report: the activity-weight duality</title>"
         f"<style>{CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
         "<header><h1>awbench: the activity–weight duality, reproduced</h1>"
+        f"{SMOKE_NOTE if smoke else ''}"
         "<p>Feng, Zhang &amp; Tu, “Activity–weight duality in feed-forward neural networks reveals two "
         "co-determinants for generalization”, Nature Machine Intelligence 5, 908–918 (2023).</p>"
         f"<p>{len(pages)} notebooks, {n_figs} figures{total}; "
