@@ -8,6 +8,7 @@ import html
 import math
 import re
 from collections.abc import Iterable
+from html.parser import HTMLParser
 from typing import Any
 
 CSS = """
@@ -32,7 +33,7 @@ details.records summary{cursor:pointer;color:#1f3b5a}
 .knobs label{display:flex;flex-direction:column;font-size:.95em}.knobs input{width:100%}
 .knobs .hint{color:#777;font-size:.8em}.knobs output{font-weight:bold}
 .explore .note{min-height:3em;font-size:.95em}.explore .snap{color:#b00020;font-weight:bold}
-.verdicts{min-width:16em}.verdicts div{margin-bottom:3px}
+table.dataframe thead th{text-align:right}.verdicts{min-width:16em}.verdicts div{margin-bottom:3px}
 header p.smoke{background:#fff4ce;color:#222;opacity:1;border-left:6px solid #b58900;padding:8px 12px;
 margin:8px 0}
 """
@@ -73,6 +74,66 @@ def figure_title(fig: dict) -> str:
     """The plain-text title of a figure dict (see :func:`plain_title`), "" without one."""
     title = (fig.get("layout") or {}).get("title") or ""
     return plain_title(title.get("text") or "" if isinstance(title, dict) else title)
+
+
+# What a notebook's HTML output (a pandas table, a status line) may keep in the report: table
+# and text markup with harmless attributes. Anything else is dropped (the contents of script,
+# style and the like with it), text is escaped, ids go (they would clash with the report's).
+_TAGS = frozenset({
+    "table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption", "colgroup", "col", "div",
+    "span", "p", "b", "i", "em", "strong", "code", "pre", "br", "sub", "sup", "ul", "ol", "li",
+    "small", "hr",
+})  # fmt: skip
+_VOID = frozenset({"br", "col", "hr"})
+_ATTRS = frozenset({"class", "colspan", "rowspan", "align", "valign", "halign", "border", "title"})
+_DROP = frozenset({"script", "style", "template", "noscript", "iframe", "object", "svg", "math"})
+_SAFE_STYLE = re.compile(r"^[\w\s:;.,%#-]*$")
+
+
+class _Sanitizer(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.open: list[str] = []
+        self.dropping = 0
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag in _DROP:
+            self.dropping += 1
+        elif tag in _TAGS and not self.dropping:
+            kept = "".join(
+                f' {k}="{html.escape(v or "")}"'
+                for k, v in attrs
+                if k in _ATTRS or (k == "style" and _SAFE_STYLE.match(v or ""))
+            )
+            self.out.append(f"<{tag}{kept}>")
+            if tag not in _VOID:
+                self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _DROP:
+            self.dropping = max(0, self.dropping - 1)
+        elif tag in self.open and not self.dropping:
+            while self.open:  # close what was left open inside it as well
+                last = self.open.pop()
+                self.out.append(f"</{last}>")
+                if last == tag:
+                    break
+
+    def handle_data(self, data: str) -> None:
+        if not self.dropping:
+            self.out.append(html.escape(data, quote=False))
+
+
+def sanitize_html(fragment: str) -> str:
+    """``fragment`` (a notebook's HTML output, or a cell built elsewhere) with only table and
+    text markup left (:data:`_TAGS`; attributes class, colspan, rowspan, alignment, a plain
+    inline style), every tag it opens closed, and all its text escaped: a computed value in it
+    stays text, and nothing it holds runs or loads."""
+    parser = _Sanitizer()
+    parser.feed(fragment)
+    parser.close()
+    return "".join(parser.out) + "".join(f"</{t}>" for t in reversed(parser.open))
 
 
 def fmt_value(v: Any) -> str:

@@ -8,6 +8,7 @@ import html
 import math
 import re
 from datetime import datetime, timezone
+from urllib.parse import quote
 
 from awbench.apps.report_claims import CHECK_TOL, CLAIMS, MISSING, MISSING_RE
 from awbench.apps.report_html import (
@@ -20,6 +21,7 @@ from awbench.apps.report_html import (
     record_columns,
     render_markdown,
     round_table_numbers,
+    sanitize_html,
     verdict_span,
 )
 from awbench.apps.report_knobs import (
@@ -42,6 +44,17 @@ SMOKE_NOTE = (
 )
 NAV_TITLE = 80  # characters of a figure title in the contents, cut at a word
 _RECORDS_HEADING = re.compile(r"^\s*#+\s*(?:[\w.]+\s*·\s*)?Recorded numbers\b", re.IGNORECASE)
+
+
+def anchor(name: str) -> str:
+    """``name`` (a notebook's stem, a figure's anchor) as an id and URL fragment: letters,
+    digits, ``_`` and ``-`` only (a notebook file may be named anything)."""
+    return re.sub(r"[^\w-]", "-", str(name), flags=re.ASCII)
+
+
+def _seconds(secs) -> str:
+    ok = isinstance(secs, (int, float)) and not isinstance(secs, bool) and math.isfinite(secs)
+    return f"{secs:.0f} s" if ok and secs else "n/a"
 
 
 def _short(title: str, limit: int = NAV_TITLE) -> str:
@@ -70,11 +83,11 @@ def _nav(pages: list[NotebookPage], explore: bool = True) -> str:
         figs = [b for b in p.blocks if b.kind == "figure"]
         titles = [figure_title(b.content) or b.title for b in figs]
         sub = "".join(
-            f'<li><a href="#{b.anchor}" title="{html.escape(t)}">{html.escape(_short(t))}</a></li>'
+            f'<li><a href="#{anchor(b.anchor)}" title="{html.escape(t)}">{html.escape(_short(t))}</a></li>'
             for b, t in zip(figs, titles)
         )
         nav.append(
-            f'<li><a href="#{p.stem}">{html.escape(p.title)}</a>'
+            f'<li><a href="#{anchor(p.stem)}">{html.escape(p.title)}</a>'
             + (f"<ol>{sub}</ol>" if sub else "")
             + "</li>"
         )
@@ -105,7 +118,7 @@ def _claims_section(pages: list[NotebookPage], pooled: dict, claims, grey: bool)
         claim_rows.append(
             [
                 html.escape(c.claim),
-                f'<a href="#{html.escape(c.notebook)}">{html.escape(c.notebook)}</a>',
+                f'<a href="#{anchor(c.notebook)}">{html.escape(c.notebook)}</a>',
                 measured,
                 _claim_verdict(c, records if ran else None, verdicts, grey),
             ]
@@ -183,14 +196,14 @@ def _knobs_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
             ],
             [
                 [
-                    f"<code>{r['knob']}</code>",
+                    f"<code>{html.escape(str(r['knob']))}</code>",
                     html.escape(r["values"]),
                     pct_cell(r["sharpness"]),
                     pct_cell(r["size"]),
                     pct_cell(r["curvature"]),
                     pct_cell(r["weight_norm"]),
                     pct_cell(r["real_gap"]),
-                    f"{fmt_value(r['gap_low'])} → {fmt_value(r['gap_high'])}",
+                    html.escape(f"{fmt_value(r['gap_low'])} → {fmt_value(r['gap_high'])}"),
                     html.escape(str(r["verdict"])),
                 ]
                 for r in rows
@@ -242,13 +255,13 @@ def _cells_table(table) -> str:
         ],
         [
             [
-                f"<code>{r.knob}</code>",
-                r.quantity,
+                f"<code>{html.escape(str(r.knob))}</code>",
+                html.escape(str(r.quantity)),
                 html.escape(r.verdict),
                 html.escape(change_text(r)),
                 html.escape(_p_text(r.p_trend, r.p_trend_adj)),
-                str(r.n_runs),
-                str(r.n_seeds),
+                html.escape(str(r.n_runs)),
+                html.escape(str(r.n_seeds)),
                 html.escape(str(r.left_out) or "0"),
             ]
             for r in table.itertuples()
@@ -266,10 +279,10 @@ def _verdict_section(table, claims, pages: list[NotebookPage], grey: bool) -> li
     out.append(
         '<p class="muted">Only networks that met the stopping rule count (see '
         '<a href="#convergence">convergence</a>). The claims are the confirmatory family: one '
-        f"test each, Holm over the {claims.attrs.get('n_tests', len(claims))} claims with a "
+        f"test each, Holm over the {int(claims.attrs.get('n_tests', len(claims)))} claims with a "
         "test; they separate the paper's own statements from our per-knob hypotheses "
         "(docs/science.md#7-claims-and-hypotheses). The knob × quantity table after them is "
-        f"descriptive: each cell is corrected for the {table.attrs.get('family', len(table))} "
+        f"descriptive: each cell is corrected for the {int(table.attrs.get('family', len(table)))} "
         "cells of the profile's table (Bonferroni), and its change is within seeds, first → "
         "last value, with a 95 % t-interval.</p>"
         f'<details><summary>The verdict rule</summary><p class="muted">{html.escape(RULE)}</p></details>'
@@ -294,7 +307,7 @@ def _verdict_section(table, claims, pages: list[NotebookPage], grey: bool) -> li
                 "values without a converged run",
                 "paper's values not run in this profile",
             ],
-            convergence_rows(pages),
+            [[sanitize_html(cell) for cell in row] for row in convergence_rows(pages)],
             numeric=(1, 2),
         )
     )
@@ -304,8 +317,8 @@ def _verdict_section(table, claims, pages: list[NotebookPage], grey: bool) -> li
 def _summary_section(pages: list[NotebookPage]) -> list[str]:
     """The figures across notebooks (estimated against actual gap, change per knob)."""
     return [
-        f'<div class="figure" id="{anchor}">{figure_html(fig, anchor + "-plot")}</div>'
-        for anchor, title, fig in summary_figures(pages)
+        f'<div class="figure" id="{name}">{figure_html(fig, name + "-plot")}</div>'
+        for name, title, fig in summary_figures(pages)
     ]
 
 
@@ -322,16 +335,16 @@ def _timing_section(pages: list[NotebookPage], timings: dict, failures: dict) ->
         n_f = sum(b.kind == "figure" for b in p.blocks)
         t_rows.append(
             [
-                f'<a href="#{p.stem}">{p.stem}</a>',
+                f'<a href="#{anchor(p.stem)}">{html.escape(p.stem)}</a>',
                 status,
-                f"{secs:.0f} s" if secs else "n/a",
+                _seconds(secs),
                 str(n_f),
                 str(len(p.records))
                 + "".join(
                     f'<br><span class="fail">{MISSING}{html.escape(n)}</span>'
                     for n in ([] if p.error else rn.missing(p.stem, p.records))
                 ),
-                f'<a href="../notebooks/{p.path.name}">{p.path.name}</a>',
+                f'<a href="../notebooks/{quote(p.path.name)}">{html.escape(p.path.name)}</a>',
             ]
         )
     return [
@@ -351,9 +364,10 @@ def _block_html(b: Block) -> str | None:
     if b.kind == "takeaway":
         return f'<div class="takeaway">{render_markdown(b.content)}</div>'
     if b.kind == "figure":
-        return f'<div class="figure" id="{b.anchor}">{figure_html(b.content, b.anchor + "-plot")}</div>'
+        div = anchor(b.anchor)
+        return f'<div class="figure" id="{div}">{figure_html(b.content, div + "-plot")}</div>'
     if b.kind == "html":
-        return f'<div class="table">{round_table_numbers(b.content)}</div>'
+        return f'<div class="table">{sanitize_html(round_table_numbers(b.content))}</div>'
     if b.kind == "text":
         return f"<pre>{html.escape(b.content)}</pre>"
     if b.kind == "error":
@@ -363,7 +377,7 @@ def _block_html(b: Block) -> str | None:
 
 def _notebook_section(p: NotebookPage) -> list[str]:
     """One notebook's page: its papermill parameters, blocks and recorded numbers."""
-    out = [f'<section class="nb" id="{p.stem}">']
+    out = [f'<section class="nb" id="{anchor(p.stem)}">']
     if p.parameters:
         params = ", ".join(
             f"<code>{html.escape(k)}={html.escape(repr(v))}</code>" for k, v in p.parameters.items()
@@ -435,5 +449,5 @@ def render(
         "<p>Feng, Zhang &amp; Tu, “Activity–weight duality in feed-forward neural networks reveals two "
         "co-determinants for generalization”, Nature Machine Intelligence 5, 908–918 (2023).</p>"
         f"<p>{len(pages)} notebooks, {n_figs} figures{total}; "
-        f"built {stamp}.</p><p class=facts>{run_facts(pages, profile)}</p></header><main>{_nav(pages, explore)}<article>{''.join(body)}</article></main></body></html>"
+        f"built {stamp}.</p><p class=facts>{sanitize_html(run_facts(pages, profile))}</p></header><main>{_nav(pages, explore)}<article>{''.join(body)}</article></main></body></html>"
     )
