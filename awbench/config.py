@@ -58,7 +58,7 @@ DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
 ALGORITHMS = ("sgd", "ssgd", "dpsgd", "local_sgd")
 # the training loss: cross-entropy of the logits, or squared error of the softmax against the
-# one-hot label (awbench/nn/losses.py, docs/science.md "SGD noise against curvature")
+# one-hot label (awbench/nn/losses.py, docs/science.md#11-sgd-noise-against-curvature)
 LOSSES = ("ce", "mse")
 # Fields added after the key's schema was fixed: at their default they are left out of
 # Config.key(), so every key (caches, stores, the shipped knob grid) stays what it was.

@@ -101,3 +101,17 @@ def test_training_with_mse_reports_the_mse_and_stops_on_it():
         mse = float(per_sample_loss("mse", logits, run.data.y_train[clean]).mean())
     assert run.history["train_loss"].iloc[-1] == pytest.approx(mse, rel=1e-5)
     assert aw.analyze(run).real_gap < 2 / 10  # MSE of probabilities: at most 2 / C
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_output_curvature_products_match_the_output_hessians(loss, depth):
+    torch.manual_seed(2)
+    model = MLP(5, (4, 3), 4, "tanh", bias=True).double()
+    x, y = data()
+    layers, act = engine.mlp_layers(model), engine.activation_of(model)
+    G, a = engine.output_hessians(layers, x, y, act, depth, loss)
+    oc = engine.OutputCurvature(layers, x, y, act, depth, loss)
+    u = torch.randn(len(x), G.shape[1], dtype=torch.float64)
+    assert float((oc.products(u) - torch.bmm(G, u[:, :, None])[:, :, 0]).abs().max()) < 1e-14
+    assert torch.equal(oc.inputs, a)

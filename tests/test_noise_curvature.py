@@ -88,22 +88,27 @@ def test_dense_matrices_match_per_sample_derivatives(loss, bias):
 
 
 def test_any_model_takes_the_autograd_route_with_the_same_numbers():
-    torch.manual_seed(3)
-    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
-    model = model.double()
-    x, y = samples()
+    model, (x, y) = sequential(), samples()
     nc = aw.noise_curvature(model, "2", train=(x, y), batch_size=5, loss="mse", k=5)
     _, h = per_sample_truth(model, "2", x, y, "mse")
     assert float((nc.H - h.mean(0)).abs().max()) < 1e-12
     assert float((nc.Eh2 - (h @ h).mean(0)).abs().max()) < 1e-12
 
 
+def sequential(seed=3):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
+    return net.double()
+
+
 @pytest.mark.parametrize("loss", ["ce", "mse"])
-def test_the_product_route_matches_the_dense_route(loss):
-    model, (x, y) = small_mlp(bias=True), samples(40)
-    dense = aw.noise_curvature(model, "fc2", train=(x, y), batch_size=8, loss=loss, k=8)
+@pytest.mark.parametrize("kind", ["mlp", "sequential"])  # engine R-passes / autograd graph
+def test_the_product_route_matches_the_dense_route(loss, kind):
+    model, name = (small_mlp(bias=True), "fc2") if kind == "mlp" else (sequential(), "2")
+    x, y = samples(40)
+    dense = aw.noise_curvature(model, name, train=(x, y), batch_size=8, loss=loss, k=8)
     lanczos = aw.noise_curvature(
-        model, "fc2", train=(x, y), batch_size=8, loss=loss, k=8, dense_max=0
+        model, name, train=(x, y), batch_size=8, loss=loss, k=8, dense_max=0
     )
     assert lanczos.route == "lanczos" and lanczos.H is None and len(lanczos.lam) == 8
     np.testing.assert_allclose(lanczos.lam, dense.lam[:8], rtol=1e-8, atol=1e-12)

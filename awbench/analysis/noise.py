@@ -1,5 +1,5 @@
 """SGD's minibatch noise against the loss curvature at one Linear layer
-(docs/science.md, "SGD noise against curvature").
+(docs/science.md#11-sgd-noise-against-curvature).
 
 At a Linear layer z = W a every per-sample quantity is a product of factors the analysis
 already has: the layer input a_p, the output gradient delta_p = dl_p/dz_p and the output
@@ -29,6 +29,7 @@ import scipy.stats
 import torch
 from torch import nn
 
+from awbench.analysis.duality import augment
 from awbench.analysis.eigenbasis import DENSE_HESSIAN_MAX, LANCZOS_TOL
 from awbench.analysis.guards import analysis_device
 from awbench.analysis.model_inputs import as_float64, read_split
@@ -37,6 +38,8 @@ from awbench.curvature.eigensolvers import operator_eigenpairs
 from awbench.curvature.flat import model_mode
 from awbench.curvature.layer import hessian_chunk_rows, output_hessians, row_chunks, symmetric_eigh
 from awbench.curvature.layer_operator import LayerHessianProducts
+from awbench.curvature.mlp_backend import mlp_backend_reason
+from awbench.nn import engine
 from awbench.nn.losses import check_loss
 
 # Directions of the power-law fits (the top of H's spectrum) when the caller gives no k.
@@ -228,12 +231,43 @@ def _gradient_chunks(delta: torch.Tensor, a: torch.Tensor):
         yield rows, (d[:, :, None] * x[:, None, :]).reshape(len(d), -1)
 
 
+class _MLPProducts:
+    """LayerHessianProducts' interface for an awbench MLP, by the engine's explicit R-operator
+    passes (:class:`awbench.nn.engine.OutputCurvature`): no autograd graph, a product costs
+    a few GEMMs over the samples."""
+
+    def __init__(self, target: ResolvedLayer, x, y):
+        model = target.model
+        depth = [getattr(model, name) for name in model.layer_names].index(target.module)
+        act, layers = engine.activation_of(model), engine.mlp_layers(model)
+        self.curvature = engine.OutputCurvature(layers, x, y, act, depth, target.loss)
+        a = self.curvature.inputs
+        self.inputs = augment(a) if target.with_bias else a
+        self.output_gradients = self.curvature.output_gradient
+        self.shape, self.n = target.shape, len(x)
+        self.size = self.shape[0] * self.shape[1]
+
+    def output_products(self, u: torch.Tensor) -> torch.Tensor:
+        return self.curvature.products(u)
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        a = self.inputs
+        u = a @ v.reshape(self.shape).T
+        return (self.output_products(u).T @ a).div_(self.n).reshape(-1)
+
+
 def _output_factors(target: ResolvedLayer, x, y):
     """(a, delta, products): layer inputs (augmented with a 1 for a bias), dl_p/dz_p and the
-    products G_p u_p, from one pass through the graph downstream of the layer."""
+    products G_p u_p: by the engine's explicit passes for an awbench MLP, else from one pass
+    through the autograd graph downstream of the layer."""
     model = target.model
-    with model_mode(model, "eval"):
-        products = LayerHessianProducts(model, target.module, x, y, target.with_bias, target.loss)
+    if mlp_backend_reason(model, "cross_entropy", "eval") is None:
+        products = _MLPProducts(target, x, y)
+    else:
+        with model_mode(model, "eval"):
+            products = LayerHessianProducts(
+                model, target.module, x, y, target.with_bias, target.loss
+            )
     return products.inputs, products.output_gradients, products
 
 

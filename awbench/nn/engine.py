@@ -264,3 +264,51 @@ def output_hessians(
     if G is None:
         G = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
     return G, fp.inputs[depth]
+
+
+class OutputCurvature:
+    """Products ``G_k u_k`` with the per-sample Hessians of the loss w.r.t. layer ``depth``'s
+    output, never forming the G_k (:func:`output_hessians` forms them), for one model (2-D W).
+
+    One forward pass and its first-order errors are kept; a product is an R-operator pass:
+    the tangent t_{i+1} = W_{i+1} (f'(z_i) * t_i) up to the logits, the logits' Hessian, then
+    down again by G_i t_i = D_i W_{i+1}^T (G_{i+1} t_{i+1}) + f''(z_i) * (W_{i+1}^T g_{i+1}) * t_i
+    (the recursion of :func:`output_hessians`, applied to a vector). ``inputs`` is the
+    layer's input a_k, ``output_gradient`` the per-sample dl_k/dz_k.
+    """
+
+    @torch.no_grad()
+    def __init__(
+        self,
+        layers: Layers,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        act: Activation,
+        depth: int,
+        loss="ce",
+    ):
+        fp = forward(layers, x, act)
+        g, self.logit_hessian = logit_derivatives(loss, fp.logits, y)
+        self.layers, self.depth = layers, depth
+        self.d1, self.d2, self.back = {}, {}, {}
+        for i in range(len(layers) - 2, depth - 1, -1):
+            back = g @ layers[i + 1][0]  # W^T g_{i+1}, dL/dh_i
+            d1, d2 = act.derivatives(fp.pre[i], fp.post[i])
+            self.d1[i], self.d2[i], self.back[i] = d1, d2, back
+            g = back * d1
+        self.output_gradient = g
+        self.inputs = fp.inputs[depth]
+
+    @torch.no_grad()
+    def products(self, u: torch.Tensor) -> torch.Tensor:
+        """(N, n_out) G_k u_k for one row u_k of ``u`` per sample."""
+        top = len(self.layers) - 1
+        tangents = {self.depth: u}
+        for i in range(self.depth, top):
+            tangents[i + 1] = (self.d1[i] * tangents[i]) @ self.layers[i + 1][2]
+        r = torch.bmm(self.logit_hessian, tangents[top][:, :, None])[:, :, 0]
+        for i in range(top - 1, self.depth - 1, -1):
+            r = (r @ self.layers[i + 1][0]) * self.d1[i]
+            if self.d2[i] is not None:
+                r += self.d2[i] * self.back[i] * tangents[i]
+        return r

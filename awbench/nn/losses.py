@@ -7,7 +7,7 @@ of ``softmax(z)`` and the one-hot label gives per sample):
     l_ce(z, y)  = -log p_y,                p = softmax(z)
     l_mse(z, y) = (1/C) sum_c (p_c - e_c)^2,  e the one-hot label
 
-Derivatives with respect to the logits z (docs/science.md, "SGD noise against curvature"):
+Derivatives with respect to the logits z (docs/science.md#11-sgd-noise-against-curvature):
 with J = diag(p) - p p^T (the softmax Jacobian, symmetric), r = p - e, q = (2/C) r * p and
 s = sum_c q_c,
 
