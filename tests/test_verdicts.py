@@ -168,6 +168,34 @@ def test_the_non_monotone_test_is_exact_for_small_designs():
     assert got["p"] == pytest.approx(np.mean(np.array(stats_all) >= observed - 1e-12), abs=1e-9)
 
 
+def test_the_non_monotone_test_equals_scipys_permutation_test():
+    r = np.random.default_rng(22)
+    data = r.normal(size=(5, 3)) + np.array([0.0, 0.6, 0.1])
+    x = np.tile([1.0, 2.0, 3.0], 5)
+    got = ws.nonmonotone_test(x, data.ravel(), np.repeat(np.arange(5), 3))
+    centred = data - data.mean(axis=1, keepdims=True)
+
+    def spread(a, b, c, axis=-1):
+        return sum(np.mean(v, axis=axis) ** 2 for v in (a, b, c))
+
+    ref = stats.permutation_test(
+        tuple(centred.T), spread, permutation_type="samples", vectorized=True,
+        n_resamples=10**5, alternative="greater",
+    )  # fmt: skip
+    assert got["exact"] and got["p"] == pytest.approx(ref.pvalue, rel=1e-9)
+    # ten seeds: random draws, within a few standard errors of scipy's own draws
+    data = r.normal(size=(10, 3)) + np.array([0.0, 0.5, 0.0])
+    x = np.tile([1.0, 2.0, 3.0], 10)
+    got = ws.nonmonotone_test(x, data.ravel(), np.repeat(np.arange(10), 3), n_perm=50_000)
+    centred = data - data.mean(axis=1, keepdims=True)
+    ref = stats.permutation_test(
+        tuple(centred.T), spread, permutation_type="samples", vectorized=True,
+        n_resamples=50_000, alternative="greater", rng=np.random.default_rng(1),
+    )  # fmt: skip
+    se = math.sqrt(ref.pvalue * (1 - ref.pvalue) / 50_000) * math.sqrt(2)
+    assert not got["exact"] and abs(got["p"] - ref.pvalue) < 5 * se + 1e-4
+
+
 # --- effect size and words ---------------------------------------------------------------------
 
 
