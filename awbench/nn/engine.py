@@ -306,7 +306,8 @@ class OutputCurvature:
         tangents = {self.depth: u}
         for i in range(self.depth, top):
             tangents[i + 1] = (self.d1[i] * tangents[i]) @ self.layers[i + 1][2]
-        r = torch.bmm(self.logit_hessian, tangents[top][:, :, None])[:, :, 0]
+        # elementwise, not bmm: N products of C x C matrices are N tiny GEMMs
+        r = (self.logit_hessian * tangents[top][:, None, :]).sum(2)
         for i in range(top - 1, self.depth - 1, -1):
             r = (r @ self.layers[i + 1][0]) * self.d1[i]
             if self.d2[i] is not None:
