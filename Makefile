@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Flags for `make lab`, e.g. LAB_ARGS="--allow-root --no-browser" (as root, or headless).
+LAB_ARGS ?=
 # The extras `make setup` installs; README.md and environment.yml name the same ones.
 EXTRAS := dev,dask,browser,export,present
 
@@ -24,6 +26,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import pathlib, site; pathlib.Path(site.getsitepackages()[0], 'awbench-checkout.pth').write_text('$(CURDIR)\n')"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (awbench)"
 	@# JupyterLab saves notebooks/NN_*.ipynb without outputs: running one leaves git clean
+	@# (.venv/etc/jupyter/jupyter_server_config.json, read by every Jupyter server of the venv)
 	$(BIN)/python -m awbench.apps.jupyter_hooks
 	touch $(STAMP)
 
@@ -46,7 +49,7 @@ reproduce: $(STAMP)
 	$(BIN)/awbench reproduce
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab notebooks $(LAB_ARGS)
 
 bench: $(STAMP)
 	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

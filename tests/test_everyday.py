@@ -189,10 +189,12 @@ def test_other_notebooks_are_saved_untouched(tmp_path):
 
 
 def test_hook_is_installed_as_jupyter_server_config(tmp_path):
+    # a file jupyter_server loads (jupyter_server_config.d/ is read only for extensions);
+    # tests/test_jupyter_hooks.py saves through a running server
     target = install(tmp_path)
     config = json.loads(target.read_text())
     assert config == {"FileContentsManager": {"pre_save_hook": HOOK}}
-    assert target.relative_to(tmp_path).parts[:3] == ("etc", "jupyter", "jupyter_server_config.d")
+    assert target.relative_to(tmp_path).parts == ("etc", "jupyter", "jupyter_server_config.json")
     module, _, name = HOOK.rpartition(".")
     assert getattr(__import__(module, fromlist=[name]), name) is strip_tracked_notebook
     assert "awbench.apps.jupyter_hooks" in (ROOT / "Makefile").read_text()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import numpy as np
 import pytest
 from browser_support import CHROMIUM_ARGS, free_port, playwright_and_chromium, stop_group
 
-from awbench.apps import present
+from awbench.apps import present, present_server
 from awbench.apps.cli import build_parser
 
 VIEWPORT = {"width": 1280, "height": 720}
@@ -146,15 +147,13 @@ def test_a_value_beyond_the_paper_is_flagged(app):
 
 def test_nothing_from_a_cdn(tmp_path):
     pytest.importorskip("voila")
-    path = present.prepare(tmp_path)
+    path = present_server.prepare(tmp_path)
     text = (tmp_path / "share/jupyter/voila/templates/awbench-present/index.html.j2").read_text()
     assert "://cdn" not in text and "html_head_js_mermaidjs" in text
     nb = json.loads(path.read_text())
     assert "PresentApp" in nb["cells"][0]["source"]
     spec = json.loads((tmp_path / "share/jupyter/kernels/awbench-present/kernel.json").read_text())
     assert spec["argv"][0] == sys.executable
-    cmd = present.voila_command(path, 9999, open_browser=False)
-    assert "--Voila.ip=127.0.0.1" in cmd and "--no-browser" in cmd
 
 
 def test_cli_has_present():
@@ -192,19 +191,22 @@ def server(tmp_path):
     proc = subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
-    url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 90
         while True:
+            printed = re.search(r"awbench present: (\S+)", log_path.read_text())
             try:
-                with urllib.request.urlopen(f"{url}voila/static/voila.js", timeout=2):
-                    break
+                if printed:
+                    base = printed.group(1).split("?")[0]
+                    with urllib.request.urlopen(f"{base}voila/static/voila.js", timeout=2):
+                        break
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail("awbench present did not start:\n" + log_path.read_text()[-3000:])
             time.sleep(0.5)
-        assert f"awbench present: {url}" in log_path.read_text()
+        url = printed.group(1)
+        assert url.startswith(f"http://127.0.0.1:{port}/?token=")
         yield url
     finally:
         stop_group(proc)
@@ -277,13 +279,41 @@ def test_present_in_chromium(server, tmp_path):
             except BaseException:
                 page.screenshot(path=str(tmp_path / "failure.png"))
                 (tmp_path / "page.html").write_text(page.content())
-                (tmp_path / "console.log").write_text("\n".join(console))
                 raise
+            finally:
+                (tmp_path / "console.log").write_text("\n".join(console))
         finally:
             browser.close()
-    outside = [u for u in requests if not u.startswith((server, "data:", "blob:"))]
+    noise = [m for m in console if m.startswith(("warning", "error"))]
+    assert not noise, f"console warnings: {noise[:5]}"
+    base = server.split("?")[0]
+    outside = [u for u in requests if not u.startswith((base, "data:", "blob:"))]
     assert not outside, f"requests left 127.0.0.1: {outside[:5]}"
     shutil.copy(tmp_path / "present_moved.png", SCREENSHOT)
+
+
+SLIDER = ".noUi-handle, input[type=range]"  # ipywidgets' slider handle, or a range input
+FOCUSED_KNOB = """(slider) => {
+  const el = document.activeElement;
+  const knob = el && el.closest(".awbench-knob");
+  const name = knob && [...knob.classList].find(c => c.startsWith("awbench-knob-"));
+  return name ? [name.slice("awbench-knob-".length), el.matches(slider)] : null;
+}"""
+KNOB_NAMES = """() => [...document.querySelectorAll(".awbench-knob")].map(k =>
+  [...k.classList].find(c => c.startsWith("awbench-knob-")).slice("awbench-knob-".length))"""
+
+
+def _one_tab_per_slider(page) -> None:
+    """Tab goes from one slider to the next one, and lands on what the arrow keys move (no
+    editable readout in between)."""
+    knobs = page.evaluate(KNOB_NAMES)
+    assert len(knobs) >= 5, knobs
+    page.locator(f".awbench-knob-{knobs[0]}").locator(SLIDER).first.focus()
+    assert page.evaluate(FOCUSED_KNOB, SLIDER) == [knobs[0], True]
+    for knob in knobs[1:]:
+        page.keyboard.press("Tab")
+        assert page.evaluate(FOCUSED_KNOB, SLIDER) == [knob, True], knob
+    assert page.locator(".awbench-knob [contenteditable='true']").count() == 0
 
 
 def _drive(page, url: str, tmp_path) -> None:
@@ -298,6 +328,7 @@ def _drive(page, url: str, tmp_path) -> None:
     for selector in (".awbench-present-plane", ".awbench-present-gap", ".awbench-knob"):
         _within_viewport(page, selector)
     page.screenshot(path=str(tmp_path / "present_default.png"))
+    _one_tab_per_slider(page)
     for knob in ("batch_size", "weight_decay", "init_scale"):
         before = _move(page, knob, before)
         page.screenshot(path=str(tmp_path / f"present_{knob}.png"))

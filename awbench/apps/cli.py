@@ -531,8 +531,25 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _present_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: 8866)")
+    p.add_argument(
+        "--port", type=int, default=None, help="port on 127.0.0.1, 1-65535 (default: 8866 if free)"
+    )
     p.add_argument("--no-browser", action="store_true", help="print the URL, open no browser")
+    p.add_argument(
+        "--max-kernels",
+        type=int,
+        default=2,
+        metavar="N",
+        help="pages served at once, one kernel (about 450 MB) each; one more page closes the "
+        "least recently used (default: 2)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=300,
+        metavar="SECONDS",
+        help="shut down the kernel of a page closed this long ago (default: 300)",
+    )
 
 
 @command(
@@ -541,9 +558,14 @@ def _present_arguments(p: argparse.ArgumentParser) -> None:
     _present_arguments,
 )
 def _present(args: argparse.Namespace) -> int:
-    from awbench.apps.present import serve
+    from awbench.apps.present_server import serve
 
-    return serve(args.port, open_browser=not args.no_browser)
+    return serve(
+        args.port,
+        open_browser=not args.no_browser,
+        max_kernels=args.max_kernels,
+        idle_timeout=args.idle_timeout,
+    )
 
 
 if __name__ == "__main__":

@@ -9,18 +9,25 @@ gone (the kernel is) would read "Error displaying widget: model not found" (note
 :func:`strip_tracked_notebook` is a Jupyter server ``pre_save_hook`` that saves those
 notebooks as tracked: code, markdown, tags and kernelspec, nothing a run adds. Other
 notebooks are saved untouched. ``make setup`` installs it for every Jupyter server of the
-venv with ``python -m awbench.apps.jupyter_hooks`` (a file in
-``.venv/etc/jupyter/jupyter_server_config.d/``)."""
+venv with ``python -m awbench.apps.jupyter_hooks``: ``FileContentsManager.pre_save_hook`` in
+``.venv/etc/jupyter/jupyter_server_config.json``, a file jupyter_server loads at start (its
+``jupyter_server_config.d/`` folder is read only for enabling extensions).
+
+``$AWBENCH_TRACKED_NOTEBOOKS`` (folders, separated by ``os.pathsep``) names other folders
+whose ``NN_*.ipynb`` count as tracked, e.g. a copy of ``notebooks/``."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
 HOOK = "awbench.apps.jupyter_hooks.strip_tracked_notebook"
+TRACKED_ENV = "AWBENCH_TRACKED_NOTEBOOKS"
+CONFIG = "jupyter_server_config.json"
 NOTEBOOK_NAME = re.compile(r"^\d\d_.+\.ipynb$")
 #: notebook metadata a run adds (and JupyterLab saves): not part of a tracked notebook
 RUN_METADATA = ("widgets", "language_info", "papermill", "toc", "vscode")
@@ -32,9 +39,16 @@ def notebooks_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "notebooks"
 
 
+def tracked_dirs() -> list[Path]:
+    """The folders of tracked notebooks: the repository's ``notebooks/`` and those in
+    ``$AWBENCH_TRACKED_NOTEBOOKS``."""
+    extra = [Path(p) for p in os.environ.get(TRACKED_ENV, "").split(os.pathsep) if p]
+    return [p.resolve() for p in (notebooks_dir(), *extra)]
+
+
 def is_tracked_notebook(path: str | Path) -> bool:
     path = Path(path).resolve()
-    return bool(NOTEBOOK_NAME.match(path.name)) and path.parent == notebooks_dir().resolve()
+    return bool(NOTEBOOK_NAME.match(path.name)) and path.parent in tracked_dirs()
 
 
 def strip_notebook(nb: dict[str, Any]) -> dict[str, Any]:
@@ -65,11 +79,16 @@ def strip_tracked_notebook(model: dict, path: str, contents_manager: Any, **kwar
 
 
 def install(prefix: str | Path = sys.prefix) -> Path:
-    """Register the hook for every Jupyter server started from ``prefix`` (a venv)."""
-    target = Path(prefix) / "etc" / "jupyter" / "jupyter_server_config.d" / "awbench.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    config = {"FileContentsManager": {"pre_save_hook": HOOK}}
+    """Register the hook for every Jupyter server started from ``prefix`` (a venv): set it in
+    ``prefix/etc/jupyter/jupyter_server_config.json``, keeping the rest of that file."""
+    folder = Path(prefix) / "etc" / "jupyter"
+    target = folder / CONFIG
+    config = json.loads(target.read_text(encoding="utf-8")) if target.exists() else {}
+    config.setdefault("FileContentsManager", {})["pre_save_hook"] = HOOK
+    folder.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
+    # where earlier versions put it, which jupyter_server reads only for extensions
+    (folder / "jupyter_server_config.d" / "awbench.json").unlink(missing_ok=True)
     return target
 
 
