@@ -105,8 +105,25 @@ def profile_of(pages: list[NotebookPage]) -> str:
     )
 
 
+def noise_evidence(pages: list[NotebookPage]) -> dict:
+    """The follow-up's per-seed numbers from notebook 11's records (the ``noise`` evidence of
+    :func:`awbench.experiments.claims.claim_verdicts`); empty without them."""
+    records: dict = {}
+    for p in pages:
+        records.update(p.records)
+    names = {
+        "gamma_ce": rn.NOISE_GAMMA_CE,
+        "gamma_mse": rn.NOISE_GAMMA_MSE,
+        "commutator": rn.NOISE_COMMUTATOR,
+        "commutator_baseline": rn.NOISE_COMMUTATOR_BASELINE,
+    }
+    out = {key: records.get(name) for key, name in names.items()}
+    return {k: list(v) for k, v in out.items() if isinstance(v, (list, tuple))}
+
+
 def verdict_tables(pages: list[NotebookPage]):
-    """(verdict table over every knob, claims table) or (None, None) without knob sweeps.
+    """(verdict table over every knob, claims table) or (None, None) with neither knob sweeps
+    nor notebook 11's noise records.
 
     The table is corrected for the profile's whole family of cells, as each notebook's own
     verdicts are, so both say the same for the same runs."""
@@ -115,14 +132,17 @@ def verdict_tables(pages: list[NotebookPage]):
     from awbench.experiments.verdicts import verdict_table
 
     sweeps = knob_sweeps(pages)
-    if not sweeps:
+    noise = noise_evidence(pages)
+    if not sweeps and not noise:
         return None, None
     profile = profile_of(pages)
     table = verdict_table(sweeps, family=verdict_family(profile))
+    runs = all_runs(pages)
     claims = claim_verdicts(
         table,
         comparisons=dpsgd_comparisons(pages) or None,
-        across_runs=cross_run_fit(all_runs(pages)),
+        across_runs=cross_run_fit(runs) if runs is not None else None,
+        noise=noise or None,
     )
     return table, claims
 

@@ -223,13 +223,16 @@ def _p_text(p: float, adjusted: float) -> str:
     return f"{g(float(p))} ({g(float(adjusted))})"
 
 
+_SOURCES = {"paper": "the paper", "hypothesis": "our hypothesis", "follow-up": "the follow-up"}
+
+
 def _claims_table(claims, grey: bool = False) -> str:
     return html_table(
         ["claim", "source", "verdict", "p (Holm)", "because"],
         [
             [
                 html.escape(c.text),
-                "the paper" if c.source == "paper" else "our hypothesis",
+                _SOURCES.get(c.source, html.escape(str(c.source))),
                 verdict_span(c.verdict, grey),
                 html.escape(_p_text(c.p, c.p_holm)),
                 html.escape(str(c.because)),

@@ -42,7 +42,9 @@ class Claim:
 
     id: str
     text: str
-    source: str  # "paper" (the paper's statement) or "hypothesis" (our per-knob expectation)
+    # "paper" (the paper's statement), "hypothesis" (our per-knob expectation) or "follow-up"
+    # (Zhang, Yang & Tu 2026, arXiv 2602.05600: SGD's noise against curvature, notebook 11)
+    source: str
     knob: str
     quantity: str | tuple[str, ...]
     expected: str  # "up" | "down" | "change" | "same"
@@ -114,6 +116,9 @@ CLAIMS: list[Claim] = [
     Claim("hyp.label_noise.sharpness", "More label noise gives sharper solutions.", "hypothesis", "label_noise", "sharpness", "up"),
     Claim("hyp.label_noise.size", "More label noise gives larger solutions.", "hypothesis", "label_noise", "size", "up"),
     Claim("hyp.dropout.real_gap", "Dropout shrinks the generalization gap.", "hypothesis", "dropout", "real_gap", "down"),
+    Claim("followup.gamma_ce", "With cross-entropy, SGD's noise grows superlinearly with the curvature: C_ii ~ H_ii^gamma in H's eigenbasis with gamma > 1.", "follow-up", "noise", "gamma_ce", "up"),
+    Claim("followup.gamma_mse", "With MSE (after a softmax), SGD's noise is about linear in the curvature: gamma within ±0.1 of 1.", "follow-up", "noise", "gamma_mse", "same"),
+    Claim("followup.commute", "SGD's noise covariance C commutes with the Hessian H better than chance: ||[C, H]|| below its random-eigenvector baseline.", "follow-up", "noise", "commutator", "down"),
 ]  # fmt: skip
 
 _OPPOSITE = {"up": "down", "down": "up"}
@@ -125,6 +130,81 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
     except (TypeError, ValueError):
         return "n/a"
     return format(v, spec) if math.isfinite(v) else "n/a"
+
+
+# --- SGD's noise against curvature (the follow-up, notebook 11), over seeds -------------------
+
+# gamma_MSE ~ 1 means within this of 1: a quarter of the superlinearity the follow-up reports
+# for cross-entropy (gamma up to about 1.4), so "about linear" is told apart from that effect.
+GAMMA_MARGIN = 0.1
+
+
+def _t_summary(values: Sequence[float], against: float, level: float = 0.95) -> dict[str, Any]:
+    """Mean over seeds with its Student-t interval, the two-sided one-sample t-test of the mean
+    against ``against`` and the two one-sided tests (TOST) that it lies within ``against`` +/-
+    GAMMA_MARGIN. NaN where fewer than 2 values or no spread."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(float(x))], float)
+    n = int(v.size)
+    out: dict[str, Any] = {"n": n, "mean": float(v.mean()) if n else math.nan}
+    out.update(low=math.nan, high=math.nan, p=math.nan, p_equivalent=math.nan, level=level)
+    if n < 2 or float(v.std(ddof=1)) == 0:
+        return out
+    se = float(v.std(ddof=1)) / math.sqrt(n)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
+    d = out["mean"] - against
+    out.update(low=out["mean"] - half, high=out["mean"] + half)
+    out["p"] = float(2 * stats.t.sf(abs(d) / se, n - 1))
+    out["p_equivalent"] = float(
+        max(stats.t.sf((d + GAMMA_MARGIN) / se, n - 1), stats.t.cdf((d - GAMMA_MARGIN) / se, n - 1))
+    )
+    return out
+
+
+def _noise_evidence(claim: Claim, noise: Mapping[str, Sequence[float]] | None):
+    """(found, raw p, direction, because) of a follow-up claim from per-seed values: ``noise``
+    maps "gamma_ce" and "gamma_mse" to per-seed exponents and "commutator" and
+    "commutator_baseline" to per-seed commutators and their random baselines (same seeds)."""
+    from awbench.experiments.verdicts import paired_comparison
+
+    noise = noise or {}
+    q = claim.quantities[0]
+    if q == "commutator":
+        c, b = noise.get("commutator") or [], noise.get("commutator_baseline") or []
+        if len(c) < 2 or len(c) != len(b):
+            return "n/a", math.nan, None, "fewer than 2 seeds with a commutator and its baseline"
+        cmp = paired_comparison(b, c)
+        direction = "up" if cmp["rel_diff"] > 0 else "down"
+        because = (
+            f"||[C, H]|| / (||C|| ||H||) {_fmt(cmp['mean_b'], '.3g')} against the random "
+            f"baseline {_fmt(cmp['mean_a'], '.3g')}: {_fmt(cmp['rel_diff'], '+.0%')} "
+            f"[{_fmt(cmp['rel_low'], '+.0%')}, {_fmt(cmp['rel_high'], '+.0%')}] (95 % t-interval "
+            f"of the per-seed log-ratio), paired t-test p {_fmt(cmp['p'], '.2g')} "
+            f"({cmp['n_pairs']} seeds)"
+        )
+        return (
+            f"commutator {'above' if direction == 'up' else 'below'} chance",
+            cmp["p"],
+            direction,
+            because,
+        )
+    s = _t_summary(noise.get(q) or [], 1.0)
+    if s["n"] < 2:
+        return "n/a", math.nan, None, f"fewer than 2 converged seeds with {q}"
+    because = (
+        f"{q} {_fmt(s['mean'], '.3f')} [{_fmt(s['low'], '.3f')}, {_fmt(s['high'], '.3f')}] "
+        f"(95 % t-interval over {s['n']} seeds)"
+    )
+    if claim.expected == "same":
+        outside = s["low"] > 1 + GAMMA_MARGIN or s["high"] < 1 - GAMMA_MARGIN
+        because += (
+            f"; equivalence margin 1 ± {GAMMA_MARGIN} (a quarter of the follow-up's superlinearity "
+            f"for cross-entropy), two one-sided t-tests p {_fmt(s['p_equivalent'], '.2g')}"
+        )
+        found = f"{q} {'outside' if outside else 'within'} 1 ± {GAMMA_MARGIN}"
+        return found, s["p_equivalent"], "different" if outside else "same", because
+    because += f"; t-test against 1 p {_fmt(s['p'], '.2g')} (two-sided)"
+    direction = "up" if s["mean"] > 1 else "down"
+    return f"{q} {'above' if direction == 'up' else 'below'} 1", s["p"], direction, because
 
 
 # --- DPSGD against SSGD, paired by seed --------------------------------------------------------
@@ -314,6 +394,7 @@ def claim_verdicts(
     *,
     comparisons: Mapping[str, Mapping[str, Any]] | None = None,
     across_runs: Mapping[str, Any] | None = None,
+    noise: Mapping[str, Sequence[float]] | None = None,
     alpha: float | None = None,
 ) -> pd.DataFrame:
     """One row per claim: "supported", "contradicted" or "inconclusive", the raw and the
@@ -322,7 +403,8 @@ def claim_verdicts(
     ``table`` is a :func:`~awbench.experiments.verdicts.verdict_table`; ``comparisons`` maps a
     quantity ("real_gap", "sharpness", "size") to a
     :func:`~awbench.experiments.verdicts.paired_comparison` of SSGD (a) against DPSGD (b), the
-    size one with its equivalence ``margin``; ``across_runs`` is a :func:`cross_run_fit`.
+    size one with its equivalence ``margin``; ``across_runs`` is a :func:`cross_run_fit`;
+    ``noise`` the follow-up's per-seed numbers (notebook 11, :func:`_noise_evidence`).
     Claims whose evidence is absent come out "inconclusive".
     """
     if alpha is None:
@@ -334,6 +416,8 @@ def claim_verdicts(
             evidence.append(_comparison_evidence(claim, comparisons))
         elif claim.knob == "across_runs":
             evidence.append(_across_evidence(claim, across_runs))
+        elif claim.knob == "noise":
+            evidence.append(_noise_evidence(claim, noise))
         else:
             evidence.append(_table_evidence(claim, table))
     # Every claim of the declared list is a member of the family, tested or not (an untested

@@ -58,6 +58,12 @@ MULTILEARNER_PAIRS = "multilearner.pairs"
 OWN_MODEL_TABLE = "own_model.table"  # label -> awbench.analysis.dimensionless columns
 OWN_MODEL_TEST_ACC = "own_model.test_acc"
 
+# --- 11_sgd_noise_and_curvature: the follow-up's claims, per converged seed (lists) -------
+NOISE_GAMMA_CE = "noise.gamma_ce"  # gamma of C_ii ~ H_ii^gamma, cross-entropy runs
+NOISE_GAMMA_MSE = "noise.gamma_mse"  # the same, MSE runs
+NOISE_COMMUTATOR = "noise.commutator"  # ||[C, H]|| / (||C|| ||H||), cross-entropy runs
+NOISE_COMMUTATOR_BASELINE = "noise.commutator_baseline"  # its random-eigenvector baseline
+
 # --- knob notebooks (04-07): one record per knob and quantity, "<knob>.<quantity>" ---------
 SHARPNESS_CHANGE = "sharpness_change"
 SIZE_CHANGE = "size_change"
@@ -143,6 +149,12 @@ EXPECTED: dict[str, set[str]] = {
     "07_data_size_and_label_noise": _knob_names("07_data_size_and_label_noise"),
     "09_multi_learner": {MULTILEARNER_PAIRS},
     "10_your_own_network": {DUALITY_ERROR, IDENTITY_ERROR, OWN_MODEL_TABLE, OWN_MODEL_TEST_ACC},
+    "11_sgd_noise_and_curvature": {
+        NOISE_GAMMA_CE,
+        NOISE_GAMMA_MSE,
+        NOISE_COMMUTATOR,
+        NOISE_COMMUTATOR_BASELINE,
+    },
 }
 
 
