@@ -22,14 +22,17 @@
 # says *why*: the gap is a sum over the loss landscape's eigen-directions of **sharpness × size**
 # (σg × σw). Here you slide the knobs and watch both factors move.
 #
-# **What you will see:** eight sliders over a precomputed grid (so a move is a lookup, not a
-# training run) and four linked panels — *sharpness* (σg spectrum, top Hessian eigenvalues, the
-# loss along the top eigenvector), *size* (σw spectrum, the layer's weight norm), *gap* (real
-# against estimated, sharp against flat directions) and the *sweep* of the knob you moved last
-# with a "you are here" star. Grey is always the default setting. A combination that is not in
-# the grid can be trained on the spot ("train this setting", a few seconds, then cached).
+# **What you will see:** the knob explorer — the same as `awbench present` and the report's:
+# eight sliders (batch size B, learning rate α, …) over a precomputed grid, so a move is a
+# lookup in the browser, not a training run; the *sharpness–size plane* (a star at the grid
+# point's seed mean, a cross at this seed's run, the line of the knob you moved last), the
+# *gap* (real, sharp part, flat part) and the *σg* and *σw spectra*, with the run's training
+# line and a takeaway. Grey is always the default setting. A combination the grid lacks snaps
+# to the nearest grid point with a note; "train this setting" trains the one you asked for (a
+# few seconds, then cached, and added to the explorer).
 #
-# Headless (papermill) the notebook shows static figures of the requested setting.
+# Headless (papermill) the notebook shows static figures of the requested setting (σg with the
+# top Hessian eigenvalues and the loss along the top eigenvector, σw, the gap, the sweep).
 
 # %% tags=["parameters"]
 profile: str = "quick"  # smoke | quick | paper: smoke never trains, quick trains an off-grid start, paper adds every knob's sweep
@@ -60,13 +63,14 @@ nb.setup()
 
 # %% [markdown]
 # ## 1 · The panel
-# Each slider offers the grid's values of one Config field. Grid: batch size × weight decay,
-# plus every other knob moved alone from the default; three seeds each, every run trained to
-# the stopping rule (see `awbench/apps/knobs_store/README.md`). The status line shows the setting's
-# final train loss and accuracy and warns when a run did not converge. Combine knobs freely:
-# an off-grid combination says so and offers the train button (it trains to the stopping
-# rule too: a few seconds, up to about 20 s with weight decay). The text box holds the Config on screen, ready to paste into
-# Python, a papermill call or a sweep.
+# Each slider offers the grid's values of one Config field (its name is the slider's hint).
+# Grid: batch size × weight decay, plus every other knob moved alone from the default; three
+# seeds each, every run trained to the stopping rule (see `awbench/apps/knobs_store/README.md`).
+# The status line under the explorer shows the run's final train loss and accuracy and warns
+# when a run did not converge. Combine knobs freely: a combination the grid lacks snaps with a
+# note, and the train button trains the one you asked for (to the stopping rule too: a few
+# seconds, up to about 20 s with weight decay). The text box holds the Config asked for, ready
+# to paste into Python, a papermill call or a sweep.
 
 # %%
 start = dict(weight_decay=weight_decay, dropout=dropout, batch_size=batch_size, lr=lr,

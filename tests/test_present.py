@@ -1,13 +1,16 @@
 """``awbench present``: the code-free Voila app (issue 15, "Present mode").
 
-The fast tests drive :class:`~awbench.apps.present.PresentApp` in process: a slider move
-redraws every panel, an off-grid combination snaps with a note, the Voila template loads
-nothing from a CDN. The browser test starts ``awbench present --no-browser`` on 127.0.0.1,
-opens it in Debian's chromium at 1280x720 (Playwright), asserts that the plane, the gap and the
-sliders fit without scrolling, moves three sliders with the keyboard, asserts that every panel
-changed and the marker moved and that no request left 127.0.0.1, and saves screenshots under
+The fast tests drive :class:`~awbench.apps.present.PresentApp` in process: a move is the
+explorer's lookup (an off-grid combination snaps with a note), the takeaway states the
+verdicts, the Voila template loads nothing from a CDN. The browser test starts ``awbench
+present --no-browser`` on 127.0.0.1, opens it in Debian's chromium at 1280x720 (Playwright),
+asserts that the plane, the gap and the sliders fit without scrolling, one Tab per slider,
+moves three sliders with the keyboard, asserts that every panel changed and the marker moved,
+that no request left 127.0.0.1 and the console stayed quiet, and saves screenshots under
 tmp_path (the last one also to /tmp/present_screenshot.png). It skips locally and fails under
-CI (``CI=true``) without chromium or playwright, as tests/test_browser.py does.
+CI (``CI=true``) without chromium or playwright, as tests/test_browser.py does. The explorer's
+own browser tests (all panels and texts in one update, the three views agreeing) are in
+tests/test_explorer.py.
 """
 
 from __future__ import annotations
@@ -42,60 +45,33 @@ def app():
     return present.PresentApp()
 
 
-def _floats(values) -> list:
-    return [] if values is None else [v if isinstance(v, str) else float(v) for v in values]
-
-
-def _data(app) -> dict:
-    return {
-        name: json.dumps(
-            [[_floats(t.x), _floats(t.y)] for t in fw.data],
-            default=str,
-        )
-        for name, fw in app.figures.items()
-    }
-
-
-def _star(app) -> tuple:
-    here = app.figures["plane"].data[3]
-    return tuple(here.x), tuple(here.y)
-
-
-def test_every_panel_follows_a_slider(app):
+def test_every_move_is_drawn_in_the_browser_from_one_payload(app):
+    """The app is the knob explorer (tests/test_explorer.py tests it, in the browser too):
+    the kernel hears a move, it draws nothing."""
     app.reset()
-    before, marker, words = _data(app), _star(app), app.widgets["takeaway"].value
-    assert set(before) == {"plane", "gap", "sigma_g", "sigma_w"}
-    for knob in ("batch_size", "weight_decay"):
-        value = app.options[knob][1]
-        app.widgets[knob].value = value  # what the front end's slider does
-        after = _data(app)
-        changed = [name for name in after if after[name] != before[name]]
-        assert changed == list(after), f"{knob}: only {changed} changed"
-        assert _star(app) != marker
-        assert app.widgets["takeaway"].value != words
-        assert app.setting is not None and app.note == ""
-        before, marker, words = after, _star(app), app.widgets["takeaway"].value
+    first = app.takeaway()
+    app.set(batch_size=100, weight_decay=0.01)
+    assert app.setting is not None and app.note == ""
+    words = app.takeaway()
+    assert words != first
     assert "weight decay β = 0.01" in words and "batch size B = 100" in words, words
-    assert app.history[-1]["seconds"] < 2.0
+    assert app.payload["header"].startswith('<span class="awbench-present-h">')
 
 
 def test_an_off_grid_combination_snaps_with_a_note(app):
     app.reset()
     app.set(batch_size=100, weight_decay=0.01)
-    app.widgets["dropout"].value = 0.1  # dropout was only swept alone
+    app.set(dropout=0.1)  # dropout was only swept alone
     assert app.setting is not None, "a combination the grid lacks is never shown"
-    assert app.values["dropout"] == 0.1
-    assert app.widgets["batch_size"].value == app.values["batch_size"] == 25
+    assert app.values["dropout"] == 0.1 and app.values["batch_size"] == 25
     assert "snapped" in app.note and "batch size B 100 → 25" in app.note
-    assert "awbench-note-empty" not in app.widgets["note"]._dom_classes
     app.reset()
-    assert app.note == "" and "awbench-note-empty" in app.widgets["note"]._dom_classes
+    assert app.note == ""
 
 
 def test_sliders_are_words_with_the_field_as_hint(app):
-    slider = app.widgets["init_scale"]
-    assert slider.description == "init scale s"
-    assert "init_scale" in slider.tooltip
+    assert app.payload["labels"]["init_scale"] == "init scale s"
+    assert "init_scale" in app.payload["hints"]["init_scale"]
 
 
 def test_the_takeaway_states_the_verdicts_along_the_knob_moved(app):
@@ -112,8 +88,8 @@ def test_the_takeaway_states_the_verdicts_along_the_knob_moved(app):
     for k in KNOBS:
         if k not in ("batch_size", "seed"):
             at &= (runs[k] == d[k]).to_numpy()
-    app.widgets["batch_size"].value = 400
-    words = app.widgets["takeaway"].value
+    app.set(batch_size=400)
+    words = app.takeaway()
     line = runs[at]
     direct = verdict_table({"batch_size": line}, ke.QUANTITIES, family=28)
     names = ("gap", "sharpness", "size", "curvature")
@@ -134,15 +110,15 @@ def test_the_takeaway_states_the_verdicts_along_the_knob_moved(app):
 
 def test_a_value_beyond_the_paper_is_flagged(app):
     app.reset()
-    labels = {v: label for label, v in app.widgets["lr"].options}
+    labels = dict(zip(app.payload["options"]["lr"], app.payload["optionLabels"]["lr"]))
     assert labels[0.2] == "0.2 ⚠" and labels[0.05] == "0.05" and labels[0.1] == "0.1"
     note = html.escape("learning rate α 0.2 is beyond the paper's range (0.005–0.1)")
-    app.widgets["lr"].value = 0.2
-    assert note in app.widgets["takeaway"].value
-    app.widgets["lr"].value = 0.05
-    assert "Beyond the paper" not in app.widgets["takeaway"].value
+    app.set(lr=0.2)
+    assert note in app.takeaway()
+    app.set(lr=0.05)
+    assert "Beyond the paper" not in app.takeaway()
     app.reset()
-    assert "Beyond the paper" not in app.widgets["takeaway"].value  # init scale 1: the paper's
+    assert "Beyond the paper" not in app.takeaway()  # init scale 1: the paper's
 
 
 def test_nothing_from_a_cdn(tmp_path):
@@ -229,9 +205,9 @@ def _marker(plots: dict) -> list:
 
 def _move(page, knob: str, before: dict, timeout: float = 30.0) -> dict:
     """Press → on a slider's handle; wait until every panel and the marker changed."""
-    readout = page.locator(f".awbench-knob-{knob} .widget-readout")
+    readout = page.locator(f".awbench-knob-{knob} output")
     start, words = readout.inner_text().strip(), _texts(page)["takeaway"]
-    handle = page.locator(f".awbench-knob-{knob} .noUi-handle")
+    handle = page.locator(f".awbench-knob-{knob} input[type=range]")
     handle.focus()
     handle.press("ArrowRight")
     deadline = time.monotonic() + timeout
@@ -335,21 +311,4 @@ def _drive(page, url: str, tmp_path) -> None:
     assert "snapped" in page.locator(".awbench-note").inner_text()  # init scale 2 is off-grid here
     for selector in (".awbench-present-plane", ".awbench-present-gap", ".awbench-knob"):
         _within_viewport(page, selector)
-    page.wait_for_timeout(800)  # let plotly finish its transition before the picture
     page.screenshot(path=str(tmp_path / "present_moved.png"))
-
-
-def test_each_panel_widget_equals_the_validated_figure(app):
-    """The widgets skip plotly's validation for speed: what they hold must be what the
-    validating builder makes of the same traces and layout."""
-    import plotly.io as pio
-
-    from awbench.apps.present_panels import present_figure
-
-    app.widgets["batch_size"].value = app.options["batch_size"][-1]
-    for name, (traces, layout) in app.panel_data().items():
-        validated = json.loads(pio.to_json(present_figure(name, app.ranges, traces, layout)))
-        shown = json.loads(pio.to_json(app.figures[name], validate=False))
-        assert shown["data"] == validated["data"], name
-        assert shown["layout"] == validated["layout"], name
-    app.reset()

@@ -115,18 +115,19 @@ def test_the_explore_section_embeds_the_shipped_grid(report):
     payload = json.loads(data.group(1))
     assert "batch_size" in payload["knobs"] and len(payload["runs"]) >= 50
     assert all(len(r["g"]) <= report_sliders.SPECTRUM_POINTS for r in payload["runs"])
-    assert f'id="{report_sliders.PLANE_ID}"' in page and f'id="{report_sliders.SPECTRA_ID}"' in page
+    assert f'id="{report_sliders.ROOT_ID}"' in page  # the knob explorer (awbench.apps.explorer)
     assert len(data.group(1)) < 1_000_000
 
 
 def _state(page) -> dict:
     return page.evaluate(
         """() => {
-          const p = document.getElementById('explore-plane').data;
-          const s = document.getElementById('explore-spectra').data;
-          return {here: [p[3].x[0], p[3].y[0]], run: [p[2].x[0], p[2].y[0]],
-                  g: Array.from(s[1].y), w: Array.from(s[3].y),
-                  note: document.getElementById('explore-note').textContent};
+          const q = s => document.querySelector('.awbench-explorer ' + s);
+          const p = q('.awbench-present-plane').data;
+          const g = q('.awbench-present-sigma_g').data, w = q('.awbench-present-sigma_w').data;
+          return {here: [p[4].x[0], p[4].y[0]], run: [p[3].x[0], p[3].y[0]],
+                  g: Array.from(g[1].y), w: Array.from(w[1].y),
+                  note: q('.aw-note').textContent + ' ' + q('.aw-takeaway').textContent};
         }"""
     )
 
@@ -144,18 +145,17 @@ def test_report_sliders_move_the_marker_and_spectra_offline(report, tmp_path):
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(report.as_uri(), wait_until="load")
-            page.wait_for_selector("#explore-plane .main-svg")
-            page.wait_for_selector("#explore-spectra .main-svg")
-            explore = page.locator("div.explore")
+            page.wait_for_selector(".awbench-explorer[data-seq] .aw-panel .main-svg")
+            explore = page.locator("div.awbench-explorer")
             explore.scroll_into_view_if_needed()
             before = _state(page)
-            assert "the default setting" in before["note"]
+            assert "The default setting" in before["note"]
             explore.screenshot(path=str(tmp_path / "explore-default.png"))
 
-            page.focus("#explore-batch_size")
+            page.focus(".awbench-knob-batch_size input")
             page.keyboard.press("ArrowRight")  # batch size 25 -> 100
             page.wait_for_function(
-                "document.getElementById('explore-out-batch_size').textContent === '100'"
+                "document.querySelector('.awbench-knob-batch_size output').textContent === '100'"
             )
             moved = _state(page)
             assert moved["here"] != before["here"] and moved["run"] != before["run"]
@@ -163,14 +163,14 @@ def test_report_sliders_move_the_marker_and_spectra_offline(report, tmp_path):
             assert "batch size B = 100" in moved["note"]
             explore.screenshot(path=str(tmp_path / "explore-batch100.png"))
 
-            page.focus("#explore-lr")
+            page.focus(".awbench-knob-lr input")
             page.keyboard.press("ArrowRight")  # lr 0.1 -> 0.2 is not on the grid at batch 100
             page.wait_for_function(
-                "document.getElementById('explore-out-lr').textContent === '0.2'"
+                "document.querySelector('.awbench-knob-lr output').textContent === '0.2 ⚠'"
             )
             snapped = _state(page)
             assert "not on the grid" in snapped["note"]
-            assert page.input_value("#explore-batch_size") == "0", "batch size snaps back to 25"
+            assert page.input_value(".awbench-knob-batch_size input") == "0", "snaps back to 25"
             assert snapped["here"] != moved["here"] and snapped["g"] != moved["g"]
             explore.screenshot(path=str(tmp_path / "explore-snapped.png"))
             page.screenshot(path=str(tmp_path / "report-top.png"))

@@ -7,6 +7,7 @@ path runs on a seconds-small store built here with the smoke preset.
 
 from __future__ import annotations
 
+import html
 import shlex
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 import awbench as aw
+from awbench.apps import explorer as ex
 from awbench.apps import knob_effects as ke
 from awbench.apps import knob_frontend as kf
 from awbench.apps import knob_grid as kg
@@ -105,6 +107,15 @@ def _assert_panels_match(panel: kw.KnobPanel, truth) -> None:
     assert panel.options[knob][int(here.x[0])] == panel.values[knob]
     assert f["sweep"].layout.xaxis.title.text == kg.KNOB_TEXT[knob]
     assert row["key"] in panel.widgets["status"].value
+    # the explorer on screen shows the same run, with no snap note
+    shown = panel.explorer.state
+    assert panel.explorer.payload["runs"][shown["run"]]["key"] == row["key"] and not shown["note"]
+
+
+def _shown_takeaway(panel: kw.KnobPanel) -> str:
+    """The takeaway the explorer shows (present mode's, looked up in its payload)."""
+    st = panel.explorer.state
+    return ex.takeaway_of(panel.explorer.payload, st["run"], st["knob"])
 
 
 def test_shipped_store_is_small_complete_and_documented(truth):
@@ -132,13 +143,12 @@ def test_every_slider_over_every_option_matches_the_store(panel, truth):
         n: [np.array(t.y, dtype=float).copy() for t in panel.figures[n].data] for n in kw.PANELS
     }
     _assert_panels_match(panel, truth)
+    payload = panel.explorer.payload
     for knob in kg.KNOBS:
-        slider = panel.widgets[knob]
-        assert slider.continuous_update is False
-        assert [v for _, v in slider.options] == panel.grid.values[knob]
-        # visit every option, the default last (setting the current value fires no event)
+        assert payload["options"][knob] == panel.grid.values[knob]
+        # visit every option, the default last
         for value in [v for v in panel.options[knob] if v != default[knob]] + [default[knob]]:
-            slider.value = value  # what a user's drag does: the observer redraws
+            panel.explorer.browser_move(knob, value)  # what a move in the browser sends
             assert panel.values[knob] == value and panel.last_knob == knob
             assert panel.on_grid, f"{knob}={value} from the default is on the grid"
             _assert_panels_match(panel, truth)
@@ -153,25 +163,31 @@ def test_every_slider_over_every_option_matches_the_store(panel, truth):
                 assert changed == ["sharpness", "size", "gap"], (
                     f"{knob}={value}: only {changed} changed"
                 )
-        slider.value = default[knob]
-    panel.widgets["reset"].click()
+        panel.set(**{knob: default[knob]})
+    panel.reset()
     assert panel.values == default
 
 
 def test_combination_and_reset(panel, truth):
-    panel.widgets["batch_size"].value = 400
-    panel.widgets["weight_decay"].value = 0.02  # the batch x weight-decay block is a full grid
+    panel.explorer.browser_move("batch_size", 400)
+    panel.explorer.browser_move("weight_decay", 0.02)  # batch x weight decay: a full grid
     assert panel.on_grid and panel.last_knob == "weight_decay"
     _assert_panels_match(panel, truth)
-    panel.widgets["seed"].value = 1
+    panel.explorer.browser_move("seed", 1)
     _assert_panels_match(panel, truth)
-    panel.widgets["dropout"].value = 0.1  # dropout was only moved alone: off the grid
+    panel.explorer.browser_move("dropout", 0.1)  # dropout was only moved alone: off the grid
+    # the explorer snapped to the nearest grid point and says so; the panel keeps what was
+    # asked for, to train it
+    assert panel.values["dropout"] == 0.1 and panel.values["batch_size"] == 400
     assert not panel.on_grid
+    note = panel.explorer.state["note"]
+    assert "dropout d = 0.1" in note and "snapped to the nearest grid point" in note
+    assert ex.run_values(panel.explorer.payload, panel.explorer.state["run"])["dropout"] == 0.1
     assert panel.widgets["train"].disabled is False
     assert "Off the grid" in panel.widgets["status"].value
     assert len(panel.figures["sharpness"].data[1].y) == 0, "no stale data for an off-grid setting"
     assert len(panel.figures["sharpness"].data[0].y) > 0, "the default stays as the reference"
-    panel.widgets["reset"].click()
+    panel.reset()
     assert panel.values == panel.grid.defaults and panel.on_grid
     assert panel.widgets["train"].disabled is True
     _assert_panels_match(panel, truth)
@@ -300,14 +316,15 @@ def test_grid_effects_is_cached_by_the_runs_of_each_line():
 def test_values_beyond_the_paper_are_flagged_on_the_slider_and_in_the_takeaway(tmp_path):
     pytest.importorskip("ipywidgets")
     p = kw.KnobPanel(STORE, mode="live", extra_store=tmp_path / "u")
-    labels = {v: label for label, v in p.widgets["lr"].options}
+    payload = p.explorer.payload
+    labels = dict(zip(payload["options"]["lr"], payload["optionLabels"]["lr"]))
     assert labels[0.2] == "0.2 ⚠" and labels[0.05] == "0.05" and labels[0.1] == "0.1"
     note = "learning rate α 0.2 is beyond the paper's range (0.005–0.1)"
-    p.widgets["lr"].value = 0.2
-    assert note in kw.takeaway(p) and note in p.widgets["takeaway"].value
-    p.widgets["lr"].value = 0.05
+    p.explorer.browser_move("lr", 0.2)
+    assert note in kw.takeaway(p) and html.escape(note) in _shown_takeaway(p)
+    p.explorer.browser_move("lr", 0.05)
     assert "Beyond the paper" not in kw.takeaway(p)
-    assert "Beyond the paper" not in p.widgets["takeaway"].value
+    assert "Beyond the paper" not in _shown_takeaway(p)
 
 
 # --- off the grid: train this setting ----------------------------------------------------------
@@ -342,14 +359,23 @@ def test_train_this_setting(small_store, tmp_path, monkeypatch):
     user = tmp_path / "user_store"
     p = kw.KnobPanel(small_store, mode="live", extra_store=user)
     assert p.grid.values["batch_size"] == [25, 100] and p.grid.values["dropout"] == [0.0, 0.1]
-    p.widgets["batch_size"].value = 100
-    p.widgets["dropout"].value = 0.1
+    p.explorer.browser_move("batch_size", 100)
+    p.explorer.browser_move("dropout", 0.1)  # snaps back to batch 25 in the explorer
+    assert p.explorer.state["note"] and p.values == {
+        **p.grid.defaults,
+        "batch_size": 100,
+        "dropout": 0.1,
+    }
     assert not p.on_grid and not p.widgets["train"].disabled
     seen, said = [], []
     p.widgets["progress"].observe(lambda ch: seen.append(ch["new"]), names="value")
     p.widgets["status"].observe(lambda ch: said.append(ch["new"]), names="value")
     p.widgets["train"].click()
     assert p.on_grid and p.setting.source == "trained"
+    # the trained run joined the explorer's grid and is on screen, with no snap note
+    shown = p.explorer.state
+    assert p.explorer.payload["runs"][shown["run"]]["key"] == p.setting.key
+    assert not shown["note"] and p.explorer.widget.data == p.explorer.payload
     assert seen and seen[-1] == 1.0 and seen == sorted(seen), "the bar only moves forward"
     assert any("epoch 1 of at most 12, train loss" in text for text in said), said
     # the smoke grid stops at 12 epochs, far from the stopping rule: so does the trained run
@@ -562,7 +588,7 @@ def test_warning_for_a_setting_that_hit_the_budget(small_store, tmp_path):
         assert "⚠ NOT CONVERGED" in p.figures[name].layout.title.text, name
     text = kw.takeaway(p)
     assert text.startswith("**⚠ Not converged:** this run stopped at the budget of 12 epochs")
-    assert "⚠ Not converged" in p.widgets["takeaway"].value
+    assert "⚠ Not converged" in _shown_takeaway(p)
 
 
 def test_no_warning_for_converged_runs_and_seeds_counted(mixed_store, tmp_path):
@@ -582,7 +608,7 @@ def test_no_warning_for_converged_runs_and_seeds_counted(mixed_store, tmp_path):
     assert text.count("⚠") == 1 and "3/3 seeds converged" in text
     assert text.startswith("**⚠ Beyond the paper:** learning rate α 0.3 is beyond the paper's")
 
-    p.widgets["lr"].value = 0.001  # every seed hit max_epochs
+    p.set(lr=0.001)  # every seed hit max_epochs
     status = p.widgets["status"].value
     loss = _row(runs, p.values)["final_train_loss"]
     assert _warnings(status) == [
@@ -630,7 +656,7 @@ def test_grid_means_leave_unconverged_seeds_out(mixed_store, tmp_path):
     assert grid.lookup({"dropout": 0.1, "seed": 2}).point == point
 
     p = kw.KnobPanel(mixed_store, mode="live", extra_store=tmp_path / "u")
-    p.widgets["dropout"].value = 0.1
+    p.set(dropout=0.1)
     sweep = p.figures["sweep"].data[0]
     assert sweep.y[1] == pytest.approx(good["real_gap"].mean(), rel=1e-12)
     assert "2/3 converged" in sweep.customdata[1]
@@ -642,7 +668,7 @@ def test_grid_means_leave_unconverged_seeds_out(mixed_store, tmp_path):
             "average the 2 that did"
         )
     ]
-    p.widgets["seed"].value = 2  # the unconverged seed itself
+    p.set(seed=2)  # the unconverged seed itself
     assert _warnings(p.widgets["status"].value)[0].startswith("⚠ not converged")
     text = kw.takeaway(p)
     assert text.startswith("**⚠ Not converged:**") and "the means of the 2 that did" in text
@@ -692,27 +718,22 @@ def test_a_store_without_the_convergence_columns_falls_back_to_status(mixed_stor
 
 
 def test_takeaway_follows_the_sliders(mixed_store, tmp_path):
+    from awbench.apps import present_text as pt
+
     p = kw.KnobPanel(mixed_store, mode="live", extra_store=tmp_path / "u")
-    first = p.widgets["takeaway"].value
-    assert first.startswith(kw._markdown_html(kw.takeaway(p)))
+    first = _shown_takeaway(p)
+    assert first == pt.takeaway(p.setting, p.reference, p.values, p.grid.defaults)
     assert "The default setting" in first
-    p.widgets["dropout"].value = 0.1
-    moved = p.widgets["takeaway"].value
-    assert moved != first and moved.startswith(kw._markdown_html(kw.takeaway(p)))
-    assert "<b>dropout=0.1</b> against the default" in moved
-    # the knob just moved, along the sweep panel's line: both dropout points converged
-    assert "Along this knob (other knobs at the default" in moved
-    assert "<li><b>dropout d</b> 0, 0.1: gap " in moved and "mostly" not in moved
-    assert "The grid has 3 seeds per point, too few for a verdict on most effects" in moved
-    p.set(dropout=0.0, lr=0.001)  # from code: the same redraw
-    text = p.widgets["takeaway"].value
-    assert "⚠ Not converged" in text
-    assert (
-        "no comparison, fewer than two points converged (1 unconverged point left out: 0.001)"
-        in (text)
-    )
-    p.widgets["reset"].click()  # the seed comes last in a reset: no line along a knob
-    assert p.widgets["takeaway"].value == first.split("<p>Along")[0]
+    p.explorer.browser_move("dropout", 0.1)
+    moved = _shown_takeaway(p)
+    line = ke.effect(p.grid, "dropout", p.values)[0]
+    assert moved == pt.takeaway(p.setting, p.reference, p.values, p.grid.defaults, line, "dropout")
+    assert "<b>dropout d = 0.1</b>" in moved and "Along dropout d: gap " in moved
+    assert "3 seeds per point are too few for most verdicts" in moved
+    p.set(dropout=0.0, lr=0.001)  # from code: the explorer follows
+    assert "⚠ Not converged" in _shown_takeaway(p)
+    p.reset()
+    assert _shown_takeaway(p) == first
     # the effects of every knob, held where the panel is
     effects = ke.grid_effects(p.grid, {"lr": 0.001})
     assert effects.attrs["held"] == "at lr=0.001"

@@ -71,7 +71,8 @@ def training_line(s: Setting | None) -> str:
     return line
 
 
-def _moved(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
+def moved_knobs(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
+    """ "batch size B = 100" for every knob (not the seed) away from its default."""
     return [
         f"{LABELS[k]} = {_value(values[k])}"
         for k in SLIDER_ORDER
@@ -137,7 +138,7 @@ def takeaway(
         if not cur.converged
         else ""
     )
-    moved = _moved(values, defaults)
+    moved = moved_knobs(values, defaults)
     if not moved:
         return (
             warn

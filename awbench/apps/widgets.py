@@ -3,19 +3,23 @@
 ``KnobPanel`` shows a precomputed grid of runs: a result store written by ``awbench sweep``
 (runs and directions tables) plus, per run, the training loss along the top eigenvector of
 the analysed layer's Hessian (``slices/<key>.parquet``, added by
-:func:`~awbench.apps.knob_grid.add_slices`). Every slider is a selection slider over the grid's
-values of one Config field, so a move is a dictionary lookup, never a training run::
+:func:`~awbench.apps.knob_grid.add_slices`)::
 
     panel = KnobPanel()                 # the shipped grid, awbench/apps/knobs_store
-    panel                               # sliders, four linked panels, reset, train button
-    panel.set(batch_size=400)           # the same as moving the slider
-    panel.config                        # the Config on screen (paste-able: panel.config_text)
+    panel                               # the knob explorer, train button, Config text
+    panel.set(batch_size=400)           # move from code
+    panel.config                        # the Config asked for (paste-able: panel.config_text)
 
-The four panels (sharpness, size, gap, sweep along the knob last moved) are drawn by the
-pure builders of :mod:`awbench.apps.knob_panels`, also used for the static figures of a
-headless run; the grid's lookups are :mod:`awbench.apps.knob_grid`, its comparisons along
-each knob :mod:`awbench.apps.knob_effects`, the sentences :mod:`awbench.apps.knob_sentences`,
-and whether the panel is live or static :mod:`awbench.apps.knob_frontend`.
+Live, the panel is the knob explorer of :mod:`awbench.apps.explorer` (the same as
+``awbench present`` and the report: sliders in words, the sharpness-size plane, the gap, the
+σg and σw spectra, the training line, the takeaway and the snap note, drawn in the browser
+from the grid sent once; a move never waits for the kernel). Under it, the kernel's part:
+the run's status line, "train this setting" and the Config text. Headless, the panel shows
+the static figures of :mod:`awbench.apps.knob_panels` (sharpness with the top eigenvalues and
+the loss slice, size, gap, the sweep along the knob last moved); the grid's lookups are
+:mod:`awbench.apps.knob_grid`, its comparisons along each knob
+:mod:`awbench.apps.knob_effects`, the sentences :mod:`awbench.apps.knob_sentences`, and
+whether the panel is live or static :mod:`awbench.apps.knob_frontend`.
 
 Only a converged network is a result. The status line gives the run's final clean-train loss
 and accuracy, its epochs and budget, and how many seeds of its grid point converged; a run
@@ -24,13 +28,14 @@ that stopped at its budget is flagged in red there, in the panel titles and in t
 :func:`~awbench.apps.knob_effects.grid_effects`, ``Setting.point``) average the converged seeds
 only; a point where none converged is shown flagged and left out of the grid's comparisons.
 
-A combination that is not in the grid is trained on request ("train this setting": a
-progress bar, then train to the stopping rule under the grid's budget + analyze + slice
-through ``run_experiment``'s cache); the result goes to a user store under the cache folder
-(``$AWBENCH_CACHE/knobs_store``), so the same setting is instant next time, in this session
-or the next.
+A combination that is not in the grid (a slider move the explorer snapped, or a start value
+off the grid) is trained on request ("train this setting": a progress bar, then train to the
+stopping rule under the grid's budget + analyze + slice through ``run_experiment``'s cache);
+the result goes to a user store under the cache folder (``$AWBENCH_CACHE/knobs_store``) and
+into the explorer's grid, so the same setting is instant next time, in this session or the
+next.
 
-Live widgets (plotly ``FigureWidget``) only where a Jupyter front end renders them; headless
+Live widgets only where a Jupyter front end renders them; headless
 (papermill, nbconvert, ``AWBENCH_QUIET=1``) the panel displays static figures and creates no
 widget at all, so an executed notebook carries no widget state.
 
@@ -47,19 +52,17 @@ import html
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import plotly.graph_objects as go
 
+from awbench.apps.explorer import Explorer
 from awbench.apps.knob_frontend import frontend, warm_up
 from awbench.apps.knob_grid import (
-    KNOB_TEXT,
     KNOBS,
     KnobGrid,
     Setting,
@@ -69,7 +72,6 @@ from awbench.apps.knob_grid import (
     native_value,
 )
 from awbench.apps.knob_panels import (
-    CURRENT,
     WARNING,
     build_figure,
     gap_traces,
@@ -81,15 +83,12 @@ from awbench.apps.knob_panels import (
 from awbench.apps.knob_sentences import (
     beyond_paper_text,
     not_converged_reason,
-    option_label,
     pct,
-    sweep_takeaway,
     warnings_of,
 )
 from awbench.config import Config, ConfigError
 
-PANELS = ("sharpness", "size", "gap", "sweep")
-FIGURE_WIDTH = 980  # px, live panels (fits beside the file browser)
+PANELS = ("sharpness", "size", "gap", "sweep")  # the static figures
 
 
 TAKEAWAY_SCALARS = (
@@ -103,9 +102,9 @@ TAKEAWAY_SCALARS = (
 def takeaway(panel: KnobPanel) -> str:
     """Markdown: the setting on screen against the default, from the numbers of the store.
 
-    Computed from the panel's current and reference settings on every call (the live panel
-    shows it under the sliders, redrawn on every move); a number of a run that did not
-    converge is quoted with a warning, never bare.
+    Computed from the panel's current and reference settings on every call (notebook 08
+    shows it for the starting setting; the live explorer shows present mode's takeaway); a
+    number of a run that did not converge is quoted with a warning, never bare.
     """
     cur, ref = panel.setting, panel.reference
     beyond = beyond_paper_text(panel.config)
@@ -170,10 +169,11 @@ def takeaway(panel: KnobPanel) -> str:
 
 
 class KnobPanel:
-    """Sliders over the knobs grid and four linked panels (see the module docstring).
+    """The knob explorer over the knobs grid, with training off the grid (see the module
+    docstring).
 
-    ``mode``: "auto" (:func:`~awbench.apps.knob_frontend.frontend`), "live" (ipywidgets + FigureWidgets) or "static"
-    (plain figures, no widget is created). ``start``: initial knob values (papermill
+    ``mode``: "auto" (:func:`~awbench.apps.knob_frontend.frontend`), "live" (the explorer
+    widget and the kernel's controls) or "static" (plain figures, no widget is created). ``start``: initial knob values (papermill
     parameters); a value outside the grid is added to its slider and makes an off-grid
     setting. Drive it from code with :meth:`set`, :meth:`reset`, :meth:`train`.
     """
@@ -208,10 +208,10 @@ class KnobPanel:
             raise ValueError(f"knob={knob!r} is not a knob: expected one of {', '.join(KNOBS)}")
         self.last_knob = knob
         self.history: list[dict] = []  # one entry per redraw: knob, values, seconds
-        self._suspend = False
         self.widgets: dict[str, Any] = {}
-        self.figures: dict[str, Any] = {}
-        self._sent: dict[str, tuple[list[dict], dict]] = {}
+        self.explorer: Explorer | None = None
+        self._figures: dict[str, go.Figure] = {}
+        self._figures_of: tuple | None = None
         if self.mode == "live":
             self._build_widgets()
             warm_up(self.grid.base)
@@ -243,6 +243,15 @@ class KnobPanel:
         return self.setting is not None
 
     @property
+    def figures(self) -> dict[str, go.Figure]:
+        """The static figures of the setting on screen (what a headless run displays),
+        built when first asked for after a move."""
+        of = (tuple(self._values.items()), self.last_knob, len(self.grid.runs))
+        if of != self._figures_of:
+            self._figures, self._figures_of = self.static_figures(), of
+        return self._figures
+
+    @property
     def config_text(self) -> str:
         """The Config on screen as a Python line, a papermill call and a sweep grid."""
         cfg, paper = self.config, Config.preset("paper")
@@ -270,16 +279,11 @@ class KnobPanel:
                 raise ValueError(
                     f"{k}={v!r} is not on its slider: expected one of {self.options[k]}"
                 )
-        if self.widgets:
-            self._suspend = True
-            try:
-                for k, v in values.items():
-                    self.widgets[k].value = native_value(v)
-            finally:
-                self._suspend = False
         self._values.update({k: native_value(v) for k, v in values.items()})
         if values:
             self.last_knob = list(values)[-1]
+        if self.explorer is not None:
+            self.explorer.show(self._values, self.last_knob)
         self._redraw()
         return self.setting
 
@@ -308,6 +312,8 @@ class KnobPanel:
         finally:
             if bar is not None:
                 bar.layout.visibility = "hidden"
+        if self.explorer is not None:  # the new run joins the explorer's grid
+            self.explorer.refresh(self._values, self.last_knob, self.options)
         self._redraw()
         return setting
 
@@ -338,13 +344,10 @@ class KnobPanel:
 
     def _redraw(self) -> None:
         start = time.perf_counter()
-        data = self.panel_data()
         if self.mode == "live":
-            for name, (traces, layout) in data.items():
-                self._send(name, traces, layout)
             self._update_controls()
         else:
-            self.figures = {name: build_figure(name, *d) for name, d in data.items()}
+            _ = self.figures
         self.history.append(
             {
                 "knob": self.last_knob,
@@ -354,28 +357,12 @@ class KnobPanel:
             }
         )
 
-    def _send(self, name: str, traces: list[dict], layout: dict) -> None:
-        """Update one FigureWidget in place, sending only what changed since the last redraw."""
-        fw = self.figures[name]
-        old_traces, old_layout = self._sent.get(name, ([{}] * len(traces), {}))
-        changes = []
-        for i, (old, new) in enumerate(zip(old_traces, traces)):
-            diff = {k: v for k, v in new.items() if k in DYNAMIC and not same_value(old.get(k), v)}
-            if diff:
-                changes.append((i, diff))
-        lay = {k: v for k, v in layout.items() if not same_value(old_layout.get(k), v)}
-        if changes or lay:
-            with fw.batch_update():
-                for i, diff in changes:
-                    trace = fw.data[i]
-                    for k, v in diff.items():
-                        trace[k] = v
-                for key, value in lay.items():
-                    if isinstance(value, dict):
-                        fw.layout[key].update(value)
-                    else:
-                        fw.layout[key] = value
-        self._sent[name] = (traces, layout)
+    def _browser_moved(self, values: dict, knob: str, wanted: dict | None) -> None:
+        """A move in the explorer: the values asked for (``wanted`` when it snapped, then
+        off the grid, for "train this setting") become the panel's."""
+        self._values = dict(wanted if wanted is not None else values)
+        self.last_knob = knob
+        self._redraw()
 
     def _status_html(self) -> str:
         s = self.setting
@@ -404,41 +391,21 @@ class KnobPanel:
     def _update_controls(self) -> None:
         w = self.widgets
         w["status"].value = self._status_html()
-        w["takeaway"].value = _markdown_html(
-            "\n\n".join(filter(None, (takeaway(self), sweep_takeaway(self))))
-        )
         w["train"].disabled = self.on_grid
         w["config"].value = self.config_text
-        for k in KNOBS:
-            w[k].style.handle_color = None if self._values[k] == self.grid.defaults[k] else CURRENT
 
     def _build_widgets(self) -> None:
         import ipywidgets as W
 
-        for k in KNOBS:
-            slider = W.SelectionSlider(
-                options=[(option_label(k, v), v) for v in self.options[k]],
-                value=self._values[k],
-                description=k,
-                continuous_update=False,
-                layout=W.Layout(width="330px"),
-                style={"description_width": "95px"},
-                tooltip=KNOB_TEXT.get(k, k),
-            )
-            slider.add_class("awbench-knob")
-            slider.add_class(f"awbench-knob-{k}")
-            slider.observe(self._on_slider(k), names="value")
-            self.widgets[k] = slider
-        reset = W.Button(
-            description="reset", icon="undo", tooltip="every knob back to the default setting"
-        )
-        reset.on_click(lambda _: self.reset())
-        reset.add_class("awbench-reset")
+        self.explorer = Explorer(self.grid, self.options, knob=self.last_knob)
+        self.explorer.on_move = self._browser_moved
+        explorer = self.explorer.build()
+        self.explorer.show(self._values, self.last_knob)
         train = W.Button(
             description="train this setting",
             icon="play",
             button_style="warning",
-            tooltip="train + analyze this off-grid combination (cached)",
+            tooltip="train + analyze the combination asked for, off the grid (cached)",
         )
         train.on_click(lambda _: self._train_clicked())
         train.add_class("awbench-train")
@@ -451,53 +418,21 @@ class KnobPanel:
         )
         status = W.HTML()
         status.add_class("awbench-status")
-        summary = W.HTML(layout=W.Layout(width="100%"))
-        summary.add_class("awbench-takeaway")
         config = W.Textarea(value="", rows=4, layout=W.Layout(width="100%"), disabled=False)
         config.add_class("awbench-config")
         self.widgets.update(
-            reset=reset,
-            train=train,
-            progress=progress,
-            status=status,
-            takeaway=summary,
-            config=config,
-        )
-        data = self.panel_data()
-        for name in PANELS:
-            fw = go.FigureWidget(build_figure(name, *data[name]))
-            fw.layout.width = FIGURE_WIDTH  # a FigureWidget does not follow the output's width
-            fw.add_class(f"awbench-panel-{name}")
-            self._sent[name] = data[name]
-            self.figures[name] = fw
-        sliders = [self.widgets[k] for k in KNOBS]
-        controls = W.VBox(
-            [
-                W.HBox([W.VBox(sliders[:4]), W.VBox(sliders[4:])]),
-                W.HBox([reset, train, progress]),
-                status,
-                summary,
-            ]
+            explorer=explorer, train=train, progress=progress, status=status, config=config
         )
         self.view = W.VBox(
             [
-                controls,
+                explorer,
+                status,
+                W.HBox([train, progress]),
                 W.HTML("<b>Current Config</b> (paste into Python, papermill or a sweep):"),
                 config,
-                *[self.figures[n] for n in PANELS],
             ]
         )
         self.view.add_class("awbench-knob-panel")
-
-    def _on_slider(self, knob: str):
-        def handler(change):
-            if self._suspend:
-                return
-            self._values[knob] = native_value(change["new"])
-            self.last_knob = knob
-            self._redraw()
-
-        return handler
 
     # --- display --------------------------------------------------------------------------
     def _ipython_display_(self) -> None:
@@ -512,51 +447,6 @@ class KnobPanel:
 
     def show(self) -> None:
         self._ipython_display_()
-
-
-def _markdown_html(text: str) -> str:
-    """The little Markdown the takeaways write (paragraphs, "- " items, bold, code) as HTML."""
-    out = html.escape(text, quote=False)
-    out = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", out)
-    out = re.sub(r"`(.+?)`", r"<code>\1</code>", out)
-    paragraphs = []
-    for para in out.split("\n\n"):
-        items = para.split("\n")
-        if all(item.startswith("- ") for item in items):
-            para = "<ul>" + "".join(f"<li>{item[2:]}</li>" for item in items) + "</ul>"
-            paragraphs.append(para)
-        else:
-            paragraphs.append(f"<p>{para}</p>")
-    return "".join(paragraphs)
-
-
-DYNAMIC = ("x", "y", "text", "error_y", "customdata", "base", "marker")
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """Equal trace properties (arrays by value, the same array object at once)."""
-    if a is b:
-        return True
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        if not (isinstance(a, (np.ndarray, list)) and isinstance(b, (np.ndarray, list))):
-            return False
-        a, b = np.asarray(a), np.asarray(b)
-        # spectra of two runs are different arrays (a setting's arrays are reused as they are)
-        return (
-            a.shape == b.shape
-            and a.size <= 64
-            and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
-        )
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001 - values that cannot be compared are not the same
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

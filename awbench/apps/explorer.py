@@ -1,0 +1,536 @@
+"""One knob explorer for notebook 08, present mode and the offline report.
+
+The grid goes to the browser once, as JSON (:func:`explorer_payload`); a slider move is a
+lookup in JavaScript (``explorer.js``, package data), and every panel (the sharpness-size
+plane, the gap, the σg and σw spectra), the training line, the takeaway and the snap note are
+updated together in one synchronous handler (``Plotly.react`` on each panel), so the screen
+never mixes two settings. The kernel is not asked on a move.
+
+The same script runs in three places:
+
+- the report embeds it with its data (:func:`explorer_html`; plotly.js is the page's own);
+- notebook 08 (:class:`~awbench.apps.widgets.KnobPanel`) and present mode
+  (:class:`~awbench.apps.present.PresentApp`) show it as one anywidget
+  (:func:`explorer_widget`), whose ES module carries plotly.js from the plotly package:
+  nothing comes from a CDN.
+
+Every sentence is computed here in Python, per grid point, by the functions that write it
+(:mod:`awbench.apps.present_text`: the training line, the takeaway with the verdicts along a
+knob line via :func:`~awbench.experiments.verdicts.verdict_words` and the beyond-the-paper flag,
+the snap note); JavaScript only looks them up. The takeaway of run ``i`` after a move of knob
+``j`` is ``runs[i].head`` followed, where the run differs from the default, by the verdicts of
+its line along ``j`` (``lines[runs[i].L[j]].verdicts``): exactly
+:func:`~awbench.apps.present_text.takeaway`. A move to a combination the grid lacks snaps to
+the nearest grid point that keeps the knob just moved (fewest other knobs changed, then
+fewest slider steps), precomputed for every one-knob move from every grid point
+(``snap``).
+
+One choice everywhere: size Σσw² on x and sharpness Σσg² on y (the paper's plane), the star
+at the grid point's mean over its converged seeds (the cross: the run of the seed on the
+slider, whose gap and spectra the other panels show), sliders in
+:data:`~awbench.apps.present_text.SLIDER_ORDER` labelled in words (the Config field is the
+hint), Okabe-Ito colours.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from awbench.apps.knob_effects import effect
+from awbench.apps.knob_grid import KnobGrid, Setting, fmt, native_value
+from awbench.apps.knob_panels import get_path
+from awbench.apps.knob_sentences import option_label
+from awbench.apps.present_panels import (
+    CONTEXT,
+    DEFAULT,
+    FONT,
+    GAP_BARS,
+    GAP_COLORS,
+    GAP_COLUMNS,
+    HEIGHT,
+    HERE,
+    KNOB_LINE,
+    OKABE_ITO,
+    PANELS,
+    SHARPNESS,
+    SIZE,
+    WIDTH,
+    frame,
+    grid_ranges,
+)
+from awbench.apps.present_text import (
+    GLOSSARY,
+    LABELS,
+    SLIDER_ORDER,
+    line_verdicts,
+    moved_knobs,
+    snap_note,
+    takeaway,
+    training_line,
+)
+
+SPECTRUM_POINTS = 160  # thinned log-spaced ranks per spectrum (the axes are log)
+ASSET = "explorer.js"
+VERSION = 1  # of the payload's layout
+# One colour scheme (Okabe-Ito, colour-blind safe; greys for the default and the context).
+COLORS = {
+    "here": HERE,
+    "default": DEFAULT,
+    "context": CONTEXT,
+    "line": KNOB_LINE,
+    "gap": list(GAP_COLORS),
+    "sigma_g": SHARPNESS,
+    "sigma_w": SIZE,
+    "focus": OKABE_ITO["blue"],
+    "note": OKABE_ITO["orange"],
+}
+
+
+def _r4(values: Any) -> list:
+    """Numbers rounded to 4 significant digits, NaN as None (JSON null)."""
+    return [
+        float(f"{v:.4g}") if np.isfinite(v) else None
+        for v in np.asarray(values, dtype=float).ravel()
+    ]
+
+
+def _thin(n: int) -> np.ndarray:
+    if n <= SPECTRUM_POINTS:
+        return np.arange(n)
+    return np.unique(np.round(np.geomspace(1, n, SPECTRUM_POINTS)).astype(int)) - 1
+
+
+def _value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, (int, float)) else str(v)
+
+
+def _point_label(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    parts = [
+        f"{LABELS[k]} = {_value(values[k])}"
+        for k in SLIDER_ORDER
+        if k != "seed" and values[k] != defaults[k]
+    ]
+    return ", ".join(parts) or "the default setting"
+
+
+def _titles(cur: Setting, ref: Setting) -> dict[str, str]:
+    """The titles that change with the setting (the gap and the spectra)."""
+    gap = (
+        f"<b>Gap</b> {fmt(get_path(cur, 'real_gap'))} nats "
+        f'<span style="color:{DEFAULT}">(default {fmt(get_path(ref, "real_gap"))})</span>'
+    )
+    out = {"gap": gap}
+    for name, symbol, total, color in (
+        ("sigma_g", "σg", "sharpness", SHARPNESS),
+        ("sigma_w", "σw", "size", SIZE),
+    ):
+        out[name] = (
+            f'<b><span style="color:{color}">{symbol}</span></b> spectrum · {total} Σ{symbol}² '
+            f"{fmt(get_path(cur, total))} "
+            f'<span style="color:{DEFAULT}">(default {fmt(get_path(ref, total))})</span>'
+        )
+    return out
+
+
+def _plane_title(knob: str) -> str:
+    """The plane's title: what the star and the cross are, and the line's knob (its symbol)."""
+    symbol = "seed" if knob == "seed" else LABELS[knob].rsplit(" ", 1)[-1]
+    return (
+        f'<b>Sharpness vs size</b> · <span style="color:{HERE}">★ mean, × seed</span>'
+        f' · <span style="color:{KNOB_LINE}">— {symbol}</span>'
+    )
+
+
+def _layouts(grid: KnobGrid) -> tuple[dict[str, dict], dict]:
+    """Each panel's fixed layout (axes over the whole grid), from the validated frames, and
+    their common template (plotly_white), shipped once."""
+    ranges = grid_ranges(grid)
+    out, template = {}, {}
+    for name in PANELS:
+        layout = json.loads(frame(name, ranges).to_json())["layout"]
+        template = layout.pop("template", template)
+        out[name] = layout
+    return out, template
+
+
+def explorer_payload(
+    grid: KnobGrid, options: Mapping[str, Sequence] | None = None, knob: str = "batch_size"
+) -> dict:
+    """Everything the explorer draws, as JSON-ready data: the sliders (``knobs`` in
+    :data:`~awbench.apps.present_text.SLIDER_ORDER`, words, field names as hints, option
+    labels with ⚠ beyond the paper), one entry per run (its slider positions, its point's
+    seed mean and its own sharpness and size, gap bars, thinned spectra, titles, training line
+    and takeaway head), the knob lines through each run (the plane's curve and the verdicts
+    along it), the snap table and each panel's fixed layout.
+
+    ``options``: each knob's slider values (default: the grid's); runs with a value off the
+    sliders are left out. ``knob``: the knob whose line is drawn first."""
+    opts = {k: list(options[k]) if options else list(grid.values[k]) for k in SLIDER_ORDER}
+    pos = {k: {native_value(v): i for i, v in enumerate(opts[k])} for k in SLIDER_ORDER}
+    defaults = {k: native_value(grid.defaults[k]) for k in SLIDER_ORDER}
+    ref = grid.default()
+
+    rows: list[tuple[dict, list[int]]] = []
+    for tup in grid.runs[list(SLIDER_ORDER)].itertuples(index=False, name=None):
+        values = {k: native_value(v) for k, v in zip(SLIDER_ORDER, tup)}
+        if all(values[k] in pos[k] for k in SLIDER_ORDER):
+            rows.append((values, [pos[k][values[k]] for k in SLIDER_ORDER]))
+    seed_j = SLIDER_ORDER.index("seed")
+
+    points: dict[tuple, int] = {}
+    point_list: list[dict] = []
+    lines: dict[tuple, int] = {}
+    line_list: list[dict] = []
+    runs: list[dict] = []
+    for values, k in rows:
+        s = grid.lookup(values)
+        if s is None:
+            continue
+        pkey = tuple(v for j, v in enumerate(k) if j != seed_j)
+        if pkey not in points:
+            points[pkey] = len(point_list)
+            point_list.append(_point(s, _point_label(values, defaults)))
+        line_ids = []
+        for j, name in enumerate(SLIDER_ORDER):
+            lkey = (j, *(v for i, v in enumerate(k) if i not in (j, seed_j)))
+            if lkey not in lines:
+                lines[lkey] = len(line_list)
+                line_list.append(_line(grid, name, values))
+            line_ids.append(lines[lkey])
+        entry = _run(s, ref, values, defaults)
+        runs.append({"k": k, "key": s.key, "p": points[pkey], **entry, "L": line_ids})
+    index = {",".join(map(str, r["k"])): i for i, r in enumerate(runs)}
+    default_k = [pos[k][defaults[k]] for k in SLIDER_ORDER]
+    snaps, notes = _snap_table(runs, opts, defaults, index)
+    layouts, template = _layouts(grid)
+    return {
+        "version": VERSION,
+        "knobs": list(SLIDER_ORDER),
+        "labels": {k: LABELS[k] for k in SLIDER_ORDER},
+        "hints": {k: f"{LABELS[k]}: Config field {k}" for k in SLIDER_ORDER},
+        "options": {k: [native_value(v) for v in opts[k]] for k in SLIDER_ORDER},
+        "optionLabels": {k: [option_label(k, native_value(v)) for v in opts[k]] for k in opts},
+        "moved": {k: [native_value(v) != defaults[k] for v in opts[k]] for k in SLIDER_ORDER},
+        "default": default_k,
+        "ref": index[",".join(map(str, default_k))],
+        "knob": SLIDER_ORDER.index(knob),
+        "index": index,
+        "runs": runs,
+        "points": point_list,
+        "lines": line_list,
+        "snap": snaps,
+        "notes": notes,
+        "planeTitles": [_plane_title(k) for k in SLIDER_ORDER],
+        "layouts": layouts,
+        "template": template,
+        "colors": COLORS,
+        "gapBars": list(GAP_BARS),
+        "font": FONT,
+        "size": [WIDTH, HEIGHT],
+        "glossary": GLOSSARY,
+    }
+
+
+def _point(s: Setting, label: str) -> dict:
+    """A grid point on the plane: its seeds' converged-only means (all seeds' where none
+    converged, flagged)."""
+    p = s.point
+    scalars = p.scalars if p is not None else s.scalars
+    return {
+        "x": _r4([scalars.get("size", np.nan)])[0],
+        "y": _r4([scalars.get("sharpness", np.nan)])[0],
+        "conv": bool(p.converged) if p is not None else bool(s.converged),
+        "label": label,
+    }
+
+
+def _run(s: Setting, ref: Setting, values: Mapping[str, Any], defaults: Mapping) -> dict:
+    """One run's numbers and words: its own sharpness and size, gap bars, thinned spectra,
+    titles, training line and takeaway head."""
+    keep = _thin(len(s.rank))
+    return {
+        "own": _r4([get_path(s, "size"), get_path(s, "sharpness")]),
+        "gap": _r4([get_path(s, c) for c in GAP_COLUMNS]),
+        "gapText": [fmt(get_path(s, c)) for c in GAP_COLUMNS],
+        "r": _r4(s.rank[keep]),
+        "g": _r4(s.sigma_g[keep]),
+        "w": _r4(s.sigma_w[keep]),
+        "titles": _titles(s, ref),
+        "training": training_line(s),
+        "head": takeaway(s, ref, values, defaults),
+        "moved": bool(moved_knobs(values, defaults)),
+    }
+
+
+def _line(grid: KnobGrid, knob: str, values: Mapping[str, Any]) -> dict:
+    """The plane's curve along ``knob`` through ``values`` (its points' converged-seed means)
+    and, for a knob (not the seed), the verdicts along it as the takeaway states them."""
+    curve = grid.curve(knob, values)
+    verdicts = ""
+    if knob != "seed":
+        verdicts = line_verdicts(effect(grid, knob, values)[0], knob)
+    n = len(curve)
+    return {
+        "x": _r4(curve["size_mean"]) if n else [],
+        "y": _r4(curve["sharpness_mean"]) if n else [],
+        "text": [_value(native_value(v)) for v in curve[knob]] if n else [],
+        "verdicts": verdicts,
+    }
+
+
+def _snap_table(
+    runs: list[dict], opts: Mapping[str, list], defaults: Mapping[str, Any], index: dict
+) -> tuple[dict[str, list[int]], list[str]]:
+    """For every one-knob move from a run to a combination the grid lacks: the run it snaps to
+    and its note. Key ``"<wanted positions>|<knob index>"``, value ``[run, note index]``."""
+    positions = np.array([r["k"] for r in runs], dtype=int)
+    snaps: dict[str, list[int]] = {}
+    notes: list[str] = []
+    note_ids: dict[str, int] = {}
+    default_row = index[",".join(str(list(opts[k]).index(defaults[k])) for k in SLIDER_ORDER)]
+    for r in runs:
+        for j, knob in enumerate(SLIDER_ORDER):
+            for v in range(len(opts[knob])):
+                wanted = list(r["k"])
+                wanted[j] = v
+                key = ",".join(map(str, wanted))
+                skey = f"{key}|{j}"
+                if key in index or skey in snaps:
+                    continue
+                target = np.array(wanted)
+                rows = np.flatnonzero(positions[:, j] == v)
+                if len(rows):
+                    diff = np.abs(positions[rows] - target)
+                    cost = 1000 * (diff > 0).sum(1) + diff.sum(1)
+                    best = int(rows[int(np.argmin(cost))])
+                else:
+                    best = default_row
+                want = {k: opts[k][i] for k, i in zip(SLIDER_ORDER, wanted)}
+                got = {k: opts[k][i] for k, i in zip(SLIDER_ORDER, runs[best]["k"])}
+                note = snap_note(knob, want, got, defaults)
+                if note not in note_ids:
+                    note_ids[note] = len(notes)
+                    notes.append(note)
+                snaps[skey] = [best, note_ids[note]]
+    return snaps, notes
+
+
+def nearest(payload: Mapping, values: Mapping[str, Any], knob: str) -> tuple[int, str]:
+    """The run the explorer shows for ``values`` after a move of ``knob`` and its snap note
+    ("" on the grid): the payload's own lookup, as the script does it. A combination more
+    than one move away from the grid snaps by the same rule (fewest other knobs changed,
+    then fewest slider steps; the default where no run has ``knob``'s value)."""
+    opts = payload["options"]
+    wanted = [opts[k].index(native_value(values[k])) for k in payload["knobs"]]
+    key = ",".join(map(str, wanted))
+    if key in payload["index"]:
+        return payload["index"][key], ""
+    j = payload["knobs"].index(knob)
+    hit = payload["snap"].get(f"{key}|{j}")
+    if hit is not None:
+        return hit[0], payload["notes"][hit[1]]
+    positions = np.array([r["k"] for r in payload["runs"]], dtype=int)
+    rows = np.flatnonzero(positions[:, j] == wanted[j])
+    if len(rows):
+        diff = np.abs(positions[rows] - np.array(wanted))
+        best = int(rows[int(np.argmin(1000 * (diff > 0).sum(1) + diff.sum(1)))])
+    else:
+        best = payload["ref"]
+    knobs = payload["knobs"]
+    want = {k: opts[k][i] for k, i in zip(knobs, wanted)}
+    got = {k: opts[k][i] for k, i in zip(knobs, payload["runs"][best]["k"])}
+    defaults = {k: opts[k][i] for k, i in zip(knobs, payload["default"])}
+    return best, snap_note(knob, want, got, defaults)
+
+
+def takeaway_of(payload: Mapping, run: int, knob: str) -> str:
+    """The takeaway the script shows for ``run`` after a move of ``knob``."""
+    r = payload["runs"][run]
+    j = payload["knobs"].index(knob)
+    tail = payload["lines"][r["L"][j]]["verdicts"] if r["moved"] and knob != "seed" else ""
+    return r["head"] + tail
+
+
+def run_values(payload: Mapping, run: int) -> dict[str, Any]:
+    """The knob values of a payload run."""
+    r = payload["runs"][run]
+    return {k: payload["options"][k][i] for k, i in zip(payload["knobs"], r["k"])}
+
+
+# --- the script, for the report and for the widget -----------------------------------------
+
+
+@functools.cache
+def script() -> str:
+    """The explorer's JavaScript (``awbench/apps/explorer.js``): defines ``awbenchExplorer``."""
+    return (resources.files("awbench.apps") / ASSET).read_text(encoding="utf-8")
+
+
+@functools.cache
+def plotly_js() -> str:
+    """plotly.js as the plotly package ships it (offline)."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def data_json(payload: Mapping) -> str:
+    """The payload as JSON that is safe inside a ``<script>`` element."""
+    text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+
+
+def explorer_html(payload: Mapping, element_id: str = "explore") -> str:
+    """The explorer as HTML for a page that already loads plotly.js (the report): a root
+    element, the data as JSON and the script that mounts it."""
+    eid = html.escape(element_id, quote=True)
+    return (
+        f'<div class="awbench-explorer" id="{eid}"></div>'
+        f'<script type="application/json" id="{eid}-data">{data_json(payload)}</script>'
+        f"<script>{script()}\nawbenchExplorer.mount(document.getElementById({json.dumps(element_id)}),"
+        f"JSON.parse(document.getElementById({json.dumps(element_id + '-data')}).textContent),"
+        "window.Plotly);</script>"
+    )
+
+
+def widget_esm() -> str:
+    """The anywidget ES module: plotly.js (it sets ``window.Plotly``), the explorer script
+    and a ``render`` that syncs the state with the kernel."""
+    return (
+        plotly_js()
+        + "\n"
+        + script()
+        + """
+export default {
+  render({ model, el }) {
+    const ex = awbenchExplorer.mount(el, model.get("data"), window.Plotly, (state) => {
+      model.set("state", state);
+      model.save_changes();
+    }, model.get("state"));
+    const onState = () => ex.show(model.get("state"));
+    const onData = () => ex.reload(model.get("data"), model.get("state"));
+    model.on("change:state", onState);
+    model.on("change:data", onData);
+    return () => {
+      model.off("change:state", onState);
+      model.off("change:data", onData);
+      ex.destroy();
+    };
+  },
+};
+"""
+    )
+
+
+@functools.cache
+def _widget_class() -> type:
+    import anywidget
+    import traitlets
+
+    class ExplorerWidget(anywidget.AnyWidget):
+        """The knob explorer as one widget: ``data`` is :func:`explorer_payload`, ``state``
+        what is on screen (``run``, ``knob``, ``note``, ``seq``; after a snap the browser adds
+        ``wanted``, the slider positions asked for)."""
+
+        _esm = traitlets.Unicode(widget_esm()).tag(sync=True)
+        data = traitlets.Dict().tag(sync=True)
+        state = traitlets.Dict().tag(sync=True)
+
+    return ExplorerWidget
+
+
+def explorer_widget(payload: Mapping, state: Mapping | None = None) -> Any:
+    """The explorer as an anywidget over ``payload``, at ``state`` (default: the default
+    setting, the payload's first knob)."""
+    cls = _widget_class()
+    first = {"run": payload["ref"], "knob": payload["knobs"][payload["knob"]], "note": "", "seq": 0}
+    return cls(data=dict(payload), state=dict(state or first))
+
+
+class Explorer:
+    """The explorer of one grid, kept in step with the kernel: :attr:`payload` (sent once),
+    :attr:`widget` (built on first use), :meth:`show` (move it from Python) and
+    ``on_move(values, knob, wanted)``, called after a move in the browser (``wanted``: the
+    knob values asked for when the move snapped, else None)."""
+
+    def __init__(
+        self,
+        grid: KnobGrid,
+        options: Mapping[str, Sequence] | None = None,
+        knob: str = "batch_size",
+        header: str = "",
+    ):
+        self.grid, self.options, self.header = grid, options, header
+        self.payload = self._payload(knob)
+        self.state: dict = {"run": self.payload["ref"], "knob": knob, "note": "", "seq": 0}
+        self.widget: Any = None
+        self.on_move: Any = None
+
+    def _payload(self, knob: str) -> dict:
+        payload = explorer_payload(self.grid, self.options, knob)
+        if self.header:
+            payload["header"] = self.header
+        return payload
+
+    def build(self) -> Any:
+        if self.widget is None:
+            self.widget = explorer_widget(self.payload, self.state)
+            self.widget.observe(self._from_browser, names="state")
+        return self.widget
+
+    def show(self, values: Mapping[str, Any], knob: str) -> tuple[int, str]:
+        """Show ``values`` (snapped to the grid as a move of ``knob`` would be); returns the
+        run shown and its snap note."""
+        run, note = nearest(self.payload, values, knob)
+        seq = int(self.state.get("seq", 0)) + 1
+        self.state = {"run": run, "knob": knob, "note": note, "seq": seq, "origin": "kernel"}
+        if self.widget is not None:
+            self.widget.state = dict(self.state)
+        return run, note
+
+    def refresh(self, values: Mapping[str, Any], knob: str, options=None) -> None:
+        """Rebuild the payload (a run was added to the grid) and show ``values``."""
+        if options is not None:
+            self.options = options
+        self.payload = self._payload(knob)
+        run, note = nearest(self.payload, values, knob)
+        seq = int(self.state.get("seq", 0)) + 1
+        self.state = {"run": run, "knob": knob, "note": note, "seq": seq, "origin": "kernel"}
+        if self.widget is not None:
+            with self.widget.hold_sync():
+                self.widget.data = dict(self.payload)
+                self.widget.state = dict(self.state)
+
+    def _from_browser(self, change: Mapping) -> None:
+        st = dict(change["new"])
+        if st.get("origin") != "browser":
+            return
+        self.state = st
+        values = run_values(self.payload, int(st["run"]))
+        wanted = None
+        if st.get("wanted") is not None:
+            wanted = {
+                k: self.payload["options"][k][int(i)]
+                for k, i in zip(self.payload["knobs"], st["wanted"])
+            }
+        if self.on_move is not None:
+            self.on_move(values, str(st["knob"]), wanted)
+
+    def browser_move(self, knob: str, value: Any) -> None:
+        """What a slider move in the browser sends (for tests and demos): the move from the
+        run on screen, with its lookup or snap, as the script does it."""
+        values = run_values(self.payload, int(self.state["run"]))
+        values[knob] = native_value(value)
+        run, note = nearest(self.payload, values, knob)
+        st = {"run": run, "knob": knob, "note": note, "seq": int(self.state["seq"]) + 1}
+        st["origin"] = "browser"
+        if note:
+            st["wanted"] = [self.payload["options"][k].index(values[k]) for k in SLIDER_ORDER]
+        self._from_browser({"new": st})
