@@ -192,3 +192,20 @@ def test_compact_directions_keeps_numbers_to_float32(tmp_path):
     after = store.load().directions
     assert after["sigma_g"].dtype == np.float32 and after["rank"].tolist() == list(range(500))
     np.testing.assert_allclose(after["lam"], before["lam"], rtol=1e-7, atol=1e-30)
+
+
+def test_a_store_mixing_rows_before_and_after_a_new_field_reads_its_default():
+    """An old store (no ``loss`` column) that gains a new row: pandas fills the old rows with
+    NaN, which must read as the field's default, not as None (knob panel train-now)."""
+    import pandas as pd
+
+    from awbench.config import Config
+    from awbench.experiments.store import config_columns, config_from_row
+
+    cfg = Config.preset("smoke")
+    old = {k: v for k, v in config_columns(cfg).items() if k != "loss"}
+    new = config_columns(cfg.replace(seed=1))
+    rows = pd.DataFrame([old, new])
+    assert pd.isna(rows.loc[0, "loss"])
+    assert config_from_row(rows.iloc[0]) == cfg
+    assert config_from_row(rows.iloc[1]).loss == "ce"

@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from awbench.config import FIELD_NAMES, Config
+from awbench.config import FIELD_NAMES, KEY_OPTIONAL_DEFAULTS, Config
 from awbench.status import STATUSES
 
 
@@ -77,13 +77,18 @@ def config_columns(cfg: Config) -> dict[str, Any]:
 
 def config_from_row(row: pd.Series | dict) -> Config:
     """Rebuild the Config of a ``runs`` row (NaN from missing values reads as None; a field
-    the row has no column for, one added after it was written, takes its default)."""
+    added after the row was written takes its default, whether the row has no column for it
+    or a store mixing old and new rows holds NaN there)."""
     d = {}
     for name in FIELD_NAMES:
         if name not in row:
             continue
         value = row[name]
-        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        missing = value is None or value is pd.NA
+        missing = missing or (isinstance(value, float) and math.isnan(value))
+        if missing and name in KEY_OPTIONAL_DEFAULTS:
+            continue
+        if missing:
             value = None
         elif hasattr(value, "item"):
             value = value.item()
