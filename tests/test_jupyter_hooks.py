@@ -81,11 +81,6 @@ def test_jupytext_is_pinned_to_the_installed_version():
 HEADER = re.compile(r"(?m)^#\s+jupytext_version: (\S+)$")
 
 
-@pytest.mark.xfail(
-    reason="notebooks/*.py headers name jupytext 1.19.6, the pin is the venv's 1.19.7: a save "
-    "from JupyterLab rewrites each header until they are bumped (sed on notebooks/*.py)",
-    strict=False,
-)
 @pytest.mark.parametrize(
     "path", sorted(notebooks_dir().glob("[0-9][0-9]_*.py")), ids=lambda p: p.stem
 )
