@@ -1,15 +1,19 @@
 """Run one Config end to end (train, then analyze), cached on disk by ``Config.key()``.
 
 A cache entry is one file written atomically (temporary file + rename). Entries are loaded
-with ``torch.load(weights_only=True)``; an entry that is corrupt, stale (another schema or
-another ``NUMERICS_VERSION``: numbers computed by other code) or for another key is
-recomputed, never a crash. A cache that cannot be written (read-only, disk full) is a
+with ``torch.load(weights_only=True)`` (no pickle code runs) and carry a SHA-256 of their
+payload (every field, scalar and tensor byte; ``torch.load`` itself checks no CRC), verified
+before use: a mismatch is a corrupt entry, warned about (naming the file) and recomputed,
+never served. An entry that is corrupt, stale (another schema or another
+``NUMERICS_VERSION``: numbers computed by other code; no digest: written by code before
+digests) or for another key is recomputed, never a crash. A cache that cannot be written (read-only, disk full) is a
 warning: the result is returned all the same.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 import warnings
@@ -28,7 +32,7 @@ from awbench.status import CONVERGED, DONE_STATUSES
 from awbench.training.run import EpochCallback, Run
 from awbench.training.sgd import train
 
-RESULT_FORMAT = 1
+RESULT_FORMAT = 1  # entries since the digest also carry DIGEST_FIELD
 
 
 @dataclass
@@ -97,6 +101,69 @@ def _encode(res: Result) -> dict:
     }
 
 
+DIGEST_FIELD = "sha256"
+_legacy_warned = False
+
+
+def payload_digest(blob: dict) -> str:
+    """SHA-256 of a cache entry's payload (every field but the digest): keys, strings and
+    numbers by value, tensors by dtype, shape and raw bytes, so that one flipped byte in a
+    stored scalar or weight changes it."""
+    h = hashlib.sha256()
+
+    def feed(obj) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(obj, dict):
+            keys = [k for k in obj if not (obj is blob and k == DIGEST_FIELD)]
+            h.update(f"D{len(keys)}:".encode())
+            for k in sorted(keys, key=repr):
+                feed(k)
+                feed(obj[k])
+        elif isinstance(obj, (list, tuple)):
+            h.update(f"L{len(obj)}:".encode())
+            for v in obj:
+                feed(v)
+        elif isinstance(obj, str):
+            b = obj.encode("utf-8", "surrogatepass")
+            h.update(f"S{len(b)}:".encode() + b)
+        else:  # None, bool, int, float (repr round-trips floats exactly)
+            h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+    feed(blob)
+    return h.hexdigest()
+
+
+def _verified(blob, path: Path) -> bool:
+    """Whether ``blob`` (read from ``path``) carries its payload's digest; warns when not."""
+    global _legacy_warned
+    if not isinstance(blob, dict):
+        warnings.warn(f"ignoring corrupt cache entry {path}: not a dict", stacklevel=3)
+        return False
+    if blob.get("format") != RESULT_FORMAT or blob.get("schema") != SCHEMA_VERSION:
+        return False  # another format or schema: stale, recomputed silently
+    stored = blob.get(DIGEST_FIELD)
+    if stored is None:
+        if not _legacy_warned:
+            _legacy_warned = True
+            warnings.warn(
+                f"cache entries without a payload digest (written before awbench checked its "
+                f"cache, e.g. {path}) are stale and recomputed; said once per process",
+                stacklevel=3,
+            )
+        return False
+    if stored != payload_digest(blob):
+        warnings.warn(
+            f"ignoring corrupt cache entry {path}: its payload does not match its SHA-256 "
+            "(damaged on disk or in transit); recomputing it",
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
 def _decode(blob: dict, cfg: Config) -> Result | None:
     if blob.get("format") != RESULT_FORMAT or blob.get("schema") != SCHEMA_VERSION:
         return None
@@ -126,7 +193,7 @@ def load_cached(cfg: Config) -> Result | None:
         return None
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        return _decode(blob, cfg)
+        return _decode(blob, cfg) if _verified(blob, path) else None
     except Exception as exc:  # noqa: BLE001 - corrupt or foreign file: recompute, never crash
         warnings.warn(f"ignoring unreadable cache entry {path}: {exc}", stacklevel=2)
         return None
@@ -138,7 +205,9 @@ def save_cached(res: Result) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(_encode(res), tmp)
+        blob = _encode(res)
+        blob[DIGEST_FIELD] = payload_digest(blob)
+        torch.save(blob, tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -47,10 +47,12 @@ class StoreFrames(NamedTuple):
 
 
 def atomic_write_table(table: pa.Table, path: Path, compression: str = "snappy") -> None:
+    """Write ``table`` to ``path`` atomically, each page with a CRC32 that
+    :func:`read_part` checks (a flipped byte of a value is an unreadable part, not a number)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression=compression)
+            pq.write_table(table, f, compression=compression, write_page_checksum=True)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -96,6 +98,12 @@ def config_from_row(row: pd.Series | dict) -> Config:
     return Config.from_dict(d)
 
 
+def read_part(path: str | os.PathLike, columns=None) -> pa.Table:
+    """One parquet part, its pages' CRC32 verified (parts written before the checksums have
+    none to check); a mismatch raises OSError."""
+    return pq.ParquetFile(path, page_checksum_verification=True).read(columns=columns)
+
+
 def _read_parts(
     folder: Path,
     keys: Iterable[str] | None = None,
@@ -111,10 +119,10 @@ def _read_parts(
     tables = []
     for f in files:
         try:
-            t = pq.ParquetFile(f).read(columns=columns)  # much faster than pq.read_table per file
+            t = read_part(f, columns)  # much faster than pq.read_table per file
         except FileNotFoundError:  # replaced between listing and reading: read the new one
             try:
-                t = pq.ParquetFile(f).read(columns=columns)
+                t = read_part(f, columns)
             except Exception:  # noqa: BLE001, S112 - gone again: the next load sees it
                 continue
         except Exception as exc:  # noqa: BLE001 - a foreign or damaged file: skip it, say so
@@ -349,7 +357,7 @@ class Store:
         knob grid. Returns the bytes saved. Runs rows keep float64."""
         saved = 0
         for path in sorted(self.directions_dir.glob("*.parquet")):
-            table = pq.read_table(path)
+            table = read_part(path)
             columns = [
                 c.cast(pa.float32()) if pa.types.is_float64(c.type) else c for c in table.columns
             ]
