@@ -112,3 +112,67 @@ def test_subcommands_are_registered_in_one_place(monkeypatch, capsys):
 def test_console_script_entry_point():
     (ep,) = [e for e in metadata.entry_points(group="console_scripts") if e.name == "awbench"]
     assert ep.value == "awbench.apps.cli:main"
+
+
+def _one_error_line(capsys, *words: str) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def test_bounded_input_device_files_big_grids_seeds_and_workers(tmp_path, capsys):
+    store = str(tmp_path / "s")
+    sweep = ["sweep", "--store", store, "--quiet", "--base", "smoke"]
+    for device in ("/dev/zero", "/dev/urandom"):
+        assert main(sweep + ["--grid", device]) == 2
+        _one_error_line(capsys, f"grid file {device}", "not a regular file")
+    big = tmp_path / "big.yaml"
+    big.write_text("lr: [0.1]\n" + "#" * 1_100_000 + "\n")
+    assert main(sweep + ["--grid", str(big)]) == 2
+    _one_error_line(capsys, str(big), "1,100,011 bytes", "at most 1,000,000")
+    # 200 values of 5 knobs: 3.2e11 parameter sets, counted, never expanded
+    huge = tmp_path / "huge.yaml"
+    values = {"lr": 0.01, "batch_size": 1, "weight_decay": 1e-4, "dropout": 0.001, "init_scale": 1}
+    huge.write_text(
+        yaml.safe_dump({k: [v * (i + 1) for i in range(200)] for k, v in values.items()})
+    )
+    assert main(sweep + ["--grid", str(huge)]) == 2
+    _one_error_line(capsys, "320,000,000,000", "at most 100,000")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"batch_size": [50, 100]}))
+    sweep += ["--grid", str(grid)]
+    assert main(sweep + ["--seeds", "100000000"]) == 2
+    _one_error_line(capsys, "--seeds 100000000", "1 to 10,000")
+    for n in ("-1", "0"):
+        assert main(sweep + ["--dask-local", n]) == 2
+        _one_error_line(capsys, f"--dask-local {n}", "N >= 1")
+    assert not (tmp_path / "s").exists()
+
+
+def test_empty_strings_and_a_folder_that_is_no_store_are_refused(tmp_path, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"batch_size": [50, 100]}))
+    sweep = ["sweep", "--grid", str(grid), "--quiet", "--base", "smoke"]
+    assert main(sweep + ["--store", ""]) == 2
+    _one_error_line(capsys, "--store ''", "expected a result store folder")
+    assert main(sweep + ["--store", str(tmp_path / "s"), "--scheduler", ""]) == 2
+    _one_error_line(capsys, "--scheduler ''", "expected a Dask scheduler address")
+    assert main(["status", ""]) == 2
+    _one_error_line(capsys, "STORE ''", "not allowed")
+    assert main(["status", "/"]) == 2
+    _one_error_line(capsys, "/ is not a result store", "no runs/, plans/")
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_memory_error_is_one_line_and_exit_1(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_COMMANDS", list(cli._COMMANDS))
+
+    @command("hungry", "asks for too much")
+    def _hungry(args):
+        raise MemoryError
+
+    assert main(["hungry"]) == 1
+    _one_error_line(capsys, "awbench hungry: error: out of memory")

@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 128 + int(exc.signum) if isinstance(exc, Terminated) else 130
+    except MemoryError:  # one line, never a traceback that itself needs memory
+        print(f"awbench {args.command_name}: error: out of memory (MemoryError)", file=sys.stderr)
+        return 1
     except Exception as exc:
         code = _error_code(exc)
         if code is None:
@@ -301,6 +304,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from awbench.experiments.sweep import run_sweep
 
     _check_store_folder(args.store)
+    _check_sweep_numbers(args)
     if args.preset:
         grid, name = args.preset, args.name
     else:
@@ -342,12 +346,33 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_store_folder(store: str) -> None:
+def _check_store_folder(store: str, what: str = "--store") -> None:
     """``--store`` must be a folder (or not exist yet): fail before planning anything."""
     from pathlib import Path
 
+    from awbench.config import ConfigError
+
+    if not store.strip():
+        raise ConfigError(f"{what} {store!r} is not allowed: expected a result store folder")
     if Path(store).exists() and not Path(store).is_dir():
         raise NotADirectoryError(f"result store {store} is a file: expected a folder")
+
+
+def _check_sweep_numbers(args: argparse.Namespace) -> None:
+    """``--seeds``, ``--dask-local`` and ``--scheduler`` within bounds, before any planning."""
+    from awbench.config import ConfigError
+    from awbench.experiments.planning import MAX_SEEDS
+
+    bad = [
+        (args.seeds is not None and not 1 <= args.seeds <= MAX_SEEDS, "--seeds", args.seeds,
+         f"1 to {MAX_SEEDS:,} seeds per setting"),
+        (args.dask_local is not None and args.dask_local < 1, "--dask-local", args.dask_local,
+         "N >= 1 Dask workers"),
+        (args.scheduler is not None and not args.scheduler.strip(), "--scheduler",
+         repr(args.scheduler), "a Dask scheduler address such as tcp://10.0.0.5:8786"),
+    ]  # fmt: skip
+    for _, name, value, allowed in (b for b in bad if b[0]):
+        raise ConfigError(f"{name} {value} is not allowed: expected {allowed}")
 
 
 def _clean_cache_tmp() -> None:
@@ -374,10 +399,12 @@ def _status(args: argparse.Namespace) -> int:
     from awbench.experiments.store import Store
     from awbench.status import FAILED_STATUSES
 
-    _check_store_folder(args.store)
+    _check_store_folder(args.store, "STORE")
     if not Path(args.store).is_dir():
         raise FileNotFoundError(f"no result store at {args.store}")
     store = Store(args.store)
+    if not any(p.is_dir() for p in (store.runs_dir, store.directions_dir, store.plans_dir)):
+        raise NotADirectoryError(f"{args.store} is not a result store: no runs/, plans/ folder")
     print(store.status().to_string(index=False))
     runs, _ = store.load()
     failed = runs[runs["status"].isin(FAILED_STATUSES)] if len(runs) else runs

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,13 @@ from typing import Any
 from awbench.config import FIELD_NAMES, PRESETS, Config, ConfigError
 from awbench.data import check_inputs, n_total_train
 from awbench.experiments.grids import KNOBS_SEEDS, POOL_SIZES, PROFILES, preset_grid
+
+# Bounds on what a plan reads and builds, so that a device file, a huge file or a grid whose
+# product explodes is one error naming it rather than exhausted memory.
+MAX_GRID_BYTES = 1_000_000  # a grid file (YAML or JSON)
+MAX_PARAMETER_SETS = 100_000  # parameter sets of one grid's expansion
+MAX_SEEDS = 10_000  # seeds per setting (--seeds)
+MAX_RUNS = 100_000  # runs of one sweep: parameter sets x seeds
 
 
 @dataclass
@@ -71,46 +80,101 @@ def describe(values: Config | Mapping[str, Any], names: Iterable[str]) -> str:
     return "".join(ch if ch.isalnum() or ch in "=._-" else "-" for ch in text)
 
 
-def expand_grid(grid: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Parameter sets of a grid: the product of a dict of lists, or of each dict in a list."""
+def _blocks(grid: Any) -> list[Mapping[str, Any]]:
     if isinstance(grid, Mapping):
         grid = [grid]
     if not isinstance(grid, Sequence) or isinstance(grid, (str, bytes)):
         raise ConfigError(
             f"a grid is a dict of lists or a list of such dicts, got {type(grid).__name__}"
         )
-    sets: list[dict[str, Any]] = []
     for i, block in enumerate(grid):
         if not isinstance(block, Mapping):
             raise ConfigError(
                 f"grid entry {i} is a {type(block).__name__}, expected a dict of lists"
             )
+    return list(grid)
+
+
+def _value_lists(block: Mapping[str, Any]) -> list[list[Any]]:
+    lists = []
+    for name, v in block.items():
+        # widths=[30, 30] is one value; widths=[[30, 30], [64, 64]] are two.
+        if isinstance(v, (list, tuple)) and not (
+            name == "widths" and v and not isinstance(v[0], (list, tuple))
+        ):
+            if len(v) == 0:
+                raise ConfigError(f"grid field {name!r} has an empty list of values")
+            lists.append(v)
+        else:
+            lists.append([v])
+    return lists
+
+
+def grid_size(grid: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int:
+    """How many parameter sets :func:`expand_grid` would make, computed without making them."""
+    return sum(math.prod(len(v) for v in _value_lists(block)) for block in _blocks(grid))
+
+
+def expand_grid(
+    grid: Mapping[str, Any] | Sequence[Mapping[str, Any]], max_sets: int = MAX_PARAMETER_SETS
+) -> list[dict[str, Any]]:
+    """Parameter sets of a grid: the product of a dict of lists, or of each dict in a list.
+
+    A grid of more than ``max_sets`` parameter sets is refused (ConfigError with the count)
+    before anything is expanded."""
+    n = grid_size(grid)
+    if n > max_sets:
+        raise ConfigError(
+            f"the grid expands to {n:,} parameter sets ({n:.2g}); at most {max_sets:,} are "
+            "allowed: split it into smaller grids"
+        )
+    sets: list[dict[str, Any]] = []
+    for block in _blocks(grid):
         names = list(block)
-        lists = []
-        for name in names:
-            v = block[name]
-            # widths=[30, 30] is one value; widths=[[30, 30], [64, 64]] are two.
-            if isinstance(v, (list, tuple)) and not (
-                name == "widths" and v and not isinstance(v[0], (list, tuple))
-            ):
-                if len(v) == 0:
-                    raise ConfigError(f"grid field {name!r} has an empty list of values")
-                lists.append(list(v))
-            else:
-                lists.append([v])
+        lists = [list(v) for v in _value_lists(block)]
         sets.extend(dict(zip(names, combo)) for combo in itertools.product(*lists))
     return sets
 
 
+def check_regular_file(path: str | os.PathLike, what: str, max_bytes: int) -> Path:
+    """``path`` as a Path when it is a regular file of at most ``max_bytes``; else a
+    ConfigError (FileNotFoundError when missing) naming it: a device (/dev/zero), a pipe or a
+    folder would be read without end or fail late."""
+    path = Path(path)
+    if str(path).strip() in ("", "."):
+        raise ConfigError(f"{what} {str(path)!r} is not allowed: expected a file path")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise OSError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{what} {path} is a folder: expected a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(
+            f"{what} {path} is not a regular file (a device, pipe or socket): expected a file"
+        )
+    if st.st_size > max_bytes:
+        raise ConfigError(
+            f"{what} {path} is {st.st_size:,} bytes: at most {max_bytes:,} are allowed"
+        )
+    return path
+
+
 def load_grid(path: str | os.PathLike) -> Any:
-    """Read a YAML (or JSON) grid file: a dict of lists, or a list of dicts of lists."""
+    """Read a YAML (or JSON) grid file: a dict of lists, or a list of dicts of lists.
+
+    Only a regular file of at most :data:`MAX_GRID_BYTES` is read (ConfigError otherwise)."""
     import yaml
 
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"grid file {path} is a folder: expected a YAML file")
+    path = check_regular_file(path, "grid file", MAX_GRID_BYTES)
     try:
-        grid = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_GRID_BYTES + 1)  # bounded even if the file grew since its stat
+        if len(raw) > MAX_GRID_BYTES:
+            raise ConfigError(f"grid file {path}: at most {MAX_GRID_BYTES:,} bytes are allowed")
+        grid = yaml.safe_load(raw.decode("utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"grid file {path} does not exist") from None
     except UnicodeDecodeError as exc:
@@ -181,6 +245,27 @@ def _check_overrides(
             )
 
 
+def _seed_list(seeds: int | Sequence[int], grid: Any) -> list[int]:
+    """The seeds, within :data:`MAX_SEEDS`, and the sweep within :data:`MAX_RUNS` runs
+    (counted before anything is expanded)."""
+    n_seeds = seeds if isinstance(seeds, int) else len(seeds)
+    if n_seeds > MAX_SEEDS:
+        raise ConfigError(
+            f"seeds={n_seeds:,} is not allowed: at most {MAX_SEEDS:,} seeds per setting"
+        )
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise ConfigError("seeds must be at least 1 (or a non-empty list)")
+    n_sets = grid_size(grid)
+    if n_sets * n_seeds > MAX_RUNS:
+        raise ConfigError(
+            f"the sweep would plan {n_sets:,} parameter sets x {n_seeds:,} seeds = "
+            f"{n_sets * n_seeds:,} runs ({n_sets * n_seeds:.2g}); at most {MAX_RUNS:,} are "
+            "allowed: split it into smaller sweeps"
+        )
+    return seed_list
+
+
 def plan_sweep(
     grid: str | Mapping | Sequence | Sweep,
     *,
@@ -212,9 +297,7 @@ def plan_sweep(
         default_seeds = 1
     if seeds is None:
         seeds = default_seeds
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not seed_list:
-        raise ConfigError("seeds must be at least 1 (or a non-empty list)")
+    seed_list = _seed_list(seeds, grid)
     sets = expand_grid(grid)
     _check_overrides(overrides, sets, fixed, preset if isinstance(preset, str) else None)
     configs: dict[str, Config] = {}
