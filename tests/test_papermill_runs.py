@@ -96,3 +96,88 @@ def test_parameter_sets_are_canonical_and_deduplicated():
     ]
     assert [s.label for s in sets] == ["bs=25", "bs=100"]
     assert sets[0].key == Config.preset("smoke").replace(batch_size=25, seed=1).key()
+
+
+def _typed_notebook(tmp_path: Path) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    params = nbformat.v4.new_code_cell(
+        'steps: int = 3  # how many\nname: str = "x"  # a label\nscale = 1.5\n'
+    )
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("print(steps, name, scale)")]
+    path = tmp_path / "typed.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_device_files_are_refused_as_notebook_or_grid(tmp_path, capsys):
+    grid = _grid(tmp_path, {"batch_size": [25, 100]})
+    out = str(tmp_path / "out")
+    assert main(["notebooks", "run", "/dev/zero", "--grid", grid, "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "notebook /dev/zero is not a regular file" in err
+    assert main(["notebooks", "run", str(NOTEBOOK), "--grid", "/dev/urandom", "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "grid file /dev/urandom is not a regular file" in err
+    assert not Path(out).exists()
+
+
+def test_parameters_that_are_no_config_fields_are_checked_against_the_annotations(tmp_path):
+    notebook = _typed_notebook(tmp_path)
+    with pytest.raises(ConfigError, match=r"parameter set 1 .*steps='abc' is not allowed.*int"):
+        plan_notebook_runs(notebook, {"steps": [4, "abc"]})
+    with pytest.raises(ConfigError, match=r"scale='big' is not allowed.*scale: float"):
+        plan_notebook_runs(notebook, {"scale": "big"})  # no annotation: the literal's type
+    with pytest.raises(ConfigError, match=r"name=3 is not allowed.*name: str"):
+        plan_notebook_runs(notebook, {"name": 3})
+    sets = plan_notebook_runs(notebook, {"steps": ["5", 6], "scale": 2})
+    assert [s.params for s in sets] == [{"steps": 5, "scale": 2.0}, {"steps": 6, "scale": 2.0}]
+
+
+def test_long_labels_are_hashed_in_file_names(tmp_path):
+    notebook = _typed_notebook(tmp_path)
+    long = ["a" * 400, "a" * 399 + "b"]
+    sets = plan_notebook_runs(notebook, {"name": long})
+    names = [s.filename for s in sets]
+    assert len(set(names)) == 2 and all(len(n) <= 120 for n in names)
+    assert all(n.startswith(f"{s.key}_name=aaaa") for n, s in zip(names, sets))
+    assert [s.label for s in sets] == [f"name={v}" for v in long]  # the index keeps it whole
+    assert all(len(s.temporary(tmp_path).name) < 160 for s in sets)
+
+
+def test_a_dead_process_temporaries_are_removed_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    from awbench.experiments.notebook_runs import remove_dead_temporaries
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    sets = plan_notebook_runs(NOTEBOOK, {"batch_size": [25, 100]})
+    orphan = sets[0].temporary(tmp_path, pid=dead.pid)
+    live = sets[1].temporary(tmp_path)  # this process: still writing
+    older_form = tmp_path / f".{Path(sets[0].filename).stem}.{dead.pid}.tmp.ipynb"
+    for f in (orphan, live, older_form):
+        f.write_text("{}")  # all just saved: the age rule alone would keep them for hours
+    assert remove_dead_temporaries(tmp_path) == [orphan]
+    assert not orphan.exists() and live.exists() and older_form.exists()
+
+
+def test_a_parameter_set_that_fails_late_is_recorded_and_the_batch_goes_on(tmp_path):
+    out = tmp_path / "out"
+    grid = {"profile": "smoke", "batch_size": [25, 50, 100]}
+    blocked = plan_notebook_runs(NOTEBOOK, grid)[1]
+    (out / blocked.filename).mkdir(parents=True)  # its notebook cannot be moved into place
+    index = run_notebooks(NOTEBOOK, grid, out, workers=1, quiet=True)
+    by_key = index.set_index("key")
+    assert by_key.loc[blocked.key, "status"] == "failed"
+    assert "IsADirectoryError" in by_key.loc[blocked.key, "error"]
+    assert (index["status"] == "ok").sum() == 2 and len(index) == 3
+    assert not list(out.glob(".*.tmp.ipynb"))

@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,7 +24,13 @@ import pandas as pd
 
 from awbench.config import FIELD_NAMES, PRESETS, Config, ConfigError
 from awbench.experiments.executors import default_workers, open_executor, run_tasks
-from awbench.experiments.planning import describe, digest, expand_grid, load_grid
+from awbench.experiments.planning import (
+    check_regular_file,
+    describe,
+    digest,
+    expand_grid,
+    load_grid,
+)
 from awbench.progress import interactive, progress
 
 KERNEL_NAME = "python3"
@@ -33,6 +40,10 @@ CELL_TIMEOUT = 4 * 3600
 # How long a writer may wait for the lock of ``index.parquet`` (others hold it for a read
 # and a rewrite of the index, well under a second).
 INDEX_LOCK_TIMEOUT = 600.0
+# A notebook larger than this is refused before papermill reads it (outputs included).
+MAX_NOTEBOOK_BYTES = 200_000_000
+# A label longer than this is shortened in file names to a readable prefix and a hash.
+MAX_LABEL_CHARS = 80
 _RESERVED = (
     "key",
     "name",
@@ -54,44 +65,87 @@ class ParameterSet:
 
     @property
     def filename(self) -> str:
-        return f"{self.key}_{self.label}.ipynb" if self.label else f"{self.key}.ipynb"
+        label = self.label
+        if len(label) > MAX_LABEL_CHARS:  # a readable prefix and a hash of the whole label
+            label = f"{label[: MAX_LABEL_CHARS - 13]}~{digest([label])[:12]}"
+        return f"{self.key}_{label}.ipynb" if label else f"{self.key}.ipynb"
 
-    def temporary(self, out: Path) -> Path:
-        """Where papermill writes while executing (hidden; renamed to ``filename`` after)."""
-        return out / f".{Path(self.filename).stem}.{os.getpid()}.tmp.ipynb"
+    def temporary(self, out: Path, pid: int | None = None) -> Path:
+        """Where papermill writes while executing (hidden; renamed to ``filename`` after),
+        named after this host and process (``pid``, default this one) so that the
+        temporaries of a dead process are known at once."""
+        owner = f"{_HOST}-{os.getpid() if pid is None else pid}"
+        return out / f".{Path(self.filename).stem}.{owner}.tmp.ipynb"
 
 
-def _notebook_defaults(notebook: Path) -> dict[str, Any]:
-    """Literal defaults of the notebook's ``parameters`` cell ({} when it has none)."""
+_HOST = digest([socket.gethostname()])[:8]  # temporaries of this host carry it
+
+
+def _notebook_parameters(notebook: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """Literal defaults of the notebook's ``parameters`` cell ({} when it has none) and the
+    type each declares: its annotation (``name: int = 0  # help``), else its literal's."""
     import ast
 
     import papermill as pm
 
-    out: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
+    types: dict[str, str] = {}
     for name, info in pm.inspect_notebook(str(notebook)).items():
         try:
-            out[name] = ast.literal_eval(info.get("default", ""))
+            defaults[name] = ast.literal_eval(info.get("default", ""))
         except (ValueError, SyntaxError):
-            out[name] = None
-    return out
+            defaults[name] = None
+        declared = str(info.get("inferred_type_name") or "None")
+        if declared == "None" and defaults[name] is not None:
+            declared = type(defaults[name]).__name__
+        types[name] = declared
+    return defaults, types
+
+
+def _typed(name: str, value: Any, declared: str) -> Any:
+    """``value`` for the parameter ``name`` declared ``declared`` (``int``, ``float | None``,
+    ``Optional[str]``, ``list[int]``, ...): as is, a numeric text as its number, or a
+    ConfigError naming the parameter, the value and the type. Other types pass."""
+    text = declared.replace(" ", "")
+    optional = text.startswith("Optional[") or "|None" in text or "None|" in text
+    base = text.removeprefix("Optional[").replace("|None", "").replace("None|", "")
+    base = base.split("[")[0].rstrip("]").lower()
+    if value is None and optional:
+        return value
+    if base == "int" and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = int(value.strip())
+    if base == "float" and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value.strip())
+    fits = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "bool": lambda v: isinstance(v, bool),
+        "list": lambda v: isinstance(v, list),
+        "dict": lambda v: isinstance(v, dict),
+    }.get(base)
+    if fits is None or fits(value):
+        return float(value) if base == "float" else value
+    raise ConfigError(f"{name}={value!r} is not allowed: the notebook declares {name}: {declared}")
 
 
 def plan_notebook_runs(notebook: str | os.PathLike, grid: Any) -> list[ParameterSet]:
     """Validate every parameter set of ``grid`` for ``notebook`` (no kernel starts).
 
     Config fields go through Config (a bad value raises ConfigError naming the field);
-    other names (``profile``, ...) pass through but must be parameters of the notebook when
-    it declares a ``parameters`` cell.
+    other names (``profile``, ...) must be parameters of the notebook when it declares a
+    ``parameters`` cell, and fit the type it declares there (``name: int = 0  # help``, or
+    its default's literal type): ``"abc"`` for an ``int`` is a ConfigError naming it.
     """
-    notebook = Path(notebook)
-    if not notebook.exists():
-        raise FileNotFoundError(f"notebook {notebook} does not exist")
+    notebook = check_regular_file(notebook, "notebook", MAX_NOTEBOOK_BYTES)
     if isinstance(grid, (str, os.PathLike)):
         grid = load_grid(grid)
     sets = expand_grid(grid)
     if not sets:
         raise ConfigError("the grid has no parameter sets")
-    defaults = _notebook_defaults(notebook)
+    defaults, types = _notebook_parameters(notebook)
     planned: list[ParameterSet] = []
     canonical_sets = []
     for i, params in enumerate(sets):
@@ -113,6 +167,10 @@ def plan_notebook_runs(notebook: str | os.PathLike, grid: Any) -> list[Parameter
             except ConfigError:
                 pass  # the notebook's own defaults are its business
             cfg = base.replace(**{k: v for k, v in params.items() if k in FIELD_NAMES})
+            params = {
+                k: v if k in FIELD_NAMES or k not in types else _typed(k, v, types[k])
+                for k, v in params.items()
+            }
         except ConfigError as exc:
             raise ConfigError(f"parameter set {i} {dict(params)}: {exc}") from None
         canonical = {k: (cfg.to_dict()[k] if k in FIELD_NAMES else v) for k, v in params.items()}
@@ -210,9 +268,11 @@ def _finish_notebook(tmp: Path, output: Path, error: BaseException | None) -> di
 
 
 def _read_index(path: Path) -> pd.DataFrame | None:
+    from awbench.experiments.store import read_part
+
     if not path.exists():
         return None
-    return pd.read_parquet(path)
+    return read_part(path).to_pandas()  # its pages' CRCs checked
 
 
 @contextlib.contextmanager
@@ -325,15 +385,17 @@ def run_notebooks(
     running into the same folder. Rerunning skips parameter sets already in the index
     (failed ones too, unless ``retry_failed``). Kernels get ``AWBENCH_QUIET=1``. A cell
     running longer than ``cell_timeout`` seconds (default :data:`CELL_TIMEOUT`; None or 0:
-    no limit) stops its notebook, recorded as failed. Hidden ``.tmp.ipynb`` files that
-    interrupted runs left in ``out`` are removed (once they are stale).
+    no limit) stops its notebook, recorded as failed, as is a parameter set whose notebook
+    cannot be finished (moved into place, read back): the batch goes on. Hidden
+    ``.tmp.ipynb`` files that interrupted runs left in ``out`` are removed
+    (:func:`remove_dead_temporaries`).
     Returns the index of this grid's parameter sets.
     """
     notebook = Path(notebook).resolve()
     planned = plan_notebook_runs(notebook, grid)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _remove_stale_notebooks(out, cell_timeout)
+    remove_dead_temporaries(out, cell_timeout)
     index_path = out / "index.parquet"
     rows = _previous_rows(index_path, notebook)
     todo = _unfinished(planned, rows, out, retry_failed)
@@ -396,20 +458,31 @@ def _unfinished(
     return [ps for ps in planned if not finished(ps)]
 
 
-def _remove_stale_notebooks(out: Path, cell_timeout: float | None) -> None:
-    """Remove the hidden ``.<name>.<pid>.tmp.ipynb`` of interrupted runs from ``out``: those
-    whose process is gone and that papermill has not saved for longer than a cell may run
-    (a live writer of another host sharing the folder saves at least that often)."""
+def remove_dead_temporaries(out: Path, cell_timeout: float | None = CELL_TIMEOUT) -> list[Path]:
+    """Remove the hidden ``.<name>.<host>-<pid>.tmp.ipynb`` of interrupted runs from ``out``
+    and return them: at once when their process (of this host) is gone; those of another
+    host sharing the folder (or of the older ``.<name>.<pid>.tmp.ipynb`` form) once
+    papermill has not saved them for longer than a cell may run (a live writer saves at
+    least that often)."""
     from awbench.experiments.store import STALE_TMP_SECONDS, pid_alive, remove_stale_tmp
 
     max_age = max(STALE_TMP_SECONDS, 2.0 * (cell_timeout or 0))
-    mine = [
-        f
-        for f in out.glob(".*.tmp.ipynb")
-        if (pid := f.name.rsplit(".", 3)[-3]).isdigit() and not pid_alive(int(pid))
-    ]
-    for f in mine:
-        remove_stale_tmp(f.parent, max_age, patterns=(f.name,))
+    removed = []
+    for f in out.glob(".*.tmp.ipynb"):
+        host, _, pid = f.name.rsplit(".", 3)[-3].rpartition("-")
+        if not pid.isdigit() or (host in (_HOST, "") and pid_alive(int(pid))):
+            continue
+        if host == _HOST:
+            with contextlib.suppress(OSError):
+                f.unlink()
+                removed.append(f)
+        else:
+            removed += remove_stale_tmp(f.parent, max_age, patterns=(f.name,))
+    return removed
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _kernel_env(parallel: bool) -> dict[str, str]:
@@ -427,7 +500,14 @@ def _index_as_they_finish(
     bar = progress(finished, total=n_todo, desc=notebook.stem, enabled=bar_on)
     try:
         for i, (ps, _, error) in enumerate(bar, 1):
-            result = _finish_notebook(ps.temporary(out), out / ps.filename, error)
+            try:
+                result = _finish_notebook(ps.temporary(out), out / ps.filename, error)
+            except Exception as exc:  # noqa: BLE001 - this set failed; the batch goes on
+                message = f"{type(exc).__name__}: {_one_line(exc)}"
+                result = {"status": "failed", "duration": math.nan, "error": message}
+                result["records"] = {}
+                with contextlib.suppress(OSError):
+                    ps.temporary(out).unlink()
             rows[ps.key] = _index_row(ps, notebook, result)
             _merge_into_index(rows[ps.key], out / "index.parquet")
             if not bar_on:
