@@ -282,8 +282,9 @@ def _verdict_section(table, claims, pages: list[NotebookPage], grey: bool) -> li
     out.append(
         '<p class="muted">Only networks that met the stopping rule count (see '
         '<a href="#convergence">convergence</a>). The claims are the confirmatory family: one '
-        f"test each, Holm over the {int(claims.attrs.get('n_tests', len(claims)))} claims with a "
-        "test; they separate the paper's own statements from our per-knob hypotheses "
+        f"test each, Holm over all {len(claims)} claims (one without evidence here counts as "
+        "p = 1); they separate the paper's own statements, those of its follow-up on SGD noise "
+        "(Zhang, Yang & Tu 2026) and our per-knob hypotheses "
         "(docs/science.md#7-claims-and-hypotheses). The knob × quantity table after them is "
         f"descriptive: each cell is corrected for the {int(table.attrs.get('family', len(table)))} "
         "cells of the profile's table (Bonferroni), and its change is within seeds, first → "
