@@ -1205,7 +1205,7 @@ def test_sweep_takeaway_states_the_verdicts_of_the_line(case):
     runs = line_runs(knob, xs, sharp, size, gap, unconverged)
     grid = LineGrid(knob, runs)
     panel = SimpleNamespace(last_knob=knob, grid=grid, values=dict(grid.defaults))
-    text = kw.sweep_takeaway(panel)
+    text = ks.sweep_takeaway(panel)
     assert text.startswith("Along this knob (other knobs at the default; converged runs only")
     ok = runs[runs["converged"]]
     good = sorted(ok[knob].unique())
@@ -1239,11 +1239,11 @@ def test_sweep_takeaway_states_the_verdicts_of_the_line(case):
 def test_sweep_takeaway_with_one_point_and_for_the_seed():
     runs = line_runs("lr", [0.1], [1.0], [5.0], [0.2])
     panel = SimpleNamespace(last_knob="lr", grid=LineGrid("lr", runs), values={k: 0 for k in KNOBS})
-    assert kw.sweep_takeaway(panel).endswith(
+    assert ks.sweep_takeaway(panel).endswith(
         f"- **{KNOB_TEXT['lr']}**: no comparison, one point on the grid here"
     )
     panel.last_knob = "seed"
-    assert kw.sweep_takeaway(panel) == ""
+    assert ks.sweep_takeaway(panel) == ""
 
 
 @pytest.mark.parametrize(
