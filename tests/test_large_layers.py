@@ -95,8 +95,45 @@ def test_structured_products_are_the_dense_hessian_and_double_backprop(convnet, 
     v = torch.randn(P, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     ref = _autograd_hvp(model, layer, x, y, v, with_bias)
     assert torch.allclose(products.matvec(v), ref, rtol=1e-11, atol=1e-14)
-    assert products.graph_bytes > 0
+    # the head's G_k is the loss's own, in closed form: no graph is kept for it
+    assert (products.logit_hessian is not None) == (layer == "head")
+    assert (products.graph_bytes > 0) == (layer == "fc")
     assert all(p.requires_grad for p in model.parameters())  # unfrozen afterwards
+
+
+class HeadThen(nn.Module):
+    """An MLP whose forward returns the head's output as it is, scaled, or scaled in place
+    (the last two must take the autograd route: the logits are not the head's output)."""
+
+    def __init__(self, after="none"):
+        super().__init__()
+        self.fc = nn.Linear(5, 8)
+        self.head = nn.Linear(8, 6)
+        self.after = after
+
+    def forward(self, x):
+        out = self.head(torch.tanh(self.fc(x)))
+        if self.after == "scaled":
+            return 1.5 * out
+        if self.after == "in_place":
+            return out.mul_(1.5)
+        return out
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+@pytest.mark.parametrize("after", ["none", "scaled", "in_place"])
+def test_closed_form_head_products_only_when_the_logits_are_the_head_output(loss, after):
+    torch.manual_seed(0)
+    model = HeadThen(after).double()
+    x = torch.randn(40, 5, dtype=torch.float64)
+    y = torch.arange(40) % 6
+    products = LayerHessianProducts(model, "head", x, y, with_bias=True, loss=loss)
+    assert (products.logit_hessian is not None) == (after == "none")
+    H = layer_hessian(model, "head", x, y, with_bias=True, loss=loss)
+    columns = torch.stack(
+        [products.matvec(e) for e in torch.eye(products.size, dtype=torch.float64)], 1
+    )
+    assert torch.allclose(columns, H, rtol=1e-12, atol=1e-14)
 
 
 def test_frozen_parameters_restore_each_flag():

@@ -10,7 +10,7 @@ from torch.func import grad, hessian, vmap
 
 import awbench as aw
 from awbench.nn import engine
-from awbench.nn.losses import check_loss, logit_derivatives, per_sample_loss
+from awbench.nn.losses import LogitHessian, check_loss, logit_derivatives, per_sample_loss
 from awbench.nn.mlp import MLP
 
 LOSSES = ["ce", "mse"]
@@ -41,6 +41,15 @@ def test_logit_derivatives_match_torch_func(loss):
 
     assert float((vmap(grad(one))(z, y) - g).abs().max()) < 1e-14
     assert float((vmap(hessian(one))(z, y) - G).abs().max()) < 1e-14
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_closed_form_logit_hessian_products_are_the_hessians_times_u(loss):
+    z, y = data(9, 4, 4, seed=5)
+    _, G = logit_derivatives(loss, z, y)
+    u = torch.randn(9, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    expected = torch.einsum("nij,nj->ni", G, u)
+    assert float((LogitHessian(loss, z, y).products(u) - expected).abs().max()) < 1e-15
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -76,6 +85,9 @@ def test_the_duality_and_the_exact_identity_hold_for_either_loss(loss):
         per_sample_loss(loss, model(xt), yt).mean() - per_sample_loss(loss, model(x), y).mean()
     )
     assert math.isclose(an.real_gap, want, rel_tol=1e-10, abs_tol=1e-15)
+    # the summary names the loss its gaps are in
+    name = {"ce": "test CE − train CE", "mse": "test MSE − train MSE"}[loss]
+    assert an.loss == loss and name in an.summary()
     hess = aw.layer_hessian(model, "fc2", x, y, loss=loss)
     assert torch.allclose(
         torch.from_numpy(an.directions.sort_values("eigen_index")["lam"].to_numpy()),

@@ -110,6 +110,8 @@ class Analysis:
     eigenvectors: torch.Tensor = field(
         repr=False
     )  # (P, m): column j is the direction with eigen_index j
+    # "ce" or "mse": the unit of every gap (a run's config carries it, so it is no scalar)
+    loss: str = field(default="ce", repr=False)
 
     @property
     def dual(self) -> torch.Tensor:
@@ -132,6 +134,7 @@ class Analysis:
             "dual_a",
             "secant_scale",
             "eigenvectors",
+            "loss",
         }
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
@@ -370,6 +373,7 @@ def _decompose(target: ResolvedLayer, s: Samples, rule: PairingRule, n_sharp, ro
         hessian_method=method,
         directions=directions,
         eigenvectors=V.cpu(),
+        loss=target.loss,
     )
 
 

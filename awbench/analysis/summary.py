@@ -73,6 +73,10 @@ def _route(an) -> str:
     return f"given basis: {m} of {p} directions"
 
 
+# (short name, unit) of each loss's numbers
+LOSS_WORDS = {"ce": ("CE", "nats"), "mse": ("MSE", "squared error of the softmax")}
+
+
 def rows(an) -> list[tuple[str, str, str, str]]:
     """(section, quantity, value, note) rows, shared by the text and the HTML table."""
     n_sharp = sharp_count(an)
@@ -80,11 +84,12 @@ def rows(an) -> list[tuple[str, str, str, str]]:
     sharp = f"top {n_sharp} directions by σg" if n_sharp is not None else "top directions by σg"
     flat = f"the other {m - n_sharp} directions" if n_sharp is not None else "the other ones"
     pg = an.pair_gap
-    gap, curv, exact = "gap (nats)", "curvature part", "exactness"
+    name, unit = LOSS_WORDS[an.loss]
+    gap, curv, exact = f"gap ({unit})", "curvature part", "exactness"
     return [
         (
             gap,
-            "real gap (test CE − train CE)",
+            f"real gap (test {name} − train {name})",
             _num(an.real_gap),
             f"test error {_num(an.test_error)}",
         ),
@@ -119,7 +124,7 @@ def notes(an) -> list[str]:
     out = []
     if not an.duality_error <= DUALITY_TOL:
         out.append(
-            f"The duality error ({_err(an.duality_error)} nats) is not small: the dual weights "
+            f"The duality error ({_err(an.duality_error)} {LOSS_WORDS[an.loss][1]}) is not small: the dual weights "
             "do not reproduce the test samples' losses, so the split does not decompose this "
             "network's gap. Usual causes: the layer's input also reaches the output by another "
             "path (a residual or skip connection), its weight is shared (tied), a hook changes "

@@ -78,7 +78,9 @@ def output_as_leaf(model: nn.Module, layer: str):
         captured["a"] = inputs[0].detach()
         captured["z"] = output.detach().requires_grad_(True)
         # A copy goes downstream, so an in-place op there (ReLU(inplace=True)) leaves the leaf be.
-        return captured["z"].clone()
+        # It is kept so that a caller can tell whether the model returned it untouched.
+        captured["downstream"] = captured["z"].clone()
+        return captured["downstream"]
 
     handle = module.register_forward_hook(swap_output)
     try:
