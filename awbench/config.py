@@ -30,7 +30,7 @@ SCHEMA_VERSION = 2
 # refactor that changes no number orphans no store. Cache entries and store rows record it;
 # tests/test_hardening_runs.py holds golden numbers of two fixed small runs (smoke, paper) for
 # this version; a bump also means regenerating the shipped knob grid
-# (awbench/apps/knobs_store/README.md, checked by tests/test_knob_grid.py).
+# (awbench/apps/knobs/store/README.md, checked by tests/test_knob_grid.py).
 # 1: the first numbered version (divergence includes the loss bound 10 x ln(n_classes)).
 # 2: the engine's stacked products (bmm, layers carry their transposed weights, 0269b10)
 #    round differently in float32: paper-preset runs end up to a few 1e-4 apart (the smoke

@@ -1,7 +1,7 @@
 """Knob explorer latency in a real browser (issue 22): keypress -> every panel and text agree.
 
 Drives headless Chromium (Playwright, the system chromium) over the explorer of
-:mod:`awbench.apps.explorer` in two views:
+:mod:`awbench.apps.knobs.explorer` in two views:
 
 - present mode: ``awbench present --no-browser`` on a free port in a subprocess (the URL,
   token included, read from what it prints);
@@ -161,7 +161,7 @@ def present(pw, moves: int) -> None:
 def report(pw, moves: int) -> None:
     from plotly.offline import get_plotlyjs
 
-    from awbench.apps.report_sliders import explore_section
+    from awbench.apps.report.sliders import explore_section
 
     page_html = (
         "<!doctype html><html><head><meta charset='utf-8'><script>"

@@ -73,7 +73,7 @@ def train_to_the_stopping_rule(batch_sizes=(25, 400), n_train: int = 648) -> lis
     import numpy as np
 
     import awbench as aw
-    from awbench.apps.knob_slices import SLICE_POINTS, loss_slice
+    from awbench.apps.knobs.slices import SLICE_POINTS, loss_slice
     from awbench.experiments.experiment import run_experiment
 
     out = []
@@ -117,9 +117,9 @@ def main() -> int:
         sizes = recording_comms()
         import plotly.graph_objects as go
 
-        from awbench.apps.knob_frontend import wait_for_warm_up
-        from awbench.apps.knob_grid import describe
-        from awbench.apps.widgets import KnobPanel
+        from awbench.apps.knobs.frontend import wait_for_warm_up
+        from awbench.apps.knobs.grid import describe
+        from awbench.apps.knobs.widgets import KnobPanel
 
         _ = go.FigureWidget  # resolve plotly's lazy widget import before the panel is timed
         t0 = time.perf_counter()

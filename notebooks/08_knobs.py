@@ -44,15 +44,15 @@ lr: float = 0.1  # starting learning rate alpha
 label_noise: float = 0.0  # starting label-noise fraction rho
 n_train: int = 648  # starting number of clean training samples
 init_scale: float = 1.0  # starting init scale s
-store: str = ""  # knobs store folder (empty: the grid shipped in awbench/apps/knobs_store)
+store: str = ""  # knobs store folder (empty: the grid shipped in awbench/apps/knobs/store)
 mode: str = "auto"  # auto | live | static: widgets, or static figures (auto: static when headless)
 
 # %%
-import awbench.apps.knob_effects as ke
-import awbench.apps.knob_grid as kg
-import awbench.apps.knob_panels as kp
-import awbench.apps.knob_sentences as kt
-import awbench.apps.widgets as kw
+import awbench.apps.knobs.effects as ke
+import awbench.apps.knobs.grid as kg
+import awbench.apps.knobs.panels as kp
+import awbench.apps.knobs.sentences as kt
+import awbench.apps.knobs.widgets as kw
 from awbench.experiments import grids
 from awbench.viz import notebook_support as nb
 from awbench.experiments.records import record
@@ -65,7 +65,7 @@ nb.setup()
 # ## 1 · The panel
 # Each slider offers the grid's values of one Config field (its name is the slider's hint).
 # Grid: batch size × weight decay, plus every other knob moved alone from the default; three
-# seeds each, every run trained to the stopping rule (see `awbench/apps/knobs_store/README.md`).
+# seeds each, every run trained to the stopping rule (see `awbench/apps/knobs/store/README.md`).
 # The status line under the explorer shows the run's final train loss and accuracy and warns
 # when a run did not converge. Combine knobs freely: a combination the grid lacks snaps with a
 # note, and the train button trains the one you asked for (to the stopping rule too: a few

@@ -212,7 +212,7 @@ def test_basis_share_curves_figure(smoke_an):
 
 
 def test_report_shows_the_control_shares_with_notebook_03():
-    from awbench.apps.report_claims import CLAIMS
+    from awbench.apps.report.claims import CLAIMS
     from awbench.experiments import record_names as rn
 
     records = {name: 0.5 for name in rn.EXPECTED["03_gap_decomposition"]}

@@ -1,6 +1,6 @@
-"""The one knob explorer (awbench.apps.explorer) of notebook 08, present mode and the report.
+"""The one knob explorer (awbench.apps.knobs.explorer) of notebook 08, present mode and the report.
 
-Fast tests check the payload against the Python that writes its sentences (present_text's
+Fast tests check the payload against the Python that writes its sentences (explorer_text's
 takeaway with the verdicts along a knob line, the snap note and its rule) and that the three
 views ship the same payload. The browser tests (slow; Debian's chromium via Playwright, skipped
 locally and failing under CI without them, as tests/test_browser.py) move sliders by keyboard
@@ -22,10 +22,10 @@ import time
 import pytest
 from browser_support import CHROMIUM_ARGS, free_port, playwright_and_chromium, stop_group
 
-from awbench.apps import explorer as ex
-from awbench.apps import knob_effects as ke
-from awbench.apps import present_text as pt
-from awbench.apps.knob_grid import KnobGrid, fmt
+from awbench.apps.knobs import effects as ke
+from awbench.apps.knobs import explorer as ex
+from awbench.apps.knobs import explorer_text as pt
+from awbench.apps.knobs.grid import KnobGrid, fmt
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_one_choice_of_axes_labels_order_and_star(payload):
     plane = payload["layouts"]["plane"]
     assert plane["xaxis"]["title"]["text"].startswith("size")
     assert plane["yaxis"]["title"]["text"].startswith("sharpness")
-    from awbench.apps.report_sliders import panel_figure
+    from awbench.apps.report.sliders import panel_figure
 
     fig = panel_figure(payload, "plane")
     star, own = fig["data"][4], fig["data"][3]
@@ -94,9 +94,9 @@ def test_one_choice_of_axes_labels_order_and_star(payload):
 
 def test_the_three_views_ship_the_same_payload(payload, tmp_path):
     pytest.importorskip("anywidget")
-    from awbench.apps.present import PresentApp
-    from awbench.apps.report_sliders import ROOT_ID, explore_section
-    from awbench.apps.widgets import KnobPanel
+    from awbench.apps.knobs.widgets import KnobPanel
+    from awbench.apps.present.app import PresentApp
+    from awbench.apps.report.sliders import ROOT_ID, explore_section
 
     page = "".join(explore_section())
     embedded = json.loads(
@@ -117,7 +117,7 @@ def test_the_three_views_ship_the_same_payload(payload, tmp_path):
 
 def test_present_app_snaps_and_resets(payload):
     pytest.importorskip("anywidget")
-    from awbench.apps.present import PresentApp
+    from awbench.apps.present.app import PresentApp
 
     app = PresentApp()
     app.set(batch_size=100, weight_decay=0.01)
@@ -211,7 +211,7 @@ def _browse(url: str, payload: dict, tmp_path, allowed: tuple[str, ...], name: s
 def test_the_reports_explorer_in_chromium(payload, tmp_path):
     from plotly.offline import get_plotlyjs
 
-    from awbench.apps.report_sliders import explore_section
+    from awbench.apps.report.sliders import explore_section
 
     path = tmp_path / "report.html"
     path.write_text(

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from browser_support import find_chromium, missing
 
-from awbench.apps.report_export import (
+from awbench.apps.report.export import (
     OUTPUTS,
     SLIDE_FONT,
     report_figures,
@@ -170,7 +170,7 @@ def test_slide_ready_sizes_every_text_for_a_slide():
 
 def test_unknown_output_refused(small_report, tmp_path):
     pytest.importorskip("kaleido")
-    from awbench.apps.report_export import export_figures
+    from awbench.apps.report.export import export_figures
 
     with pytest.raises(ValueError, match="unknown figure outputs"):
         export_figures(small_report, tmp_path / "out", outputs=["4k"])

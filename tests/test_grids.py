@@ -4,7 +4,7 @@ the knob grid is the shipped store's, and sweep presets and notebooks agree."""
 import pytest
 import yaml
 
-from awbench.apps.knob_grid import shipped_store
+from awbench.apps.knobs.grid import shipped_store
 from awbench.config import Config
 from awbench.experiments import grids
 from awbench.experiments.planning import check_data_size

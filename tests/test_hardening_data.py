@@ -109,7 +109,7 @@ def test_builtin_dataset_keys_are_unchanged():
 
 
 def test_shipped_store_keys_still_resolve():
-    from awbench.apps.knob_grid import shipped_store
+    from awbench.apps.knobs.grid import shipped_store
     from awbench.experiments.store import Store, config_from_row
 
     runs = Store(shipped_store()).load().runs

@@ -127,7 +127,7 @@ def _check_golden(cfg, golden, golden_epochs, names):
             f"NUMERICS_VERSION is {NUMERICS_VERSION} but the golden numbers are for version "
             f"{GOLDEN_VERSION}: set GOLDEN_VERSION = {NUMERICS_VERSION}, {names[0]} = {got!r} "
             f"and {names[1]} = {res.epochs} (status {res.status}), and regenerate the knob "
-            "grid (awbench/apps/knobs_store/README.md)"
+            "grid (awbench/apps/knobs/store/README.md)"
         )
     changed = {
         name: (golden[name], value)
@@ -139,7 +139,7 @@ def _check_golden(cfg, golden, golden_epochs, names):
         f"{changed}, status {res.status}, epochs {golden_epochs} -> {res.epochs}, while NUMERICS_VERSION stayed {NUMERICS_VERSION}. "
         "If the change is intended, bump NUMERICS_VERSION in awbench/config.py (so that cached "
         f"results of the old code are recomputed), update GOLDEN_VERSION and {names[0]} here "
-        "and regenerate the knob grid (awbench/apps/knobs_store/README.md)."
+        "and regenerate the knob grid (awbench/apps/knobs/store/README.md)."
     )
 
 

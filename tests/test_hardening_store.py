@@ -22,8 +22,9 @@ import pytest
 import yaml
 
 import awbench.experiments.store as store_module
-from awbench.apps import cli, report
+from awbench.apps import cli
 from awbench.apps.cli import main
+from awbench.apps.report import build as report
 from awbench.config import Config
 from awbench.experiments import notebook_runs, planning
 from awbench.experiments.store import Store, config_columns, remove_stale_tmp

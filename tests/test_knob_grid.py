@@ -1,9 +1,9 @@
 """Issue 21 item 6: the shipped knob grid holds the numbers of today's code.
 
-The grid (``awbench/apps/knobs_store``, package data) was once trained by older code and kept
+The grid (``awbench/apps/knobs/store``, package data) was once trained by older code and kept
 its numbers after the training engine's rounding changed. Every runs row records the
 NUMERICS_VERSION of the code that computed it, and a retrain of one shipped point reproduces it.
-When NUMERICS_VERSION is bumped, regenerate the grid (awbench/apps/knobs_store/README.md).
+When NUMERICS_VERSION is bumped, regenerate the grid (awbench/apps/knobs/store/README.md).
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from awbench.apps.knob_grid import shipped_store
+from awbench.apps.knobs.grid import shipped_store
 from awbench.config import NUMERICS_VERSION
 from awbench.experiments import experiment
 from awbench.experiments.store import config_from_row, load_store
 from awbench.status import CONVERGED
 from awbench.training.sgd import train
 
-REBUILD = "regenerate it as awbench/apps/knobs_store/README.md says ('Rebuild')"
+REBUILD = "regenerate it as awbench/apps/knobs/store/README.md says ('Rebuild')"
 # the numbers a retrain must reproduce, and how closely (BLAS rounding only, one torch thread)
 REPRODUCED = ("real_gap", "sharpness", "size")
 REL = 1e-6
@@ -28,7 +28,7 @@ REL = 1e-6
 def shipped_runs():
     store = shipped_store()
     if not (store / "runs").is_dir():
-        pytest.skip("awbench/apps/knobs_store is not there")
+        pytest.skip("awbench/apps/knobs/store is not there")
     runs, _ = load_store(store)
     assert len(runs), "the shipped knob grid has no runs"
     return runs

@@ -13,8 +13,9 @@ import pytest
 import torch
 from scipy import stats
 
-from awbench.apps import report_knobs, report_pages
-from awbench.apps.report_render import _claims_table
+from awbench.apps.report import knobs as report_knobs
+from awbench.apps.report import pages as report_pages
+from awbench.apps.report.render import _claims_table
 from awbench.experiments import claims as cl
 from awbench.experiments import record_names as rn
 from awbench.experiments import verdicts as vd

@@ -198,8 +198,8 @@ def test_paired_with_py_percent(src):
 def test_report_from_smoke_runs(executed, tmp_path):
     """The report embeds plotly.js once (no CDN), lists every notebook and figure in its
     contents, and puts the paper's claims next to measured numbers."""
-    from awbench.apps.report import build_report
-    from awbench.apps.report_pages import read_notebook
+    from awbench.apps.report.build import build_report
+    from awbench.apps.report.pages import read_notebook
 
     run_dir = tmp_path / "notebooks"
     run_dir.mkdir()

@@ -90,7 +90,8 @@ import sys
 from pathlib import Path
 
 import awbench
-from awbench.apps import knob_grid, widgets  # widgets: the panel on top imports in the wheel too
+from awbench.apps.knobs import grid as knob_grid
+from awbench.apps.knobs import widgets  # the panel on top imports in the wheel too
 
 target = Path(sys.argv[1]).resolve()
 assert Path(awbench.__file__).resolve().is_relative_to(target), awbench.__file__

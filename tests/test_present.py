@@ -1,6 +1,6 @@
 """``awbench present``: the code-free Voila app (issue 15, "Present mode").
 
-The fast tests drive :class:`~awbench.apps.present.PresentApp` in process: a move is the
+The fast tests drive :class:`~awbench.apps.present.app.PresentApp` in process: a move is the
 explorer's lookup (an off-grid combination snaps with a note), the takeaway states the
 verdicts, the Voila template loads nothing from a CDN. The browser test starts ``awbench
 present --no-browser`` on 127.0.0.1, opens it in Debian's chromium at 1280x720 (Playwright),
@@ -29,8 +29,9 @@ import numpy as np
 import pytest
 from browser_support import CHROMIUM_ARGS, free_port, playwright_and_chromium, stop_group
 
-from awbench.apps import present, present_server
 from awbench.apps.cli import build_parser
+from awbench.apps.present import app as present
+from awbench.apps.present import server as present_server
 
 VIEWPORT = {"width": 1280, "height": 720}
 SCREENSHOT = "/tmp/present_screenshot.png"
@@ -75,8 +76,8 @@ def test_sliders_are_words_with_the_field_as_hint(app):
 
 
 def test_the_takeaway_states_the_verdicts_along_the_knob_moved(app):
-    from awbench.apps import knob_effects as ke
-    from awbench.apps.knob_grid import KNOBS, shipped_store
+    from awbench.apps.knobs import effects as ke
+    from awbench.apps.knobs.grid import KNOBS, shipped_store
     from awbench.experiments.grids import PROFILES
     from awbench.experiments.store import load_store
     from awbench.experiments.verdicts import verdict_table, verdict_words

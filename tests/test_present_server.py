@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 from browser_support import free_port, stop_group
 
-from awbench.apps import cli, present_server
+from awbench.apps import cli
+from awbench.apps.present import server as present_server
 
 # --- in process ---------------------------------------------------------------------------
 
@@ -153,7 +154,7 @@ class Server:
         return [
             p
             for p in psutil.Process(self.proc.pid).children(recursive=True)
-            if "present_server" in " ".join(p.cmdline())
+            if "awbench.apps.present.server" in " ".join(p.cmdline())
         ]
 
     def kernels(self) -> int:

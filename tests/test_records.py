@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from awbench.apps import report_claims, report_pages, report_render
+from awbench.apps.report import claims as report_claims
+from awbench.apps.report import pages as report_pages
+from awbench.apps.report import render as report_render
 from awbench.experiments import record_names as rn
 from awbench.viz import notebook_support as nb
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-REPORT = sorted((ROOT / "awbench" / "apps").glob("report*.py"))  # the report and its parts
+REPORT = sorted((ROOT / "awbench" / "apps" / "report").glob("*.py"))  # the report and its parts
 
 
 def _constant(node: ast.AST) -> str | None:
@@ -135,7 +137,7 @@ def test_report_reads_only_expected_names():
             and not isinstance(node.args[1], ast.Name)
         ):
             quantities.add(_constant(node.args[1]))
-    assert read, "found no record reads in report.py: the parser is out of date"
+    assert read, "found no record reads in the report: the parser is out of date"
     assert read <= expected, f"report reads records no notebook owes it: {read - expected}"
     assert quantities <= set(rn.KNOB_QUANTITIES), quantities - set(rn.KNOB_QUANTITIES)
 

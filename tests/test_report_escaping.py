@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from awbench.apps import report_pages
-from awbench.apps.report import build_report, default_notebook_dir, reproduce
-from awbench.apps.report_render import render
+from awbench.apps.report import pages as report_pages
+from awbench.apps.report.build import build_report, default_notebook_dir, reproduce
+from awbench.apps.report.render import render
 
 HOSTILE = "x`<img src=x onerror=alert(1)></script><script>alert(2)</script>"
 SHOWN = "&lt;img src=x onerror=alert(1)&gt;"  # how the value must read in the HTML

@@ -18,8 +18,9 @@ import pytest
 from browser_support import CHROMIUM_ARGS, playwright_and_chromium
 from test_report_verdicts import write_sweep
 
-from awbench.apps import report_pages, report_sliders
-from awbench.apps.report_render import render
+from awbench.apps.report import pages as report_pages
+from awbench.apps.report import sliders as report_sliders
+from awbench.apps.report.render import render
 from awbench.viz import notebook_support as nb
 
 MAX_BYTES = 10 * 1024 * 1024
@@ -115,7 +116,9 @@ def test_the_explore_section_embeds_the_shipped_grid(report):
     payload = json.loads(data.group(1))
     assert "batch_size" in payload["knobs"] and len(payload["runs"]) >= 50
     assert all(len(r["g"]) <= report_sliders.SPECTRUM_POINTS for r in payload["runs"])
-    assert f'id="{report_sliders.ROOT_ID}"' in page  # the knob explorer (awbench.apps.explorer)
+    assert (
+        f'id="{report_sliders.ROOT_ID}"' in page
+    )  # the knob explorer (awbench.apps.knobs.explorer)
     assert len(data.group(1)) < 1_000_000
 
 
@@ -185,7 +188,7 @@ def test_report_sliders_move_the_marker_and_spectra_offline(report, tmp_path):
 
 def test_a_hostile_parameter_stays_text_in_the_report():
     """A parameter value with a backtick and an img tag cannot become markup (stored XSS)."""
-    from awbench.apps.report_html import render_markdown
+    from awbench.apps.report.html import render_markdown
     from awbench.config import Config
     from awbench.viz.notebook_support import config_text
 
@@ -215,7 +218,7 @@ def test_the_smoke_report_says_it_checks_the_machinery_and_shows_no_verdict_colo
 
 
 def test_the_claims_table_has_a_verdict_column_with_a_legend(tmp_path):
-    from awbench.apps.report_claims import CLAIMS
+    from awbench.apps.report.claims import CLAIMS
 
     pages = _pages(tmp_path)
     pages.append(

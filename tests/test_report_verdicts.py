@@ -4,7 +4,8 @@ store is left out of every verdict and counted, and the claims table says what i
 import numpy as np
 import pandas as pd
 
-from awbench.apps import report_knobs, report_pages
+from awbench.apps.report import knobs as report_knobs
+from awbench.apps.report import pages as report_pages
 from awbench.config import Config
 from awbench.experiments.effects import effects
 from awbench.experiments.store import Store, config_columns, load_store

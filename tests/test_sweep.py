@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import awbench.experiments.experiment
-from awbench.apps.knob_grid import shipped_store
+from awbench.apps.knobs.grid import shipped_store
 from awbench.config import Config, ConfigError
 from awbench.experiments.executors import DASK_MISSING
 from awbench.experiments.experiment import Result
@@ -66,7 +66,7 @@ def test_plan_seeds_dedupe_and_labels():
 def test_knobs_preset_is_the_shipped_knobs_store():
     shipped = shipped_store()
     if not (shipped / "runs").is_dir():
-        pytest.skip("awbench/apps/knobs_store is not there")
+        pytest.skip("awbench/apps/knobs/store is not there")
     assert set(plan_sweep("knobs", base="paper").config_keys()) == Store(shipped).keys()
 
 

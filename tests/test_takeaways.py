@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from awbench.apps import knob_sentences as ks
-from awbench.apps import widgets as kw
-from awbench.apps.knob_grid import KNOB_TEXT, KNOBS, Point, Setting
+from awbench.apps.knobs import sentences as ks
+from awbench.apps.knobs import widgets as kw
+from awbench.apps.knobs.grid import KNOB_TEXT, KNOBS, Point, Setting
 from awbench.config import Config
 from awbench.viz import knob_takeaways as kt
 from awbench.viz import landscape_takeaways as lt
@@ -781,7 +781,7 @@ def test_which_factor_names_each_factor_in_the_verdict_words(sharpness, size):
     assert text.startswith(f"sharpness {sharpness}") and f"; size {size}" in text
 
 
-# --- the knob panel (awbench.apps.knob_sentences, awbench.apps.widgets) ---------------------
+# --- the knob panel (awbench.apps.knobs.sentences, awbench.apps.knobs.widgets) ---------------------
 
 BASE = Config.preset("paper")
 
@@ -1198,7 +1198,7 @@ SWEEP_CASES = {
 
 @pytest.mark.parametrize("case", SWEEP_CASES.values(), ids=SWEEP_CASES.keys())
 def test_sweep_takeaway_states_the_verdicts_of_the_line(case):
-    from awbench.apps import knob_effects as ke
+    from awbench.apps.knobs import effects as ke
 
     xs, sharp, size, gap, unconverged = case
     knob = "dropout"

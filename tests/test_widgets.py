@@ -1,7 +1,7 @@
 """KnobPanel driven in plain Python: every control, every option, panels against the store.
 
 The ground truth is read straight from the store files (runs, directions and slices parquet
-parts), independently of the lookups in awbench.apps.knob_grid. The off-grid "train this setting"
+parts), independently of the lookups in awbench.apps.knobs.grid. The off-grid "train this setting"
 path runs on a seconds-small store built here with the smoke preset.
 """
 
@@ -18,14 +18,14 @@ import pytest
 import yaml
 
 import awbench as aw
-from awbench.apps import explorer as ex
-from awbench.apps import knob_effects as ke
-from awbench.apps import knob_frontend as kf
-from awbench.apps import knob_grid as kg
-from awbench.apps import knob_panels as kp
-from awbench.apps import knob_sentences as kt
-from awbench.apps import knob_slices as ks
-from awbench.apps import widgets as kw
+from awbench.apps.knobs import effects as ke
+from awbench.apps.knobs import explorer as ex
+from awbench.apps.knobs import frontend as kf
+from awbench.apps.knobs import grid as kg
+from awbench.apps.knobs import panels as kp
+from awbench.apps.knobs import sentences as kt
+from awbench.apps.knobs import slices as ks
+from awbench.apps.knobs import widgets as kw
 from awbench.experiments.store import load_store
 from awbench.experiments.verdicts import verdict_table, verdict_words
 
@@ -128,7 +128,7 @@ def test_shipped_store_is_small_complete_and_documented(truth):
     for knob in kg.KNOBS:
         assert len(grid.values[knob]) >= 2, f"{knob} has one value only"
     readme = (STORE / "README.md").read_text()
-    assert "awbench sweep" in readme and "python -m awbench.apps.widgets" in readme
+    assert "awbench sweep" in readme and "python -m awbench.apps.knobs.widgets" in readme
     # the slice's curvature is the store's lam_max, its centre the clean training loss
     for key, s in slices.items():
         row = runs[runs["key"] == key].iloc[0]
@@ -444,7 +444,7 @@ def test_papermill_cli_run_is_static_small_and_trains_an_off_grid_start(tmp_path
 
     from awbench.experiments.records import read_records
 
-    src = Path(kw.__file__).resolve().parents[2] / "notebooks" / "08_knobs.ipynb"
+    src = Path(kw.__file__).resolve().parents[3] / "notebooks" / "08_knobs.ipynb"
     out = tmp_path / "out.ipynb"
     env = {k: v for k, v in os.environ.items() if k not in ("AWBENCH_QUIET", "AWBENCH_WIDGETS")}
     env["AWBENCH_CACHE"] = str(tmp_path / "cache")
@@ -718,7 +718,7 @@ def test_a_store_without_the_convergence_columns_falls_back_to_status(mixed_stor
 
 
 def test_takeaway_follows_the_sliders(mixed_store, tmp_path):
-    from awbench.apps import present_text as pt
+    from awbench.apps.knobs import explorer_text as pt
 
     p = kw.KnobPanel(mixed_store, mode="live", extra_store=tmp_path / "u")
     first = _shown_takeaway(p)

@@ -503,7 +503,7 @@ def _reproduce_arguments(p: argparse.ArgumentParser) -> None:
     _reproduce_arguments,
 )
 def _reproduce(args: argparse.Namespace) -> int:
-    from awbench.apps.report import reproduce
+    from awbench.apps.report.build import reproduce
 
     try:
         reproduce(args.out, args.profile, args.only, cell_timeout=_cell_timeout(args.cell_timeout))
@@ -544,7 +544,7 @@ def _figures_arguments(p: argparse.ArgumentParser) -> None:
 def _figures(args: argparse.Namespace) -> int:
     import time
 
-    from awbench.apps.report_export import export_figures
+    from awbench.apps.report.export import export_figures
 
     start = time.perf_counter()
     written = export_figures(
@@ -585,7 +585,7 @@ def _present_arguments(p: argparse.ArgumentParser) -> None:
     _present_arguments,
 )
 def _present(args: argparse.Namespace) -> int:
-    from awbench.apps.present_server import serve
+    from awbench.apps.present.server import serve
 
     return serve(
         args.port,

@@ -152,12 +152,12 @@ def knob_values(knob: str, profile: str, base: Config) -> list:
 
 
 def knobs_grid(base: Config) -> tuple[list[dict[str, list]], dict[str, Any]]:
-    """The grid behind the sliders of notebook 08 (``awbench.apps.widgets.KnobPanel``).
+    """The grid behind the sliders of notebook 08 (``awbench.apps.knobs.widgets.KnobPanel``).
 
     Batch size x weight decay (the knobs the paper ties to sharpness and to size), then every
     other knob moved alone from the default. Runs use half the base training set so that one
     run takes seconds, and the base's budget (auto: trained to the stopping rule); on "paper"
-    this is the shipped ``awbench/apps/knobs_store``.
+    this is the shipped ``awbench/apps/knobs/store``.
     """
     n = base.n_train
     fixed = {"n_train": max(10, n // 2)}

@@ -4,7 +4,7 @@ A grid is a dict of lists (their product), a list of such dicts (concatenated), 
 of a sweep preset (``awbench.experiments.grids``): one per knob of docs/science.md#6-sweeps
 (``batch_size``, ``lr``, ``init_scale``, ``dropout``, ``weight_decay``, ``label_noise``,
 ``n_train``) with the paper's values scaled to the base preset's dataset, plus ``knobs``, the
-multi-knob grid behind the sliders of notebook 08 (``awbench/apps/knobs_store``). Every
+multi-knob grid behind the sliders of notebook 08 (``awbench/apps/knobs/store``). Every
 Config is validated before anything runs.
 """
 

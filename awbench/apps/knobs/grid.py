@@ -5,14 +5,14 @@ loss along the top eigenvector of the analysed layer's Hessian (``slices/<key>.p
 by :func:`add_slices`). :class:`KnobGrid` turns a dictionary of knob values into a
 :class:`Setting` (one run) and its :class:`Point` (the seeds of that grid point), trains a
 setting missing from the grid on request, and gives the curves along one knob that
-:func:`~awbench.apps.knob_effects.grid_effects` compares. The slices themselves are
-:mod:`awbench.apps.knob_slices`. The widget on top is :mod:`awbench.apps.widgets`.
+:func:`~awbench.apps.knobs.effects.grid_effects` compares. The slices themselves are
+:mod:`awbench.apps.knobs.slices`. The widget on top is :mod:`awbench.apps.knobs.widgets`.
 
 Only a converged network is a result: the grid's per-point means average the converged seeds
 only, and a point where none converged is left out of
-:func:`~awbench.apps.knob_effects.grid_effects`' comparisons.
+:func:`~awbench.apps.knobs.effects.grid_effects`' comparisons.
 
-The shipped store is package data (``awbench/apps/knobs_store``, in a wheel too; see its
+The shipped store is package data (``awbench/apps/knobs/store``, in a wheel too; see its
 README.md).
 """
 
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from awbench.apps.knob_slices import (
+from awbench.apps.knobs.slices import (
     SLICE_POINTS,
     loss_slice,
     read_slices,
@@ -70,8 +70,8 @@ atexit.register(_RESOURCES.close)
 
 @functools.cache
 def shipped_store() -> Path:
-    """The knob grid shipped as package data (``awbench/apps/knobs_store``)."""
-    grid = resources.files("awbench.apps") / "knobs_store"
+    """The knob grid shipped as package data (``awbench/apps/knobs/store``)."""
+    grid = resources.files("awbench.apps.knobs") / "store"
     return _RESOURCES.enter_context(resources.as_file(grid))
 
 
@@ -207,7 +207,7 @@ class KnobGrid:
         if not (self.store / "runs").is_dir():
             raise FileNotFoundError(
                 f"no knobs store at {self.store}: build it with `awbench sweep --preset knobs "
-                f"--store {self.store}` then `python -m awbench.apps.widgets {self.store}`"
+                f"--store {self.store}` then `python -m awbench.apps.knobs.widgets {self.store}`"
             )
         self.extra = Path(extra) if extra is not None else user_store()
         runs, directions = load_store(self.store)

@@ -3,29 +3,29 @@
 ``KnobPanel`` shows a precomputed grid of runs: a result store written by ``awbench sweep``
 (runs and directions tables) plus, per run, the training loss along the top eigenvector of
 the analysed layer's Hessian (``slices/<key>.parquet``, added by
-:func:`~awbench.apps.knob_grid.add_slices`)::
+:func:`~awbench.apps.knobs.grid.add_slices`)::
 
-    panel = KnobPanel()                 # the shipped grid, awbench/apps/knobs_store
+    panel = KnobPanel()                 # the shipped grid, awbench/apps/knobs/store
     panel                               # the knob explorer, train button, Config text
     panel.set(batch_size=400)           # move from code
     panel.config                        # the Config asked for (paste-able: panel.config_text)
 
-Live, the panel is the knob explorer of :mod:`awbench.apps.explorer` (the same as
+Live, the panel is the knob explorer of :mod:`awbench.apps.knobs.explorer` (the same as
 ``awbench present`` and the report: sliders in words, the sharpness-size plane, the gap, the
 σg and σw spectra, the training line, the takeaway and the snap note, drawn in the browser
 from the grid sent once; a move never waits for the kernel). Under it, the kernel's part:
 the run's status line, "train this setting" and the Config text. Headless, the panel shows
-the static figures of :mod:`awbench.apps.knob_panels` (sharpness with the top eigenvalues and
+the static figures of :mod:`awbench.apps.knobs.panels` (sharpness with the top eigenvalues and
 the loss slice, size, gap, the sweep along the knob last moved); the grid's lookups are
-:mod:`awbench.apps.knob_grid`, its comparisons along each knob
-:mod:`awbench.apps.knob_effects`, the sentences :mod:`awbench.apps.knob_sentences`, and
-whether the panel is live or static :mod:`awbench.apps.knob_frontend`.
+:mod:`awbench.apps.knobs.grid`, its comparisons along each knob
+:mod:`awbench.apps.knobs.effects`, the sentences :mod:`awbench.apps.knobs.sentences`, and
+whether the panel is live or static :mod:`awbench.apps.knobs.frontend`.
 
 Only a converged network is a result. The status line gives the run's final clean-train loss
 and accuracy, its epochs and budget, and how many seeds of its grid point converged; a run
 that stopped at its budget is flagged in red there, in the panel titles and in the takeaway
 (shown under the sliders, redrawn on every move). The grid's per-point means (sweep panel,
-:func:`~awbench.apps.knob_effects.grid_effects`, ``Setting.point``) average the converged seeds
+:func:`~awbench.apps.knobs.effects.grid_effects`, ``Setting.point``) average the converged seeds
 only; a point where none converged is shown flagged and left out of the grid's comparisons.
 
 A combination that is not in the grid (a slider move the explorer snapped, or a start value
@@ -39,11 +39,11 @@ Live widgets only where a Jupyter front end renders them; headless
 (papermill, nbconvert, ``AWBENCH_QUIET=1``) the panel displays static figures and creates no
 widget at all, so an executed notebook carries no widget state.
 
-The shipped store is package data (``awbench/apps/knobs_store``, in a wheel too; see its
+The shipped store is package data (``awbench/apps/knobs/store``, in a wheel too; see its
 README.md). Build it again with::
 
-    awbench sweep --preset knobs --store awbench/apps/knobs_store
-    python -m awbench.apps.widgets awbench/apps/knobs_store        # adds slices/
+    awbench sweep --preset knobs --store awbench/apps/knobs/store
+    python -m awbench.apps.knobs.widgets awbench/apps/knobs/store        # adds slices/
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from awbench.apps.explorer import Explorer
-from awbench.apps.knob_frontend import frontend, warm_up
-from awbench.apps.knob_grid import (
+from awbench.apps.knobs.explorer import Explorer
+from awbench.apps.knobs.frontend import frontend, warm_up
+from awbench.apps.knobs.grid import (
     KNOBS,
     KnobGrid,
     Setting,
@@ -71,7 +71,7 @@ from awbench.apps.knob_grid import (
     fmt,
     native_value,
 )
-from awbench.apps.knob_panels import (
+from awbench.apps.knobs.panels import (
     WARNING,
     build_figure,
     gap_traces,
@@ -80,7 +80,7 @@ from awbench.apps.knob_panels import (
     size_traces,
     sweep_traces,
 )
-from awbench.apps.knob_sentences import (
+from awbench.apps.knobs.sentences import (
     beyond_paper_text,
     not_converged_reason,
     pct,
@@ -172,7 +172,7 @@ class KnobPanel:
     """The knob explorer over the knobs grid, with training off the grid (see the module
     docstring).
 
-    ``mode``: "auto" (:func:`~awbench.apps.knob_frontend.frontend`), "live" (the explorer
+    ``mode``: "auto" (:func:`~awbench.apps.knobs.frontend.frontend`), "live" (the explorer
     widget and the kernel's controls) or "static" (plain figures, no widget is created). ``start``: initial knob values (papermill
     parameters); a value outside the grid is added to its slider and makes an off-grid
     setting. Drive it from code with :meth:`set`, :meth:`reset`, :meth:`train`.
@@ -450,10 +450,12 @@ class KnobPanel:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m awbench.apps.widgets STORE [--t-max T] [--force]``: add loss slices to a store."""
+    """``python -m awbench.apps.knobs.widgets STORE [--t-max T] [--force]``: add loss slices to a store."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m awbench.apps.widgets", description=main.__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m awbench.apps.knobs.widgets", description=main.__doc__
+    )
     p.add_argument("store", help="a result store written by `awbench sweep --preset knobs`")
     p.add_argument(
         "--t-max", type=float, default=None, help="slice half-width (default from the default run)"

@@ -1,6 +1,6 @@
 """`make figures`: every report figure as slide-ready PNG (1920x1080, 1280x720) and SVG.
 
-    from awbench.apps.report_export import export_figures
+    from awbench.apps.report.export import export_figures
     export_figures("outputs/notebooks", "outputs/figures")
 
 writes ``outputs/figures/1920x1080/NAME.png``, ``outputs/figures/1280x720/NAME.png`` and
@@ -27,8 +27,8 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
-from awbench.apps.report_html import figure_title, plain_title
-from awbench.apps.report_pages import notebook_paths, read_notebook
+from awbench.apps.report.html import figure_title, plain_title
+from awbench.apps.report.pages import notebook_paths, read_notebook
 from awbench.progress import progress
 
 SLIDE = (1280, 720)
@@ -67,7 +67,7 @@ def report_figures(notebook_dir: str | os.PathLike, explore: bool = True) -> lis
     ``notebook_dir``, in report order: each notebook's, the summary figures and (with
     ``explore``) the knob-grid section's at its default setting. Names are unique.
     Raises FileNotFoundError (saying what to run) when there are no executed notebooks."""
-    from awbench.apps.report_knobs import summary_figures
+    from awbench.apps.report.knobs import summary_figures
 
     folder = Path(notebook_dir)
     paths = notebook_paths(folder) if folder.is_dir() else []
@@ -101,8 +101,8 @@ def _explore_figures() -> list[tuple[str, dict]]:
     """(title, figure) of the report's knob-grid figures (plane, spectra) at the default
     setting, or none (with a line saying why) when the shipped grid cannot be read."""
     try:
-        from awbench.apps.knob_grid import KnobGrid
-        from awbench.apps.report_sliders import grid_payload, plane_figure, spectra_figure
+        from awbench.apps.knobs.grid import KnobGrid
+        from awbench.apps.report.sliders import grid_payload, plane_figure, spectra_figure
 
         grid = KnobGrid()
         payload, runs = grid_payload(grid)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import html
 
-from awbench.apps.report_html import fmt_value
-from awbench.apps.report_pages import NotebookPage
+from awbench.apps.report.html import fmt_value
+from awbench.apps.report.pages import NotebookPage
 from awbench.experiments import record_names as rn
 from awbench.status import CONVERGED
 
@@ -169,7 +169,7 @@ def pooled_verdicts(table, pages: list[NotebookPage] | None = None) -> dict:
     sweeps)."""
     if table is None:
         return {}
-    from awbench.apps.report_claims import CROSS_RUN
+    from awbench.apps.report.claims import CROSS_RUN
     from awbench.experiments.claims import cross_run_fit, cross_run_text
     from awbench.viz.notebook_support import which_factor
 

@@ -1,7 +1,7 @@
 """Sentences of notebook 08's knob panel that are not tied to the widget: why a run did not
 converge, the warnings a setting carries, a knob value beyond the paper's range, and the
 verdict of each quantity along each knob of the grid (from
-:func:`~awbench.apps.knob_effects.grid_effects`, in
+:func:`~awbench.apps.knobs.effects.grid_effects`, in
 :func:`~awbench.experiments.verdicts.verdict_words`' phrasing, the same as the notebooks and
 the report)."""
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from awbench.apps.knob_effects import FAMILY, REPORT_SEEDS, effect, held_values
-from awbench.apps.knob_grid import KNOB_TEXT, KNOBS, Setting, fmt
+from awbench.apps.knobs.effects import FAMILY, REPORT_SEEDS, effect, held_values
+from awbench.apps.knobs.grid import KNOB_TEXT, KNOBS, Setting, fmt
 from awbench.config import Config
 from awbench.experiments.grids import PAPER_VALUES
 
@@ -125,14 +125,14 @@ def beyond_paper_notes(values: Mapping[str, Any]) -> list[str]:
 
 def verdict_parts(r: Mapping[str, Any]) -> str:
     """ "gap inconclusive: +19 % [-10 %, +55 %], not significant with 3 seeds; sharpness ...":
-    each quantity of a :func:`~awbench.apps.knob_effects.grid_effects` row in
+    each quantity of a :func:`~awbench.apps.knobs.effects.grid_effects` row in
     :func:`~awbench.experiments.verdicts.verdict_words`' phrasing."""
     return "; ".join(f"{name} {r[f'{q}_words']}" for q, name in LINE_WORDS)
 
 
 def factor_moves(r: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``[(factor, "up" or "down"), ...]``: the factors of a
-    :func:`~awbench.apps.knob_effects.grid_effects` row whose verdict is up or down."""
+    :func:`~awbench.apps.knobs.effects.grid_effects` row whose verdict is up or down."""
     return [(q, r[f"{q}_verdict"]) for q in FACTORS if r[f"{q}_verdict"] in ("up", "down")]
 
 
@@ -165,7 +165,7 @@ def left_out_note(r: Mapping[str, Any]) -> str:
 
 
 def effect_line(r: Mapping[str, Any]) -> str | None:
-    """A Markdown list item for one row of :func:`~awbench.apps.knob_effects.grid_effects`
+    """A Markdown list item for one row of :func:`~awbench.apps.knobs.effects.grid_effects`
     (None: nothing to say): each quantity's verdict along the knob in
     :func:`~awbench.experiments.verdicts.verdict_words`' phrasing, and which factor moved only
     where its verdict is up or down."""
@@ -192,7 +192,7 @@ def seeds_sentence(seeds: int, family: int) -> str:
 
 def effects_takeaway(effects: pd.DataFrame) -> str:
     """Markdown: the verdict of the gap, sharpness, size and curvature along each knob of the
-    grid (from :func:`~awbench.apps.knob_effects.grid_effects`), saying which points were left
+    grid (from :func:`~awbench.apps.knobs.effects.grid_effects`), saying which points were left
     out because none of their seeds converged, and that the grid's seeds are few."""
     rows = [r._asdict() for r in effects.itertuples(index=False)]
     lines = [line for line in map(effect_line, rows) if line is not None]
@@ -219,7 +219,7 @@ def effects_takeaway(effects: pd.DataFrame) -> str:
 
 def beyond_paper_text(cfg: Config) -> str:
     """Markdown: the knobs of ``cfg`` whose value lies outside the paper's range
-    (:func:`~awbench.apps.knob_sentences.beyond_paper`), or ""."""
+    (:func:`~awbench.apps.knobs.sentences.beyond_paper`), or ""."""
     notes = beyond_paper_notes({k: getattr(cfg, k) for k in KNOBS if k != "seed"})
     return "**⚠ Beyond the paper:** " + "; ".join(notes) + "." if notes else ""
 
@@ -227,7 +227,7 @@ def beyond_paper_text(cfg: Config) -> str:
 def sweep_takeaway(panel: Any) -> str:
     """Markdown: what the knob last moved does along the sweep panel's line (other knobs as
     on screen), as one line of :func:`effects_takeaway` and the seeds sentence; empty for the
-    seed. ``panel``: a :class:`~awbench.apps.widgets.KnobPanel` (its ``grid``, ``values`` and
+    seed. ``panel``: a :class:`~awbench.apps.knobs.widgets.KnobPanel` (its ``grid``, ``values`` and
     ``last_knob``)."""
     knob = panel.last_knob
     if knob == "seed":

@@ -1,5 +1,5 @@
 """The report's "explore the knob grid" section: the knob explorer of
-:mod:`awbench.apps.explorer` (the one notebook 08 and ``awbench present`` show) embedded with
+:mod:`awbench.apps.knobs.explorer` (the one notebook 08 and ``awbench present`` show) embedded with
 the shipped grid's data and its script; plotly.js is the page's own. No kernel, no CDN: a
 move is a lookup in the page, every panel and text updated together.
 
@@ -15,8 +15,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from awbench.apps.explorer import explorer_html, explorer_payload
-from awbench.apps.knob_grid import KnobGrid
+from awbench.apps.knobs.explorer import explorer_html, explorer_payload
+from awbench.apps.knobs.grid import KnobGrid
 
 ROOT_ID = "explore-knobs"
 DATA_ID = f"{ROOT_ID}-data"
@@ -134,7 +134,7 @@ def explore_section(grid: KnobGrid | None = None) -> list[str]:
         ]
     out.append(
         '<p class="muted">The grid shipped with the package (notebook 08, '
-        f"<code>awbench/apps/knobs_store</code>): {len(payload['runs'])} runs at "
+        f"<code>awbench/apps/knobs/store</code>): {len(payload['runs'])} runs at "
         f"{len(payload['points'])} points, independent of this report's profile; the same "
         "explorer as notebook 08 and <code>awbench present</code>. Move a slider (or focus it "
         "and use the arrow keys): the star is the grid point's mean over its converged seeds, "

@@ -1,6 +1,6 @@
 """`make reproduce`: run every notebook headless, then build one offline HTML report.
 
-    from awbench.apps.report import reproduce
+    from awbench.apps.report.build import reproduce
     reproduce(out="outputs", profile="quick")   # -> outputs/report/index.html
 
 ``reproduce`` executes ``notebooks/NN_*.ipynb`` in order with papermill (``AWBENCH_QUIET=1``,
@@ -11,13 +11,13 @@ offline), a table of contents, the paper's claims next to what this run measured
 what each knob did, and each notebook's time. A notebook that fails is shown with its error
 and makes ``reproduce`` raise after the report is written.
 
-``export_figures`` (:mod:`~awbench.apps.report_export`) writes every report figure as
+``export_figures`` (:mod:`~awbench.apps.report.export`) writes every report figure as
 slide-ready PNG and SVG (needs the ``export`` extra: kaleido and a Chrome or Chromium).
 
-The report's parts: :mod:`~awbench.apps.report_pages` reads an executed notebook,
-:mod:`~awbench.apps.report_claims` holds the paper's claims, :mod:`~awbench.apps.report_knobs`
+The report's parts: :mod:`~awbench.apps.report.pages` reads an executed notebook,
+:mod:`~awbench.apps.report.claims` holds the paper's claims, :mod:`~awbench.apps.report.knobs`
 the numbers across notebooks (knob sweeps, verdicts, convergence),
-:mod:`~awbench.apps.report_render` the page's sections and :mod:`~awbench.apps.report_html`
+:mod:`~awbench.apps.report.render` the page's sections and :mod:`~awbench.apps.report.html`
 its HTML building blocks.
 """
 
@@ -33,9 +33,9 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from awbench.apps.report_export import export_figures
-from awbench.apps.report_pages import notebook_paths, read_notebook
-from awbench.apps.report_render import render
+from awbench.apps.report.export import export_figures
+from awbench.apps.report.pages import notebook_paths, read_notebook
+from awbench.apps.report.render import render
 from awbench.experiments.notebook_runs import CELL_TIMEOUT
 from awbench.experiments.store import pid_alive
 
@@ -65,7 +65,7 @@ def build_report(
 
 def default_notebook_dir() -> Path:
     """The repository's ``notebooks/`` (next to the package), else ``./notebooks``."""
-    here = Path(__file__).resolve().parents[2] / "notebooks"
+    here = Path(__file__).resolve().parents[3] / "notebooks"
     return here if here.is_dir() else Path.cwd() / "notebooks"
 
 
@@ -223,7 +223,7 @@ def _remove_stale_staging(out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m awbench.apps.report", description=__doc__.split("\n\n")[0]
+        prog="python -m awbench.apps.report.build", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     parser.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")

@@ -1,7 +1,7 @@
 """The panels of notebook 08's knob widget: pure builders, settings in, traces and text out.
 
 Each panel is a ``*_traces`` function (plotly trace dicts and flat layout updates, which the
-live :class:`~awbench.apps.widgets.KnobPanel` writes into its ``FigureWidget``) and a frame
+live :class:`~awbench.apps.knobs.widgets.KnobPanel` writes into its ``FigureWidget``) and a frame
 (:func:`build_figure` puts the two together into a static figure, for a headless run):
 
 - sharpness: the sigma_g spectrum, the top eigenvalues of the layer Hessian, and the loss
@@ -12,7 +12,7 @@ live :class:`~awbench.apps.widgets.KnobPanel` writes into its ``FigureWidget``) 
   seeds), with a "you are here" marker.
 
 The sentences about a setting or the grid that are not tied to the widget (why a run did not
-converge, which factor each knob moves most) are :mod:`awbench.apps.knob_sentences`.
+converge, which factor each knob moves most) are :mod:`awbench.apps.knobs.sentences`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from awbench.apps.knob_grid import (
+from awbench.apps.knobs.grid import (
     CURVE_COLUMNS,
     KNOB_TEXT,
     KnobGrid,

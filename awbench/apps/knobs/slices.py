@@ -1,6 +1,6 @@
 """Loss slices of the knobs grid: the training loss along the top eigenvector of the analysed
 layer's Hessian, computed for one run (:func:`loss_slice`) and kept per run as
-``slices/<key>.parquet`` in a store (:func:`~awbench.apps.knob_grid.add_slices` fills a
+``slices/<key>.parquet`` in a store (:func:`~awbench.apps.knobs.grid.add_slices` fills a
 whole store)."""
 
 from __future__ import annotations

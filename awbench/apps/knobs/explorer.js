@@ -1,4 +1,4 @@
-// The knob explorer of awbench (awbench/apps/explorer.py): notebook 08, present mode and the
+// The knob explorer of awbench (awbench/apps/knobs/explorer.py): notebook 08, present mode and the
 // report run this same script. The grid arrives once (D, explorer_payload); a slider move is
 // a lookup (or a precomputed snap), and every panel, the texts and the data attributes are
 // updated in one synchronous handler, so no frame shows two settings at once. Every sentence

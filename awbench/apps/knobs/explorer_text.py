@@ -1,7 +1,7 @@
 """The words of ``awbench present``: slider labels, the training line, the takeaway sentence
 (the verdicts along the knob last moved, the same as the knob panel's, and a knob value beyond
 the paper's range flagged), the snap note and the one-line glossary (HTML; the panels are
-:mod:`awbench.apps.present_panels`)."""
+:mod:`awbench.apps.knobs.explorer_panels`)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from awbench.apps.knob_effects import REPORT_SEEDS
-from awbench.apps.knob_grid import Setting, fmt
-from awbench.apps.knob_panels import get_path
-from awbench.apps.knob_sentences import (
+from awbench.apps.knobs.effects import REPORT_SEEDS
+from awbench.apps.knobs.explorer_panels import DEFAULT, HERE, OKABE_ITO
+from awbench.apps.knobs.grid import Setting, fmt
+from awbench.apps.knobs.panels import get_path
+from awbench.apps.knobs.sentences import (
     beyond_paper_notes,
     moved_factors,
     not_converged_reason,
     verdict_parts,
 )
-from awbench.apps.present_panels import DEFAULT, HERE, OKABE_ITO
 
 # Words with the paper's symbols (docs/science.md, section 6); the Config field is the hint.
 LABELS = {
@@ -82,7 +82,7 @@ def moved_knobs(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[
 
 def beyond_note(values: Mapping[str, Any]) -> str:
     """HTML: the knobs on screen whose value lies outside the paper's range
-    (:func:`~awbench.apps.knob_sentences.beyond_paper`), or ""."""
+    (:func:`~awbench.apps.knobs.sentences.beyond_paper`), or ""."""
     notes = beyond_paper_notes({k: values[k] for k in SLIDER_ORDER if k in values and k != "seed"})
     if not notes:
         return ""
@@ -95,7 +95,7 @@ def beyond_note(values: Mapping[str, Any]) -> str:
 
 def line_verdicts(line: Mapping[str, Any], knob: str) -> str:
     """HTML: the verdicts along ``knob``'s line (a row of
-    :func:`~awbench.apps.knob_effects.grid_effects`), in
+    :func:`~awbench.apps.knobs.effects.grid_effects`), in
     :func:`~awbench.experiments.verdicts.verdict_words`' phrasing, and why they are weak; ""
     where the line has one point only."""
     points = [v for v in str(line.get("values", "")).split(", ") if v]
@@ -121,7 +121,7 @@ def takeaway(
     knob: str | None = None,
 ) -> str:
     """HTML: what the setting on screen does to the gap against the default (this run and the
-    default's run), and, given ``line`` (the :func:`~awbench.apps.knob_effects.grid_effects` row
+    default's run), and, given ``line`` (the :func:`~awbench.apps.knobs.effects.grid_effects` row
     of ``knob``'s line through it), the verdicts along that knob; a knob value beyond the
     paper's range is flagged."""
     beyond = beyond_note(values)

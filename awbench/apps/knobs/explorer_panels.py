@@ -1,7 +1,7 @@
 """The panels of ``awbench present``: pure builders, sized for one 1280x720 screen.
 
 Four small figures, each a ``*_traces`` function (plotly trace dicts and flat layout updates,
-written into a ``FigureWidget`` by :class:`~awbench.apps.present.PresentApp`) and a frame
+written into a ``FigureWidget`` by :class:`~awbench.apps.present.app.PresentApp`) and a frame
 (:func:`present_figure` puts them together):
 
 - plane: sharpness Σσg² against size Σσw², every run of the grid as grey context, the line of
@@ -11,7 +11,7 @@ written into a ``FigureWidget`` by :class:`~awbench.apps.present.PresentApp`) an
 
 Axes are fixed over the whole grid (:class:`Ranges`), so a move is seen as a move. Colours
 are Okabe-Ito (colour-blind safe); fonts are 16 px or larger. The text of a setting (its
-training line, the takeaway sentence) is :mod:`awbench.apps.present_text`.
+training line, the takeaway sentence) is :mod:`awbench.apps.knobs.explorer_text`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from awbench.apps.knob_grid import KNOB_TEXT, KNOBS, KnobGrid, Setting, fmt, native_value
-from awbench.apps.knob_panels import get_path, nested
+from awbench.apps.knobs.grid import KNOB_TEXT, KNOBS, KnobGrid, Setting, fmt, native_value
+from awbench.apps.knobs.panels import get_path, nested
 
 # Okabe & Ito (2008), "Color universal design": safe for the common colour-vision deficiencies
 OKABE_ITO = {

@@ -2,7 +2,7 @@
 
 :func:`serve` (the ``awbench`` process) checks the port, writes a one-cell notebook, a kernel
 spec and a Voila template into a temporary folder, and starts the Voila process
-(``python -m awbench.apps.present_server``, :func:`voila_main`) with its settings in the
+(``python -m awbench.apps.present.server``, :func:`voila_main`) with its settings in the
 environment, where other users cannot read them (``ps`` shows command lines):
 
 - a random token in the printed URL, and a Host check: only ``127.0.0.1``/``localhost`` Host
@@ -59,8 +59,8 @@ EXTENSIONS = (
     "jupyterlab-plotly",
     "anywidget",
 )
-MODULE = "awbench.apps.present_server"
-CELL = """from awbench.apps.present import PresentApp
+MODULE = "awbench.apps.present.server"
+CELL = """from awbench.apps.present.app import PresentApp
 
 PresentApp().show()"""
 #: run first in the Voila process and in the kernel (see the module docstring)
@@ -320,7 +320,7 @@ def voila_config(settings: dict) -> Any:
 
 
 def voila_main(argv: list[str]) -> None:
-    """Entry point of the Voila process: ``python -m awbench.apps.present_server NOTEBOOK``."""
+    """Entry point of the Voila process: ``python -m awbench.apps.present.server NOTEBOOK``."""
     sys.modules.setdefault("rfc3987_syntax", None)  # as FAST_IMPORTS does in the kernel
     settings = json.loads(os.environ.pop(SETTINGS_ENV))
     die_with(settings["parent"])

@@ -9,18 +9,18 @@ never mixes two settings. The kernel is not asked on a move.
 The same script runs in three places:
 
 - the report embeds it with its data (:func:`explorer_html`; plotly.js is the page's own);
-- notebook 08 (:class:`~awbench.apps.widgets.KnobPanel`) and present mode
-  (:class:`~awbench.apps.present.PresentApp`) show it as one anywidget
+- notebook 08 (:class:`~awbench.apps.knobs.widgets.KnobPanel`) and present mode
+  (:class:`~awbench.apps.present.app.PresentApp`) show it as one anywidget
   (:func:`explorer_widget`), whose ES module carries plotly.js from the plotly package:
   nothing comes from a CDN.
 
 Every sentence is computed here in Python, per grid point, by the functions that write it
-(:mod:`awbench.apps.present_text`: the training line, the takeaway with the verdicts along a
+(:mod:`awbench.apps.knobs.explorer_text`: the training line, the takeaway with the verdicts along a
 knob line via :func:`~awbench.experiments.verdicts.verdict_words` and the beyond-the-paper flag,
 the snap note); JavaScript only looks them up. The takeaway of run ``i`` after a move of knob
 ``j`` is ``runs[i].head`` followed, where the run differs from the default, by the verdicts of
 its line along ``j`` (``lines[runs[i].L[j]].verdicts``): exactly
-:func:`~awbench.apps.present_text.takeaway`. A move to a combination the grid lacks snaps to
+:func:`~awbench.apps.knobs.explorer_text.takeaway`. A move to a combination the grid lacks snaps to
 the nearest grid point that keeps the knob just moved (fewest other knobs changed, then
 fewest slider steps), precomputed for every one-knob move from every grid point
 (``snap``).
@@ -28,7 +28,7 @@ fewest slider steps), precomputed for every one-knob move from every grid point
 One choice everywhere: size Σσw² on x and sharpness Σσg² on y (the paper's plane), the star
 at the grid point's mean over its converged seeds (the cross: the run of the seed on the
 slider, whose gap and spectra the other panels show), sliders in
-:data:`~awbench.apps.present_text.SLIDER_ORDER` labelled in words (the Config field is the
+:data:`~awbench.apps.knobs.explorer_text.SLIDER_ORDER` labelled in words (the Config field is the
 hint), Okabe-Ito colours.
 """
 
@@ -43,11 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from awbench.apps.knob_effects import effect
-from awbench.apps.knob_grid import KnobGrid, Setting, fmt, native_value
-from awbench.apps.knob_panels import get_path
-from awbench.apps.knob_sentences import option_label
-from awbench.apps.present_panels import (
+from awbench.apps.knobs.effects import effect
+from awbench.apps.knobs.explorer_panels import (
     CONTEXT,
     DEFAULT,
     FONT,
@@ -65,7 +62,7 @@ from awbench.apps.present_panels import (
     frame,
     grid_ranges,
 )
-from awbench.apps.present_text import (
+from awbench.apps.knobs.explorer_text import (
     GLOSSARY,
     LABELS,
     SLIDER_ORDER,
@@ -75,6 +72,9 @@ from awbench.apps.present_text import (
     takeaway,
     training_line,
 )
+from awbench.apps.knobs.grid import KnobGrid, Setting, fmt, native_value
+from awbench.apps.knobs.panels import get_path
+from awbench.apps.knobs.sentences import option_label
 
 SPECTRUM_POINTS = 160  # thinned log-spaced ranks per spectrum (the axes are log)
 ASSET = "explorer.js"
@@ -164,7 +164,7 @@ def explorer_payload(
     grid: KnobGrid, options: Mapping[str, Sequence] | None = None, knob: str = "batch_size"
 ) -> dict:
     """Everything the explorer draws, as JSON-ready data: the sliders (``knobs`` in
-    :data:`~awbench.apps.present_text.SLIDER_ORDER`, words, field names as hints, option
+    :data:`~awbench.apps.knobs.explorer_text.SLIDER_ORDER`, words, field names as hints, option
     labels with ⚠ beyond the paper), one entry per run (its slider positions, its point's
     seed mean and its own sharpness and size, gap bars, thinned spectra, titles, training line
     and takeaway head), the knob lines through each run (the plane's curve and the verdicts
@@ -369,8 +369,8 @@ def run_values(payload: Mapping, run: int) -> dict[str, Any]:
 
 @functools.cache
 def script() -> str:
-    """The explorer's JavaScript (``awbench/apps/explorer.js``): defines ``awbenchExplorer``."""
-    return (resources.files("awbench.apps") / ASSET).read_text(encoding="utf-8")
+    """The explorer's JavaScript (``awbench/apps/knobs/explorer.js``): defines ``awbenchExplorer``."""
+    return (resources.files("awbench.apps.knobs") / ASSET).read_text(encoding="utf-8")
 
 
 @functools.cache

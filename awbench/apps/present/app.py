@@ -3,12 +3,12 @@
 :class:`PresentApp` is one 1280x720 screen: the sliders (words with the paper's symbols; the
 Config field is the tooltip), the sharpness-vs-size plane with a "you are here" star, the gap
 (real, sharp, flat), the σg and σw spectra, the run's training line, a takeaway sentence and a
-one-line glossary: the knob explorer (:mod:`awbench.apps.explorer`, the same as notebook 08's
+one-line glossary: the knob explorer (:mod:`awbench.apps.knobs.explorer`, the same as notebook 08's
 and the report's), which draws a move in the browser, every panel and text in one update. A
 combination the grid lacks is never shown stale: the other knobs snap to the nearest grid
 point (fewest knobs moved, then the fewest slider steps) and a note says which.
 
-:func:`serve` (:mod:`awbench.apps.present_server`) runs it with Voila on 127.0.0.1, behind a
+:func:`serve` (:mod:`awbench.apps.present.server`) runs it with Voila on 127.0.0.1, behind a
 token, one kernel per page (at most two). Every script the page loads comes from the Voila
 server itself::
 
@@ -23,11 +23,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from awbench.apps.explorer import Explorer, takeaway_of
-from awbench.apps.knob_grid import KNOBS, KnobGrid, Setting
-from awbench.apps.present_panels import OKABE_ITO, frame
-from awbench.apps.present_server import serve
-from awbench.apps.present_text import header
+from awbench.apps.knobs.explorer import Explorer, takeaway_of
+from awbench.apps.knobs.explorer_panels import OKABE_ITO, frame
+from awbench.apps.knobs.explorer_text import header
+from awbench.apps.knobs.grid import KNOBS, KnobGrid, Setting
+from awbench.apps.present.server import serve
 
 # The Voila page around the explorer: no prompts, no margins, one 1280x720 screen.
 CSS = f"""<style>
@@ -43,7 +43,7 @@ body, #rendered_cells, #rendered_cells > div, .jp-Cell, .jp-Cell-outputWrapper,
 
 
 class PresentApp:
-    """The present-mode screen: the knob explorer (:mod:`awbench.apps.explorer`) over the
+    """The present-mode screen: the knob explorer (:mod:`awbench.apps.knobs.explorer`) over the
     grid, with a header, for the front of a room. Every move is drawn in the browser; the
     kernel only hears what is on screen.
 
@@ -84,7 +84,7 @@ class PresentApp:
 
     @property
     def payload(self) -> dict:
-        """What the browser draws from (:func:`~awbench.apps.explorer.explorer_payload`)."""
+        """What the browser draws from (:func:`~awbench.apps.knobs.explorer.explorer_payload`)."""
         return self.explorer.payload
 
     def takeaway(self) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from awbench.apps.knob_grid import CURVE_COLUMNS, KNOBS, KnobGrid
+from awbench.apps.knobs.grid import CURVE_COLUMNS, KNOBS, KnobGrid
 from awbench.experiments.effects import converged_mask, with_curvature
 from awbench.experiments.grids import PROFILES
 from awbench.experiments.verdicts import verdict_table, verdict_words
@@ -159,7 +159,7 @@ def grid_effects(grid: KnobGrid, values: Mapping[str, Any] | None = None) -> pd.
     comparison (``left_out`` counts them, ``left_out_values`` names them; ``runs_left_out``
     counts the unconverged seeds of the points that count); ``values`` lists the points compared, ``seeds``
     the most seeds at one point. Fewer than two converged points: no comparison (NaN). For
-    :func:`~awbench.apps.knob_sentences.effects_takeaway`, ``attrs["held"]`` says where the
+    :func:`~awbench.apps.knobs.sentences.effects_takeaway`, ``attrs["held"]`` says where the
     other knobs were, ``attrs["left_out_points"]`` how many distinct points were left out,
     ``attrs["family"]`` the cells the verdicts are corrected for and ``attrs["seeds"]`` the
     most seeds at one point.

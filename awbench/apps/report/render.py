@@ -10,8 +10,8 @@ import re
 from datetime import datetime, timezone
 from urllib.parse import quote
 
-from awbench.apps.report_claims import CHECK_TOL, CLAIMS, MISSING, MISSING_RE
-from awbench.apps.report_html import (
+from awbench.apps.report.claims import CHECK_TOL, CLAIMS, MISSING, MISSING_RE
+from awbench.apps.report.html import (
     CSS,
     figure_html,
     figure_title,
@@ -24,7 +24,7 @@ from awbench.apps.report_html import (
     sanitize_html,
     verdict_span,
 )
-from awbench.apps.report_knobs import (
+from awbench.apps.report.knobs import (
     convergence_rows,
     knob_rows,
     pooled_verdicts,
@@ -33,7 +33,7 @@ from awbench.apps.report_knobs import (
     summary_figures,
     verdict_tables,
 )
-from awbench.apps.report_pages import Block, NotebookPage
+from awbench.apps.report.pages import Block, NotebookPage
 from awbench.experiments import record_names as rn
 
 SMOKE_NOTE = (
@@ -419,10 +419,10 @@ def render(
     explore: bool = True,
 ) -> str:
     """The whole report as one HTML string (plotly.js inlined once); ``explore``: with the
-    sliders over the shipped knob grid (:mod:`awbench.apps.report_sliders`)."""
+    sliders over the shipped knob grid (:mod:`awbench.apps.report.sliders`)."""
     from plotly.offline import get_plotlyjs
 
-    from awbench.apps.report_sliders import explore_section
+    from awbench.apps.report.sliders import explore_section
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     n_figs = sum(b.kind == "figure" for p in pages for b in p.blocks)
