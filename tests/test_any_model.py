@@ -142,6 +142,12 @@ def test_a_layer_that_is_not_linear_is_refused(cnn, samples):
         aw.analyze_model(cnn, "features.0", *samples)
 
 
+def test_a_model_with_no_linear_layer_or_no_parameters_is_refused_by_name(samples):
+    for model in (nn.Sequential(nn.Flatten()), nn.Sequential(nn.Flatten(), nn.Softmax(-1))):
+        with pytest.raises(ValueError, match=r"layer='fc': this model \(Sequential\) has no nn"):
+            aw.analyze_model(model, "fc", *samples)
+
+
 class Shared(nn.Module):
     def __init__(self):
         super().__init__()

@@ -273,3 +273,20 @@ def test_lanczos_products_are_counted_in_interactive_use(convnet, monkeypatch, c
     shown = aw.analyze_model(model, "fc", train, test, dense_max=10, lanczos_k=6)
     assert "fc: Lanczos, H v products" in capsys.readouterr().err
     assert shown.scalars() == quiet.scalars()
+
+
+@pytest.mark.parametrize("shape", [(9, 4), (4, 9)])
+@pytest.mark.parametrize("m", [3, 36])
+def test_coordinates_are_the_dual_weights_times_the_basis_in_either_contraction(shape, m):
+    from awbench.analysis import pair_gaps as pg
+
+    g = torch.Generator().manual_seed(2)
+    u = torch.randn(23, shape[0], generator=g, dtype=torch.float64)
+    b = torch.randn(23, shape[1], generator=g, dtype=torch.float64)
+    V = torch.randn(shape[0] * shape[1], m, generator=g, dtype=torch.float64)
+    explicit = torch.einsum("ko,ki->koi", u, b).reshape(23, -1) @ V
+    got = pg.PairGaps(u, b).coordinates(V)
+    assert torch.allclose(got, explicit, rtol=1e-13, atol=1e-13)
+    # blocks of pairs: the same numbers when every block holds one pair
+    one_pair = pg.PairGaps(u, b).coordinates(V, block_bytes=1)
+    assert torch.allclose(one_pair, explicit, rtol=1e-13, atol=1e-13)

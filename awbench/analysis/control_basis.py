@@ -27,11 +27,12 @@ import pandas as pd
 import torch
 
 from awbench.analysis.directions import direction_table
+from awbench.analysis.eigenbasis import DENSE_HESSIAN_MAX
 from awbench.analysis.memory import pair_block
 from awbench.analysis.pair_gaps import PairGaps
 from awbench.curvature.layer import row_chunks, symmetric_eigh
 
-CONTROL_MAX = 6000  # weights; the same limit as the dense Hessian (DENSE_HESSIAN_MAX)
+CONTROL_MAX = DENSE_HESSIAN_MAX  # weights: the controls are dense P x P like that Hessian
 BASES = ("hessian", "dual_pca", "random")
 
 

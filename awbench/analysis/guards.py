@@ -3,6 +3,8 @@ memory the analysis will need (awbench/analysis/memory.py)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -146,7 +148,9 @@ def analysis_device(device, model) -> torch.device:
     """The device to analyse on: ``device``, or the model's when None. ValueError naming the
     value for a string torch cannot parse or a CUDA device this machine does not have."""
     if device is None:
-        return next(model.parameters()).device
+        # a model without parameters has no Linear layer: the layer check names that next
+        first = next(itertools.chain(model.parameters(), model.buffers()), None)
+        return first.device if first is not None else torch.device("cpu")
     try:
         target = torch.device(device)
     except (RuntimeError, TypeError) as err:

@@ -57,6 +57,11 @@ def linear_layer(model: nn.Module, layer: str | nn.Module) -> nn.Linear:
             f"or the name of one: {linear}"
         )
     module = dict(model.named_modules()).get(layer)
+    if not linear:
+        raise ValueError(
+            f"layer={layer!r}: this model ({type(model).__name__}) has no nn.Linear layer; the "
+            "duality is stated for a fully connected layer"
+        )
     if not isinstance(module, nn.Linear):
         raise ValueError(  # noqa: TRY004 - a bad layer name is a bad value, as every input error
             f"layer={layer!r} is not a Linear layer of this model: expected one of {linear}"

@@ -95,8 +95,9 @@ class LogitHessian:
 
     def _jacobian_products(self, u: torch.Tensor) -> torch.Tensor:
         """J u per row, J = diag(p) - p p^T."""
-        p = self.p
-        return p * u - p * (p * u).sum(-1, keepdim=True)
+        # one pass less than p u - p (p . u) over the (N, C) rows: these are memory-bound
+        pu = self.p * u
+        return pu.sub_(self.p * pu.sum(-1, keepdim=True))
 
     @torch.no_grad()
     def products(self, u: torch.Tensor) -> torch.Tensor:
