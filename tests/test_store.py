@@ -195,6 +195,71 @@ def test_compact_directions_keeps_numbers_to_float32(tmp_path):
     np.testing.assert_allclose(after["lam"], before["lam"], rtol=1e-7, atol=1e-30)
 
 
+def _packed_store(tmp_path, n: int = 4) -> tuple[Store, list[Config]]:
+    store = Store(tmp_path)
+    cfgs = [Config.preset("smoke").replace(seed=s) for s in range(n)]
+    for cfg in cfgs:
+        store.write(_row(cfg, real_gap=0.1 * cfg.seed + 1e-9), _dirs(6, 1 + cfg.seed))
+    return store, cfgs
+
+
+def test_a_packed_store_reads_as_it_did_in_two_files(tmp_path):
+    store, cfgs = _packed_store(tmp_path)
+    before = store.load()
+    assert store.pack() > 0
+    assert sorted(p.name for p in store.path.glob("*/*.parquet")) == [
+        "_packed.parquet",
+        "_packed.parquet",
+    ]
+    after = store.load()
+    pd.testing.assert_frame_equal(after.runs, before.runs, check_dtype=False)
+    assert after.runs["real_gap"].tolist() == before.runs["real_gap"].tolist()  # float64 kept
+    assert after.directions["lam"].dtype == np.float32
+    np.testing.assert_allclose(after.directions["lam"], before.directions["lam"], rtol=1e-7)
+    assert store.keys() == {c.key() for c in cfgs}
+    assert store.statuses() == {c.key(): "converged" for c in cfgs}
+    assert list(load_store(tmp_path).runs["seed"]) == [0, 1, 2, 3]
+    assert list(store.load([cfgs[2].key()]).runs["seed"]) == [2]
+    assert set(store.load([cfgs[2].key()]).directions["key"]) == {cfgs[2].key()}
+
+
+def test_pack_keeps_what_thin_keeps(tmp_path):
+    store, _ = _packed_store(tmp_path)
+    store.pack(lambda d: d.loc[d["rank"] % 2 == 0, ["key", "rank", "lam"]])
+    d = store.load().directions
+    assert list(d.columns) == ["key", "rank", "lam"] and set(d["rank"]) == {0, 2, 4}
+
+
+def test_a_run_written_after_packing_supersedes_its_packed_rows(tmp_path):
+    store, cfgs = _packed_store(tmp_path)
+    store.pack()
+    store.write(_row(cfgs[1], real_gap=42.0), _dirs(3, 7))
+    runs, directions = store.load()
+    assert len(runs) == 4 and runs["key"].is_unique
+    assert runs.loc[runs["key"] == cfgs[1].key(), "real_gap"].item() == 42.0
+    mine = directions[directions["key"] == cfgs[1].key()]
+    assert len(mine) == 3 and mine["lam"].max() == 7
+    # a rerun without directions: its packed directions are gone with it
+    store.write(_row(cfgs[2], status="diverged"), None)
+    assert cfgs[2].key() not in set(store.load().directions["key"])
+    # the new parts go into the pack when it is packed again
+    store.pack()
+    runs, directions = store.load()
+    assert runs.loc[runs["key"] == cfgs[1].key(), "real_gap"].item() == 42.0
+    assert len(directions[directions["key"] == cfgs[1].key()]) == 3
+
+
+def test_directions_written_before_their_runs_row_wait_for_it(tmp_path):
+    """A writer replacing a packed run has written its directions part but not yet its runs
+    row: readers still see the packed run with its packed directions, once."""
+    store, cfgs = _packed_store(tmp_path)
+    store.pack()
+    key = cfgs[0].key()
+    pd.DataFrame({"key": key, **_dirs(2, 9)}).to_parquet(store.directions_dir / f"{key}.parquet")
+    d = store.load().directions
+    assert len(d[d["key"] == key]) == 6 and d.loc[d["key"] == key, "lam"].max() == 1
+
+
 def test_a_store_mixing_rows_before_and_after_a_new_field_reads_its_default():
     """An old store (no ``loss`` column) that gains a new row: pandas fills the old rows with
     NaN, which must read as the field's default, not as None (knob panel train-now)."""

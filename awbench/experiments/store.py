@@ -15,6 +15,11 @@ final name (``os.replace``), so a reader sees a run completely or not at all, ev
 sweep is writing. The directions part is written before the runs part: the runs part is the
 commit record, and directions without a runs row are ignored. The file name is the config key,
 so a run can never be in the store twice; rerunning a key replaces its part atomically.
+
+A store shipped as package data may be packed (:meth:`Store.pack`): ``runs/_packed.parquet``
+and ``directions/_packed.parquet`` hold many runs each (a one-row part costs ~20 KB of
+parquet metadata). A run written after packing gets a part of its own, which supersedes its
+packed rows (its directions too) once its runs part is there.
 """
 
 from __future__ import annotations
@@ -26,13 +31,14 @@ import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from awbench.config import FIELD_NAMES, KEY_OPTIONAL_DEFAULTS, Config
@@ -104,32 +110,55 @@ def read_part(path: str | os.PathLike, columns=None) -> pa.Table:
     return pq.ParquetFile(path, page_checksum_verification=True).read(columns=columns)
 
 
+PACK = "_packed.parquet"  # a part holding many runs (run keys are hex: never "_packed")
+
+
+def is_pack(path: Path) -> bool:
+    """Whether ``path`` is a packed part (many runs) rather than the part of one run."""
+    return path.name.startswith("_")
+
+
 def _read_parts(
     folder: Path,
     keys: Iterable[str] | None = None,
     columns=None,
     skipped: list[str] | None = None,
+    singles: Iterable[str] | None = None,
+    superseded: Iterable[str] | None = None,
 ) -> pa.Table | None:
-    """The parts of ``folder`` (those of ``keys``) as one table; damaged ones are skipped with
-    a warning naming the file (their keys are appended to ``skipped``)."""
+    """The parts of ``folder`` (the rows of ``keys``; None: all) as one table; damaged ones
+    are skipped with a warning naming the file (their stems are appended to ``skipped``).
+
+    Parts of their own are read for ``singles`` (default: ``keys``); a pack contributes its
+    rows of ``keys`` except those in ``superseded`` (default: the keys with a part of their
+    own in ``folder``, which is newer)."""
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if keys is not None:
-        wanted = set(keys)
+    packs = [f for f in files if is_pack(f)]
+    files = [f for f in files if not is_pack(f)]
+    if superseded is None:
+        superseded = {f.stem for f in files}
+    if singles is None:
+        singles = keys
+    if singles is not None:
+        wanted = set(singles)
         files = [f for f in files if f.stem in wanted]
     tables = []
     for f in files:
-        try:
-            t = read_part(f, columns)  # much faster than pq.read_table per file
-        except FileNotFoundError:  # replaced between listing and reading: read the new one
-            try:
-                t = read_part(f, columns)
-            except Exception:  # noqa: BLE001, S112 - gone again: the next load sees it
-                continue
-        except Exception as exc:  # noqa: BLE001 - a foreign or damaged file: skip it, say so
-            warnings.warn(f"skipping unreadable store part {f}: {exc}", stacklevel=3)
-            if skipped is not None:
-                skipped.append(f.stem)
+        t = _read_one(f, columns, skipped)
+        if t is not None:
+            tables.append((f, t))
+    for f in packs:
+        read = None if columns is None else list(dict.fromkeys(["key", *columns]))
+        t = _read_one(f, read, skipped)
+        if t is None:
             continue
+        keep = pc.invert(pc.is_in(t["key"], value_set=pa.array(sorted(superseded), pa.string())))
+        if keys is not None:
+            wanted_rows = pc.is_in(t["key"], value_set=pa.array(sorted(set(keys)), pa.string()))
+            keep = pc.and_(keep, wanted_rows)
+        t = t.filter(keep)
+        if columns is not None:
+            t = t.select(list(columns))
         tables.append((f, t))
     if not tables:
         return None
@@ -137,6 +166,55 @@ def _read_parts(
         return pa.concat_tables([t for _, t in tables], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return _concat_compatible(tables)
+
+
+def _read_one(f: Path, columns, skipped: list[str] | None) -> pa.Table | None:
+    try:
+        return read_part(f, columns)  # much faster than pq.read_table per file
+    except FileNotFoundError:  # replaced between listing and reading: read the new one
+        try:
+            return read_part(f, columns)
+        except Exception:  # noqa: BLE001 - gone again: the next load sees it
+            return None
+    except Exception as exc:  # noqa: BLE001 - a foreign or damaged file: skip it, say so
+        warnings.warn(f"skipping unreadable store part {f}: {exc}", stacklevel=4)
+        if skipped is not None:
+            skipped.append(f.stem)
+        return None
+
+
+def read_parts(folder: str | os.PathLike, keys: Iterable[str] | None = None) -> pa.Table | None:
+    """Every row of the parts of ``folder`` (packed or one per key; those of ``keys``), a
+    run's own part superseding its packed rows; None when there is none."""
+    return _read_parts(Path(folder), keys)
+
+
+def pack_parts(
+    folder: str | os.PathLike, table: pa.Table | None = None, compression: str = "zstd"
+) -> int:
+    """Replace the parts of ``folder`` by one packed part holding ``table`` (default: the
+    rows they hold now); returns the bytes saved. The pack is written before the parts it
+    replaces are removed, so a reader sees every row throughout."""
+    folder = Path(folder)
+    before = sum(p.stat().st_size for p in folder.glob("*.parquet"))
+    replaced = _write_pack(folder, table, compression)
+    for p in replaced:
+        p.unlink(missing_ok=True)
+    return before - sum(p.stat().st_size for p in folder.glob("*.parquet"))
+
+
+def _write_pack(folder: Path, table: pa.Table | None, compression: str = "zstd") -> list[Path]:
+    """Write ``folder``'s pack (default: every row there now); the parts of one run it
+    replaces, still on disk (they supersede their packed rows until removed)."""
+    singles = [p for p in sorted(folder.glob("*.parquet")) if not is_pack(p)]
+    if table is None:
+        table = _read_parts(folder)
+    if table is None:
+        return []
+    key = table.column_names.index("key")
+    table = table.set_column(key, "key", table.column(key).cast(pa.string()))
+    atomic_write_table(table, folder / PACK, compression)
+    return singles
 
 
 def _concat_compatible(tables: list[tuple[Path, pa.Table]]) -> pa.Table:
@@ -267,9 +345,15 @@ class Store:
     # --- reading ---------------------------------------------------------------------------
     def keys(self) -> set[str]:
         """Config keys of every run in the store."""
-        return (
-            {f.stem for f in self.runs_dir.glob("*.parquet")} if self.runs_dir.is_dir() else set()
-        )
+        if not self.runs_dir.is_dir():
+            return set()
+        files = list(self.runs_dir.glob("*.parquet"))
+        keys = {f.stem for f in files if not is_pack(f)}
+        for f in files:
+            if is_pack(f):
+                table = _read_one(f, ["key"], None)
+                keys.update(table.column("key").to_pylist() if table is not None else [])
+        return keys
 
     def statuses(self) -> dict[str, str]:
         """key -> status of every run in the store."""
@@ -337,7 +421,17 @@ class Store:
             runs = runs.sort_values(["finished_at", "key"], kind="stable")
         runs = runs.reset_index(drop=True)
         damaged: list[str] = []
-        dir_table = _read_parts(self.directions_dir, runs["key"].tolist(), skipped=damaged)
+        # A run's own directions part counts once its runs part is there (written last):
+        # until then, the packed rows are its directions.
+        own = {f.stem for f in self.runs_dir.glob("*.parquet") if not is_pack(f)}
+        run_keys = runs["key"].tolist()
+        dir_table = _read_parts(
+            self.directions_dir,
+            run_keys,
+            skipped=damaged,
+            singles=[k for k in run_keys if k in own],
+            superseded=own,
+        )
         if damaged:  # a run without its directions is not done: leave it out (pending)
             runs = runs[~runs["key"].isin(damaged)].reset_index(drop=True)
         if dir_table is None:
@@ -365,6 +459,33 @@ class Store:
             atomic_write_table(pa.table(columns, names=table.column_names), path, "zstd")
             saved += before - path.stat().st_size
         return saved
+
+    def pack(self, thin: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> int:
+        """Pack the runs and the directions into one part each (:data:`PACK`, zstd), the
+        directions' numbers as float32, after ``thin`` (a function of the directions frame
+        that may drop rows and columns): for stores shipped as package data, where a part
+        per run costs more than its numbers. Runs rows keep float64. Returns the bytes
+        saved. Runs written later get parts of their own, as in any store."""
+        runs = _read_parts(self.runs_dir)
+        if runs is None:
+            return 0
+        before = sum(p.stat().st_size for p in self.path.glob("*/*.parquet"))
+        directions = self.load().directions
+        if thin is not None:
+            directions = thin(directions)
+        table = pa.Table.from_pandas(directions.reset_index(drop=True), preserve_index=False)
+        table = pa.table(
+            [c.cast(pa.float32()) if pa.types.is_float64(c.type) else c for c in table.columns],
+            names=table.column_names,
+        )
+        self.directions_dir.mkdir(parents=True, exist_ok=True)
+        # Both packs first (directions before runs, the commit record), then the old parts,
+        # runs first: a reader finds every run with its directions at every moment.
+        old_directions = _write_pack(self.directions_dir, table)
+        old_runs = _write_pack(self.runs_dir, runs)
+        for p in old_runs + old_directions:
+            p.unlink(missing_ok=True)
+        return before - sum(p.stat().st_size for p in self.path.glob("*/*.parquet"))
 
     def plan_keys(self, sweep: str) -> list[str]:
         """Config keys of the latest plan named ``sweep``."""
