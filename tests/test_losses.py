@@ -127,3 +127,12 @@ def test_output_curvature_products_match_the_output_hessians(loss, depth):
     u = torch.randn(len(x), G.shape[1], dtype=torch.float64)
     assert float((oc.products(u) - torch.bmm(G, u[:, :, None])[:, :, 0]).abs().max()) < 1e-14
     assert torch.equal(oc.inputs, a)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_the_generic_hessian_operator_speaks_the_training_losses(loss):
+    torch.manual_seed(4)
+    model = MLP(5, (6, 6), 4, "tanh").double()
+    x, y = data(30, 5, 4, seed=6)
+    op = aw.HessianOperator(model, x, y, "fc2.weight", loss=loss)
+    assert torch.allclose(op.dense(), aw.layer_hessian(model, "fc2", x, y, loss=loss), atol=1e-13)

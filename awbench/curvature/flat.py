@@ -19,6 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from awbench.nn import losses
+from awbench.nn.losses import LOSSES
+
 MODES = ("eval", "train")
 
 
@@ -70,13 +73,18 @@ def resolve_params(model: nn.Module, params: str | Iterable[str] | None = None) 
 
 
 def per_sample_loss(loss: str | Callable) -> Callable:
+    """(logits, y) -> (n,) per-sample losses: "cross_entropy" (the same as "ce"), "mse" (the
+    training losses of awbench/nn/losses.py, so a run trained with either is measured in its
+    own loss) or a callable."""
     if loss == "cross_entropy":
         return lambda logits, y: F.cross_entropy(logits, y, reduction="none")
+    if isinstance(loss, str) and loss in LOSSES:
+        return lambda logits, y: losses.per_sample_loss(loss, logits, y)
     if callable(loss):
         return loss
     raise ValueError(
-        f"loss={loss!r} is not allowed: expected 'cross_entropy' or a callable "
-        "(logits, y) -> per-sample losses of shape (n,)"
+        f"loss={loss!r} is not allowed: expected 'cross_entropy' (or 'ce'), 'mse' or a "
+        "callable (logits, y) -> per-sample losses of shape (n,)"
     )
 
 
