@@ -28,7 +28,7 @@ SCHEMA_VERSION = 2
 # Bump when the numbers a run produces change (training, analysis, the divergence rule), so
 # that cached results computed by older code are recomputed. Kept out of Config.key(): a
 # refactor that changes no number orphans no store. Cache entries and store rows record it;
-# tests/test_hardening_runs.py holds golden numbers of two fixed small runs (smoke, paper) for
+# tests/test_training_run.py holds golden numbers of two fixed small runs (smoke, paper) for
 # this version; a bump also means regenerating the shipped knob grid
 # (awbench/apps/knobs/store/README.md, checked by tests/test_knob_grid.py).
 # 1: the first numbered version (divergence includes the loss bound 10 x ln(n_classes)).

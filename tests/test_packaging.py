@@ -57,7 +57,7 @@ def test_environment_yml_installs_the_same_thing_through_pip():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     deps = env["dependencies"]
     pip_block = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
-    # the Makefile's extras (tests/test_everyday.py checks that they agree)
+    # the Makefile's extras (tests/test_cli_startup.py checks that they agree)
     assert any(p.startswith("-e .[") and "dev" in p[5:-1].split(",") for p in pip_block)
     torch_pins = [p for p in pip_block if _name(p) == "torch"]
     makefile = (ROOT / "Makefile").read_text()

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from awbench.apps.environment import environment_info
 
 # Nothing heavy at import: `awbench --help` and `--version` must not load torch, pandas or
-# plotly (tests/test_everyday.py). A subcommand's arguments are added when it is used.
+# plotly (tests/test_cli_startup.py). A subcommand's arguments are added when it is used.
 
 Arguments = Callable[[argparse.ArgumentParser], None]
 _COMMANDS: list[tuple[str, str, Arguments | None, Callable[[argparse.Namespace], int]]] = []

@@ -1,4 +1,4 @@
-"""Sweep hardening (issue 14, items 11, 12, 14 and the run lock of 16): SIGTERM and SIGKILL
+"""The sweep's worker processes (awbench/experiments/sweep.py): SIGTERM and SIGKILL
 of a process-pool sweep leave no worker behind, a worker death costs one run, exit codes,
 and two sweeps into one store never compute a run twice."""
 

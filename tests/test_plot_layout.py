@@ -1,4 +1,4 @@
-"""Slide-ready figures (issue 15, report polish): legends clear of titles, log axes ticking in
+"""The figures' layout (awbench/viz): legends clear of titles, log axes ticking in
 numbers, one colour per algorithm in notebook 09's figures, the letter c kept for the
 correlation, and the ½λt² curve drawn only where it is a meaningful local model.
 

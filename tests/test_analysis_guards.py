@@ -1,5 +1,6 @@
-"""Issue 14, items 2, 4 and 18: the Lanczos route's complement, bad analysis inputs, and the
-analysis's memory. Each test failed on the code before the fix."""
+"""The analysis's guards (awbench/analysis/guards.py, memory.py): the Lanczos route's
+complement, bad analysis inputs named clearly, and the memory estimate and limit. Each test
+injects the fault it guards against."""
 
 import dataclasses
 import json

@@ -1,5 +1,6 @@
-"""Issue 14, items 3, 5 and 8: a blow-up is "diverged", the cache is tied to the numerics, and
-an unwritable cache never loses a finished run. Each test fails on the code before the fix."""
+"""A training run's status and cache (awbench/training/run.py, awbench/cache.py): a blow-up
+is "diverged", the cache is tied to the numerics version, and an unwritable cache never loses
+a finished run."""
 
 from __future__ import annotations
 

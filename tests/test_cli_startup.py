@@ -1,10 +1,9 @@
-"""Everyday use (issue 15, item 5): help without arguments, no heavy imports for --help and
---version, --set on a preset's swept knob refused, install extras that agree, tracked
-notebooks without outputs or widget state, and JupyterLab saving them that way."""
+"""The command line as a newcomer meets it (awbench/apps/cli.py): help without arguments, no
+heavy imports for --help and --version, the lazy package names, --set on a preset's swept
+knob refused, and install extras that agree between pyproject.toml and the Makefile."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -13,14 +12,6 @@ from pathlib import Path
 import pytest
 
 from awbench.apps import cli
-from awbench.apps.jupyter_hooks import (
-    HOOK,
-    install,
-    is_tracked_notebook,
-    notebooks_dir,
-    strip_notebook,
-    strip_tracked_notebook,
-)
 from awbench.config import ConfigError
 from awbench.experiments.planning import plan_sweep
 
@@ -117,84 +108,3 @@ def test_install_extras_agree():
 
 
 # --- notebooks ---------------------------------------------------------------------------
-
-
-def _tracked_notebooks() -> list[Path]:
-    paths = sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
-    assert len(paths) >= 10
-    return paths
-
-
-@pytest.mark.parametrize("path", _tracked_notebooks(), ids=lambda p: p.stem)
-def test_tracked_notebooks_have_no_outputs_or_widget_state(path):
-    nb = json.loads(path.read_text(encoding="utf-8"))
-    assert "widgets" not in nb["metadata"]  # saved widget state: "model not found" on reopen
-    assert "language_info" not in nb["metadata"]
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            assert cell["outputs"] == [] and cell["execution_count"] is None, path.name
-
-
-class _Files:
-    """The part of a Jupyter contents manager the hook uses."""
-
-    def __init__(self, root: Path):
-        self.root = root
-
-    def _get_os_path(self, path: str) -> str:
-        return str(self.root / path)
-
-
-def _run_notebook_model() -> dict:
-    nb = json.loads(_tracked_notebooks()[0].read_text(encoding="utf-8"))
-    tracked = json.loads(json.dumps(nb))
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            view = {"model_id": "4f2a", "version_major": 2, "version_minor": 0}
-            cell["outputs"] = [
-                {
-                    "output_type": "display_data",
-                    "metadata": {},
-                    "data": {"application/vnd.jupyter.widget-view+json": view},
-                }
-            ]
-            cell["execution_count"] = 7
-            cell["metadata"]["execution"] = {"iopub.status.idle": "2026-01-01T00:00:00Z"}
-    widget_state = {"state": {"4f2a": {}}, "version_major": 2, "version_minor": 0}
-    nb["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": widget_state}
-    nb["metadata"]["language_info"] = {"name": "python", "version": "3.11.2"}
-    return {"type": "notebook", "content": nb, "tracked": tracked}
-
-
-def test_jupyterlab_saves_a_tracked_notebook_as_tracked():
-    model = _run_notebook_model()
-    tracked = model.pop("tracked")
-    name = _tracked_notebooks()[0].name
-    strip_tracked_notebook(model, f"notebooks/{name}", _Files(ROOT))
-    assert model["content"] == tracked
-
-
-def test_other_notebooks_are_saved_untouched(tmp_path):
-    model = _run_notebook_model()
-    model.pop("tracked")
-    before = json.loads(json.dumps(model["content"]))
-    strip_tracked_notebook(model, "08_knobs.ipynb", _Files(tmp_path))
-    assert model["content"] == before
-    assert not is_tracked_notebook(tmp_path / "08_knobs.ipynb")
-    assert is_tracked_notebook(notebooks_dir() / "08_knobs.ipynb")
-    assert strip_notebook({"cells": [], "metadata": {"widgets": {}}}) == {
-        "cells": [],
-        "metadata": {},
-    }
-
-
-def test_hook_is_installed_as_jupyter_server_config(tmp_path):
-    # a file jupyter_server loads (jupyter_server_config.d/ is read only for extensions);
-    # tests/test_jupyter_hooks.py saves through a running server
-    target = install(tmp_path)
-    config = json.loads(target.read_text())
-    assert config == {"FileContentsManager": {"pre_save_hook": HOOK}}
-    assert target.relative_to(tmp_path).parts == ("etc", "jupyter", "jupyter_server_config.json")
-    module, _, name = HOOK.rpartition(".")
-    assert getattr(__import__(module, fromlist=[name]), name) is strip_tracked_notebook
-    assert "awbench.apps.jupyter_hooks" in (ROOT / "Makefile").read_text()

@@ -1,5 +1,6 @@
-"""Issue 14, data and Config items: file-backed run keys (1), bad labels and degenerate cached
-MNIST-1D data (4), bounded integer fields (10), plan-time input checks (15)."""
+"""The data's checks (awbench/data.py, with Config's bounds): run keys of file-backed data
+follow the files' contents, bad labels and degenerate cached MNIST-1D data are data errors,
+integer fields are bounded, and bad inputs fail at plan time."""
 
 import gzip
 import os

@@ -1,6 +1,7 @@
-"""Hardening (issue 14, items 6, 7, 9, 13, 16, 17): no lost outputs, no lost index rows, a
-damaged part recomputed, one clear line for every bad input, timeouts and stale temporary
-files, and a hint when the wrong ``awbench`` would be imported. Each test injects the fault."""
+"""The result store and notebook runs under faults (awbench/experiments/store.py,
+notebook_runs.py, the CLI's errors): no lost outputs, no lost index rows, a damaged part
+recomputed, one clear line for every bad input, timeouts and stale temporary files, and a
+hint when the wrong ``awbench`` would be imported. Each test injects the fault."""
 
 from __future__ import annotations
 
