@@ -161,20 +161,19 @@ def test_random_basis_is_orthonormal_and_seeded():
     assert not torch.equal(V, cb.random_basis(30, seed=5))
 
 
-def test_control_bases_refuse_layers_above_the_limit(monkeypatch):
-    monkeypatch.setattr(cb, "CONTROL_MAX", 10)
+def test_control_bases_refuse_layers_above_the_limit():
     gaps = _pairs(5, 3, 4)
     with pytest.raises(ValueError, match="limited to 10 weights; this layer has 12"):
-        cb.dual_pca_basis(gaps)
+        cb.dual_pca_basis(gaps, max_weights=10)
     with pytest.raises(ValueError, match="limited to 10 weights"):
-        cb.random_basis(12)
+        cb.random_basis(12, max_weights=10)
+    assert cb.random_basis(12, max_weights=12).shape == (12, 12)
 
 
-def test_control_summary_gives_nan_controls_above_the_limit(smoke_an, monkeypatch):
+def test_control_summary_gives_nan_controls_above_the_limit(smoke_an):
     shares, curves = cb.control_summary(smoke_an, k=10)
     assert set(curves) == set(cb.BASES) and all(math.isfinite(v) for v in shares.values())
-    monkeypatch.setattr(cb, "CONTROL_MAX", 10)
-    shares, curves = cb.control_summary(smoke_an, k=10)
+    shares, curves = cb.control_summary(smoke_an, k=10, max_weights=10)
     assert list(curves) == ["hessian"]
     assert math.isnan(shares["dual_pca"]) and math.isnan(shares["random"])
     assert shares["hessian"] == pytest.approx(smoke_an.sharp_gap / smoke_an.pair_gap)

@@ -36,10 +36,10 @@ CONTROL_MAX = DENSE_HESSIAN_MAX  # weights: the controls are dense P x P like th
 BASES = ("hessian", "dual_pca", "random")
 
 
-def _check_size(n_weights: int) -> None:
-    if n_weights > CONTROL_MAX:
+def _check_size(n_weights: int, max_weights: int) -> None:
+    if n_weights > max_weights:
         raise ValueError(
-            f"the control bases are built as P x P matrices, limited to {CONTROL_MAX} weights; "
+            f"the control bases are built as P x P matrices, limited to {max_weights} weights; "
             f"this layer has {n_weights}"
         )
 
@@ -56,14 +56,16 @@ def dual_weight_covariance(gaps: PairGaps) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, C / K
 
 
-def dual_pca_basis(gaps: PairGaps) -> tuple[torch.Tensor, torch.Tensor]:
+def dual_pca_basis(
+    gaps: PairGaps, max_weights: int = CONTROL_MAX
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(variance, V): the principal axes of the dual weights as a complete orthonormal basis
     (columns of V, P x P, by decreasing variance), and the variance of dw_k along each.
 
     With fewer pairs than weights the covariance has a null space (variance 0) in which any
     basis is an eigenbasis; it is made canonical by one axis along the mean dual weight's part
     in it (a Householder reflection), so that every other null axis carries exactly nothing."""
-    _check_size(gaps.n_weights)
+    _check_size(gaps.n_weights, max_weights)
     mean, C = dual_weight_covariance(gaps)
     var, V = symmetric_eigh(C)
     var, V = var.flip(0).numpy(), V.flip(1).numpy()
@@ -80,10 +82,12 @@ def dual_pca_basis(gaps: PairGaps) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(var), torch.from_numpy(V).to(gaps.u.device)
 
 
-def random_basis(n_weights: int, seed: int = 0, device=None) -> torch.Tensor:
+def random_basis(
+    n_weights: int, seed: int = 0, device=None, max_weights: int = CONTROL_MAX
+) -> torch.Tensor:
     """(P, P) Haar-random orthonormal basis: QR of a Gaussian matrix, R's diagonal made
     positive (without that sign fix QR's output is not uniformly distributed)."""
-    _check_size(n_weights)
+    _check_size(n_weights, max_weights)
     g = torch.Generator().manual_seed(seed)
     Q, R = torch.linalg.qr(torch.randn(n_weights, n_weights, generator=g, dtype=torch.float64))
     return (Q * torch.sign(torch.diagonal(R))).to(device)
@@ -140,11 +144,13 @@ def basis_shares(an, k: int = 10, seed: int = 0) -> dict[str, float]:
     return {name: top_share(d, an.pair_gap, k) for name, d in tables.items()}
 
 
-def control_summary(an, k: int = 10, seed: int = 0) -> tuple[dict[str, float], dict]:
+def control_summary(
+    an, k: int = 10, seed: int = 0, max_weights: int = CONTROL_MAX
+) -> tuple[dict[str, float], dict]:
     """(top-k shares, share curves) for a notebook: as :func:`basis_shares` and
-    :func:`share_curves`, but above CONTROL_MAX weights the controls are NaN and only the
+    :func:`share_curves`, but above ``max_weights`` the controls are NaN and only the
     Hessian's curve is drawn, instead of an error."""
-    if an.n_weights > CONTROL_MAX:
+    if an.n_weights > max_weights:
         tables = {"hessian": an.directions}
     else:
         tables = control_tables(an, seed)
