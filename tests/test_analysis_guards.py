@@ -160,7 +160,7 @@ def test_memory_limit_parsing_and_the_samples_x_width2_estimate():
 @pytest.mark.parametrize("route", [{}, {"dense_max": 100, "lanczos_k": 30}])
 def test_blocks_of_pairs_give_the_unblocked_numbers(smoke_run, monkeypatch, route):
     whole = aw.analyze(smoke_run, **route)
-    monkeypatch.setattr(pair_gaps, "pair_block", lambda n_weights: 7)
+    monkeypatch.setattr(pair_gaps, "pair_block", lambda n_weights, *block_bytes: 7)
     blocked = aw.analyze(smoke_run, **route)
     for k, v in whole.scalars().items():
         if isinstance(v, float) and k not in ("identity_error", "duality_error"):
