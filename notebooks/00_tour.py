@@ -48,14 +48,15 @@ import awbench as aw
 from awbench.experiments import record_names as rn
 from awbench.viz import decomposition_plots as dp
 from awbench.viz import duality_plots
-from awbench.viz import notebook_support as nb
+from awbench.experiments import notebook_params as params
+from awbench.viz.notebook_setup import setup
 from awbench.viz import run_takeaways as rt
 from awbench.nn.mlp import float64_model
 
-nb.setup()
+setup()
 
 # %%
-cfg = nb.base_config(
+cfg = params.base_config(
     profile,
     dataset,
     overrides,
@@ -65,7 +66,7 @@ cfg = nb.base_config(
     lr=lr,
     weight_decay=weight_decay,
 )
-Markdown(nb.config_text(cfg))
+Markdown(params.config_text(cfg))
 
 # %% [markdown]
 # ## 1 · Train with the paper's protocol

@@ -45,18 +45,20 @@ from IPython.display import Markdown
 import awbench as aw
 from awbench.experiments import record_names as rn
 from awbench.viz import duality_plots
-from awbench.viz import notebook_support as nb
+from awbench.experiments import notebook_params as params
+from awbench.formatting import number
+from awbench.viz.notebook_setup import setup
 from awbench.viz import run_takeaways as rt
 from awbench.analysis import checks
 from awbench.nn.mlp import float64_model
 
-nb.setup()
+setup()
 
 # %%
-cfg = nb.base_config(profile, dataset, overrides, seed=seed, layer=layer)
-family = nb.parse_grid("family_scales", family_scales)
-scales = nb.parse_grid("layer_scales", layer_scales)
-Markdown(nb.config_text(cfg))
+cfg = params.base_config(profile, dataset, overrides, seed=seed, layer=layer)
+family = params.parse_grid("family_scales", family_scales)
+scales = params.parse_grid("layer_scales", layer_scales)
+Markdown(params.config_text(cfg))
 
 # %%
 res = aw.run_experiment(cfg)
@@ -82,8 +84,8 @@ duality_plots.dual_norm_check(predicted.numpy(), dual.flatten(1).norm(dim=1).num
 Markdown(
     f"{len(pairs.test)} pairs, {int((~keep).sum())} with a zero training activity at `{cfg.layer}` "
     f"(no dual exists there). Relative activity change ‖Δa‖/‖a‖: median "
-    f"{nb.fmt(float(((a_te - a_tr).norm(dim=1) / a_tr.norm(dim=1)).median()))}; dual-weight norm relative "
-    f"to ‖W‖ = {nb.fmt(float(W.norm()))}: median {nb.fmt(float(dual.flatten(1).norm(dim=1).median() / W.norm()))}. "
+    f"{number(float(((a_te - a_tr).norm(dim=1) / a_tr.norm(dim=1)).median()))}; dual-weight norm relative "
+    f"to ‖W‖ = {number(float(W.norm()))}: median {number(float(dual.flatten(1).norm(dim=1).median() / W.norm()))}. "
     f"Closed form and computed norm differ by at most "
     f"{float((predicted - dual.flatten(1).norm(dim=1)).abs().max()):.1e}."
 )

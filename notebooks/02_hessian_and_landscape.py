@@ -48,16 +48,18 @@ import awbench as aw
 from awbench.experiments import record_names as rn
 from awbench.viz import curvature_plots
 from awbench.viz import landscape_takeaways as lt
-from awbench.viz import notebook_support as nb
+from awbench.experiments import notebook_params as params
+from awbench.formatting import number
+from awbench.viz.notebook_setup import setup
 from awbench.viz import run_takeaways as rt
 from awbench.curvature.spectrum import eigen_check, trace_table
 from awbench.nn.mlp import float64_model
 from awbench import plots
 
-nb.setup()
+setup()
 
 # %%
-cfg = nb.base_config(profile, dataset, overrides, seed=seed, layer=layer)
+cfg = params.base_config(profile, dataset, overrides, seed=seed, layer=layer)
 settings = lt.landscape_settings(profile)
 res = aw.run_experiment(cfg)
 run = res.load_run()
@@ -158,8 +160,8 @@ plots.contour_figure(plane_mix, title="Loss on the plane of dual PC1 and a rando
 
 # %%
 Markdown(
-    f"Across the same grid the loss rises by up to {nb.fmt(plane_eig.loss.max() - plane_eig.loss0)} nats on "
-    f"the eigenvector plane and {nb.fmt(plane_mix.loss.max() - plane_mix.loss0)} nats on the dual/random plane."
+    f"Across the same grid the loss rises by up to {number(plane_eig.loss.max() - plane_eig.loss0)} nats on "
+    f"the eigenvector plane and {number(plane_mix.loss.max() - plane_mix.loss0)} nats on the dual/random plane."
 )
 
 # %% [markdown]

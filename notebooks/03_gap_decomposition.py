@@ -53,20 +53,22 @@ from awbench.experiments import record_names as rn
 from awbench.viz import decomposition_plots as dp
 from awbench.viz import gap_plots as gp
 from awbench.viz import knob_takeaways as kt
-from awbench.viz import notebook_support as nb
+from awbench.experiments import notebook_params as params
+from awbench.experiments import knob_sweeps as ks
+from awbench.viz.notebook_setup import setup
 from awbench.viz import run_takeaways as rt
 from awbench.analysis.control_basis import control_summary
 from awbench.analysis.decomposition import spearman_ratio, spearman_sigma_g
 from awbench.experiments.effects import effects_estimate
 
-nb.setup()
+setup()
 
 # %%
-cfg = nb.base_config(profile, dataset, overrides, seed=seed, layer=layer, n_sharp=n_sharp)
-seed_list = nb.seeds(profile, seed, n_seeds)
+cfg = params.base_config(profile, dataset, overrides, seed=seed, layer=layer, n_sharp=n_sharp)
+seed_list = params.seeds(profile, seed, n_seeds)
 layer_list = [name.strip() for name in layers.split(",") if name.strip()]
 checked = [cfg.replace(layer=name) for name in layer_list]  # validates every layer name
-Markdown(nb.config_text(cfg))
+Markdown(params.config_text(cfg))
 
 # %%
 res = aw.run_experiment(cfg)
@@ -139,7 +141,7 @@ Markdown(rt.layer_takeaway(layer_table))
 # Every seed changes the initialisation and the batch order (the data stay fixed).
 
 # %%
-seed_runs = nb.runs_over_seeds(cfg, seed_list, nb.workers_for(profile, workers))
+seed_runs = ks.runs_over_seeds(cfg, seed_list, params.workers_for(profile, workers))
 gp.estimated_vs_actual(
     seed_runs, color="seed", title=f"Estimated against actual gap, {len(seed_runs)} seeds"
 )

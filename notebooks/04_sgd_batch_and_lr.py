@@ -49,16 +49,18 @@ from IPython.display import Markdown
 from awbench.viz import gap_plots as gp
 from awbench.viz import knob_plots as kp
 from awbench.viz import knob_takeaways as kt
-from awbench.viz import notebook_support as nb
+from awbench.experiments import notebook_params as params
+from awbench.experiments import knob_sweeps as ks
+from awbench.viz.notebook_setup import setup
 
-nb.setup()
+setup()
 
 # %%
-base = nb.base_config(profile, dataset, overrides, seed=seed, batch_size=batch_size, lr=lr)
-seed_list = nb.seeds(profile, seed, n_seeds)
-workers = nb.workers_for(profile, workers)
-bs_values = nb.knob_grid("batch_size", profile, base, batch_size_grid)
-lr_values = nb.knob_grid("lr", profile, base, lr_grid)
+base = params.base_config(profile, dataset, overrides, seed=seed, batch_size=batch_size, lr=lr)
+seed_list = params.seeds(profile, seed, n_seeds)
+workers = params.workers_for(profile, workers)
+bs_values = params.knob_grid("batch_size", profile, base, batch_size_grid)
+lr_values = params.knob_grid("lr", profile, base, lr_grid)
 Markdown(
     f"Base: `{base.diff()}`; batch sizes {bs_values}, learning rates {lr_values}, seeds {seed_list}."
 )
@@ -67,8 +69,8 @@ Markdown(
 # ## 1 · Batch size
 
 # %%
-runs_bs = nb.sweep(base, "batch_size", bs_values, seed_list, workers, store)
-nb.summary_table(runs_bs, "batch_size")
+runs_bs = ks.sweep(base, "batch_size", bs_values, seed_list, workers, store)
+ks.summary_table(runs_bs, "batch_size")
 
 # %%
 kp.gap_vs_knob(runs_bs, "batch_size")
@@ -92,8 +94,8 @@ Markdown(kt.plane_takeaway(runs_bs))
 # ## 2 · Learning rate
 
 # %%
-runs_lr = nb.sweep(base, "lr", lr_values, seed_list, workers, store)
-nb.summary_table(runs_lr, "lr")
+runs_lr = ks.sweep(base, "lr", lr_values, seed_list, workers, store)
+ks.summary_table(runs_lr, "lr")
 
 # %%
 kp.gap_vs_knob(runs_lr, "lr")
@@ -125,7 +127,7 @@ gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 Markdown(kt.estimate_takeaway(all_runs))
 
 # %%
-effects = nb.effects_table(sweeps, profile)
+effects = ks.effects_table(sweeps, profile)
 gp.knob_effects(effects)
 
 # %%
@@ -135,4 +137,4 @@ effects
 # ## Recorded numbers
 
 # %%
-nb.record_sweeps(sweeps, profile)
+ks.record_sweeps(sweeps, profile)

@@ -54,20 +54,22 @@ from awbench.experiments import record_names as rn
 from awbench.viz import gap_plots as gp
 from awbench.viz import knob_plots as kp
 from awbench.viz import knob_takeaways as kt
-from awbench.viz import notebook_support as nb
+from awbench.experiments import notebook_params as params
+from awbench.experiments import knob_sweeps as ks
+from awbench.viz.notebook_setup import setup
 from awbench.analysis.decomposition import spearman
 from awbench.experiments.effects import size_norm_slope
 
-nb.setup()
+setup()
 
 # %%
-base = nb.base_config(
+base = params.base_config(
     profile, dataset, overrides, seed=seed, weight_decay=weight_decay, init_scale=init_scale
 )
-seed_list = nb.seeds(profile, seed, n_seeds)
-workers = nb.workers_for(profile, workers)
-weight_decay_values = nb.knob_grid("weight_decay", profile, base, weight_decay_grid)
-init_scale_values = nb.knob_grid("init_scale", profile, base, init_scale_grid)
+seed_list = params.seeds(profile, seed, n_seeds)
+workers = params.workers_for(profile, workers)
+weight_decay_values = params.knob_grid("weight_decay", profile, base, weight_decay_grid)
+init_scale_values = params.knob_grid("init_scale", profile, base, init_scale_grid)
 Markdown(
     f"Base: `{base.diff()}`; weight decays {weight_decay_values}, init scales {init_scale_values}, "
     f"seeds {seed_list}."
@@ -77,8 +79,8 @@ Markdown(
 # ## 1 · Weight decay
 
 # %%
-runs_wd = nb.sweep(base, "weight_decay", weight_decay_values, seed_list, workers, store)
-nb.summary_table(runs_wd, "weight_decay")
+runs_wd = ks.sweep(base, "weight_decay", weight_decay_values, seed_list, workers, store)
+ks.summary_table(runs_wd, "weight_decay")
 
 # %%
 kp.gap_vs_knob(runs_wd, "weight_decay")
@@ -102,8 +104,8 @@ Markdown(kt.plane_takeaway(runs_wd))
 # ## 2 · Initial weight scale
 
 # %%
-runs_init = nb.sweep(base, "init_scale", init_scale_values, seed_list, workers, store)
-nb.summary_table(runs_init, "init_scale")
+runs_init = ks.sweep(base, "init_scale", init_scale_values, seed_list, workers, store)
+ks.summary_table(runs_init, "init_scale")
 
 # %%
 kp.gap_vs_knob(runs_init, "init_scale")
@@ -157,7 +159,7 @@ aw.record(rn.SIZE_NORM_SLOPE, size_norm_slope(sized))
 aw.record(rn.SIZE_NORM_RHO, spearman(sized["weight_norm"], sized["size"]))
 
 # %%
-effects = nb.effects_table(sweeps, profile)
+effects = ks.effects_table(sweeps, profile)
 gp.knob_effects(effects)
 
 # %%
@@ -167,4 +169,4 @@ effects
 # ## Recorded numbers
 
 # %%
-nb.record_sweeps(sweeps, profile)
+ks.record_sweeps(sweeps, profile)

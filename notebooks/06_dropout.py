@@ -45,23 +45,25 @@ from IPython.display import Markdown
 from awbench.viz import gap_plots as gp
 from awbench.viz import knob_plots as kp
 from awbench.viz import knob_takeaways as kt
-from awbench.viz import notebook_support as nb
+from awbench.experiments import notebook_params as params
+from awbench.experiments import knob_sweeps as ks
+from awbench.viz.notebook_setup import setup
 
-nb.setup()
+setup()
 
 # %%
-base = nb.base_config(profile, dataset, overrides, seed=seed)
-seed_list = nb.seeds(profile, seed, n_seeds)
-workers = nb.workers_for(profile, workers)
-dropout_values = nb.knob_grid("dropout", profile, base, dropout_grid)
+base = params.base_config(profile, dataset, overrides, seed=seed)
+seed_list = params.seeds(profile, seed, n_seeds)
+workers = params.workers_for(profile, workers)
+dropout_values = params.knob_grid("dropout", profile, base, dropout_grid)
 Markdown(f"Base: `{base.diff()}`; dropout {dropout_values}, seeds {seed_list}.")
 
 # %% [markdown]
 # ## 1 · Dropout
 
 # %%
-runs_do = nb.sweep(base, "dropout", dropout_values, seed_list, workers, store)
-nb.summary_table(runs_do, "dropout")
+runs_do = ks.sweep(base, "dropout", dropout_values, seed_list, workers, store)
+ks.summary_table(runs_do, "dropout")
 
 # %%
 kp.gap_vs_knob(runs_do, "dropout")
@@ -102,7 +104,7 @@ gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 Markdown(kt.estimate_takeaway(all_runs))
 
 # %%
-effects = nb.effects_table(sweeps, profile)
+effects = ks.effects_table(sweeps, profile)
 gp.knob_effects(effects)
 
 # %%
@@ -112,4 +114,4 @@ effects
 # ## Recorded numbers
 
 # %%
-nb.record_sweeps(sweeps, profile)
+ks.record_sweeps(sweeps, profile)

@@ -49,16 +49,18 @@ from awbench.experiments import grids
 from awbench.viz import gap_plots as gp
 from awbench.viz import knob_plots as kp
 from awbench.viz import knob_takeaways as kt
-from awbench.viz import notebook_support as nb
+from awbench.experiments import notebook_params as params
+from awbench.experiments import knob_sweeps as ks
+from awbench.viz.notebook_setup import setup
 
-nb.setup()
+setup()
 
 # %%
-base = nb.base_config(profile, dataset, overrides, seed=seed)
-seed_list = nb.seeds(profile, seed, n_seeds)
-workers = nb.workers_for(profile, workers)
-n_train_values = nb.knob_grid("n_train", profile, base, n_train_grid)
-label_noise_values = nb.knob_grid("label_noise", profile, base, label_noise_grid)
+base = params.base_config(profile, dataset, overrides, seed=seed)
+seed_list = params.seeds(profile, seed, n_seeds)
+workers = params.workers_for(profile, workers)
+n_train_values = params.knob_grid("n_train", profile, base, n_train_grid)
+label_noise_values = params.knob_grid("label_noise", profile, base, label_noise_grid)
 # n_train / (1 - max rho) must fit the pool
 noise_base = base.replace(n_train=grids.label_noise_n_train(base, label_noise_values))
 Markdown(
@@ -70,8 +72,8 @@ Markdown(
 # ## 1 · Training-set size
 
 # %%
-runs_nt = nb.sweep(base, "n_train", n_train_values, seed_list, workers, store)
-nb.summary_table(runs_nt, "n_train")
+runs_nt = ks.sweep(base, "n_train", n_train_values, seed_list, workers, store)
+ks.summary_table(runs_nt, "n_train")
 
 # %%
 kp.gap_vs_knob(runs_nt, "n_train")
@@ -95,8 +97,8 @@ Markdown(kt.plane_takeaway(runs_nt))
 # ## 2 · Label noise
 
 # %%
-runs_ln = nb.sweep(noise_base, "label_noise", label_noise_values, seed_list, workers, store)
-nb.summary_table(runs_ln, "label_noise")
+runs_ln = ks.sweep(noise_base, "label_noise", label_noise_values, seed_list, workers, store)
+ks.summary_table(runs_ln, "label_noise")
 
 # %%
 kp.gap_vs_knob(runs_ln, "label_noise")
@@ -128,7 +130,7 @@ gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 Markdown(kt.estimate_takeaway(all_runs))
 
 # %%
-effects = nb.effects_table(sweeps, profile)
+effects = ks.effects_table(sweeps, profile)
 gp.knob_effects(effects)
 
 # %%
@@ -138,4 +140,4 @@ effects
 # ## Recorded numbers
 
 # %%
-nb.record_sweeps(sweeps, profile)
+ks.record_sweeps(sweeps, profile)

@@ -54,12 +54,12 @@ import awbench.apps.knobs.panels as kp
 import awbench.apps.knobs.sentences as kt
 import awbench.apps.knobs.widgets as kw
 from awbench.experiments import grids
-from awbench.viz import notebook_support as nb
+from awbench.viz.notebook_setup import setup
 from awbench.experiments.records import record
 from IPython.display import Markdown, display
 
 grids.check_profile(profile)
-nb.setup()
+setup()
 
 # %% [markdown]
 # ## 1 · The panel

@@ -49,10 +49,12 @@ import awbench as aw
 from awbench.experiments import record_names as rn
 from awbench.viz import knob_takeaways as kt
 from awbench.viz import learner_comparison as lc
-from awbench.viz import notebook_support as nb
+from awbench.experiments import notebook_params as params
+from awbench.experiments import knob_sweeps as ks
+from awbench.viz.notebook_setup import setup
 from awbench.progress import interactive
 
-nb.setup()
+setup()
 
 # %%
 ALGORITHMS = {"smoke": ["ssgd", "dpsgd"], "quick": ["ssgd", "dpsgd"], "paper": ["ssgd", "dpsgd", "local_sgd"]}
@@ -64,10 +66,10 @@ COUNTS = {
     "quick": [n_learners],
     "paper": [c for c in (2, 4, 8, 16, 32) if c < n_learners] + [n_learners],
 }
-base = nb.base_config(profile, dataset, overrides, seed=seed, topology=topology)
+base = params.base_config(profile, dataset, overrides, seed=seed, topology=topology)
 algorithms = ALGORITHMS[profile]
 counts = sorted(set(COUNTS[profile]))
-seed_list = nb.seeds(profile, seed, n_seeds or SEEDS[profile])
+seed_list = params.seeds(profile, seed, n_seeds or SEEDS[profile])
 grid = {"algorithm": algorithms, "n_learners": counts}
 Markdown(f"Base: `{base.diff()}`; grid `{grid}`, seeds {seed_list}.")
 
@@ -80,11 +82,11 @@ Markdown(f"Base: `{base.diff()}`; grid `{grid}`, seeds {seed_list}.")
 # %%
 report = aw.run_sweep(
     grid,
-    nb.store_path(store),
+    ks.store_path(store),
     seeds=seed_list,
     base=base,
     name=f"notebook-multilearner-{base.key()[:8]}",
-    workers=nb.workers_for(profile, workers),
+    workers=params.workers_for(profile, workers),
     quiet=not interactive(),
 )
 all_runs = report.load().runs

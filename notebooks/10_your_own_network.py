@@ -50,14 +50,15 @@ from awbench.analysis.dimensionless import COLUMNS, dimensionless_table
 from awbench.experiments import record_names as rn
 from awbench.training.run import stopping_rule_met
 from awbench.viz import decomposition_plots as dp
-from awbench.viz import notebook_support as nb
+from awbench.experiments import notebook_params as params
+from awbench.viz.notebook_setup import setup
 from awbench.viz.run_takeaways import run_takeaway
 
-nb.setup()
+setup()
 
 # %%
 EPOCHS = {"smoke": 100, "quick": 300, "paper": 500}
-cfg = nb.base_config(profile, "digits", seed=seed)  # the MLP's Config; the CNN uses its data
+cfg = params.base_config(profile, "digits", seed=seed)  # the MLP's Config; the CNN uses its data
 n_epochs = epochs or EPOCHS[profile]
 data = aw.load_data(cfg)
 x, y = data.x_train.reshape(-1, 1, 8, 8), data.y_train  # 64 pixels -> one 8x8 channel

@@ -51,19 +51,21 @@ from awbench.experiments import record_names as rn
 from awbench.experiments.claims import GAMMA_MARGIN, claim_verdicts
 from awbench.experiments.verdicts import verdict_table
 from awbench.viz import noise_plots as npl
-from awbench.viz import noise_support as ns
 from awbench.viz import noise_takeaways as nt
-from awbench.viz import notebook_support as nb
+from awbench.experiments import notebook_params as params
+from awbench.viz.notebook_setup import setup
+from awbench.experiments import noise_runs as nr
+from awbench.analysis.noise import minibatch_trace, per_sample_gradients
 
-nb.setup()
+setup()
 
 # %%
-seed_list = ns.noise_seeds(profile, n_seeds, seed)
-ce_cfg = nb.base_config(profile, dataset, seed=seed, loss="ce")
-mse_cfg = ce_cfg.replace(loss="mse", lr=ns.mse_lr(profile, mse_lr))
+seed_list = nr.noise_seeds(profile, n_seeds, seed)
+ce_cfg = params.base_config(profile, dataset, seed=seed, loss="ce")
+mse_cfg = ce_cfg.replace(loss="mse", lr=nr.mse_lr(profile, mse_lr))
 lrs = {"ce": ce_cfg.lr, "mse": mse_cfg.lr}
 Markdown(
-    nb.config_text(ce_cfg)
+    params.config_text(ce_cfg)
     + f" Seeds {seed_list[0]}–{seed_list[-1]} for each loss. MSE's gradients are about "
     f"{aw.load_data(ce_cfg).n_classes} times smaller than cross-entropy's (the mean over classes "
     f"of squared probability errors), so at cross-entropy's lr {ce_cfg.lr:g} MSE runs crawl "
@@ -79,7 +81,7 @@ Markdown(
 # %%
 tables, results = {}, {}
 for loss, cfg in (("ce", ce_cfg), ("mse", mse_cfg)):
-    tables[loss], results[loss] = ns.noise_over_seeds(ns.train_seeds(cfg, seed_list))
+    tables[loss], results[loss] = nr.noise_over_seeds(nr.train_seeds(cfg, seed_list))
 Markdown(nt.status_sentence(tables, lrs))
 
 # %%
@@ -143,12 +145,12 @@ Markdown("\n\n".join(nt.commutator_sentence(tables[loss], loss) for loss in tabl
 # per-sample gradients: 1/B for B ≪ N, zero at B = N.
 
 # %%
-first = ns.first_converged(ns.train_seeds(ce_cfg, seed_list))
+first = nr.first_converged(nr.train_seeds(ce_cfg, seed_list))
 if first is None:
     display(Markdown("**No converged cross-entropy seed:** no batch-size figure."))
 else:
-    grads = ns.per_sample_gradients(first.load_run())
-    trace = ns.minibatch_trace(grads, ns.batch_sizes(len(grads)), seed=seed)
+    grads = per_sample_gradients(first.load_run())
+    trace = minibatch_trace(grads, nr.batch_sizes(len(grads)), seed=seed)
     display(npl.noise_against_batch_size(trace, len(grads)))
     display(Markdown(nt.batch_sentence(trace)))
 
@@ -161,7 +163,7 @@ else:
 # they count as p = 1), so a verdict needs more than a couple of seeds.
 
 # %%
-evidence = ns.noise_evidence(tables["ce"], tables["mse"])
+evidence = nr.noise_evidence(tables["ce"], tables["mse"])
 aw.record(rn.NOISE_GAMMA_CE, evidence["gamma_ce"])
 aw.record(rn.NOISE_GAMMA_MSE, evidence["gamma_mse"])
 aw.record(rn.NOISE_COMMUTATOR, evidence["commutator"])
@@ -179,8 +181,8 @@ Markdown(nt.claims_sentence(claims))
 if profile != "smoke" and (also_mnist1d or profile == "paper") and dataset != "mnist1d":
     m1d = {}
     for loss, lr in lrs.items():
-        cfg = nb.base_config(profile, "mnist1d", seed=seed, loss=loss, lr=lr)
-        m1d[loss], _ = ns.noise_over_seeds(ns.train_seeds(cfg, seed_list))
+        cfg = params.base_config(profile, "mnist1d", seed=seed, loss=loss, lr=lr)
+        m1d[loss], _ = nr.noise_over_seeds(nr.train_seeds(cfg, seed_list))
     display(Markdown(nt.status_sentence(m1d, lrs)))
     display(npl.gamma_over_seeds(m1d, margin=GAMMA_MARGIN))
     display(

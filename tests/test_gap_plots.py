@@ -64,7 +64,7 @@ def _runs() -> pd.DataFrame:
                 row = {k: np.nan for k in row}
             rows.append({KNOB: v, "seed": seed, "status": status, **row})
     runs = pd.DataFrame(rows)
-    # The columns notebook_support._with_columns adds.
+    # The columns knob_sweeps.with_run_columns adds.
     runs["ok"] = runs["status"].isin(("converged", "max_epochs")) & runs["pair_gap"].notna()
     runs["converged"] = runs["status"] == "converged"
     runs.insert(0, "knob", KNOB)

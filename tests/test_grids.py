@@ -6,9 +6,8 @@ import yaml
 
 from awbench.apps.knobs.grid import shipped_store
 from awbench.config import Config
-from awbench.experiments import grids
+from awbench.experiments import grids, notebook_params
 from awbench.experiments.planning import check_data_size
-from awbench.viz import notebook_support as nb
 
 PAPER = Config.preset("paper")
 KNOBS = tuple(grids.PAPER_VALUES)
@@ -34,7 +33,7 @@ def test_label_noise_shrink_survives_rounding(monkeypatch):
 @pytest.mark.parametrize("profile", list(grids.PROFILES))
 @pytest.mark.parametrize("dataset", ["digits", "mnist"])
 def test_profile_values_are_valid_configs(profile, dataset):
-    base = nb.base_config(profile, dataset)
+    base = notebook_params.base_config(profile, dataset)
     for knob in KNOBS:
         values = grids.knob_values(knob, profile, base)
         assert values, knob
@@ -67,6 +66,6 @@ def test_sweep_presets_and_notebooks_agree(preset):
     base = Config.preset(preset)
     for knob in KNOBS:
         grid, fixed = grids.preset_grid(knob, base)
-        assert nb.knob_grid(knob, "paper", base) == grid[knob], knob
+        assert notebook_params.knob_grid(knob, "paper", base) == grid[knob], knob
         if knob == "label_noise":
             assert grids.label_noise_n_train(base, grid[knob]) == fixed.get("n_train", base.n_train)

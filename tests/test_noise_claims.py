@@ -13,14 +13,15 @@ import pytest
 import torch
 from scipy import stats
 
+from awbench.analysis.noise import minibatch_trace
 from awbench.apps.report import knobs as report_knobs
 from awbench.apps.report import pages as report_pages
 from awbench.apps.report.render import _claims_table
 from awbench.experiments import claims as cl
+from awbench.experiments import noise_runs
 from awbench.experiments import record_names as rn
 from awbench.experiments import verdicts as vd
 from awbench.viz import noise_plots as npl
-from awbench.viz import noise_support as ns
 from awbench.viz import noise_takeaways as nt
 
 IDS = ("followup.gamma_ce", "followup.gamma_mse", "followup.commute")
@@ -146,7 +147,7 @@ def _seed_table(loss, gammas, statuses):
 def test_evidence_counts_converged_seeds_only_and_sentences_say_so():
     ce = _seed_table("ce", [1.1, 1.12, 1.3], ["converged", "converged", "max_epochs"])
     mse = _seed_table("mse", [1.0, 1.02, 0.99], ["converged"] * 3)
-    ev = ns.noise_evidence(ce, mse)
+    ev = noise_runs.noise_evidence(ce, mse)
     assert ev["gamma_ce"] == [1.1, 1.12] and len(ev["gamma_mse"]) == 3
     assert len(ev["commutator"]) == len(ev["commutator_baseline"]) == 2
     assert "2 of 3" in nt.status_sentence({"ce": ce, "mse": mse}, {"ce": 0.1, "mse": 1.0})
@@ -164,11 +165,11 @@ def test_evidence_counts_converged_seeds_only_and_sentences_say_so():
 
 def test_minibatch_trace_follows_the_without_replacement_formula():
     g = torch.randn(60, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    frame = ns.minibatch_trace(g, [1, 6, 30, 60], n_batches=3000, seed=1)
+    frame = minibatch_trace(g, [1, 6, 30, 60], n_batches=3000, seed=1)
     assert frame.loc[frame["batch_size"] == 60, "exact"].item() == 0
     assert frame.loc[frame["batch_size"] == 60, "measured"].item() == pytest.approx(0, abs=1e-20)
     rows = frame[frame["batch_size"] < 60]
     assert ((rows["measured"] - rows["exact"]).abs() < 4 * rows["measured_se"]).all()
-    assert ns.batch_sizes(400) == [4, 10, 25, 50, 100, 200]
+    assert noise_runs.batch_sizes(400) == [4, 10, 25, 50, 100, 200]
     assert npl.noise_against_batch_size(frame, 60).layout.title.text
     assert "fold" in nt.batch_sentence(rows)

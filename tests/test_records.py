@@ -11,8 +11,8 @@ import pytest
 from awbench.apps.report import claims as report_claims
 from awbench.apps.report import pages as report_pages
 from awbench.apps.report import render as report_render
+from awbench.experiments import knob_sweeps
 from awbench.experiments import record_names as rn
-from awbench.viz import notebook_support as nb
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -70,7 +70,7 @@ def _receiver(call: ast.Call) -> str:
 
 
 def written_records(path: Path) -> set[str]:
-    """The record names a notebook's source writes with ``aw.record`` or ``nb.record_sweeps``."""
+    """The record names a notebook's source writes with ``aw.record`` or ``record_sweeps``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     loops = _loop_values(tree)
     out: set[str] = set()
@@ -172,11 +172,11 @@ def test_knob_records_write_every_expected_knob_record(tmp_path):
     from test_report_verdicts import write_sweep
 
     runs = write_sweep(tmp_path)
-    written = nb.knob_records(runs, "batch_size", "quick")
+    written = knob_sweeps.knob_records(runs, "batch_size", "quick")
     assert {rn.knob_record("batch_size", q) for q in rn.KNOB_QUANTITIES} <= set(written)
     # nothing converged: the report-read numbers are still recorded, as NaN (shown n/a)
     runs["status"], runs["converged"], runs["ok"] = "max_epochs", False, False
-    written = nb.knob_records(runs, "batch_size", "quick")
+    written = knob_sweeps.knob_records(runs, "batch_size", "quick")
     assert {rn.knob_record("batch_size", q) for q in rn.KNOB_QUANTITIES} <= set(written)
     assert math.isnan(written[rn.knob_record("batch_size", rn.SHARPNESS_CHANGE)])
 

@@ -21,7 +21,7 @@ from test_report_verdicts import write_sweep
 from awbench.apps.report import pages as report_pages
 from awbench.apps.report import sliders as report_sliders
 from awbench.apps.report.render import render
-from awbench.viz import notebook_support as nb
+from awbench.experiments import knob_sweeps
 
 MAX_BYTES = 10 * 1024 * 1024
 LONG_TITLE = (
@@ -32,7 +32,11 @@ LONG_TITLE = (
 
 def _pages(folder) -> list[report_pages.NotebookPage]:
     runs = write_sweep(folder)
-    records = {**nb.knob_records(runs, "batch_size", "quick"), "ratio": 0.123456789, "flag": True}
+    records = {
+        **knob_sweeps.knob_records(runs, "batch_size", "quick"),
+        "ratio": 0.123456789,
+        "flag": True,
+    }
     fig = {
         "data": [{"type": "scatter", "x": [1, 2, 3], "y": [3, 1, 2]}],
         "layout": {"title": {"text": LONG_TITLE}},
@@ -190,7 +194,7 @@ def test_a_hostile_parameter_stays_text_in_the_report():
     """A parameter value with a backtick and an img tag cannot become markup (stored XSS)."""
     from awbench.apps.report.html import render_markdown
     from awbench.config import Config
-    from awbench.viz.notebook_support import config_text
+    from awbench.experiments.notebook_params import config_text
 
     hostile = "x`<img src=x onerror=alert(1)>"
     text = config_text(Config.preset("paper").replace(data_dir=hostile))

@@ -7,9 +7,10 @@ import pandas as pd
 from awbench.apps.report import knobs as report_knobs
 from awbench.apps.report import pages as report_pages
 from awbench.config import Config
+from awbench.experiments import knob_sweeps
 from awbench.experiments.effects import effects
 from awbench.experiments.store import Store, config_columns, load_store
-from awbench.viz import notebook_support as nb
+from awbench.experiments.verdicts import profile_verdict_table
 
 QUANTITIES = ("sharpness", "size", "sharp_gap", "flat_gap", "real_gap", "pair_gap")
 
@@ -47,13 +48,13 @@ def write_sweep(folder, planted_status="max_epochs"):
                     "finished_at": f"2026-01-01T00:{b % 60:02d}:{seed:02d}",
                 }
             )
-    return nb._with_columns(load_store(folder).runs, "batch_size")
+    return knob_sweeps.with_run_columns(load_store(folder).runs, "batch_size")
 
 
 def test_planted_unconverged_run_is_left_out_of_the_verdict(tmp_path):
     runs = write_sweep(tmp_path)
     assert int((~runs["converged"]).sum()) == 1 and runs["ok"].all()
-    table = nb.verdicts({"batch_size": runs}, "quick").set_index("quantity")
+    table = profile_verdict_table({"batch_size": runs}, "quick").set_index("quantity")
     assert table.loc["sharpness", "verdict"] == "up"
     assert table.loc["sharpness", "n_runs"] == 19 and table.loc["sharpness", "n_left_out"] == 1
     assert "max_epochs 1" in table.loc["sharpness", "left_out"]
@@ -67,13 +68,13 @@ def test_planted_unconverged_run_is_left_out_of_the_verdict(tmp_path):
         effects(with_planted, "batch_size")["sharpness_high"]
         < 0.85 * effects(runs, "batch_size")["sharpness_high"]
     )
-    summary = nb.summary_table(runs, "batch_size")
+    summary = knob_sweeps.summary_table(runs, "batch_size")
     assert summary.loc[200, "converged runs"] == 4 and summary.loc[200, "runs"] == 5
 
 
 def test_report_claims_from_records(tmp_path):
     runs = write_sweep(tmp_path)
-    records = nb.knob_records(runs, "batch_size", "quick")
+    records = knob_sweeps.knob_records(runs, "batch_size", "quick")
     page = report_pages.NotebookPage(
         "04_sgd_batch_and_lr", "04", tmp_path / "x.ipynb", records=records
     )
@@ -96,12 +97,16 @@ def test_value_without_a_converged_run_is_listed(tmp_path):
         "04_sgd_batch_and_lr",
         "04",
         tmp_path / "x.ipynb",
-        records=nb.knob_records(runs, "batch_size", "quick"),
+        records=knob_sweeps.knob_records(runs, "batch_size", "quick"),
     )
     (row,) = report_knobs.convergence_rows([page])
     assert row[2] == "15" and row[4] == "200"
-    assert (nb.summary_table(runs, "batch_size").loc[200, "sharpness"]) == "no converged run"
-    assert isinstance(pd.DataFrame(nb.effects_table({"batch_size": runs}, "quick")), pd.DataFrame)
+    assert (
+        (knob_sweeps.summary_table(runs, "batch_size").loc[200, "sharpness"]) == "no converged run"
+    )
+    assert isinstance(
+        pd.DataFrame(knob_sweeps.effects_table({"batch_size": runs}, "quick")), pd.DataFrame
+    )
 
 
 def test_paper_values_a_profile_leaves_out_are_listed():
@@ -115,7 +120,7 @@ def test_the_knob_panels_records_are_no_knob_sweep(tmp_path):
     not a sweep and get no row of the knob table (they used to show as 'None -> None')."""
     runs = write_sweep(tmp_path)
     records = {
-        **nb.knob_records(runs, "batch_size", "quick"),
+        **knob_sweeps.knob_records(runs, "batch_size", "quick"),
         "knobs.dropout.sharpness_change": 0.5,
         "knobs.dropout.size_change": 0.1,
     }

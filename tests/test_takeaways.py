@@ -23,10 +23,10 @@ from awbench.apps.knobs import sentences as ks
 from awbench.apps.knobs import widgets as kw
 from awbench.apps.knobs.grid import KNOB_TEXT, KNOBS, Point, Setting
 from awbench.config import Config
+from awbench.experiments.verdicts import which_factor
 from awbench.viz import knob_takeaways as kt
 from awbench.viz import landscape_takeaways as lt
 from awbench.viz import learner_comparison as lc
-from awbench.viz import notebook_support as ns
 from awbench.viz import run_takeaways as rt
 from awbench.viz.gap_plots import knob_label
 
@@ -755,7 +755,7 @@ def test_dpsgd_takeaway_without_pairs_gives_no_verdict():
     assert text.endswith("too few pairs for a comparison; no verdict on the paper's claim.")
 
 
-# --- verdict lines (awbench.viz.notebook_support) -------------------------------------------
+# --- verdict lines (awbench.experiments.verdicts) ---------------------------------------------
 
 
 @pytest.mark.parametrize("sharpness", ["up", "down", "no clear change", "inconclusive"])
@@ -775,7 +775,7 @@ def test_which_factor_names_each_factor_in_the_verdict_words(sharpness, size):
             "n_values": [3, 1, 3],
         }
     )
-    text = ns.which_factor(table)
+    text = which_factor(table)
     rows = list(table.itertuples())
     assert text == f"sharpness {verdict_words(rows[0])}; size {verdict_words(rows[1])}"
     assert text.startswith(f"sharpness {sharpness}") and f"; size {size}" in text

@@ -15,15 +15,20 @@ formed: H's top-k eigenpairs come from products H v (ARPACK over
 :class:`~awbench.curvature.layer_operator.LayerHessianProducts`), C is projected on them from
 the per-sample gradients a chunk of samples at a time, and E[h^2]_ii = mean_p |a_p|^2
 |G_p V_i a_p|^2 is one product G_p u_p per direction.
+
+:func:`minibatch_trace` measures tr C against the batch size by drawing minibatches of
+:func:`per_sample_gradients` the way the trainer does, next to the exact factor.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import scipy.sparse.linalg as sla
 import scipy.stats
 import torch
@@ -40,7 +45,7 @@ from awbench.curvature.layer import hessian_chunk_rows, output_hessians, row_chu
 from awbench.curvature.layer_operator import LayerHessianProducts
 from awbench.curvature.mlp_backend import mlp_backend_reason
 from awbench.nn import engine
-from awbench.nn.losses import check_loss
+from awbench.nn.losses import check_loss, per_sample_loss
 
 # Directions of the power-law fits (the top of H's spectrum) when the caller gives no k.
 NOISE_TOP_K = 100
@@ -476,3 +481,58 @@ def _result(target: ResolvedLayer, parts: dict, batch_size: int, n: int, k: int,
         C=C,
         Eh2=E,
     )
+
+
+# --- the minibatch noise against the batch size, measured -------------------------------
+
+# Minibatches drawn per batch size for the Monte Carlo trace.
+MC_BATCHES = 400
+
+
+def per_sample_gradients(run, layer: str | None = None) -> torch.Tensor:
+    """(N, P) float64 gradients of each training sample's loss with respect to ``layer``'s
+    weight (the run's analysed layer by default), flattened row-major."""
+    from torch.func import functional_call, grad, vmap
+
+    model = run.model.double().eval()
+    name = f"{layer or run.config.layer}.weight"
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    x, y = run.data.x_train.double(), run.data.y_train.long()
+
+    def loss_of(w, xi, yi):
+        logits = functional_call(model, {**params, name: w}, (xi[None],))
+        return per_sample_loss(run.config.loss, logits, yi[None]).sum()
+
+    g = vmap(grad(loss_of), in_dims=(None, 0, 0))(params[name], x, y)
+    return g.reshape(len(x), -1)
+
+
+def minibatch_trace(
+    g: torch.Tensor, sizes: Sequence[int], n_batches: int = MC_BATCHES, seed: int = 0
+) -> pd.DataFrame:
+    """tr C against B: measured, over ``n_batches`` minibatches drawn as the trainer draws
+    them (each epoch a random permutation cut into consecutive batches of B; a shorter last
+    batch is dropped), next to the exact (N - B) / (B (N - 1)) tr(Sigma) of the per-sample
+    gradients ``g`` (N, P). Columns ``batch_size``, ``measured``, ``exact``, ``n_batches``."""
+    n = len(g)
+    mean = g.mean(0)
+    sigma_trace = float(((g - mean) ** 2).sum(1).mean())
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for b in sizes:
+        deviations = []
+        while len(deviations) < n_batches:
+            perm = torch.randperm(n, generator=gen)
+            for start in range(0, n - b + 1, b):
+                batch = g[perm[start : start + b]].mean(0)
+                deviations.append(float(((batch - mean) ** 2).sum()))
+        rows.append(
+            {
+                "batch_size": int(b),
+                "measured": float(np.mean(deviations)),
+                "measured_se": float(np.std(deviations, ddof=1) / math.sqrt(len(deviations))),
+                "exact": batch_factor(n, b) * sigma_trace,
+                "n_batches": len(deviations),
+            }
+        )
+    return pd.DataFrame(rows)

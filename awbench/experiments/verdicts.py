@@ -62,7 +62,7 @@ import pandas as pd
 from scipy import stats
 
 from awbench.experiments.effects import converged_mask, with_curvature
-from awbench.experiments.grids import VERDICT_QUANTITIES
+from awbench.experiments.grids import VERDICT_QUANTITIES, verdict_family
 from awbench.experiments.within_seed import N_PERM, end_change, nonmonotone_test, trend_test
 
 QUANTITIES = VERDICT_QUANTITIES
@@ -362,6 +362,25 @@ def verdict_words(row: Mapping[str, Any] | Any) -> str:
     elif verdict == "non-monotone":
         text += " between the ends, but the values differ along the sweep"
     return text
+
+
+def which_factor(table: pd.DataFrame) -> str:
+    """One line from a knob's verdict rows: each factor and the curvature part, in the words
+    of :func:`verdict_words` (the same everywhere)."""
+    rows = {r.quantity: r for r in table.itertuples()}
+    factors = [q for q in ("sharpness", "size", "curvature") if q in rows]
+    if not factors:
+        return "no verdict"
+    return "; ".join(f"{q} {verdict_words(rows[q])}" for q in factors)
+
+
+def profile_verdict_table(runs_by_knob: Mapping[str, pd.DataFrame], profile: str) -> pd.DataFrame:
+    """The verdict table of these sweeps, corrected for the whole table of ``profile`` (every
+    knob x quantity), so that a notebook sweeping two knobs gives each the verdict the report
+    gives it."""
+    return verdict_table(
+        runs_by_knob, quantities=VERDICT_QUANTITIES, family=verdict_family(profile)
+    )
 
 
 # --- paired comparison of two algorithms over the same seeds ------------------------------

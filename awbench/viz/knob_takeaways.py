@@ -13,8 +13,9 @@ import pandas as pd
 
 from awbench.analysis.decomposition import spearman
 from awbench.experiments.effects import converged_runs, effects, size_norm_slope
+from awbench.experiments.verdicts import profile_verdict_table, which_factor
+from awbench.formatting import number, signed_percent
 from awbench.status import CONVERGED
-from awbench.viz.notebook_support import fmt, pct, verdicts, which_factor
 
 
 def _span(runs: pd.DataFrame, knob: str) -> str:
@@ -43,12 +44,12 @@ def gap_takeaway(runs: pd.DataFrame, knob: str) -> str:
     share = share["sharp_gap"] / share["pair_gap"]
     noisy = abs(e["real_gap_high"] - e["real_gap_low"]) <= e["real_gap_seed_sd"]
     text = (
-        f"**{_span(runs, knob)}:** real gap {fmt(e['real_gap_low'])} → {fmt(e['real_gap_high'])} nats "
-        f"({pct(e['real_gap_change'])}, Spearman ρ with the knob = {fmt(e['real_gap_rho'], 2)})"
+        f"**{_span(runs, knob)}:** real gap {number(e['real_gap_low'])} → {number(e['real_gap_high'])} nats "
+        f"({signed_percent(e['real_gap_change'])}, Spearman ρ with the knob = {number(e['real_gap_rho'], 2)})"
         + (", within the seed-to-seed spread" if noisy else "")
-        + f". The sharp part carries {fmt(100 * share.iloc[0], 2)} % of the exact gap at the first value and "
-        f"{fmt(100 * share.iloc[-1], 2)} % at the last; the Σ cσσ estimate stays within a median "
-        f"{fmt(100 * e['estimate_rel_error'], 2)} % of the real gap."
+        + f". The sharp part carries {number(100 * share.iloc[0], 2)} % of the exact gap at the first value and "
+        f"{number(100 * share.iloc[-1], 2)} % at the last; the Σ cσσ estimate stays within a median "
+        f"{number(100 * e['estimate_rel_error'], 2)} % of the real gap."
     )
     return text + _left_out_text(e)
 
@@ -59,7 +60,7 @@ def factor_takeaway(runs: pd.DataFrame, knob: str, profile: str) -> str:
     e = effects(runs, knob)
     if "real_gap_low" not in e:
         return f"**{knob}:** no run converged; nothing to report."
-    table = verdicts({knob: runs}, profile)
+    table = profile_verdict_table({knob: runs}, profile)
     gap = table[table["quantity"] == "real_gap"]
     gap_line = ""
     if len(gap):
@@ -67,11 +68,11 @@ def factor_takeaway(runs: pd.DataFrame, knob: str, profile: str) -> str:
 
         gap_line = f" Real gap {verdict_words(gap.iloc[0])}."
     return (
-        f"**{_span(runs, knob)}:** sharpness Σσg² {fmt(e['sharpness_low'])} → {fmt(e['sharpness_high'])} "
-        f"({pct(e['sharpness_change'])}); size Σσw² {fmt(e['size_low'])} → {fmt(e['size_high'])} "
-        f"({pct(e['size_change'])}); their ratio, the curvature part Σσg²/Σσw², "
-        f"{fmt(e['curvature_low'])} → {fmt(e['curvature_high'])} ({pct(e['curvature_change'])}); "
-        f"layer weight norm {pct(e['weight_norm_change'])}. "
+        f"**{_span(runs, knob)}:** sharpness Σσg² {number(e['sharpness_low'])} → {number(e['sharpness_high'])} "
+        f"({signed_percent(e['sharpness_change'])}); size Σσw² {number(e['size_low'])} → {number(e['size_high'])} "
+        f"({signed_percent(e['size_change'])}); their ratio, the curvature part Σσg²/Σσw², "
+        f"{number(e['curvature_low'])} → {number(e['curvature_high'])} ({signed_percent(e['curvature_change'])}); "
+        f"layer weight norm {signed_percent(e['weight_norm_change'])}. "
         f"Verdicts over {int(e['n_runs'] - e['n_left_out'])} converged runs (within-seed change "
         f"first → last value with its 95 % interval; tests corrected for the "
         f"{int(table.attrs['family'])} knob × quantity cells of the {profile} profile): "
@@ -90,7 +91,7 @@ def context_takeaway(runs: pd.DataFrame, context: pd.DataFrame, knob: str) -> st
     first = ok[ok[knob] == ok[knob].min()]
     where = ", ".join(f"{v:g}" for v in sorted(ctx[knob].unique()))
     parts = [
-        f"{label} {fmt(ctx[col].mean())} (at {knob} = {first[knob].iloc[0]:g}: {fmt(first[col].mean())})"
+        f"{label} {number(ctx[col].mean())} (at {knob} = {first[knob].iloc[0]:g}: {number(first[col].mean())})"
         for label, col in (
             ("real gap", "real_gap"),
             ("sharpness Σσg²", "sharpness"),
@@ -121,9 +122,9 @@ def plane_takeaway(runs: pd.DataFrame) -> str:
     }
     finite = {k: v for k, v in rhos.items() if math.isfinite(v)}
     text = (
-        f"Over these {len(ok)} runs the real gap ranks with sharpness at Spearman ρ = {fmt(rhos['sharpness'], 2)}, "
-        f"with size at {fmt(rhos['size'], 2)} and with √(sharpness·size) (the Cauchy–Schwarz bound on Σ σg σw) "
-        f"at {fmt(rhos['√(sharpness·size)'], 2)}"
+        f"Over these {len(ok)} runs the real gap ranks with sharpness at Spearman ρ = {number(rhos['sharpness'], 2)}, "
+        f"with size at {number(rhos['size'], 2)} and with √(sharpness·size) (the Cauchy–Schwarz bound on Σ σg σw) "
+        f"at {number(rhos['√(sharpness·size)'], 2)}"
     )
     if not finite:
         return text + "."
@@ -143,9 +144,9 @@ def metric_takeaway(runs: pd.DataFrame, knob: str, metric: str) -> str:
     ok = converged_runs(runs)
     m = ok.groupby(knob)[metric].mean()
     return (
-        f"**{_span(runs, knob)}:** {metric.replace('_', ' ')} {fmt(m.iloc[0])} → {fmt(m.iloc[-1])} "
-        f"(best {fmt(m.min())} at {knob} = {m.idxmin():g}; Spearman ρ with the knob = "
-        f"{fmt(spearman(ok[knob], ok[metric]), 2)})."
+        f"**{_span(runs, knob)}:** {metric.replace('_', ' ')} {number(m.iloc[0])} → {number(m.iloc[-1])} "
+        f"(best {number(m.min())} at {knob} = {m.idxmin():g}; Spearman ρ with the knob = "
+        f"{number(spearman(ok[knob], ok[metric]), 2)})."
     )
 
 
@@ -155,9 +156,9 @@ def size_norm_takeaway(runs: pd.DataFrame) -> str:
     slope, rho = size_norm_slope(ok), spearman(ok["weight_norm"], ok["size"])
     return (
         f"Across {len(ok)} runs of {', '.join(sorted(ok['knob'].unique()))} the weight norm spans "
-        f"{fmt(ok['weight_norm'].min())} … {fmt(ok['weight_norm'].max())} and size Σσw² spans "
-        f"{fmt(ok['size'].min())} … {fmt(ok['size'].max())}: Spearman ρ = **{fmt(rho, 2)}**, log-log slope "
-        f"**{fmt(slope, 3)}** (2 would mean size ∝ ‖W‖² at fixed activity changes; activity changes Δa move "
+        f"{number(ok['weight_norm'].min())} … {number(ok['weight_norm'].max())} and size Σσw² spans "
+        f"{number(ok['size'].min())} … {number(ok['size'].max())}: Spearman ρ = **{number(rho, 2)}**, log-log slope "
+        f"**{number(slope, 3)}** (2 would mean size ∝ ‖W‖² at fixed activity changes; activity changes Δa move "
         "too, since the earlier layer is trained along with this one)."
     )
 
@@ -177,9 +178,9 @@ def estimate_takeaway(runs: pd.DataFrame) -> str:
         else float("nan")
     )
     return (
-        f"Over {len(ok)} runs the Σ cσσ estimate is within a median {fmt(100 * float(rel.median()), 2)} % "
-        f"(worst {fmt(100 * float(rel.max()), 2)} %) of the real gap, Pearson r = {fmt(r, 4)}; the exact pair gap "
-        f"⟨Δl⟩ differs from the real gap by a median {fmt(100 * float(rel_pair.median()), 2)} % "
+        f"Over {len(ok)} runs the Σ cσσ estimate is within a median {number(100 * float(rel.median()), 2)} % "
+        f"(worst {number(100 * float(rel.max()), 2)} %) of the real gap, Pearson r = {number(r, 4)}; the exact pair gap "
+        f"⟨Δl⟩ differs from the real gap by a median {number(100 * float(rel_pair.median()), 2)} % "
         "(it averages over test samples paired with their nearest clean training sample, the real gap over "
         "the two sets separately)."
     )

@@ -10,8 +10,8 @@ import pandas as pd
 
 from awbench.curvature.spectrum import eigen_check
 from awbench.experiments.grids import check_profile
+from awbench.formatting import number
 from awbench.landscape import rayleigh_ratio
-from awbench.viz.notebook_support import fmt
 
 LANDSCAPE = {
     "smoke": {"points": 15, "grid": 9, "probes": [10, 30], "density_probes": 2, "steps": 20},
@@ -41,10 +41,10 @@ def spectrum_takeaway(eig, exact_values, trace_exact: float) -> str:
     err = eigen_check(eig.values, exact_values)
     top = float(eig.values.sum())
     return (
-        f"The top {len(eig.values)} eigenvalues run from {fmt(float(eig.values[0]))} down to "
-        f"{fmt(float(eig.values[-1]))}; all converged: {bool(eig.converged.all())}, largest relative error against "
-        f"dense eigh **{err:.1e}**. Together they hold {fmt(100 * top / trace_exact, 3)} % of the trace "
-        f"({fmt(trace_exact, 4)}): the curvature sits in a few directions."
+        f"The top {len(eig.values)} eigenvalues run from {number(float(eig.values[0]))} down to "
+        f"{number(float(eig.values[-1]))}; all converged: {bool(eig.converged.all())}, largest relative error against "
+        f"dense eigh **{err:.1e}**. Together they hold {number(100 * top / trace_exact, 3)} % of the trace "
+        f"({number(trace_exact, 4)}): the curvature sits in a few directions."
     )
 
 
@@ -52,8 +52,8 @@ def trace_takeaway(table: pd.DataFrame, exact: float) -> str:
     last = table.iloc[-1]
     z = abs(last["estimate"] - exact) / last["stderr"] if last["stderr"] > 0 else float("nan")
     return (
-        f"With {int(last['probes'])} probes the estimate is {fmt(last['estimate'], 5)} ± {fmt(last['stderr'], 2)} "
-        f"(standard error) against the exact {fmt(exact, 5)}: {fmt(z, 2)} standard errors off. The error bar "
+        f"With {int(last['probes'])} probes the estimate is {number(last['estimate'], 5)} ± {number(last['stderr'], 2)} "
+        f"(standard error) against the exact {number(exact, 5)}: {number(z, 2)} standard errors off. The error bar "
         "shrinks as 1/√probes, and it is reported, not hidden."
     )
 
@@ -63,9 +63,9 @@ def slices_takeaway(slices, fd: float) -> str:
     worst = max(float(np.max(np.abs(s.loss - s.quadratic))) for s in slices)
     return (
         f"Along v1 the loss rises as the quadratic ½λt² predicts near 0: a second finite difference (h = 1e-5) gives "
-        f"{fmt(fd, 5)} against λ1 = {fmt(first.curvature, 5)} (relative error "
+        f"{number(fd, 5)} against λ1 = {number(first.curvature, 5)} (relative error "
         f"{abs(fd - first.curvature) / abs(first.curvature):.1e}). Further out the true loss departs from the "
-        f"quadratic by up to {fmt(worst, 3)} nats over these slices."
+        f"quadratic by up to {number(worst, 3)} nats over these slices."
     )
 
 
@@ -74,8 +74,8 @@ def curvature_takeaway(table: pd.DataFrame, lam_max: float) -> str:
     dual, rand = float(mean.get("dual weight", np.nan)), float(mean.get("random", np.nan))
     ratio = rayleigh_ratio(table)
     return (
-        f"Per unit length the dual-weight directions see a curvature of {fmt(dual)} on average "
-        f"({fmt(100 * dual / lam_max, 3)} % of λ_max), random filter-normalised directions {fmt(rand)} "
-        f"({fmt(100 * rand / lam_max, 3)} %): dual weights point {fmt(ratio, 3)}× "
+        f"Per unit length the dual-weight directions see a curvature of {number(dual)} on average "
+        f"({number(100 * dual / lam_max, 3)} % of λ_max), random filter-normalised directions {number(rand)} "
+        f"({number(100 * rand / lam_max, 3)} %): dual weights point {number(ratio, 3)}× "
         f"{'more' if ratio >= 1 else 'less'} into curved directions than random ones."
     )

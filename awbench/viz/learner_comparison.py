@@ -11,9 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from awbench.formatting import number, signed_percent
 from awbench.status import CONVERGED
 from awbench.viz.gap_plots import layout
-from awbench.viz.notebook_support import fmt, pct
 
 # The multi-learner comparison: SSGD is a, DPSGD is b, paired by seed.
 PAIRED_ALGORITHMS = ("ssgd", "dpsgd")
@@ -62,13 +62,13 @@ def dpsgd_takeaway(comparison: dict, n_learners: int, topology: str) -> str:
     parts = []
     for q, c in comparison["comparisons"].items():
         parts.append(
-            f"{q.replace('_', ' ')} DPSGD / SSGD {pct(c['rel_diff'])} "
-            f"[{pct(c['rel_low'])}, {pct(c['rel_high'])}] (p = {fmt(c['p'], 2)})"
+            f"{q.replace('_', ' ')} DPSGD / SSGD {signed_percent(c['rel_diff'])} "
+            f"[{signed_percent(c['rel_low'])}, {signed_percent(c['rel_high'])}] (p = {number(c['p'], 2)})"
         )
     claims = "; ".join(f"*{r.text}* → **{r.verdict}**" for r in comparison["claims"].itertuples())
     margin = comparison["comparisons"].get("size", {}).get("margin")
     same = (
-        f" 'Same size' means within ±{fmt(100 * margin, 2)} %, half the sharpness change."
+        f" 'Same size' means within ±{number(100 * margin, 2)} %, half the sharpness change."
         if margin
         else ""
     )

@@ -5,7 +5,7 @@ out; nothing trains or reads files).
 Inputs are :class:`awbench.analysis.noise.NoiseCurvature` results (one per run, by label),
 per-seed tables (one row per seed with ``converged``, ``gamma`` with ``gamma_low``/
 ``gamma_high``, ``commutator`` and ``commutator_baseline``/``_std``), and the batch-size
-table of :func:`awbench.viz.noise_support.minibatch_trace`. Unconverged seeds are drawn hollow
+table of :func:`awbench.analysis.noise.minibatch_trace`. Unconverged seeds are drawn hollow
 and grey and left out of every number.
 """
 

@@ -1,6 +1,6 @@
 """Sentences of notebook 11 ("SGD noise and curvature"), each computed from the numbers it
-states: per-seed tables of :func:`awbench.viz.noise_support.noise_over_seeds`, the batch-size
-table of :func:`~awbench.viz.noise_support.minibatch_trace` and the follow-up's claims from
+states: per-seed tables of :func:`awbench.experiments.noise_runs.noise_over_seeds`, the batch-size
+table of :func:`~awbench.analysis.noise.minibatch_trace` and the follow-up's claims from
 :func:`awbench.experiments.claims.claim_verdicts`. Markdown strings, nothing else.
 """
 

@@ -11,28 +11,28 @@ import numpy as np
 import pandas as pd
 
 from awbench.analysis.decomposition import curved_directions, spearman
-from awbench.viz.notebook_support import fmt
+from awbench.formatting import number
 
 
 def run_takeaway(res) -> str:
     """Markdown: how training ended and the resulting gap."""
     h, s = res.history, res.scalars
     return (
-        f"Training **{res.status}** after {res.epochs} epochs ({fmt(res.train_seconds, 2)} s): "
-        f"clean-train loss {fmt(h['train_loss'].iloc[-1])}, test error {fmt(100 * s['test_error'], 3)} %, "
-        f"so the real generalization gap is **{fmt(s['real_gap'])} nats** "
-        f"(test CE {fmt(s['test_loss'])} − train CE {fmt(s['train_loss'])})."
+        f"Training **{res.status}** after {res.epochs} epochs ({number(res.train_seconds, 2)} s): "
+        f"clean-train loss {number(h['train_loss'].iloc[-1])}, test error {number(100 * s['test_error'], 3)} %, "
+        f"so the real generalization gap is **{number(s['real_gap'])} nats** "
+        f"(test CE {number(s['test_loss'])} − train CE {number(s['train_loss'])})."
     )
 
 
 def identity_takeaway(an) -> str:
     """Markdown: the exact identity and how much of it the cσσ estimate keeps."""
     return (
-        f"Over {an.n_pairs} pairs the mean per-pair gap is ⟨Δl⟩ = **{fmt(an.pair_gap, 5)} nats**; the sum over "
+        f"Over {an.n_pairs} pairs the mean per-pair gap is ⟨Δl⟩ = **{number(an.pair_gap, 5)} nats**; the sum over "
         f"{len(an.directions)} directions of μg μw + c σg σw gives it back to **{an.identity_error:.1e}** "
-        f"(exact up to rounding). The mean term Σ μg μw is {fmt(an.mean_term)} nats, so the paper's "
-        f"estimate Σ c σg σw = {fmt(an.estimated_gap, 4)} nats keeps "
-        f"{fmt(100 * an.estimated_gap / an.pair_gap, 3)} % of it; the real gap is {fmt(an.real_gap, 4)} nats."
+        f"(exact up to rounding). The mean term Σ μg μw is {number(an.mean_term)} nats, so the paper's "
+        f"estimate Σ c σg σw = {number(an.estimated_gap, 4)} nats keeps "
+        f"{number(100 * an.estimated_gap / an.pair_gap, 3)} % of it; the real gap is {number(an.real_gap, 4)} nats."
     )
 
 
@@ -44,11 +44,11 @@ def spectra_takeaway(an, n_sharp: int = 10) -> str:
     n90 = int(np.argmax(cum.to_numpy() >= 0.9)) + 1 if (cum >= 0.9).any() else len(d)
     top = d.iloc[:n]
     return (
-        f"σg falls from {fmt(d['sigma_g'].iloc[0])} to {fmt(d['sigma_g'].iloc[-1])} over {len(d)} directions. "
-        f"The {n} sharpest carry **{fmt(100 * an.sharp_gap / an.pair_gap, 3)} %** of the exact gap "
-        f"(sharp {fmt(an.sharp_gap, 4)} + flat {fmt(an.flat_gap, 4)} nats); {n90} directions reach 90 %. "
-        f"Among the sharp ones c = {fmt(top['c'].mean(), 2)} ± {fmt(top['c'].std(ddof=0), 2)}, "
-        f"over all directions {fmt(d['c'].mean(), 2)} ± {fmt(d['c'].std(ddof=0), 2)}."
+        f"σg falls from {number(d['sigma_g'].iloc[0])} to {number(d['sigma_g'].iloc[-1])} over {len(d)} directions. "
+        f"The {n} sharpest carry **{number(100 * an.sharp_gap / an.pair_gap, 3)} %** of the exact gap "
+        f"(sharp {number(an.sharp_gap, 4)} + flat {number(an.flat_gap, 4)} nats); {n90} directions reach 90 %. "
+        f"Among the sharp ones c = {number(top['c'].mean(), 2)} ± {number(top['c'].std(ddof=0), 2)}, "
+        f"over all directions {number(d['c'].mean(), 2)} ± {number(d['c'].std(ddof=0), 2)}."
     )
 
 
@@ -74,21 +74,21 @@ def factors_takeaway(an) -> str:
     rho_g = spearman(d["lam"], d["sigma_g"])
     rho_r = spearman(d["lam"], d["sigma_g"] / d["sigma_w"])
     return (
-        f"Sharpness Σσg² = **{fmt(an.sharpness)}**, size Σσw² = **{fmt(an.size)}** at a layer norm "
-        f"‖W‖ = {fmt(an.weight_norm)}. Over the {len(d)} curved directions (λ > 1e-12 λ_max = {fmt(an.lam_max)}) "
-        f"σg follows λ with Spearman ρ = **{fmt(rho_g, 2)}** ({strength(rho_g)} rank correlation); the ratio "
-        f"σg/σw shows {strength(rho_r)} rank correlation with λ (ρ = {fmt(rho_r, 2)}). "
+        f"Sharpness Σσg² = **{number(an.sharpness)}**, size Σσw² = **{number(an.size)}** at a layer norm "
+        f"‖W‖ = {number(an.weight_norm)}. Over the {len(d)} curved directions (λ > 1e-12 λ_max = {number(an.lam_max)}) "
+        f"σg follows λ with Spearman ρ = **{number(rho_g, 2)}** ({strength(rho_g)} rank correlation); the ratio "
+        f"σg/σw shows {strength(rho_r)} rank correlation with λ (ρ = {number(rho_r, 2)}). "
         f"The size-free curvature part, sharpness/size (the ‖Δw‖²-weighted mean "
-        f"squared secant curvature), is **{fmt(_curvature(an))}**."
+        f"squared secant curvature), is **{number(_curvature(an))}**."
     )
 
 
 def second_order_takeaway(an) -> str:
     rel = an.second_order_error / abs(an.pair_gap) if an.pair_gap else float("nan")
     return (
-        f"The second-order Taylor reading gives {fmt(an.second_order_gap, 4)} nats (first order "
-        f"{fmt(an.first_order_term, 3)}, curvature term {fmt(an.second_order_term, 3)}) against the exact "
-        f"{fmt(an.pair_gap, 4)}: off by **{fmt(100 * rel, 3)} %**. Dual weights are not small steps, so the "
+        f"The second-order Taylor reading gives {number(an.second_order_gap, 4)} nats (first order "
+        f"{number(an.first_order_term, 3)}, curvature term {number(an.second_order_term, 3)}) against the exact "
+        f"{number(an.pair_gap, 4)}: off by **{number(100 * rel, 3)} %**. Dual weights are not small steps, so the "
         "quadratic picture is a guide, and the exact identity is what the decomposition uses."
     )
 
@@ -122,12 +122,12 @@ def layer_takeaway(table: pd.DataFrame) -> str:
     same = (
         "is identical at every layer (same network, same pairs)"
         if spread < 1e-12
-        else f"differs by {fmt(spread, 2)} nats between layers (pairs with a zero activity are dropped per layer)"
+        else f"differs by {number(spread, 2)} nats between layers (pairs with a zero activity are dropped per layer)"
     )
     return (
         f"At all {len(table)} layers the identity closes to at most **{table['identity_error'].max():.1e}** and the "
         f"duality to {table['duality_error'].max():.1e}. The pair gap {same}; how it splits into directions "
-        f"depends on the layer: the sharp part is largest at `{best}` ({fmt(100 * table.loc[best, 'sharp_share'], 3)} %)."
+        f"depends on the layer: the sharp part is largest at `{best}` ({number(100 * table.loc[best, 'sharp_share'], 3)} %)."
     )
 
 
@@ -147,9 +147,9 @@ def control_basis_takeaway(shares: dict[str, float], k: int = 10) -> str:
     test)."""
     h, p, r = (shares.get(b, float("nan")) for b in ("hessian", "dual_pca", "random"))
     numbers = (
-        f"The top {k} directions carry **{fmt(100 * h, 3)} %** of the exact gap in the Hessian "
-        f"eigenbasis, **{fmt(100 * p, 3)} %** along the dual weights' principal axes (found "
-        f"without any Hessian) and {fmt(100 * r, 3)} % in a random orthonormal basis. "
+        f"The top {k} directions carry **{number(100 * h, 3)} %** of the exact gap in the Hessian "
+        f"eigenbasis, **{number(100 * p, 3)} %** along the dual weights' principal axes (found "
+        f"without any Hessian) and {number(100 * r, 3)} % in a random orthonormal basis. "
     )
     if not all(math.isfinite(v) for v in (h, p, r)):
         return numbers + "Not every basis could be computed, so there is no comparison."

@@ -171,7 +171,7 @@ def pooled_verdicts(table, pages: list[NotebookPage] | None = None) -> dict:
         return {}
     from awbench.apps.report.claims import CROSS_RUN
     from awbench.experiments.claims import cross_run_fit, cross_run_text
-    from awbench.viz.notebook_support import which_factor
+    from awbench.experiments.verdicts import which_factor
 
     out = {
         rn.knob_record(knob, rn.VERDICT): which_factor(rows)
