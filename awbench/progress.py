@@ -1,10 +1,32 @@
-"""Progress bars: shown in interactive use, quiet in headless runs (papermill, CI, logs)."""
+"""Progress bars: shown in interactive use, quiet in headless runs (papermill, CI, logs); and
+the one place where awbench's log lines get a handler (the command line's)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterable
+
+# Library modules log to children of this logger and never configure it; the command line
+# (and `python -m` entry points) call cli_logging() so their lines reach the terminal.
+LOGGER_NAME = "awbench"
+
+
+def cli_logging(level: int = logging.INFO) -> logging.Handler:
+    """Send awbench's log lines to the current stdout as plain lines, for a command-line run.
+
+    Called once per command; a handler installed by an earlier call is replaced, so a second
+    command in one process (tests, a notebook calling ``main``) writes to *its* stdout."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for old in [h for h in logger.handlers if getattr(h, "awbench_cli", False)]:
+        logger.removeHandler(old)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.awbench_cli = True
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    return handler
 
 
 def interactive() -> bool:

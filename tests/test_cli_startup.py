@@ -108,3 +108,23 @@ def test_install_extras_agree():
 
 
 # --- notebooks ---------------------------------------------------------------------------
+
+
+def test_log_lines_reach_the_stdout_of_the_command_that_runs(capsys):
+    import logging
+
+    from awbench.progress import LOGGER_NAME, cli_logging
+
+    logger = logging.getLogger(LOGGER_NAME)
+    before = list(logger.handlers)
+    try:
+        cli_logging()
+        cli_logging()  # a second command in the same process replaces the handler
+        ours = [h for h in logger.handlers if getattr(h, "awbench_cli", False)]
+        assert len(ours) == 1
+        logging.getLogger("awbench.experiments.sweep").info("ran 3 runs")
+        assert capsys.readouterr().out == "ran 3 runs\n"
+    finally:
+        for h in list(logger.handlers):
+            if h not in before:
+                logger.removeHandler(h)

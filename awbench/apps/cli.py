@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         args.help_parser.print_help()
         return 0
     from awbench.experiments.executors import Terminated, sigterm_as_interrupt
+    from awbench.progress import cli_logging
+
+    cli_logging()
 
     hint = shadowing_hint()
     if hint:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import math
 import os
 import socket
@@ -32,6 +33,8 @@ from awbench.experiments.planning import (
     load_grid,
 )
 from awbench.progress import interactive, progress
+
+LOG = logging.getLogger(__name__)
 
 KERNEL_NAME = "python3"
 # Seconds one cell may run before papermill stops the notebook (it is then recorded as
@@ -399,7 +402,7 @@ def run_notebooks(
     index_path = out / "index.parquet"
     rows = _previous_rows(index_path, notebook)
     todo = _unfinished(planned, rows, out, retry_failed)
-    log = (lambda *a: None) if quiet else (lambda msg: print(msg, flush=True))
+    log = (lambda *a: None) if quiet else LOG.info
     bar_on = False if quiet else (interactive() if show_progress is None else show_progress)
     if todo:
         n_workers = default_workers() if workers is None else workers

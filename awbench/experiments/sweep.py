@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import math
 import os
 import platform
@@ -46,6 +47,8 @@ from awbench.experiments.planning import Sweep, plan_sweep
 from awbench.experiments.store import Store, config_columns
 from awbench.progress import interactive, progress
 from awbench.status import DONE_STATUSES, FAILED, FAILED_STATUSES, STATUSES
+
+LOG = logging.getLogger(__name__)
 
 # --- one run (executed in a worker) ----------------------------------------------------
 
@@ -255,7 +258,7 @@ def run_sweep(
     )
     locks = _RunLocks(st, sweep.config_keys())  # before _todo: see who writes after it
     todo = _todo(sweep, st, retry_failed)
-    log = (lambda *a: None) if quiet else (lambda msg: print(msg, flush=True))
+    log = (lambda *a: None) if quiet else LOG.info
     bar_on = False if quiet else (interactive() if show_progress is None else show_progress)
     start = time.perf_counter()
     ran, what = 0, "nothing to run"

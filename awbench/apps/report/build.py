@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -38,6 +39,9 @@ from awbench.apps.report.pages import notebook_paths, read_notebook
 from awbench.apps.report.render import render
 from awbench.experiments.notebook_runs import CELL_TIMEOUT
 from awbench.experiments.store import pid_alive
+from awbench.progress import cli_logging
+
+LOG = logging.getLogger(__name__)
 
 __all__ = ["build_report", "export_figures", "reproduce"]
 
@@ -155,9 +159,8 @@ def reproduce(
         )
     )
     path = build_report(run_dir, report, profile, timings, failures, total)
-    print(
-        f"[reproduce] {len(sources)} notebooks in {total / 60:.1f} min; report: {path.resolve()}",
-        flush=True,
+    LOG.info(
+        f"[reproduce] {len(sources)} notebooks in {total / 60:.1f} min; report: {path.resolve()}"
     )
     if failures:
         raise RuntimeError(
@@ -179,14 +182,13 @@ def _execute_all(
     start = time.perf_counter()
     try:
         for src in sources:
-            print(f"[reproduce] {src.name} (profile {profile}) ...", flush=True)
+            LOG.info(f"[reproduce] {src.name} (profile {profile}) ...")
             secs, error = execute(src, dest / src.name, {"profile": profile}, kernel, cell_timeout)
             timings[src.stem] = secs
             if error:
                 failures[src.stem] = error
-            print(
-                f"[reproduce] {src.name}: {'FAILED ' + error if error else 'ok'} in {secs:.0f} s",
-                flush=True,
+            LOG.info(
+                f"[reproduce] {src.name}: {'FAILED ' + error if error else 'ok'} in {secs:.0f} s"
             )
     finally:
         if old is None:
@@ -234,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "--build-only", action="store_true", help="rebuild the report from OUT/notebooks"
     )
     args = parser.parse_args(argv)
+    cli_logging()
     if args.build_only:
         print(
             build_report(

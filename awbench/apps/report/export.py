@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import os
 import re
 import unicodedata
@@ -30,6 +31,8 @@ from pathlib import Path
 from awbench.apps.report.html import figure_title, plain_title
 from awbench.apps.report.pages import notebook_paths, read_notebook
 from awbench.progress import progress
+
+LOG = logging.getLogger(__name__)
 
 SLIDE = (1280, 720)
 #: subfolder -> (format, scale of the 1280x720 layout)
@@ -112,7 +115,7 @@ def _explore_figures() -> list[tuple[str, dict]]:
             for what, fig in zip(("plane", "spectra"), figs)
         ]
     except Exception as exc:  # noqa: BLE001 - as the report, which leaves the section out
-        print(f"[figures] the knob-grid figures are left out: {exc}", flush=True)
+        LOG.warning(f"[figures] the knob-grid figures are left out: {exc}")
         return []
 
 
@@ -243,10 +246,9 @@ def export_figures(
         for old in folder.glob(f"*.{OUTPUTS[sub][0]}"):
             old.unlink()
     jobs = _jobs(figures, dest, outputs)
-    print(
+    LOG.info(
         f"[figures] {len(figures)} figures x {len(outputs)} outputs ({', '.join(outputs)}) "
-        f"-> {dest}",
-        flush=True,
+        f"-> {dest}"
     )
     errors = _run(_render_all(jobs, workers or min(4, _cores()), progress_bar))
     if errors:
