@@ -27,6 +27,13 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def _check_int(name: str, value, minimum: int, meaning: str = "") -> None:
+    """ValueError unless ``value`` is an integer >= minimum (bools are not integers here)."""
+    if not _is_int(value) or value < minimum:
+        why = f" ({meaning})" if meaning else ""
+        raise ValueError(f"{name}={value!r} is not allowed: expected an integer >= {minimum}{why}")
+
+
 def check_arguments(pairing, n_sharp, pairing_k=1, seed=0, pairing_layer=None) -> None:
     """ValueError naming the parameter, its value and what is allowed, for a pairing setting
     or n_sharp analyze cannot use."""
@@ -35,18 +42,9 @@ def check_arguments(pairing, n_sharp, pairing_k=1, seed=0, pairing_layer=None) -
             f"pairing={pairing!r} is not allowed: expected one of "
             + ", ".join(repr(p) for p in PAIRINGS)
         )
-    if not _is_int(n_sharp) or n_sharp < 1:
-        raise ValueError(
-            f"n_sharp={n_sharp!r} is not allowed: expected an integer >= 1 (how many "
-            "directions, by sigma_g, make the sharp part)"
-        )
-    if not _is_int(pairing_k) or pairing_k < 1:
-        raise ValueError(
-            f"pairing_k={pairing_k!r} is not allowed: expected an integer >= 1 (partners per "
-            "test sample for pairing='knn')"
-        )
-    if not _is_int(seed) or seed < 0:
-        raise ValueError(f"seed={seed!r} is not allowed: expected an integer >= 0")
+    _check_int("n_sharp", n_sharp, 1, "how many directions, by sigma_g, make the sharp part")
+    _check_int("pairing_k", pairing_k, 1, "partners per test sample for pairing='knn'")
+    _check_int("seed", seed, 0)
     if pairing_layer is not None and not isinstance(pairing_layer, str):
         raise ValueError(
             f"pairing_layer={pairing_layer!r} is not allowed: expected None or a module name"
@@ -77,16 +75,10 @@ def check_finite(model, x_train, x_test) -> None:
 def check_routes(dense_max, lanczos_k, basis, limit) -> Routes:
     """The route settings as :class:`Routes`; ValueError naming a bad one. ``basis`` is
     checked against the layer later (:func:`check_basis`); ``limit`` may be "2G"-style."""
-    if not _is_int(dense_max) or dense_max < 0:
-        raise ValueError(
-            f"dense_max={dense_max!r} is not allowed: expected an integer >= 0 (weights up to "
-            "which the Hessian is built and fully diagonalised)"
-        )
-    if not _is_int(lanczos_k) or lanczos_k < 1:
-        raise ValueError(
-            f"lanczos_k={lanczos_k!r} is not allowed: expected an integer >= 1 (eigenpairs "
-            "the Lanczos route computes)"
-        )
+    _check_int(
+        "dense_max", dense_max, 0, "weights up to which the Hessian is built and diagonalised"
+    )
+    _check_int("lanczos_k", lanczos_k, 1, "eigenpairs the Lanczos route computes")
     if basis is not None:
         if isinstance(basis, np.ndarray):
             basis = torch.from_numpy(basis)
