@@ -16,6 +16,7 @@ from torch import nn
 
 import awbench as aw
 from awbench.analysis import summary
+from awbench.formatting import number
 
 
 class Wide(nn.Module):
@@ -157,7 +158,9 @@ def test_html_repr_escapes_and_shows_the_same_numbers(analyses):
     for label, value, *_ in (r[1:] for r in summary.rows(an)):
         assert f"<code>{value}</code>" in out, label
     for label, name in ROWS.items():
-        assert f"<code>{summary._num(getattr(an, name))}</code>" in out or "error" in label
+        assert (
+            f"<code>{number(getattr(an, name), summary.DIGITS)}</code>" in out or "error" in label
+        )
     assert "The complement holds" in out  # the notes too, escaped
     assert "&lt;" in out and "<b>Note:</b>" in out
 

@@ -16,6 +16,8 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
+from awbench.formatting import formatted, number, percent
+
 # Above this share of the pair gap, the complement (outside the computed directions) is named.
 COMPLEMENT_WARN = 0.25
 # A duality error above this (nats, per pair) means the dual weights do not reproduce the test
@@ -26,15 +28,8 @@ IDENTITY_TOL = 1e-8
 # Up to this many weights the dense route (P x P Hessian, P^3 eigh) is suggested as a remedy.
 DENSE_SUGGEST_MAX = 12_000
 WIDTH = 96  # the text's route line and notes are wrapped to this many characters
-
-
-def _num(x: float) -> str:
-    """Four significant digits (the same in the text, the HTML and the tests)."""
-    return f"{x:.4g}"
-
-
-def _err(x: float) -> str:
-    return f"{x:.1e}"
+DIGITS = 4  # significant digits of every number (the same in the text, the HTML and the tests)
+ERROR_FORMAT = ".1e"  # the exactness errors: their size is what matters
 
 
 def share(part: float, whole: float) -> float:
@@ -42,11 +37,6 @@ def share(part: float, whole: float) -> float:
     if not math.isfinite(whole) or whole == 0:
         return float("nan")
     return part / whole
-
-
-def _pct(part: float, whole: float) -> str:
-    s = share(part, whole)
-    return "n/a" if math.isnan(s) else f"{100 * s:.1f} %"
 
 
 def sharp_count(an) -> int | None:
@@ -90,25 +80,50 @@ def rows(an) -> list[tuple[str, str, str, str]]:
         (
             gap,
             f"real gap (test {name} − train {name})",
-            _num(an.real_gap),
-            f"test error {_num(an.test_error)}",
+            number(an.real_gap, DIGITS),
+            f"test error {number(an.test_error, DIGITS)}",
         ),
-        (gap, "pair gap ⟨Δl⟩", _num(pg), "= sharp + flat + complement"),
-        (gap, "  sharp part", _num(an.sharp_gap), f"{_pct(an.sharp_gap, pg)}  {sharp}"),
-        (gap, "  flat part", _num(an.flat_gap), f"{_pct(an.flat_gap, pg)}  {flat}"),
+        (gap, "pair gap ⟨Δl⟩", number(pg, DIGITS), "= sharp + flat + complement"),
+        (
+            gap,
+            "  sharp part",
+            number(an.sharp_gap, DIGITS),
+            f"{percent(share(an.sharp_gap, pg))}  {sharp}",
+        ),
+        (
+            gap,
+            "  flat part",
+            number(an.flat_gap, DIGITS),
+            f"{percent(share(an.flat_gap, pg))}  {flat}",
+        ),
         (
             gap,
             "  complement",
-            _num(an.complement_gap),
-            f"{_pct(an.complement_gap, pg)}  outside the {m} computed directions",
+            number(an.complement_gap, DIGITS),
+            f"{percent(share(an.complement_gap, pg))}  outside the {m} computed directions",
         ),
-        (gap, "estimate Σ c σg σw", _num(an.estimated_gap), "the paper's approximation"),
-        (curv, "sharpness Σ σg²", _num(an.sharpness), "trace of the covariance of g_k"),
-        (curv, "size Σ σw²", _num(an.size), "trace of the covariance of Δw_k"),
-        (curv, "curvature", _num(an.curvature), "sharpness / size: what size does not explain"),
-        (curv, "λ_max", _num(an.lam_max), "the layer Hessian's largest eigenvalue"),
-        (exact, "identity error", _err(an.identity_error), "|⟨Δl⟩ − Σ terms − complement|"),
-        (exact, "duality error", _err(an.duality_error), "max_k |l(x_k, W + Δw_k) − l(x'_k, W)|"),
+        (gap, "estimate Σ c σg σw", number(an.estimated_gap, DIGITS), "the paper's approximation"),
+        (curv, "sharpness Σ σg²", number(an.sharpness, DIGITS), "trace of the covariance of g_k"),
+        (curv, "size Σ σw²", number(an.size, DIGITS), "trace of the covariance of Δw_k"),
+        (
+            curv,
+            "curvature",
+            number(an.curvature, DIGITS),
+            "sharpness / size: what size does not explain",
+        ),
+        (curv, "λ_max", number(an.lam_max, DIGITS), "the layer Hessian's largest eigenvalue"),
+        (
+            exact,
+            "identity error",
+            formatted(an.identity_error, ERROR_FORMAT),
+            "|⟨Δl⟩ − Σ terms − complement|",
+        ),
+        (
+            exact,
+            "duality error",
+            formatted(an.duality_error, ERROR_FORMAT),
+            "max_k |l(x_k, W + Δw_k) − l(x'_k, W)|",
+        ),
     ]
 
 
@@ -124,7 +139,7 @@ def notes(an) -> list[str]:
     out = []
     if not an.duality_error <= DUALITY_TOL:
         out.append(
-            f"The duality error ({_err(an.duality_error)} {LOSS_WORDS[an.loss][1]}) is not small: the dual weights "
+            f"The duality error ({formatted(an.duality_error, ERROR_FORMAT)} {LOSS_WORDS[an.loss][1]}) is not small: the dual weights "
             "do not reproduce the test samples' losses, so the split does not decompose this "
             "network's gap. Usual causes: the layer's input also reaches the output by another "
             "path (a residual or skip connection), its weight is shared (tied), a hook changes "
@@ -132,7 +147,7 @@ def notes(an) -> list[str]:
         )
     if not an.identity_error <= IDENTITY_TOL:
         out.append(
-            f"The identity error ({_err(an.identity_error)}) is not at rounding level: a "
+            f"The identity error ({formatted(an.identity_error, ERROR_FORMAT)}) is not at rounding level: a "
             "given basis that is not orthonormal, or non-finite numbers in the model or data."
         )
     s = share(an.complement_gap, an.pair_gap)
@@ -194,10 +209,10 @@ def short_repr(an) -> str:
     """``repr(Analysis)``: the few numbers that identify the result, not its 27 fields."""
     return (
         f"Analysis(layer={an.layer!r}, route={an.hessian_method!r}, "
-        f"directions={len(an.directions)}/{an.n_weights}, pair_gap={_num(an.pair_gap)}, "
-        f"real_gap={_num(an.real_gap)}, sharp={_pct(an.sharp_gap, an.pair_gap)}, "
-        f"complement={_pct(an.complement_gap, an.pair_gap)}, "
-        f"identity_error={_err(an.identity_error)}, duality_error={_err(an.duality_error)})"
+        f"directions={len(an.directions)}/{an.n_weights}, pair_gap={number(an.pair_gap, DIGITS)}, "
+        f"real_gap={number(an.real_gap, DIGITS)}, sharp={percent(share(an.sharp_gap, an.pair_gap))}, "
+        f"complement={percent(share(an.complement_gap, an.pair_gap))}, "
+        f"identity_error={formatted(an.identity_error, ERROR_FORMAT)}, duality_error={formatted(an.duality_error, ERROR_FORMAT)})"
     )
 
 

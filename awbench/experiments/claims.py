@@ -28,6 +28,7 @@ from scipy import stats
 
 from awbench.experiments.effects import converged_runs
 from awbench.experiments.verdicts import ALPHA, change_text, holm
+from awbench.formatting import formatted, number
 
 
 @dataclass(frozen=True)
@@ -124,14 +125,6 @@ CLAIMS: list[Claim] = [
 _OPPOSITE = {"up": "down", "down": "up"}
 
 
-def _fmt(v: Any, spec: str = ".2f") -> str:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return "n/a"
-    return format(v, spec) if math.isfinite(v) else "n/a"
-
-
 # --- SGD's noise against curvature (the follow-up, notebook 11), over seeds -------------------
 
 # gamma_MSE ~ 1 means within this of 1: a quarter of the superlinearity the follow-up reports
@@ -175,10 +168,10 @@ def _noise_evidence(claim: Claim, noise: Mapping[str, Sequence[float]] | None):
         cmp = paired_comparison(b, c)
         direction = "up" if cmp["rel_diff"] > 0 else "down"
         because = (
-            f"||[C, H]|| / (||C|| ||H||) {_fmt(cmp['mean_b'], '.3g')} against the random "
-            f"baseline {_fmt(cmp['mean_a'], '.3g')}: {_fmt(cmp['rel_diff'], '+.0%')} "
-            f"[{_fmt(cmp['rel_low'], '+.0%')}, {_fmt(cmp['rel_high'], '+.0%')}] (95 % t-interval "
-            f"of the per-seed log-ratio), paired t-test p {_fmt(cmp['p'], '.2g')} "
+            f"||[C, H]|| / (||C|| ||H||) {number(cmp['mean_b'])} against the random "
+            f"baseline {number(cmp['mean_a'])}: {formatted(cmp['rel_diff'], '+.0%')} "
+            f"[{formatted(cmp['rel_low'], '+.0%')}, {formatted(cmp['rel_high'], '+.0%')}] (95 % t-interval "
+            f"of the per-seed log-ratio), paired t-test p {number(cmp['p'], 2)} "
             f"({cmp['n_pairs']} seeds)"
         )
         return (
@@ -191,18 +184,18 @@ def _noise_evidence(claim: Claim, noise: Mapping[str, Sequence[float]] | None):
     if s["n"] < 2:
         return "n/a", math.nan, None, f"fewer than 2 converged seeds with {q}"
     because = (
-        f"{q} {_fmt(s['mean'], '.3f')} [{_fmt(s['low'], '.3f')}, {_fmt(s['high'], '.3f')}] "
+        f"{q} {formatted(s['mean'], '.3f')} [{formatted(s['low'], '.3f')}, {formatted(s['high'], '.3f')}] "
         f"(95 % t-interval over {s['n']} seeds)"
     )
     if claim.expected == "same":
         outside = s["low"] > 1 + GAMMA_MARGIN or s["high"] < 1 - GAMMA_MARGIN
         because += (
             f"; equivalence margin 1 ± {GAMMA_MARGIN} (a quarter of the follow-up's superlinearity "
-            f"for cross-entropy), two one-sided t-tests p {_fmt(s['p_equivalent'], '.2g')}"
+            f"for cross-entropy), two one-sided t-tests p {number(s['p_equivalent'], 2)}"
         )
         found = f"{q} {'outside' if outside else 'within'} 1 ± {GAMMA_MARGIN}"
         return found, s["p_equivalent"], "different" if outside else "same", because
-    because += f"; t-test against 1 p {_fmt(s['p'], '.2g')} (two-sided)"
+    because += f"; t-test against 1 p {number(s['p'], 2)} (two-sided)"
     direction = "up" if s["mean"] > 1 else "down"
     return f"{q} {'above' if direction == 'up' else 'below'} 1", s["p"], direction, because
 
@@ -304,11 +297,11 @@ def cross_run_text(fit: Mapping[str, Any]) -> str:
     level = f"{100 * fit.get('level', 0.95):.0f} %"
     return (
         f"over {fit['n_runs']} converged runs ({fit['n_seeds']} seeds): log gap = "
-        f"{_fmt(fit['b_sharpness'])} [{_fmt(fit['b_sharpness_low'])}, {_fmt(fit['b_sharpness_high'])}] "
-        f"log sharpness + {_fmt(fit['b_size'])} [{_fmt(fit['b_size_low'])}, {_fmt(fit['b_size_high'])}] "
-        f"log size + const ({level} intervals clustered by seed), R² {_fmt(fit['r2'], '.3f')}; "
-        f"c_eff = gap / √(sharpness·size) {_fmt(fit['c_eff_median'])} "
-        f"({_fmt(fit['c_eff_min'])}–{_fmt(fit['c_eff_max'])}, CV {_fmt(100 * fit['c_eff_cv'], '.0f')} %)"
+        f"{formatted(fit['b_sharpness'], '.2f')} [{formatted(fit['b_sharpness_low'], '.2f')}, {formatted(fit['b_sharpness_high'], '.2f')}] "
+        f"log sharpness + {formatted(fit['b_size'], '.2f')} [{formatted(fit['b_size_low'], '.2f')}, {formatted(fit['b_size_high'], '.2f')}] "
+        f"log size + const ({level} intervals clustered by seed), R² {formatted(fit['r2'], '.3f')}; "
+        f"c_eff = gap / √(sharpness·size) {formatted(fit['c_eff_median'], '.2f')} "
+        f"({formatted(fit['c_eff_min'], '.2f')}–{formatted(fit['c_eff_max'], '.2f')}, CV {formatted(100 * fit['c_eff_cv'], '.0f')} %)"
     )
 
 
@@ -318,7 +311,7 @@ def cross_run_text(fit: Mapping[str, Any]) -> str:
 def _cell_text(row: Mapping[str, Any]) -> str:
     from awbench.experiments.verdicts import verdict_words
 
-    return f"{row['quantity']}: {verdict_words(row)} (raw p {_fmt(row.get('p_trend'), '.2g')})"
+    return f"{row['quantity']}: {verdict_words(row)} (raw p {number(row.get('p_trend'), 2)})"
 
 
 def _table_evidence(claim: Claim, table: pd.DataFrame):
@@ -351,9 +344,9 @@ def _comparison_evidence(claim: Claim, comparisons: Mapping[str, Mapping[str, An
         return "n/a", math.nan, None, f"no DPSGD-vs-SSGD comparison of {quantity}"
     level = f"{100 * c.get('level', 0.95):.0f} %"
     because = (
-        f"{quantity}: DPSGD / SSGD {_fmt(c.get('rel_diff'), '+.1%')} "
-        f"[{_fmt(c.get('rel_low'), '+.1%')}, {_fmt(c.get('rel_high'), '+.1%')}] ({level} t-interval "
-        f"of the per-seed log-ratio), paired t-test p {_fmt(c.get('p'), '.2g')} ({c.get('n_pairs', 'n/a')} seed pairs)"
+        f"{quantity}: DPSGD / SSGD {formatted(c.get('rel_diff'), '+.1%')} "
+        f"[{formatted(c.get('rel_low'), '+.1%')}, {formatted(c.get('rel_high'), '+.1%')}] ({level} t-interval "
+        f"of the per-seed log-ratio), paired t-test p {number(c.get('p'), 2)} ({c.get('n_pairs', 'n/a')} seed pairs)"
     )
     if claim.expected == "same":
         margin = c.get("margin")
@@ -361,11 +354,13 @@ def _comparison_evidence(claim: Claim, comparisons: Mapping[str, Mapping[str, An
             return "no margin", math.nan, None, because + "; no sharpness change to set a margin"
         lo, hi = c.get("rel_low", math.nan), c.get("rel_high", math.nan)
         because += (
-            f"; equivalence margin ±{_fmt(100 * margin, '.1f')} % (half the sharpness change), "
-            f"two one-sided tests p {_fmt(c.get('p_equivalent'), '.2g')}"
+            f"; equivalence margin ±{formatted(100 * margin, '.1f')} % (half the sharpness change), "
+            f"two one-sided tests p {number(c.get('p_equivalent'), 2)}"
         )
         outside = math.isfinite(lo) and math.isfinite(hi) and (lo > margin or hi < -margin)
-        found = f"{quantity} {'outside' if outside else 'within'} ±{_fmt(100 * margin, '.1f')} %"
+        found = (
+            f"{quantity} {'outside' if outside else 'within'} ±{formatted(100 * margin, '.1f')} %"
+        )
         return (
             found,
             float(c.get("p_equivalent", math.nan)),

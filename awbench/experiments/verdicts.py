@@ -64,6 +64,7 @@ from scipy import stats
 from awbench.experiments.effects import converged_mask, with_curvature
 from awbench.experiments.grids import VERDICT_QUANTITIES, verdict_family
 from awbench.experiments.within_seed import N_PERM, end_change, nonmonotone_test, trend_test
+from awbench.formatting import signed_percent
 
 QUANTITIES = VERDICT_QUANTITIES
 VERDICTS = ("up", "down", "non-monotone", "no clear change", "inconclusive", "not enough data")
@@ -334,16 +335,16 @@ def verdict_table(
     return table
 
 
-def _pct(v: float) -> str:
-    return "n/a" if not math.isfinite(v) else f"{100 * v:+.0f} %"
-
-
 def change_text(row: Mapping[str, Any] | Any) -> str:
     """``-65 % [-71 %, -58 %]``: the end-to-end change and its interval."""
     get = row.get if isinstance(row, Mapping) else lambda k, d=math.nan: getattr(row, k, d)
     change, lo, hi = (float(get(k, math.nan)) for k in ("change", "change_low", "change_high"))
-    interval = f" [{_pct(lo)}, {_pct(hi)}]" if math.isfinite(lo) and math.isfinite(hi) else ""
-    return _pct(change) + interval
+    interval = (
+        f" [{signed_percent(lo)}, {signed_percent(hi)}]"
+        if math.isfinite(lo) and math.isfinite(hi)
+        else ""
+    )
+    return signed_percent(change) + interval
 
 
 def verdict_words(row: Mapping[str, Any] | Any) -> str:

@@ -13,11 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from awbench.formatting import formatted, number
 from awbench.viz.noise_plots import LOSS_NAMES
-
-
-def _f(x: float, spec: str = ".3f") -> str:
-    return "n/a" if x is None or not math.isfinite(float(x)) else format(float(x), spec)
 
 
 def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -63,10 +60,10 @@ def gamma_sentence(table: pd.DataFrame, loss: str) -> str:
         else "one seed: no interval"
     )
     return (
-        f"{name}: γ = **{_f(m)}** [{_f(lo)}, {_f(hi)}] over {len(ok)} converged seeds "
-        f"(95 % t-interval), {where}; per seed from {_f(ok['gamma'].min())} to "
-        f"{_f(ok['gamma'].max())}. The exponent E[h²] predicts, of E[h²]_ii ~ H_ii^γ: "
-        f"{_f(pm)} [{_f(plo)}, {_f(phi)}]."
+        f"{name}: γ = **{formatted(m, '.3f')}** [{formatted(lo, '.3f')}, {formatted(hi, '.3f')}] over {len(ok)} converged seeds "
+        f"(95 % t-interval), {where}; per seed from {formatted(ok['gamma'].min(), '.3f')} to "
+        f"{formatted(ok['gamma'].max(), '.3f')}. The exponent E[h²] predicts, of E[h²]_ii ~ H_ii^γ: "
+        f"{formatted(pm, '.3f')} [{formatted(plo, '.3f')}, {formatted(phi, '.3f')}]."
     )
 
 
@@ -85,8 +82,8 @@ def eh2_sentence(table: pd.DataFrame, loss: str) -> str:
     else:
         verdict = f"not proportional: C grows {'faster' if m > 1 else 'slower'} than E[h²]"
     return (
-        f"{LOSS_NAMES.get(loss, loss)}: C_ii ~ E[h²]_ii^x with x = **{_f(m)}** "
-        f"[{_f(lo)}, {_f(hi)}] over {len(ok)} seeds, {verdict}."
+        f"{LOSS_NAMES.get(loss, loss)}: C_ii ~ E[h²]_ii^x with x = **{formatted(m, '.3f')}** "
+        f"[{formatted(lo, '.3f')}, {formatted(hi, '.3f')}] over {len(ok)} seeds, {verdict}."
     )
 
 
@@ -98,8 +95,8 @@ def commutator_sentence(table: pd.DataFrame, loss: str) -> str:
     c, b = ok["commutator"].astype(float), ok["commutator_baseline"].astype(float)
     below = int((c < b).sum())
     return (
-        f"{LOSS_NAMES.get(loss, loss)}: ||[C, H]|| / (||C|| ||H||) = **{_f(c.mean(), '.3g')}** "
-        f"on average against **{_f(b.mean(), '.3g')}** for random eigenvectors; below the "
+        f"{LOSS_NAMES.get(loss, loss)}: ||[C, H]|| / (||C|| ||H||) = **{number(c.mean())}** "
+        f"on average against **{number(b.mean())}** for random eigenvectors; below the "
         f"baseline in {below} of {len(ok)} seeds"
         + (
             ", so C is *less* aligned with H's eigenvectors than chance here."
@@ -120,9 +117,9 @@ def batch_sentence(frame: pd.DataFrame) -> str:
     first, last = frame.iloc[0], frame.iloc[-1]
     return (
         f"From B = {int(first['batch_size'])} to B = {int(last['batch_size'])} the noise's trace "
-        f"falls {_f(first['measured'] / last['measured'], '.3g')}-fold (the formula: "
-        f"{_f(first['exact'] / last['exact'], '.3g')}-fold); measured and exact differ by at "
-        f"most {100 * rel.max():.1f} % ({_f(z.max(), '.1f')} standard errors of the Monte Carlo "
+        f"falls {number(first['measured'] / last['measured'])}-fold (the formula: "
+        f"{number(first['exact'] / last['exact'])}-fold); measured and exact differ by at "
+        f"most {100 * rel.max():.1f} % ({formatted(z.max(), '.1f')} standard errors of the Monte Carlo "
         f"mean). At B = N the noise is zero, and for B ≪ N it falls as 1/B."
     )
 
@@ -131,8 +128,8 @@ def claims_sentence(claims: pd.DataFrame) -> str:
     """The follow-up's claims in one line each: verdict, found, raw and Holm p."""
     rows = claims[claims["source"] == "follow-up"]
     lines = [
-        f"- *{r.text}* **{r.verdict}**: {r.found} (p {_f(r.p, '.2g')}, Holm "
-        f"{_f(r.p_holm, '.2g')}); {r.because}."
+        f"- *{r.text}* **{r.verdict}**: {r.found} (p {number(r.p, 2)}, Holm "
+        f"{number(r.p_holm, 2)}); {r.because}."
         for r in rows.itertuples()
     ]
     return "\n".join(lines) or "No follow-up claim in the table."

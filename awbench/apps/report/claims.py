@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from awbench.experiments import record_names as rn
+from awbench.formatting import formatted, signed_percent
 
 MISSING = "missing record: "
 # The pooled numbers the report computes over every notebook's runs, next to the records.
@@ -29,19 +30,13 @@ def _num(r: dict, name: str, spec: str = ".3g") -> str:
     # wrote means the notebook and the report disagree on its name, which must show.
     if name not in r:
         return MISSING + name
-    v = r.get(name)
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-        return format(v, spec)
-    return "n/a"
+    return formatted(r.get(name), spec)
 
 
 def _pct(r: dict, name: str) -> str:
     if name not in r:
         return MISSING + name
-    v = r.get(name)
-    if isinstance(v, (int, float)) and math.isfinite(v):
-        return f"{100 * v:+.0f} %"
-    return "n/a"
+    return signed_percent(r.get(name))
 
 
 def _knob(r: dict, knob: str, label: str) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import functools
 import html
-import math
 import re
 from collections.abc import Iterable
 from html.parser import HTMLParser
 from typing import Any
+
+from awbench.formatting import formatted, number
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;line-height:1.5}
@@ -142,7 +143,7 @@ def fmt_value(v: Any) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        return f"{v:.4g}" if math.isfinite(v) and (v == 0 or 1e-3 <= abs(v) < 1e5) else f"{v:.3e}"
+        return number(v, 4) if v == 0 or 1e-3 <= abs(v) < 1e5 else formatted(v, ".3e")
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(fmt_value(x) for x in v) + "]"
     if isinstance(v, dict):
@@ -224,7 +225,3 @@ def verdict_span(verdict: str, grey: bool = False) -> str:
         if cls
         else html.escape(str(verdict))
     )
-
-
-def pct_cell(v: Any) -> str:
-    return f"{100 * v:+.0f} %" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"

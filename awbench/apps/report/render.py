@@ -17,7 +17,6 @@ from awbench.apps.report.html import (
     figure_title,
     fmt_value,
     html_table,
-    pct_cell,
     record_columns,
     render_markdown,
     round_table_numbers,
@@ -35,6 +34,7 @@ from awbench.apps.report.knobs import (
 )
 from awbench.apps.report.pages import Block, NotebookPage
 from awbench.experiments import record_names as rn
+from awbench.formatting import number, signed_percent
 
 SMOKE_NOTE = (
     '<p class="smoke" role="note"><b>Smoke run: these numbers check the machinery, they are not '
@@ -198,11 +198,11 @@ def _knobs_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
                 [
                     f"<code>{html.escape(str(r['knob']))}</code>",
                     html.escape(r["values"]),
-                    pct_cell(r["sharpness"]),
-                    pct_cell(r["size"]),
-                    pct_cell(r["curvature"]),
-                    pct_cell(r["weight_norm"]),
-                    pct_cell(r["real_gap"]),
+                    signed_percent(r["sharpness"]),
+                    signed_percent(r["size"]),
+                    signed_percent(r["curvature"]),
+                    signed_percent(r["weight_norm"]),
+                    signed_percent(r["real_gap"]),
                     html.escape(f"{fmt_value(r['gap_low'])} → {fmt_value(r['gap_high'])}"),
                     html.escape(str(r["verdict"])),
                 ]
@@ -216,11 +216,7 @@ def _knobs_section(pages: list[NotebookPage], pooled: dict) -> list[str]:
 
 def _p_text(p: float, adjusted: float) -> str:
     """``3e-05 (0.0013)``: the raw p and, in brackets, the corrected one."""
-
-    def g(v: float) -> str:
-        return f"{v:.2g}" if math.isfinite(v) else "n/a"
-
-    return f"{g(float(p))} ({g(float(adjusted))})"
+    return f"{number(p, 2)} ({number(adjusted, 2)})"
 
 
 _SOURCES = {"paper": "the paper", "hypothesis": "our hypothesis", "follow-up": "the follow-up"}
