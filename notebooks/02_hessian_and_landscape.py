@@ -60,7 +60,7 @@ setup()
 
 # %%
 cfg = params.base_config(profile, dataset, overrides, seed=seed, layer=layer)
-settings = lt.landscape_settings(profile)
+settings = params.landscape_settings(profile)
 res = aw.run_experiment(cfg)
 run = res.load_run()
 model = float64_model(run.model)

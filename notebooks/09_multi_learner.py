@@ -49,6 +49,7 @@ import awbench as aw
 from awbench.experiments import record_names as rn
 from awbench.viz import knob_takeaways as kt
 from awbench.viz import learner_comparison as lc
+from awbench.experiments import claims
 from awbench.experiments import notebook_params as params
 from awbench.experiments import knob_sweeps as ks
 from awbench.viz.notebook_setup import setup
@@ -115,8 +116,8 @@ lc.factors_by_algorithm(table, algorithms)
 
 # %%
 n_top = counts[-1]
-pairs = lc.algorithm_pairs(all_runs, n_top, ["real_gap", "sharpness", "size", "sharp_gap"])
-comparison = lc.compare_algorithms(pairs)
+pairs = claims.algorithm_pairs(all_runs, n_top, ["real_gap", "sharpness", "size", "sharp_gap"])
+comparison = claims.compare_algorithms(pairs)
 Markdown(lc.dpsgd_takeaway(comparison, n_top, topology))
 
 # %% [markdown]

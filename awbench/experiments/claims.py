@@ -228,6 +228,42 @@ def algorithm_comparisons(pairs: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return out
 
 
+# The multi-learner comparison: SSGD is a, DPSGD is b, paired by seed.
+PAIRED_ALGORITHMS = ("ssgd", "dpsgd")
+
+
+def algorithm_pairs(runs: pd.DataFrame, n_learners: int, quantities: Sequence[str]) -> pd.DataFrame:
+    """One row per seed: each algorithm's status and quantities at ``n_learners`` learners
+    (the ``pairs`` of :func:`algorithm_comparisons`)."""
+    at = runs[runs["n_learners"] == n_learners]
+    frames = []
+    for alg in PAIRED_ALGORITHMS:
+        part = at[at["algorithm"] == alg].set_index("seed")
+        cols = {"status": f"status_{alg}", **{q: f"{q}_{alg}" for q in quantities}}
+        frames.append(part[[c for c in cols if c in part]].rename(columns=cols))
+    pairs = frames[0].join(frames[1], how="inner").reset_index()
+    return pairs.sort_values("seed").reset_index(drop=True)
+
+
+def compare_algorithms(pairs: pd.DataFrame) -> dict:
+    """DPSGD against SSGD over seed pairs where both converged: per-quantity paired comparison
+    (:func:`algorithm_comparisons`, as the report makes them) and the verdict of each DPSGD
+    claim, judged in the report's family of every claim."""
+    from awbench.status import CONVERGED
+
+    comparisons = algorithm_comparisons(pairs)
+    both = (pairs["status_ssgd"] == CONVERGED) & (pairs["status_dpsgd"] == CONVERGED)
+    claims = claim_verdicts(pd.DataFrame(), CLAIMS, comparisons=comparisons or None)
+    claims = claims[claims["knob"] == "algorithm"].reset_index(drop=True)
+    return {
+        "n_pairs": len(pairs),
+        "n_converged_pairs": int(both.sum()),
+        "comparisons": comparisons,
+        "claims": claims,
+        "agrees": bool(len(claims) and (claims["verdict"] == "supported").all()),
+    }
+
+
 # --- the headline claim: a regression over every converged run -------------------------------
 
 

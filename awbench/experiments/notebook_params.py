@@ -3,7 +3,8 @@
 A notebook's ``parameters`` cell holds literals only, so that papermill can set them; this
 module turns them into validated objects, with errors naming the parameter. The profiles
 (``smoke``, ``quick``, ``paper``: values per knob, seeds, workers) live in
-:mod:`awbench.experiments.grids`, shared with the sweep presets.
+:mod:`awbench.experiments.grids`, shared with the sweep presets; notebook 02's landscape
+settings per profile are here.
 """
 
 from __future__ import annotations
@@ -119,3 +120,28 @@ def workers_for(profile: str, workers: int = 0) -> int:
             f"workers={workers} is not allowed: expected 0 (the profile's) or a positive integer"
         )
     return workers or PROFILES[profile].workers
+
+
+# Notebook 02's spectrum and landscape: points per slice, grid per plane, trace probes, SLQ.
+LANDSCAPE = {
+    "smoke": {"points": 15, "grid": 9, "probes": [10, 30], "density_probes": 2, "steps": 20},
+    "quick": {
+        "points": 41,
+        "grid": 21,
+        "probes": [10, 30, 100, 300],
+        "density_probes": 4,
+        "steps": 60,
+    },
+    "paper": {
+        "points": 81,
+        "grid": 41,
+        "probes": [10, 30, 100, 300, 1000],
+        "density_probes": 8,
+        "steps": 100,
+    },
+}
+
+
+def landscape_settings(profile: str) -> dict:
+    """Grid sizes, trace probe counts and SLQ settings of the profile."""
+    return dict(LANDSCAPE[check_profile(profile)])

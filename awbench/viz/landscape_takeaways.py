@@ -1,6 +1,5 @@
-"""Spectrum and landscape (notebook 02): the profile's grid and probe settings, and the
-sentences on the top eigenvalues, the trace estimate, the 1-D slices and the curvature along
-dual-weight directions.
+"""Spectrum and landscape (notebook 02): the sentences on the top eigenvalues, the trace
+estimate, the 1-D slices and the curvature along dual-weight directions.
 """
 
 from __future__ import annotations
@@ -9,32 +8,8 @@ import numpy as np
 import pandas as pd
 
 from awbench.curvature.spectrum import eigen_check
-from awbench.experiments.grids import check_profile
 from awbench.formatting import number
 from awbench.landscape import rayleigh_ratio
-
-LANDSCAPE = {
-    "smoke": {"points": 15, "grid": 9, "probes": [10, 30], "density_probes": 2, "steps": 20},
-    "quick": {
-        "points": 41,
-        "grid": 21,
-        "probes": [10, 30, 100, 300],
-        "density_probes": 4,
-        "steps": 60,
-    },
-    "paper": {
-        "points": 81,
-        "grid": 41,
-        "probes": [10, 30, 100, 300, 1000],
-        "density_probes": 8,
-        "steps": 100,
-    },
-}
-
-
-def landscape_settings(profile: str) -> dict:
-    """Grid sizes, trace probe counts and SLQ settings of the profile."""
-    return dict(LANDSCAPE[check_profile(profile)])
 
 
 def spectrum_takeaway(eig, exact_values, trace_exact: float) -> str:

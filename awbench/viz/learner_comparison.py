@@ -1,6 +1,7 @@
-"""The multi-learner comparison of notebook 09: SSGD against DPSGD at one number of learners,
-paired by seed, with the verdict of each paper claim and the sentence that reports it, and
-the notebook's figures (gap, sharpness and size by algorithm) in the house style.
+"""The multi-learner comparison of notebook 09 in words and figures: the sentence that reports
+SSGD against DPSGD, paired by seed (:func:`awbench.experiments.claims.compare_algorithms`),
+with the verdict of each paper claim, and the gap, sharpness and size by algorithm in the
+house style.
 """
 
 from __future__ import annotations
@@ -12,42 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from awbench.formatting import number, signed_percent
-from awbench.status import CONVERGED
 from awbench.viz.gap_plots import layout
-
-# The multi-learner comparison: SSGD is a, DPSGD is b, paired by seed.
-PAIRED_ALGORITHMS = ("ssgd", "dpsgd")
-
-
-def algorithm_pairs(runs: pd.DataFrame, n_learners: int, quantities: Sequence[str]) -> pd.DataFrame:
-    """One row per seed: each algorithm's status and quantities at ``n_learners`` learners."""
-    at = runs[runs["n_learners"] == n_learners]
-    frames = []
-    for alg in PAIRED_ALGORITHMS:
-        part = at[at["algorithm"] == alg].set_index("seed")
-        cols = {"status": f"status_{alg}", **{q: f"{q}_{alg}" for q in quantities}}
-        frames.append(part[[c for c in cols if c in part]].rename(columns=cols))
-    pairs = frames[0].join(frames[1], how="inner").reset_index()
-    return pairs.sort_values("seed").reset_index(drop=True)
-
-
-def compare_algorithms(pairs: pd.DataFrame) -> dict:
-    """DPSGD against SSGD over seed pairs where both converged: per-quantity paired comparison
-    (awbench.experiments.claims.algorithm_comparisons, as the report makes them) and the
-    verdict of each DPSGD claim, judged in the report's family of every claim."""
-    from awbench.experiments.claims import CLAIMS, algorithm_comparisons, claim_verdicts
-
-    comparisons = algorithm_comparisons(pairs)
-    both = (pairs["status_ssgd"] == CONVERGED) & (pairs["status_dpsgd"] == CONVERGED)
-    claims = claim_verdicts(pd.DataFrame(), CLAIMS, comparisons=comparisons or None)
-    claims = claims[claims["knob"] == "algorithm"].reset_index(drop=True)
-    return {
-        "n_pairs": len(pairs),
-        "n_converged_pairs": int(both.sum()),
-        "comparisons": comparisons,
-        "claims": claims,
-        "agrees": bool(len(claims) and (claims["verdict"] == "supported").all()),
-    }
 
 
 def dpsgd_takeaway(comparison: dict, n_learners: int, topology: str) -> str:
