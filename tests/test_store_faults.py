@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 import awbench.experiments.store as store_module
-from awbench.apps import cli
+from awbench.apps import cli, environment
 from awbench.apps.cli import main
 from awbench.apps.report import build as report
 from awbench.config import Config
@@ -354,11 +354,11 @@ def test_namespace_folder_shadowing_awbench_gets_a_hint(tmp_path, monkeypatch, c
     # `make setup` puts the checkout on sys.path: a regular package there wins
     assert imported.stdout.strip() == str(checkout / "awbench" / "__init__.py")
     monkeypatch.chdir(tmp_path)
-    assert cli.shadowing_hint() == ""
+    assert environment.shadowing_hint() == ""
     # a strict editable install has no such path entry: then the folder would shadow it
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p and Path(p).resolve() != checkout])
     assert main(["info", "--json"]) == 0
     captured = capsys.readouterr()
     assert "without __init__.py" in captured.err and "make setup" in captured.err
     assert json.loads(captured.out)["awbench package"].endswith("awbench")
-    assert cli.shadowing_hint(Path(__file__).parents[1]) == ""  # the checkout itself: fine
+    assert environment.shadowing_hint(Path(__file__).parents[1]) == ""  # the checkout itself: fine

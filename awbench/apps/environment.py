@@ -1,4 +1,5 @@
-"""What a bug report needs: versions, threads, device and cache folder (``awbench info``)."""
+"""What a bug report needs: versions, threads, device and cache folder (``awbench info``); and
+why Python started in some folder would import the wrong ``awbench``."""
 
 from __future__ import annotations
 
@@ -61,3 +62,36 @@ def environment_info() -> dict[str, str]:
     info["cache"] = str(cache_dir())
     info["AWBENCH_QUIET"] = os.environ.get("AWBENCH_QUIET", "")
     return info
+
+
+def shadowing_hint(cwd: str | os.PathLike | None = None) -> str:
+    """Why ``python``/Jupyter started in ``cwd`` would import the wrong ``awbench`` ("" if
+    they would not).
+
+    A folder ``cwd/awbench`` without ``__init__.py`` (typically the checkout, seen from the
+    folder above it) is imported as an empty namespace package: Python's path finder, which
+    tries the current folder first, claims the name before the editable install's finder is
+    asked. ``import awbench`` then "works" with ``awbench.__file__ is None`` and everything
+    after fails ("cannot import name ... (unknown location)"). Nothing inside the package can
+    say so (it is never imported); the ``awbench`` script can, as it does not put the current
+    folder on ``sys.path``.
+    """
+    from pathlib import Path
+
+    import awbench
+
+    here = Path(cwd if cwd is not None else os.getcwd()) / "awbench"
+    if not here.is_dir() or (here / "__init__.py").exists():
+        return ""
+    package = Path(awbench.__file__).parent if awbench.__file__ else None
+    if package is not None and any(
+        Path(entry).resolve() == package.parent.resolve() for entry in sys.path if entry
+    ):
+        return ""  # a path entry for the checkout (`make setup`) beats the namespace folder
+    return (
+        f"{here} is a folder without __init__.py: Python or Jupyter started in "
+        f"{here.parent} imports it as an empty namespace package instead of awbench "
+        f"({package or 'not found'}), and `import awbench` fails with '(unknown location)'. "
+        "Start them from another folder, rename that folder, or run `make setup` in the "
+        "checkout (it puts the checkout on sys.path, which wins over the namespace folder)."
+    )
