@@ -194,7 +194,7 @@ def convergence_rows(pages: list[NotebookPage]) -> list[list[str]]:
         other = runs.loc[~conv, "status"].value_counts()
         rows.append(
             [
-                f"<code>{knob}</code>",
+                f"<code>{html.escape(str(knob))}</code>",
                 str(len(runs)),
                 str(int(conv.sum())),
                 html.escape(", ".join(f"{k} {v}" for k, v in other.items()) or "none"),
