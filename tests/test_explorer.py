@@ -25,6 +25,7 @@ from browser_support import CHROMIUM_ARGS, free_port, playwright_and_chromium, s
 from awbench.apps.knobs import effects as ke
 from awbench.apps.knobs import explorer as ex
 from awbench.apps.knobs import explorer_text as pt
+from awbench.apps.knobs import explorer_view as ev
 from awbench.apps.knobs.grid import KnobGrid, fmt
 
 
@@ -41,27 +42,27 @@ def payload(grid):
 def test_the_takeaway_of_every_run_and_knob_is_present_texts(grid, payload):
     ref, defaults = grid.default(), grid.defaults
     for i in range(0, len(payload["runs"]), 5):
-        values = ex.run_values(payload, i)
+        values = ev.run_values(payload, i)
         s = grid.lookup(values)
         assert s.key == payload["runs"][i]["key"]
         for knob in payload["knobs"]:
             line = ke.effect(grid, knob, values)[0] if knob != "seed" else None
             want = pt.takeaway(s, ref, values, defaults, line, knob)
-            assert ex.takeaway_of(payload, i, knob) == want, (values, knob)
+            assert ev.takeaway_of(payload, i, knob) == want, (values, knob)
         assert payload["runs"][i]["training"] == pt.training_line(s)
 
 
 def test_a_missing_combination_snaps_by_the_rule_with_present_texts_note(payload):
     opts = payload["options"]
-    at = {**ex.run_values(payload, payload["ref"]), "batch_size": 100, "weight_decay": 0.01}
-    run, note = ex.nearest(payload, at, "weight_decay")
-    assert note == "" and ex.run_values(payload, run) == at
+    at = {**ev.run_values(payload, payload["ref"]), "batch_size": 100, "weight_decay": 0.01}
+    run, note = ev.nearest(payload, at, "weight_decay")
+    assert note == "" and ev.run_values(payload, run) == at
     wanted = {**at, "dropout": opts["dropout"][1]}  # dropout was only swept alone
-    run, note = ex.nearest(payload, wanted, "dropout")
-    got = ex.run_values(payload, run)
+    run, note = ev.nearest(payload, wanted, "dropout")
+    got = ev.run_values(payload, run)
     assert got["dropout"] == wanted["dropout"] and got["batch_size"] == 25
     assert got["weight_decay"] == 0
-    defaults = ex.run_values(payload, payload["ref"])
+    defaults = ev.run_values(payload, payload["ref"])
     assert note == pt.snap_note("dropout", wanted, got, defaults)
     assert "batch size B 100 → 25" in note and "weight decay β 0.01 → 0" in note
     # every one-knob move from every run lands on a run (a lookup or a precomputed snap)
@@ -105,14 +106,14 @@ def test_the_three_views_ship_the_same_payload(payload, tmp_path):
     app = PresentApp()
     panel = KnobPanel(mode="live", extra_store=tmp_path / "user")
     shown = {k: v for k, v in app.payload.items() if k != "header"}
-    assert embedded == json.loads(ex.data_json(payload))
-    assert json.loads(ex.data_json(shown)) == embedded
-    assert json.loads(ex.data_json(panel.explorer.payload)) == embedded
+    assert embedded == json.loads(ev.data_json(payload))
+    assert json.loads(ev.data_json(shown)) == embedded
+    assert json.loads(ev.data_json(panel.explorer.payload)) == embedded
     # a move in each view shows the same run with the same words
     app.set(batch_size=100)
     panel.explorer.browser_move("batch_size", 100)
     assert app.explorer.state["run"] == panel.explorer.state["run"]
-    assert app.takeaway() == ex.takeaway_of(payload, app.explorer.state["run"], "batch_size")
+    assert app.takeaway() == ev.takeaway_of(payload, app.explorer.state["run"], "batch_size")
 
 
 def test_present_app_snaps_and_resets(payload):

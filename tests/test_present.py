@@ -122,6 +122,24 @@ def test_a_value_beyond_the_paper_is_flagged(app):
     assert "Beyond the paper" not in app.takeaway()  # init scale 1: the paper's
 
 
+def test_the_kernel_starts_on_the_cached_payload_without_the_grid(app):
+    """What the Voila kernel runs, in a fresh process: the payload the app fixture built is
+    read back from the cache, equal, and neither pandas nor torch is imported to show it."""
+    code = (
+        "import json, sys\n"
+        "from awbench.apps.present.app import PresentApp\n"
+        "app = PresentApp()\n"
+        "app.explorer.build()\n"
+        "print(json.dumps([sorted({'torch', 'pandas'} & set(sys.modules)), app.payload]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    heavy, payload = json.loads(done.stdout)
+    assert heavy == []
+    assert payload == json.loads(json.dumps(app.payload))
+
+
 def test_nothing_from_a_cdn(tmp_path):
     pytest.importorskip("voila")
     path = present_server.prepare(tmp_path)

@@ -19,7 +19,7 @@ import yaml
 
 import awbench as aw
 from awbench.apps.knobs import effects as ke
-from awbench.apps.knobs import explorer as ex
+from awbench.apps.knobs import explorer_view as ev
 from awbench.apps.knobs import frontend as kf
 from awbench.apps.knobs import grid as kg
 from awbench.apps.knobs import panels as kp
@@ -115,7 +115,7 @@ def _assert_panels_match(panel: kw.KnobPanel, truth) -> None:
 def _shown_takeaway(panel: kw.KnobPanel) -> str:
     """The takeaway the explorer shows (present mode's, looked up in its payload)."""
     st = panel.explorer.state
-    return ex.takeaway_of(panel.explorer.payload, st["run"], st["knob"])
+    return ev.takeaway_of(panel.explorer.payload, st["run"], st["knob"])
 
 
 def test_shipped_store_is_small_complete_and_documented(truth):
@@ -182,7 +182,7 @@ def test_combination_and_reset(panel, truth):
     assert not panel.on_grid
     note = panel.explorer.state["note"]
     assert "dropout d = 0.1" in note and "snapped to the nearest grid point" in note
-    assert ex.run_values(panel.explorer.payload, panel.explorer.state["run"])["dropout"] == 0.1
+    assert ev.run_values(panel.explorer.payload, panel.explorer.state["run"])["dropout"] == 0.1
     assert panel.widgets["train"].disabled is False
     assert "Off the grid" in panel.widgets["status"].value
     assert len(panel.figures["sharpness"].data[1].y) == 0, "no stale data for an off-grid setting"

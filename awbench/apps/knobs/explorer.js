@@ -1,5 +1,5 @@
-// The knob explorer of awbench (awbench/apps/knobs/explorer.py): notebook 08, present mode and the
-// report run this same script. The grid arrives once (D, explorer_payload); a slider move is
+// The knob explorer of awbench (loaded by awbench/apps/knobs/explorer_view.py; its data is
+// explorer.py's): notebook 08, present mode and the report run this same script. The grid arrives once (D, explorer_payload); a slider move is
 // a lookup (or a precomputed snap), and every panel, the texts and the data attributes are
 // updated in one synchronous handler, so no frame shows two settings at once. Every sentence
 // is Python's, looked up here.

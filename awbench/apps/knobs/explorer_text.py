@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from awbench.apps.knobs.effects import REPORT_SEEDS
-from awbench.apps.knobs.explorer_panels import DEFAULT, HERE, OKABE_ITO
+from awbench.apps.knobs.explorer_panels import HERE, OKABE_ITO
 from awbench.apps.knobs.grid import Setting, fmt
 from awbench.apps.knobs.panels import get_path
 from awbench.apps.knobs.sentences import (
@@ -169,13 +169,4 @@ def snap_note(
     return (
         f"⚠ {LABELS[knob]} = {_value(wanted[knob])} with the other knobs as they were is not "
         f"on the grid: snapped to the nearest grid point ({moves})."
-    )
-
-
-def header(n_runs: int, n_points: int) -> str:
-    return (
-        '<span class="awbench-present-h">Activity–weight duality: what do the knobs do to '
-        "the generalization gap?</span> "
-        f'<span style="color:{DEFAULT}">{n_points} grid points, {n_runs} trained networks · '
-        "Tab to a slider, ← → to move it</span>"
     )

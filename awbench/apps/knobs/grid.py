@@ -18,9 +18,6 @@ README.md).
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import functools
 import json
 import math
 import os
@@ -28,7 +25,6 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +38,11 @@ from awbench.apps.knobs.slices import (
     slice_path,
     write_slice,
 )
-from awbench.cache import cache_dir
+from awbench.apps.knobs.stores import (  # noqa: F401 - shipped_store: the grid's API too
+    default_store,
+    shipped_store,
+    user_store,
+)
 from awbench.config import Config
 from awbench.experiments.store import Store, config_from_row, load_store
 from awbench.status import CONVERGED, DONE_STATUSES
@@ -61,29 +61,6 @@ KNOBS = (
 )
 KNOB_TEXT = {**KNOB_LABELS, "seed": "seed"}
 TOP_EIGENVALUES = 10
-
-
-# as_file may extract to a temporary folder (a zipped install); it lives until exit.
-_RESOURCES = contextlib.ExitStack()
-atexit.register(_RESOURCES.close)
-
-
-@functools.cache
-def shipped_store() -> Path:
-    """The knob grid shipped as package data (``awbench/apps/knobs/store``)."""
-    grid = resources.files("awbench.apps.knobs") / "store"
-    return _RESOURCES.enter_context(resources.as_file(grid))
-
-
-def default_store() -> Path:
-    """``$AWBENCH_KNOBS_STORE`` if set, else the store shipped in the package."""
-    explicit = os.environ.get("AWBENCH_KNOBS_STORE")
-    return Path(explicit).expanduser() if explicit else shipped_store()
-
-
-def user_store() -> Path:
-    """Where "train this setting" keeps its runs: ``<cache folder>/knobs_store``."""
-    return cache_dir() / "knobs_store"
 
 
 # --- the grid: lookups, curves, slices ----------------------------------------------------

@@ -60,7 +60,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from awbench.apps.knobs.explorer import Explorer
+from awbench.apps.knobs.explorer_view import Explorer
 from awbench.apps.knobs.frontend import frontend, warm_up
 from awbench.apps.knobs.grid import (
     KNOBS,

@@ -15,22 +15,36 @@ server itself::
     awbench present                       # opens http://127.0.0.1:8866/?token=... in the browser
     awbench present --port 9000 --no-browser
 
+The kernel starts on the explorer's payload from the cache
+(:mod:`awbench.apps.knobs.payload_cache`): seconds to build once per grid and code version,
+milliseconds to read. The grid itself (pandas, and torch through the Config) is loaded only
+when asked for (:attr:`PresentApp.grid`, ``setting``, ``reference``), never for the view.
+
 Needs the ``present`` extra (``pip install 'awbench[present]'``, or ``make present``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from awbench.apps.knobs.explorer import Explorer, takeaway_of
-from awbench.apps.knobs.explorer_panels import OKABE_ITO, frame
-from awbench.apps.knobs.explorer_text import header
-from awbench.apps.knobs.grid import KNOBS, KnobGrid, Setting
+from awbench.apps.knobs.explorer_view import Explorer, takeaway_of
+from awbench.apps.knobs.payload_cache import cached_payload
+from awbench.apps.knobs.stores import default_store, user_store
 from awbench.apps.present.server import serve
 
-# The Voila page around the explorer: no prompts, no margins, one 1280x720 screen.
-CSS = f"""<style>
+if TYPE_CHECKING:
+    from awbench.apps.knobs.grid import KnobGrid, Setting
+
+FIRST_KNOB = "batch_size"  # the knob whose line the plane shows first
+
+
+def css(focus: str) -> str:
+    """The Voila page around the explorer: no prompts, no margins, one 1280x720 screen;
+    ``focus``: the outline colour of the slider in focus."""
+    return f"""<style>
 body, #rendered_cells, #rendered_cells > div, .jp-Cell, .jp-Cell-outputWrapper,
 .jp-OutputArea-child, .jp-OutputArea-output, .jp-Notebook {{
   margin: 0 !important; padding: 0 !important; box-shadow: none !important;
@@ -38,14 +52,25 @@ body, #rendered_cells, #rendered_cells > div, .jp-Cell, .jp-Cell-outputWrapper,
 .jp-OutputPrompt, .jp-InputArea, .jp-Collapser {{ display: none !important; }}
 .awbench-present {{ padding: 4px 6px; width: 1268px; }}
 .awbench-present .awbench-explorer :focus-visible {{
-  outline: 3px solid {OKABE_ITO["blue"]}; outline-offset: 2px; }}
+  outline: 3px solid {focus}; outline-offset: 2px; }}
 </style>"""
 
 
+def header(payload: dict) -> str:
+    """The line above the explorer: the question and the size of the grid."""
+    n_runs, n_points = len(payload["runs"]), len(payload["points"])
+    return (
+        '<span class="awbench-present-h">Activity–weight duality: what do the knobs do to '
+        "the generalization gap?</span> "
+        f'<span style="color:{payload["colors"]["default"]}">{n_points} grid points, '
+        f"{n_runs} trained networks · Tab to a slider, ← → to move it</span>"
+    )
+
+
 class PresentApp:
-    """The present-mode screen: the knob explorer (:mod:`awbench.apps.knobs.explorer`) over the
-    grid, with a header, for the front of a room. Every move is drawn in the browser; the
-    kernel only hears what is on screen.
+    """The present-mode screen: the knob explorer (:mod:`awbench.apps.knobs.explorer_view`)
+    over the grid, with a header, for the front of a room. Every move is drawn in the
+    browser; the kernel only hears what is on screen.
 
     Drive it as a user would with :meth:`set` (each move may snap); ``values``, ``setting``,
     ``note`` and :meth:`takeaway` say what is on screen.
@@ -57,17 +82,33 @@ class PresentApp:
         *,
         extra_store: str | os.PathLike | None = None,
     ):
-        self.grid = KnobGrid(store, extra_store)
-        self.options = {k: list(self.grid.values[k]) for k in KNOBS}
-        self._values: dict[str, Any] = dict(self.grid.defaults)
-        self.last_knob = "batch_size"
+        self.store = Path(store) if store is not None else default_store()
+        self.extra_store = Path(extra_store) if extra_store is not None else user_store()
+        self.last_knob = FIRST_KNOB
+        payload = cached_payload((self.store, self.extra_store), FIRST_KNOB, self._build)
+        knobs = payload["knobs"]
+        self.options = {k: list(payload["options"][k]) for k in knobs}
+        self.defaults = {k: self.options[k][i] for k, i in zip(knobs, payload["default"])}
+        self._values: dict[str, Any] = dict(self.defaults)
         self.note = ""
-        self.explorer = Explorer(self.grid, self.options, knob=self.last_knob)
-        points = len(self.explorer.payload["points"])
-        self.explorer.header = header(len(self.explorer.payload["runs"]), points)
+        # no grid: present mode trains nothing, so the payload is never rebuilt
+        self.explorer = Explorer(None, self.options, knob=self.last_knob, payload=payload)
+        self.explorer.header = header(payload)
         self.explorer.payload["header"] = self.explorer.header
         self.explorer.on_move = self._moved
         self.view: Any = None
+
+    @functools.cached_property
+    def grid(self) -> KnobGrid:
+        """The runs behind the payload, loaded on first use."""
+        from awbench.apps.knobs.grid import KnobGrid
+
+        return KnobGrid(self.store, self.extra_store)
+
+    def _build(self) -> dict:
+        from awbench.apps.knobs.explorer import explorer_payload
+
+        return explorer_payload(self.grid, knob=FIRST_KNOB)
 
     # --- state --------------------------------------------------------------------------
     @property
@@ -104,7 +145,7 @@ class PresentApp:
         self.note = str(self.explorer.state.get("note", ""))
 
     def reset(self) -> None:
-        self._values, self.note = dict(self.grid.defaults), ""
+        self._values, self.note = dict(self.defaults), ""
         self.explorer.show(self._values, self.last_knob)
 
     # --- display --------------------------------------------------------------------------
@@ -113,7 +154,8 @@ class PresentApp:
         from IPython.display import display
 
         if self.view is None:
-            self.view = W.VBox([W.HTML(CSS), self.explorer.build()])
+            style = W.HTML(css(self.payload["colors"]["focus"]))
+            self.view = W.VBox([style, self.explorer.build()])
             self.view.add_class("awbench-present")
         display(self.view)
 
@@ -121,4 +163,4 @@ class PresentApp:
         self._ipython_display_()
 
 
-__all__ = ["PresentApp", "frame", "serve"]
+__all__ = ["PresentApp", "serve"]

@@ -16,6 +16,8 @@ environment, where other users cannot read them (``ps`` shows command lines):
   Voila's own SIGTERM handler shuts its kernels down, and ipykernel's parent poller ends a
   kernel whose Voila process is gone;
 - a busy port is an error naming it (Voila would move to the next port silently);
+- the explorer's payload is built (once per grid, then cached) by a process started with
+  Voila, so that a first page waits for it for less time, or not at all (:data:`WARM`);
 - no jsonschema IRI grammars: jsonschema builds them with lark when ``rfc3987_syntax`` is
   installed (about 2 s of CPU in the Voila process and again in the kernel; nothing here
   validates an IRI), see :data:`FAST_IMPORTS`.
@@ -63,6 +65,13 @@ MODULE = "awbench.apps.present.server"
 CELL = """from awbench.apps.present.app import PresentApp
 
 PresentApp().show()"""
+#: run beside the Voila process: the payload cached before the page's kernel asks for it (it
+#: waits on the cache's lock while this builds); a failure is the kernel's to show
+WARM = """from awbench.apps.present.app import PresentApp
+try:
+    PresentApp()
+except Exception:
+    pass"""
 #: run first in the Voila process and in the kernel (see the module docstring)
 FAST_IMPORTS = "import sys; sys.modules.setdefault('rfc3987_syntax', None)"
 #: ipywidgets makes a slider's readout editable (a Tab stop where the arrows move a caret);
@@ -227,12 +236,16 @@ def serve(
         env[SETTINGS_ENV] = json.dumps({**settings, "folder": tmp})
         cmd = [sys.executable, "-m", MODULE, str(path)]
         print(f"awbench present: {url}  (Ctrl-C to stop)", flush=True)
+        warm = subprocess.Popen(
+            [sys.executable, "-c", WARM], env=env, cwd=tmp, stdout=subprocess.DEVNULL
+        )
         proc = subprocess.Popen(cmd, env=env, cwd=tmp)
         try:
             return _run(proc, port, url, open_browser)
         except KeyboardInterrupt:
             return 0
         finally:
+            _stop(warm)
             _stop(proc)
 
 

@@ -15,7 +15,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from awbench.apps.knobs.explorer import explorer_html, explorer_payload
+from awbench.apps.knobs.explorer import explorer_payload
+from awbench.apps.knobs.explorer_view import explorer_html
 from awbench.apps.knobs.grid import KnobGrid
 
 ROOT_ID = "explore-knobs"
