@@ -13,110 +13,77 @@ from awbench.analysis.summary import register_figure as _register_figure
 
 __version__ = "0.1.0"
 
-# name -> the module that defines it (a module itself when the name is the module's last part)
-_LAZY = {
-    "landscape": "awbench.landscape",
+# The public names, by topic: name -> the module that defines it (a name that is its module's
+# last part is that module). ``__all__``, ``dir(awbench)`` and the lazy loader read this table;
+# tests/test_public_names.py checks the TYPE_CHECKING block at the end against it.
+_PUBLIC: dict[str, str] = {
+    # configuration and data
+    "Config": "awbench.config",
+    "ConfigError": "awbench.config",
+    "Data": "awbench.data",
+    "DataError": "awbench.data",
+    "load_data": "awbench.data",
+    # models and training
+    "MLP": "awbench.nn.mlp",
+    "build_model": "awbench.nn.mlp",
+    "float64_model": "awbench.nn.mlp",
+    "Run": "awbench.training.run",
+    "stopping_rule_met": "awbench.training.run",
+    "train": "awbench.training.sgd",
+    # the duality and the gap decomposition
     "Analysis": "awbench.analysis.decomposition",
     "analyze": "awbench.analysis.decomposition",
     "analyze_model": "awbench.analysis.decomposition",
-    "DualityError": "awbench.analysis.duality_guard",
     "AnalysisMemoryError": "awbench.analysis.memory",
+    "DualityError": "awbench.analysis.duality_guard",
     "dual_weights": "awbench.analysis.duality",
     "duality_check": "awbench.analysis.duality",
     "general_dual_weights": "awbench.analysis.duality",
     "layer_inputs": "awbench.analysis.duality",
+    "pair_samples": "awbench.analysis.duality",
+    # SGD's noise against the curvature
     "NoiseCurvature": "awbench.analysis.noise",
     "noise_curvature": "awbench.analysis.noise",
     "power_law_fit": "awbench.analysis.noise",
-    "pair_samples": "awbench.analysis.duality",
-    "Config": "awbench.config",
-    "ConfigError": "awbench.config",
+    # the curvature of any model
+    "HessianOperator": "awbench.curvature.operators",
+    "GaussNewtonOperator": "awbench.curvature.operators",
+    "layer_hessian": "awbench.curvature.layer",
     "Eigenpairs": "awbench.curvature.eigensolvers",
     "top_eigenpairs": "awbench.curvature.eigensolvers",
-    "NondeterministicModelError": "awbench.curvature.flat",
-    "determinism_report": "awbench.curvature.flat",
-    "layer_hessian": "awbench.curvature.layer",
-    "GaussNewtonOperator": "awbench.curvature.operators",
-    "HessianOperator": "awbench.curvature.operators",
-    "SpectralDensity": "awbench.curvature.spectrum",
     "TraceEstimate": "awbench.curvature.spectrum",
     "hessian_trace": "awbench.curvature.spectrum",
+    "SpectralDensity": "awbench.curvature.spectrum",
     "spectral_density": "awbench.curvature.spectrum",
-    "Data": "awbench.data",
-    "DataError": "awbench.data",
-    "load_data": "awbench.data",
+    "NondeterministicModelError": "awbench.curvature.flat",
+    "determinism_report": "awbench.curvature.flat",
+    # the loss landscape
+    "landscape": "awbench.landscape",
+    "slice_1d": "awbench.landscape",
+    "plane_2d": "awbench.landscape",
+    "eigen_slices": "awbench.landscape",
+    "dual_directions": "awbench.landscape",
+    "random_directions": "awbench.landscape",
+    # experiments: cached runs, sweeps, the store, notebook records
     "Result": "awbench.experiments.experiment",
     "run_experiment": "awbench.experiments.experiment",
-    "run_notebooks": "awbench.experiments.notebook_runs",
     "plan_sweep": "awbench.experiments.planning",
-    "read_records": "awbench.experiments.records",
-    "record": "awbench.experiments.records",
+    "run_sweep": "awbench.experiments.sweep",
     "Store": "awbench.experiments.store",
     "load_store": "awbench.experiments.store",
-    "run_sweep": "awbench.experiments.sweep",
-    "dual_directions": "awbench.landscape",
-    "eigen_slices": "awbench.landscape",
-    "plane_2d": "awbench.landscape",
-    "random_directions": "awbench.landscape",
-    "slice_1d": "awbench.landscape",
-    "MLP": "awbench.nn.mlp",
-    "build_model": "awbench.nn.mlp",
-    "Run": "awbench.training.run",
-    "train": "awbench.training.sgd",
-    "plots": "awbench.viz.plots",
+    "run_notebooks": "awbench.experiments.notebook_runs",
+    "record": "awbench.experiments.records",
+    "read_records": "awbench.experiments.records",
+    # namespaces for notebooks: figures, sentences, runs and tables, measurements, the panel
+    "plots": "awbench.plots",
+    "takeaways": "awbench.takeaways",
+    "sweeps": "awbench.sweeps",
+    "measures": "awbench.measures",
+    "knob_panel": "awbench.knob_panel",
+    "record_names": "awbench.experiments.record_names",
 }
 
-__all__ = [
-    "MLP",
-    "Analysis",
-    "AnalysisMemoryError",
-    "Config",
-    "ConfigError",
-    "Data",
-    "DataError",
-    "DualityError",
-    "Eigenpairs",
-    "GaussNewtonOperator",
-    "HessianOperator",
-    "NoiseCurvature",
-    "NondeterministicModelError",
-    "Result",
-    "Run",
-    "SpectralDensity",
-    "Store",
-    "TraceEstimate",
-    "analyze",
-    "analyze_model",
-    "build_model",
-    "determinism_report",
-    "dual_directions",
-    "dual_weights",
-    "duality_check",
-    "eigen_slices",
-    "general_dual_weights",
-    "hessian_trace",
-    "landscape",
-    "layer_hessian",
-    "layer_inputs",
-    "load_data",
-    "load_store",
-    "noise_curvature",
-    "pair_samples",
-    "plan_sweep",
-    "plane_2d",
-    "plots",
-    "power_law_fit",
-    "random_directions",
-    "read_records",
-    "record",
-    "run_experiment",
-    "run_notebooks",
-    "run_sweep",
-    "slice_1d",
-    "spectral_density",
-    "top_eigenpairs",
-    "train",
-]
+__all__ = list(_PUBLIC)
 
 
 def _analysis_figure(an):
@@ -131,7 +98,7 @@ _register_figure(_analysis_figure)
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
+    module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'awbench' has no attribute {name!r}")
     if module.rsplit(".", 1)[-1] == name:
@@ -143,11 +110,13 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    # the public names and the module's dunders; not its helpers (importlib, Any, ...) nor
+    # the sub-packages that importing a public name loads
+    return sorted({*_PUBLIC, *(n for n in globals() if n.startswith("__"))})
 
 
-if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
-    from awbench import landscape
+if TYPE_CHECKING:  # the same table spelled out for type checkers and IDEs
+    from awbench import knob_panel, landscape, measures, plots, sweeps, takeaways
     from awbench.analysis.decomposition import Analysis, analyze, analyze_model
     from awbench.analysis.duality import (
         dual_weights,
@@ -171,6 +140,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
         spectral_density,
     )
     from awbench.data import Data, DataError, load_data
+    from awbench.experiments import record_names
     from awbench.experiments.experiment import Result, run_experiment
     from awbench.experiments.notebook_runs import run_notebooks
     from awbench.experiments.planning import plan_sweep
@@ -184,7 +154,6 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
         random_directions,
         slice_1d,
     )
-    from awbench.nn.mlp import MLP, build_model
-    from awbench.training.run import Run
+    from awbench.nn.mlp import MLP, build_model, float64_model
+    from awbench.training.run import Run, stopping_rule_met
     from awbench.training.sgd import train
-    from awbench.viz import plots

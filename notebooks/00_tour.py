@@ -45,18 +45,13 @@ overrides: str = ""  # more Config fields, name: value pairs, e.g. weight_decay:
 from IPython.display import Markdown
 
 import awbench as aw
-from awbench.experiments import record_names as rn
-from awbench.viz import decomposition_plots as dp
-from awbench.viz import duality_plots
-from awbench.experiments import notebook_params as params
-from awbench.viz.notebook_setup import setup
-from awbench.viz import run_takeaways as rt
-from awbench.nn.mlp import float64_model
+from awbench import plots, sweeps, takeaways
+from awbench import record_names as rn
 
-setup()
+plots.setup()
 
 # %%
-cfg = params.base_config(
+cfg = sweeps.base_config(
     profile,
     dataset,
     overrides,
@@ -66,7 +61,7 @@ cfg = params.base_config(
     lr=lr,
     weight_decay=weight_decay,
 )
-Markdown(params.config_text(cfg))
+Markdown(sweeps.config_text(cfg))
 
 # %% [markdown]
 # ## 1 · Train with the paper's protocol
@@ -76,10 +71,10 @@ Markdown(params.config_text(cfg))
 # %%
 res = aw.run_experiment(cfg)
 run = res.load_run()
-dp.training_curves(res.history, title=f"Training curves ({cfg.dataset}, seed {cfg.seed})")
+plots.training_curves(res.history, title=f"Training curves ({cfg.dataset}, seed {cfg.seed})")
 
 # %%
-Markdown(rt.run_takeaway(res))
+Markdown(takeaways.run_takeaway(res))
 
 # %% [markdown]
 # ## 2 · The duality holds exactly
@@ -89,10 +84,10 @@ Markdown(rt.run_takeaway(res))
 
 # %%
 an = res.analysis()
-model64 = float64_model(run.model)
+model64 = aw.float64_model(run.model)
 x_test, x_train = run.data.x_test.double(), run.data.x_train.double()
 errors = aw.duality_check(model64, cfg.layer, x_test[an.pairs_test], x_train[an.pairs_train])
-duality_plots.duality_exactness({cfg.layer: errors.numpy()})
+plots.duality_exactness({cfg.layer: errors.numpy()})
 
 # %%
 Markdown(
@@ -107,16 +102,16 @@ Markdown(
 # term gives the paper's estimate Σ c σg σw.
 
 # %%
-dp.gap_budget(an.scalars(), title=f"Where the gap of this run comes from (layer {cfg.layer})")
+plots.gap_budget(an.scalars(), title=f"Where the gap of this run comes from (layer {cfg.layer})")
 
 # %%
-Markdown(rt.identity_takeaway(an))
+Markdown(takeaways.identity_takeaway(an))
 
 # %%
-dp.direction_spectra(an.directions, cfg.n_sharp)
+plots.direction_spectra(an.directions, cfg.n_sharp)
 
 # %%
-Markdown(rt.spectra_takeaway(an, cfg.n_sharp))
+Markdown(takeaways.spectra_takeaway(an, cfg.n_sharp))
 
 # %% [markdown]
 # ## 4 · The two factors
@@ -126,10 +121,10 @@ Markdown(rt.spectra_takeaway(an, cfg.n_sharp))
 # σg/σw (right panel) is the size-free curvature part; summed, sharpness/size = Σσg²/Σσw².
 
 # %%
-dp.sharpness_vs_lam(an.directions)
+plots.sharpness_vs_lam(an.directions)
 
 # %%
-Markdown(rt.factors_takeaway(an))
+Markdown(takeaways.factors_takeaway(an))
 
 # %% [markdown]
 # ## Recorded numbers

@@ -43,29 +43,24 @@ import numpy as np
 from IPython.display import Markdown
 
 import awbench as aw
-from awbench.experiments import record_names as rn
-from awbench.viz import duality_plots
-from awbench.experiments import notebook_params as params
+from awbench import measures, plots, sweeps, takeaways
+from awbench import record_names as rn
 from awbench.formatting import number
-from awbench.viz.notebook_setup import setup
-from awbench.viz import run_takeaways as rt
-from awbench.analysis import checks
-from awbench.nn.mlp import float64_model
 
-setup()
+plots.setup()
 
 # %%
-cfg = params.base_config(profile, dataset, overrides, seed=seed, layer=layer)
-family = params.parse_grid("family_scales", family_scales)
-scales = params.parse_grid("layer_scales", layer_scales)
-Markdown(params.config_text(cfg))
+cfg = sweeps.base_config(profile, dataset, overrides, seed=seed, layer=layer)
+family = sweeps.parse_grid("family_scales", family_scales)
+scales = sweeps.parse_grid("layer_scales", layer_scales)
+Markdown(sweeps.config_text(cfg))
 
 # %%
 res = aw.run_experiment(cfg)
 run = res.load_run()
-model64 = float64_model(run.model)
+model64 = aw.float64_model(run.model)
 data = run.data
-Markdown(rt.run_takeaway(res))
+Markdown(takeaways.run_takeaway(res))
 
 # %% [markdown]
 # ## 1 · Pairs, activity changes and dual weights
@@ -74,11 +69,11 @@ Markdown(rt.run_takeaway(res))
 
 # %%
 pairs = aw.pair_samples(data.x_test, data.y_test, data.x_train, data.y_train, data.clean)
-a_tr, a_te, keep = checks.pair_activities(model64, cfg.layer, data, pairs)
+a_tr, a_te, keep = measures.pair_activities(model64, cfg.layer, data, pairs)
 W = getattr(model64, cfg.layer).weight.detach()
 dual = aw.dual_weights(W, a_tr, a_te)
 predicted = ((a_te - a_tr) @ W.T).norm(dim=1) / a_tr.norm(dim=1)
-duality_plots.dual_norm_check(predicted.numpy(), dual.flatten(1).norm(dim=1).numpy())
+plots.dual_norm_check(predicted.numpy(), dual.flatten(1).norm(dim=1).numpy())
 
 # %%
 Markdown(
@@ -102,7 +97,7 @@ errors = {
     for name in run.model.layer_names
 }
 errors[f"{cfg.layer} (float32)"] = aw.duality_check(run.model, cfg.layer, x_te, x_tr).numpy()
-duality_plots.duality_exactness(errors)
+plots.duality_exactness(errors)
 
 # %%
 worst = {k: float(np.nanmax(v)) for k, v in errors.items()}
@@ -118,8 +113,8 @@ Markdown(
 # a. We draw a random M per pair with ‖M‖ = scale × ‖ΔW*‖.
 
 # %%
-fam = checks.family_sweep(model64, cfg.layer, data, pairs, family, seed=cfg.seed)
-duality_plots.general_family(fam)
+fam = measures.family_sweep(model64, cfg.layer, data, pairs, family, seed=cfg.seed)
+plots.general_family(fam)
 
 # %%
 Markdown(
@@ -134,8 +129,8 @@ Markdown(
 # proportionally larger dual weights: the size factor grows with the weight norm.
 
 # %%
-lin = checks.scaling_sweep(model64, cfg.layer, data, pairs, scales)
-duality_plots.scaling_check(lin["scale"], lin["ratio"])
+lin = measures.scaling_sweep(model64, cfg.layer, data, pairs, scales)
+plots.scaling_check(lin["scale"], lin["ratio"])
 
 # %%
 deviation = float((lin["ratio"] - lin["scale"]).abs().max())

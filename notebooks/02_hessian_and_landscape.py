@@ -45,27 +45,20 @@ import numpy as np
 from IPython.display import Markdown
 
 import awbench as aw
-from awbench.experiments import record_names as rn
-from awbench.viz import curvature_plots
-from awbench.viz import landscape_takeaways as lt
-from awbench.experiments import notebook_params as params
+from awbench import measures, plots, sweeps, takeaways
+from awbench import record_names as rn
 from awbench.formatting import number
-from awbench.viz.notebook_setup import setup
-from awbench.viz import run_takeaways as rt
-from awbench.curvature.spectrum import eigen_check, trace_table
-from awbench.nn.mlp import float64_model
-from awbench import plots
 
-setup()
+plots.setup()
 
 # %%
-cfg = params.base_config(profile, dataset, overrides, seed=seed, layer=layer)
-settings = params.landscape_settings(profile)
+cfg = sweeps.base_config(profile, dataset, overrides, seed=seed, layer=layer)
+settings = sweeps.landscape_settings(profile)
 res = aw.run_experiment(cfg)
 run = res.load_run()
-model = float64_model(run.model)
+model = aw.float64_model(run.model)
 x, y = run.data.x_clean.double(), run.data.y_clean
-Markdown(rt.run_takeaway(res))
+Markdown(takeaways.run_takeaway(res))
 
 # %% [markdown]
 # ## 1 · The spectrum
@@ -93,17 +86,17 @@ plots.spectrum_figure(
 # %%
 H = aw.layer_hessian(model, cfg.layer, x, y)
 exact_values, exact_trace = np.linalg.eigvalsh(H.numpy()), float(H.trace())
-Markdown(lt.spectrum_takeaway(eig, exact_values, exact_trace))
+Markdown(takeaways.spectrum_takeaway(eig, exact_values, exact_trace))
 
 # %% [markdown]
 # ## 2 · The trace, with its error bar
 
 # %%
-traces = trace_table(model, x, y, settings["probes"], cfg.seed, cfg.layer)
-curvature_plots.trace_convergence(traces, exact_trace)
+traces = measures.trace_table(model, x, y, settings["probes"], cfg.seed, cfg.layer)
+plots.trace_convergence(traces, exact_trace)
 
 # %%
-Markdown(lt.trace_takeaway(traces, exact_trace))
+Markdown(takeaways.trace_takeaway(traces, exact_trace))
 
 # %% [markdown]
 # ## 3 · The loss along the top eigenvectors
@@ -117,7 +110,7 @@ plots.slice_figure(eigen_slices, title="Loss along the top Hessian eigenvectors,
 
 # %%
 fd = aw.landscape.fd_curvature(model, x, y, eig.vectors[0], cfg.layer)
-Markdown(lt.slices_takeaway(eigen_slices, fd))
+Markdown(takeaways.slices_takeaway(eigen_slices, fd))
 
 # %% [markdown]
 # ## 4 · Dual-weight and random directions
@@ -137,10 +130,10 @@ plots.slice_figure(random_slices, title="Loss along filter-normalised random dir
 
 # %%
 curv = aw.landscape.rayleigh(model, x, y, directions, cfg.layer)
-curvature_plots.direction_curvatures(curv, float(eig.values[0]))
+plots.direction_curvatures(curv, float(eig.values[0]))
 
 # %%
-Markdown(lt.curvature_takeaway(curv, float(eig.values[0])))
+Markdown(takeaways.curvature_takeaway(curv, float(eig.values[0])))
 
 # %% [markdown]
 # ## 5 · Planes
@@ -169,7 +162,7 @@ Markdown(
 
 # %%
 aw.record(rn.LAM_MAX, float(eig.values[0]))
-aw.record("eigen_rel_error", eigen_check(eig.values, exact_values))
+aw.record("eigen_rel_error", measures.eigen_check(eig.values, exact_values))
 aw.record("eigen_converged", bool(eig.converged.all()))
 aw.record(rn.TRACE, float(traces["estimate"].iloc[-1]))
 aw.record(rn.TRACE_SE, float(traces["stderr"].iloc[-1]))

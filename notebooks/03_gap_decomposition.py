@@ -49,53 +49,44 @@ overrides: str = ""  # more Config fields, name: value pairs, e.g. weight_decay:
 from IPython.display import Markdown
 
 import awbench as aw
-from awbench.experiments import record_names as rn
-from awbench.viz import decomposition_plots as dp
-from awbench.viz import gap_plots as gp
-from awbench.viz import knob_takeaways as kt
-from awbench.experiments import notebook_params as params
-from awbench.experiments import knob_sweeps as ks
-from awbench.viz.notebook_setup import setup
-from awbench.viz import run_takeaways as rt
-from awbench.analysis.control_basis import control_summary
-from awbench.analysis.decomposition import spearman_ratio, spearman_sigma_g
-from awbench.experiments.effects import effects_estimate
+from awbench import measures, plots, sweeps, takeaways
+from awbench import record_names as rn
 
-setup()
+plots.setup()
 
 # %%
-cfg = params.base_config(profile, dataset, overrides, seed=seed, layer=layer, n_sharp=n_sharp)
-seed_list = params.seeds(profile, seed, n_seeds)
+cfg = sweeps.base_config(profile, dataset, overrides, seed=seed, layer=layer, n_sharp=n_sharp)
+seed_list = sweeps.seeds(profile, seed, n_seeds)
 layer_list = [name.strip() for name in layers.split(",") if name.strip()]
 checked = [cfg.replace(layer=name) for name in layer_list]  # validates every layer name
-Markdown(params.config_text(cfg))
+Markdown(sweeps.config_text(cfg))
 
 # %%
 res = aw.run_experiment(cfg)
 an = res.analysis()
-Markdown(rt.run_takeaway(res))
+Markdown(takeaways.run_takeaway(res))
 
 # %% [markdown]
 # ## 1 · Per-direction spectra
 # Directions sorted by σg. The shaded band is the sharp part.
 
 # %%
-dp.direction_spectra(an.directions, cfg.n_sharp)
+plots.direction_spectra(an.directions, cfg.n_sharp)
 
 # %%
-Markdown(rt.spectra_takeaway(an, cfg.n_sharp))
+Markdown(takeaways.spectra_takeaway(an, cfg.n_sharp))
 
 # %% [markdown]
 # ## 2 · The identity and the sharp/flat split
 
 # %%
-dp.gap_budget(an.scalars())
+plots.gap_budget(an.scalars())
 
 # %%
-Markdown(rt.identity_takeaway(an))
+Markdown(takeaways.identity_takeaway(an))
 
 # %%
-dp.cumulative_gap(an.directions, an.pair_gap, an.real_gap, cfg.n_sharp)
+plots.cumulative_gap(an.directions, an.pair_gap, an.real_gap, cfg.n_sharp)
 
 # %%
 top = an.directions.head(cfg.n_sharp)[["rank", "lam", "sigma_g", "sigma_w", "c", "contribution"]]
@@ -107,10 +98,10 @@ top.style.format(precision=4).hide(axis="index")
 # ⟨∇l·Δw⟩ + ½ Σ λ (σw² + μw²). It shows why curvature matters; it is not exact.
 
 # %%
-dp.second_order(an.scalars())
+plots.second_order(an.scalars())
 
 # %%
-Markdown(rt.second_order_takeaway(an))
+Markdown(takeaways.second_order_takeaway(an))
 
 # %% [markdown]
 # ## 4 · The sharpness factor against curvature
@@ -119,10 +110,10 @@ Markdown(rt.second_order_takeaway(an))
 # coordinate), so it is curvature × spread; σg/σw and sharpness/size are its size-free part.
 
 # %%
-dp.sharpness_vs_lam(an.directions)
+plots.sharpness_vs_lam(an.directions)
 
 # %%
-Markdown(rt.factors_takeaway(an))
+Markdown(takeaways.factors_takeaway(an))
 
 # %% [markdown]
 # ## 5 · The identity holds at every layer
@@ -130,24 +121,24 @@ Markdown(rt.factors_takeaway(an))
 # %%
 run = res.load_run()
 per_layer = {c.layer: aw.analyze(run, layer=c.layer) for c in checked}
-layer_table = rt.layer_table(per_layer)
+layer_table = takeaways.layer_table(per_layer)
 layer_table
 
 # %%
-Markdown(rt.layer_takeaway(layer_table))
+Markdown(takeaways.layer_takeaway(layer_table))
 
 # %% [markdown]
 # ## 6 · Estimated against actual gap over seeds
 # Every seed changes the initialisation and the batch order (the data stay fixed).
 
 # %%
-seed_runs = ks.runs_over_seeds(cfg, seed_list, params.workers_for(profile, workers))
-gp.estimated_vs_actual(
+seed_runs = sweeps.runs_over_seeds(cfg, seed_list, sweeps.workers_for(profile, workers))
+plots.estimated_vs_actual(
     seed_runs, color="seed", title=f"Estimated against actual gap, {len(seed_runs)} seeds"
 )
 
 # %%
-Markdown(kt.estimate_takeaway(seed_runs))
+Markdown(takeaways.estimate_takeaway(seed_runs))
 
 # %% [markdown]
 # ## 7 · Is the Hessian basis special? A control
@@ -157,11 +148,11 @@ Markdown(kt.estimate_takeaway(seed_runs))
 # random orthonormal basis. Every complete basis ends at the whole gap.
 
 # %%
-shares, curves = control_summary(an, cfg.n_sharp, seed=seed)
-dp.basis_share_curves(curves, cfg.n_sharp)
+shares, curves = measures.control_summary(an, cfg.n_sharp, seed=seed)
+plots.basis_share_curves(curves, cfg.n_sharp)
 
 # %%
-Markdown(rt.control_basis_takeaway(shares, cfg.n_sharp))
+Markdown(takeaways.control_basis_takeaway(shares, cfg.n_sharp))
 
 # %% [markdown]
 # ## Recorded numbers
@@ -187,11 +178,11 @@ aw.record(rn.CURVATURE, an.curvature)
 aw.record(rn.TOP_SHARE_HESSIAN, shares["hessian"])
 aw.record(rn.TOP_SHARE_DUAL_PCA, shares["dual_pca"])
 aw.record(rn.TOP_SHARE_RANDOM, shares["random"])
-aw.record(rn.SPEARMAN_SIGMA_G_LAM, spearman_sigma_g(an))
-aw.record(rn.SPEARMAN_RATIO_LAM, spearman_ratio(an))
+aw.record(rn.SPEARMAN_SIGMA_G_LAM, measures.spearman_sigma_g(an))
+aw.record(rn.SPEARMAN_RATIO_LAM, measures.spearman_ratio(an))
 aw.record(rn.IDENTITY_ERROR_ALL_LAYERS, float(layer_table["identity_error"].max()))
 aw.record("duality_error_all_layers", float(layer_table["duality_error"].max()))
-aw.record(rn.SEEDS_ESTIMATE_REL_ERROR, effects_estimate(seed_runs))
+aw.record(rn.SEEDS_ESTIMATE_REL_ERROR, sweeps.effects_estimate(seed_runs))
 aw.record("seeds.max_identity_error", float(seed_runs["identity_error"].max()))
 aw.record(rn.MEAN_TERM_SHARE, an.mean_term / an.pair_gap)
 aw.record(rn.SEEDS_MEAN_TERM_SHARE_MAX, float((seed_runs["mean_term"] / seed_runs["pair_gap"]).abs().max()))

@@ -46,21 +46,16 @@ overrides: str = ""  # more Config fields, name: value pairs, e.g. weight_decay:
 import pandas as pd
 from IPython.display import Markdown
 
-from awbench.viz import gap_plots as gp
-from awbench.viz import knob_plots as kp
-from awbench.viz import knob_takeaways as kt
-from awbench.experiments import notebook_params as params
-from awbench.experiments import knob_sweeps as ks
-from awbench.viz.notebook_setup import setup
+from awbench import plots, sweeps, takeaways
 
-setup()
+plots.setup()
 
 # %%
-base = params.base_config(profile, dataset, overrides, seed=seed, batch_size=batch_size, lr=lr)
-seed_list = params.seeds(profile, seed, n_seeds)
-workers = params.workers_for(profile, workers)
-bs_values = params.knob_grid("batch_size", profile, base, batch_size_grid)
-lr_values = params.knob_grid("lr", profile, base, lr_grid)
+base = sweeps.base_config(profile, dataset, overrides, seed=seed, batch_size=batch_size, lr=lr)
+seed_list = sweeps.seeds(profile, seed, n_seeds)
+workers = sweeps.workers_for(profile, workers)
+bs_values = sweeps.knob_grid("batch_size", profile, base, batch_size_grid)
+lr_values = sweeps.knob_grid("lr", profile, base, lr_grid)
 Markdown(
     f"Base: `{base.diff()}`; batch sizes {bs_values}, learning rates {lr_values}, seeds {seed_list}."
 )
@@ -69,66 +64,66 @@ Markdown(
 # ## 1 · Batch size
 
 # %%
-runs_bs = ks.sweep(base, "batch_size", bs_values, seed_list, workers, store)
-ks.summary_table(runs_bs, "batch_size")
+runs_bs = sweeps.sweep(base, "batch_size", bs_values, seed_list, workers, store)
+sweeps.summary_table(runs_bs, "batch_size")
 
 # %%
-kp.gap_vs_knob(runs_bs, "batch_size")
+plots.gap_vs_knob(runs_bs, "batch_size")
 
 # %%
-Markdown(kt.gap_takeaway(runs_bs, "batch_size"))
+Markdown(takeaways.gap_takeaway(runs_bs, "batch_size"))
 
 # %%
-kp.factors_vs_knob(runs_bs, "batch_size")
+plots.factors_vs_knob(runs_bs, "batch_size")
 
 # %%
-Markdown(kt.factor_takeaway(runs_bs, "batch_size", profile))
+Markdown(takeaways.factor_takeaway(runs_bs, "batch_size", profile))
 
 # %%
-kp.factor_plane(runs_bs, "batch_size")
+plots.factor_plane(runs_bs, "batch_size")
 
 # %%
-Markdown(kt.plane_takeaway(runs_bs))
+Markdown(takeaways.plane_takeaway(runs_bs))
 
 # %% [markdown]
 # ## 2 · Learning rate
 
 # %%
-runs_lr = ks.sweep(base, "lr", lr_values, seed_list, workers, store)
-ks.summary_table(runs_lr, "lr")
+runs_lr = sweeps.sweep(base, "lr", lr_values, seed_list, workers, store)
+sweeps.summary_table(runs_lr, "lr")
 
 # %%
-kp.gap_vs_knob(runs_lr, "lr")
+plots.gap_vs_knob(runs_lr, "lr")
 
 # %%
-Markdown(kt.gap_takeaway(runs_lr, "lr"))
+Markdown(takeaways.gap_takeaway(runs_lr, "lr"))
 
 # %%
-kp.factors_vs_knob(runs_lr, "lr")
+plots.factors_vs_knob(runs_lr, "lr")
 
 # %%
-Markdown(kt.factor_takeaway(runs_lr, "lr", profile))
+Markdown(takeaways.factor_takeaway(runs_lr, "lr", profile))
 
 # %%
-kp.factor_plane(runs_lr, "lr")
+plots.factor_plane(runs_lr, "lr")
 
 # %%
-Markdown(kt.plane_takeaway(runs_lr))
+Markdown(takeaways.plane_takeaway(runs_lr))
 
 # %% [markdown]
 # ## 3 · Estimated against actual gap, every run
 
 # %%
-sweeps = {"batch_size": runs_bs, "lr": runs_lr}
-all_runs = pd.concat(sweeps.values(), ignore_index=True)
-gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
+runs_by_knob = {"batch_size": runs_bs, "lr": runs_lr}
+all_runs = pd.concat(runs_by_knob.values(), ignore_index=True)
+plots.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 
 # %%
-Markdown(kt.estimate_takeaway(all_runs))
+Markdown(takeaways.estimate_takeaway(all_runs))
 
 # %%
-effects = ks.effects_table(sweeps, profile)
-gp.knob_effects(effects)
+effects = sweeps.effects_table(runs_by_knob, profile)
+plots.knob_effects(effects)
 
 # %%
 effects
@@ -137,4 +132,4 @@ effects
 # ## Recorded numbers
 
 # %%
-ks.record_sweeps(sweeps, profile)
+sweeps.record_sweeps(runs_by_knob, profile)

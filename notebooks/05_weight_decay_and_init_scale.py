@@ -50,26 +50,19 @@ import pandas as pd
 from IPython.display import Markdown
 
 import awbench as aw
-from awbench.experiments import record_names as rn
-from awbench.viz import gap_plots as gp
-from awbench.viz import knob_plots as kp
-from awbench.viz import knob_takeaways as kt
-from awbench.experiments import notebook_params as params
-from awbench.experiments import knob_sweeps as ks
-from awbench.viz.notebook_setup import setup
-from awbench.analysis.decomposition import spearman
-from awbench.experiments.effects import size_norm_slope
+from awbench import measures, plots, sweeps, takeaways
+from awbench import record_names as rn
 
-setup()
+plots.setup()
 
 # %%
-base = params.base_config(
+base = sweeps.base_config(
     profile, dataset, overrides, seed=seed, weight_decay=weight_decay, init_scale=init_scale
 )
-seed_list = params.seeds(profile, seed, n_seeds)
-workers = params.workers_for(profile, workers)
-weight_decay_values = params.knob_grid("weight_decay", profile, base, weight_decay_grid)
-init_scale_values = params.knob_grid("init_scale", profile, base, init_scale_grid)
+seed_list = sweeps.seeds(profile, seed, n_seeds)
+workers = sweeps.workers_for(profile, workers)
+weight_decay_values = sweeps.knob_grid("weight_decay", profile, base, weight_decay_grid)
+init_scale_values = sweeps.knob_grid("init_scale", profile, base, init_scale_grid)
 Markdown(
     f"Base: `{base.diff()}`; weight decays {weight_decay_values}, init scales {init_scale_values}, "
     f"seeds {seed_list}."
@@ -79,58 +72,58 @@ Markdown(
 # ## 1 · Weight decay
 
 # %%
-runs_wd = ks.sweep(base, "weight_decay", weight_decay_values, seed_list, workers, store)
-ks.summary_table(runs_wd, "weight_decay")
+runs_wd = sweeps.sweep(base, "weight_decay", weight_decay_values, seed_list, workers, store)
+sweeps.summary_table(runs_wd, "weight_decay")
 
 # %%
-kp.gap_vs_knob(runs_wd, "weight_decay")
+plots.gap_vs_knob(runs_wd, "weight_decay")
 
 # %%
-Markdown(kt.gap_takeaway(runs_wd, "weight_decay"))
+Markdown(takeaways.gap_takeaway(runs_wd, "weight_decay"))
 
 # %%
-kp.factors_vs_knob(runs_wd, "weight_decay")
+plots.factors_vs_knob(runs_wd, "weight_decay")
 
 # %%
-Markdown(kt.factor_takeaway(runs_wd, "weight_decay", profile))
+Markdown(takeaways.factor_takeaway(runs_wd, "weight_decay", profile))
 
 # %%
-kp.factor_plane(runs_wd, "weight_decay")
+plots.factor_plane(runs_wd, "weight_decay")
 
 # %%
-Markdown(kt.plane_takeaway(runs_wd))
+Markdown(takeaways.plane_takeaway(runs_wd))
 
 # %% [markdown]
 # ## 2 · Initial weight scale
 
 # %%
-runs_init = ks.sweep(base, "init_scale", init_scale_values, seed_list, workers, store)
-ks.summary_table(runs_init, "init_scale")
+runs_init = sweeps.sweep(base, "init_scale", init_scale_values, seed_list, workers, store)
+sweeps.summary_table(runs_init, "init_scale")
 
 # %%
-kp.gap_vs_knob(runs_init, "init_scale")
+plots.gap_vs_knob(runs_init, "init_scale")
 
 # %%
-Markdown(kt.gap_takeaway(runs_init, "init_scale"))
+Markdown(takeaways.gap_takeaway(runs_init, "init_scale"))
 
 # %%
-kp.factors_vs_knob(runs_init, "init_scale")
+plots.factors_vs_knob(runs_init, "init_scale")
 
 # %%
-Markdown(kt.factor_takeaway(runs_init, "init_scale", profile))
+Markdown(takeaways.factor_takeaway(runs_init, "init_scale", profile))
 
 # %%
-kp.factor_plane(runs_init, "init_scale")
+plots.factor_plane(runs_init, "init_scale")
 
 # %% [markdown]
 # The verdicts above judge the paper's init scales (4–7) on their own. The default s = 1, the
 # setting of every other sweep, is context only: it is the weight-decay sweep's β = 0 runs.
 
 # %%
-Markdown(kt.context_takeaway(runs_init, runs_wd[runs_wd["weight_decay"] == weight_decay], "init_scale"))
+Markdown(takeaways.context_takeaway(runs_init, runs_wd[runs_wd["weight_decay"] == weight_decay], "init_scale"))
 
 # %%
-Markdown(kt.plane_takeaway(runs_init))
+Markdown(takeaways.plane_takeaway(runs_init))
 
 # %% [markdown]
 # ## 3 · Size against the weight norm (figure 5)
@@ -138,29 +131,29 @@ Markdown(kt.plane_takeaway(runs_init))
 
 # %%
 sized = pd.concat([runs_wd, runs_init], ignore_index=True)
-gp.size_vs_weight_norm(sized[sized["ok"]], color="knob")
+plots.size_vs_weight_norm(sized[sized["ok"]], color="knob")
 
 # %%
-Markdown(kt.size_norm_takeaway(sized))
+Markdown(takeaways.size_norm_takeaway(sized))
 
 # %% [markdown]
 # ## 4 · Estimated against actual gap, every run
 
 # %%
-sweeps = {"weight_decay": runs_wd, "init_scale": runs_init}
-all_runs = pd.concat(sweeps.values(), ignore_index=True)
-gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
+runs_by_knob = {"weight_decay": runs_wd, "init_scale": runs_init}
+all_runs = pd.concat(runs_by_knob.values(), ignore_index=True)
+plots.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 
 # %%
-Markdown(kt.estimate_takeaway(all_runs))
+Markdown(takeaways.estimate_takeaway(all_runs))
 
 # %%
-aw.record(rn.SIZE_NORM_SLOPE, size_norm_slope(sized))
-aw.record(rn.SIZE_NORM_RHO, spearman(sized["weight_norm"], sized["size"]))
+aw.record(rn.SIZE_NORM_SLOPE, sweeps.size_norm_slope(sized))
+aw.record(rn.SIZE_NORM_RHO, measures.spearman(sized["weight_norm"], sized["size"]))
 
 # %%
-effects = ks.effects_table(sweeps, profile)
-gp.knob_effects(effects)
+effects = sweeps.effects_table(runs_by_knob, profile)
+plots.knob_effects(effects)
 
 # %%
 effects
@@ -169,4 +162,4 @@ effects
 # ## Recorded numbers
 
 # %%
-ks.record_sweeps(sweeps, profile)
+sweeps.record_sweeps(runs_by_knob, profile)

@@ -42,70 +42,65 @@ overrides: str = ""  # more Config fields, name: value pairs, e.g. weight_decay:
 import pandas as pd
 from IPython.display import Markdown
 
-from awbench.viz import gap_plots as gp
-from awbench.viz import knob_plots as kp
-from awbench.viz import knob_takeaways as kt
-from awbench.experiments import notebook_params as params
-from awbench.experiments import knob_sweeps as ks
-from awbench.viz.notebook_setup import setup
+from awbench import plots, sweeps, takeaways
 
-setup()
+plots.setup()
 
 # %%
-base = params.base_config(profile, dataset, overrides, seed=seed)
-seed_list = params.seeds(profile, seed, n_seeds)
-workers = params.workers_for(profile, workers)
-dropout_values = params.knob_grid("dropout", profile, base, dropout_grid)
+base = sweeps.base_config(profile, dataset, overrides, seed=seed)
+seed_list = sweeps.seeds(profile, seed, n_seeds)
+workers = sweeps.workers_for(profile, workers)
+dropout_values = sweeps.knob_grid("dropout", profile, base, dropout_grid)
 Markdown(f"Base: `{base.diff()}`; dropout {dropout_values}, seeds {seed_list}.")
 
 # %% [markdown]
 # ## 1 · Dropout
 
 # %%
-runs_do = ks.sweep(base, "dropout", dropout_values, seed_list, workers, store)
-ks.summary_table(runs_do, "dropout")
+runs_do = sweeps.sweep(base, "dropout", dropout_values, seed_list, workers, store)
+sweeps.summary_table(runs_do, "dropout")
 
 # %%
-kp.gap_vs_knob(runs_do, "dropout")
+plots.gap_vs_knob(runs_do, "dropout")
 
 # %%
-Markdown(kt.gap_takeaway(runs_do, "dropout"))
+Markdown(takeaways.gap_takeaway(runs_do, "dropout"))
 
 # %%
-kp.factors_vs_knob(runs_do, "dropout")
+plots.factors_vs_knob(runs_do, "dropout")
 
 # %%
-Markdown(kt.factor_takeaway(runs_do, "dropout", profile))
+Markdown(takeaways.factor_takeaway(runs_do, "dropout", profile))
 
 # %%
-kp.factor_plane(runs_do, "dropout")
+plots.factor_plane(runs_do, "dropout")
 
 # %%
-Markdown(kt.plane_takeaway(runs_do))
+Markdown(takeaways.plane_takeaway(runs_do))
 
 # %% [markdown]
 # ## 2 · Test error
 
 # %%
-kp.metric_vs_knob(runs_do, "dropout", "test_error")
+plots.metric_vs_knob(runs_do, "dropout", "test_error")
 
 # %%
-Markdown(kt.metric_takeaway(runs_do, "dropout", "test_error"))
+Markdown(takeaways.metric_takeaway(runs_do, "dropout", "test_error"))
 
 # %% [markdown]
 # ## 3 · Estimated against actual gap, every run
 
 # %%
-sweeps = {"dropout": runs_do}
-all_runs = pd.concat(sweeps.values(), ignore_index=True)
-gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
+runs_by_knob = {"dropout": runs_do}
+all_runs = pd.concat(runs_by_knob.values(), ignore_index=True)
+plots.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 
 # %%
-Markdown(kt.estimate_takeaway(all_runs))
+Markdown(takeaways.estimate_takeaway(all_runs))
 
 # %%
-effects = ks.effects_table(sweeps, profile)
-gp.knob_effects(effects)
+effects = sweeps.effects_table(runs_by_knob, profile)
+plots.knob_effects(effects)
 
 # %%
 effects
@@ -114,4 +109,4 @@ effects
 # ## Recorded numbers
 
 # %%
-ks.record_sweeps(sweeps, profile)
+sweeps.record_sweeps(runs_by_knob, profile)

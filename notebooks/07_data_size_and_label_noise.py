@@ -45,24 +45,18 @@ overrides: str = ""  # more Config fields, name: value pairs, e.g. weight_decay:
 import pandas as pd
 from IPython.display import Markdown
 
-from awbench.experiments import grids
-from awbench.viz import gap_plots as gp
-from awbench.viz import knob_plots as kp
-from awbench.viz import knob_takeaways as kt
-from awbench.experiments import notebook_params as params
-from awbench.experiments import knob_sweeps as ks
-from awbench.viz.notebook_setup import setup
+from awbench import plots, sweeps, takeaways
 
-setup()
+plots.setup()
 
 # %%
-base = params.base_config(profile, dataset, overrides, seed=seed)
-seed_list = params.seeds(profile, seed, n_seeds)
-workers = params.workers_for(profile, workers)
-n_train_values = params.knob_grid("n_train", profile, base, n_train_grid)
-label_noise_values = params.knob_grid("label_noise", profile, base, label_noise_grid)
+base = sweeps.base_config(profile, dataset, overrides, seed=seed)
+seed_list = sweeps.seeds(profile, seed, n_seeds)
+workers = sweeps.workers_for(profile, workers)
+n_train_values = sweeps.knob_grid("n_train", profile, base, n_train_grid)
+label_noise_values = sweeps.knob_grid("label_noise", profile, base, label_noise_grid)
 # n_train / (1 - max rho) must fit the pool
-noise_base = base.replace(n_train=grids.label_noise_n_train(base, label_noise_values))
+noise_base = base.replace(n_train=sweeps.label_noise_n_train(base, label_noise_values))
 Markdown(
     f"Base: `{base.diff()}`; training sizes {n_train_values}; label noise {label_noise_values} "
     f"with {noise_base.n_train} clean samples; seeds {seed_list}."
@@ -72,66 +66,66 @@ Markdown(
 # ## 1 · Training-set size
 
 # %%
-runs_nt = ks.sweep(base, "n_train", n_train_values, seed_list, workers, store)
-ks.summary_table(runs_nt, "n_train")
+runs_nt = sweeps.sweep(base, "n_train", n_train_values, seed_list, workers, store)
+sweeps.summary_table(runs_nt, "n_train")
 
 # %%
-kp.gap_vs_knob(runs_nt, "n_train")
+plots.gap_vs_knob(runs_nt, "n_train")
 
 # %%
-Markdown(kt.gap_takeaway(runs_nt, "n_train"))
+Markdown(takeaways.gap_takeaway(runs_nt, "n_train"))
 
 # %%
-kp.factors_vs_knob(runs_nt, "n_train")
+plots.factors_vs_knob(runs_nt, "n_train")
 
 # %%
-Markdown(kt.factor_takeaway(runs_nt, "n_train", profile))
+Markdown(takeaways.factor_takeaway(runs_nt, "n_train", profile))
 
 # %%
-kp.factor_plane(runs_nt, "n_train")
+plots.factor_plane(runs_nt, "n_train")
 
 # %%
-Markdown(kt.plane_takeaway(runs_nt))
+Markdown(takeaways.plane_takeaway(runs_nt))
 
 # %% [markdown]
 # ## 2 · Label noise
 
 # %%
-runs_ln = ks.sweep(noise_base, "label_noise", label_noise_values, seed_list, workers, store)
-ks.summary_table(runs_ln, "label_noise")
+runs_ln = sweeps.sweep(noise_base, "label_noise", label_noise_values, seed_list, workers, store)
+sweeps.summary_table(runs_ln, "label_noise")
 
 # %%
-kp.gap_vs_knob(runs_ln, "label_noise")
+plots.gap_vs_knob(runs_ln, "label_noise")
 
 # %%
-Markdown(kt.gap_takeaway(runs_ln, "label_noise"))
+Markdown(takeaways.gap_takeaway(runs_ln, "label_noise"))
 
 # %%
-kp.factors_vs_knob(runs_ln, "label_noise")
+plots.factors_vs_knob(runs_ln, "label_noise")
 
 # %%
-Markdown(kt.factor_takeaway(runs_ln, "label_noise", profile))
+Markdown(takeaways.factor_takeaway(runs_ln, "label_noise", profile))
 
 # %%
-kp.factor_plane(runs_ln, "label_noise")
+plots.factor_plane(runs_ln, "label_noise")
 
 # %%
-Markdown(kt.plane_takeaway(runs_ln))
+Markdown(takeaways.plane_takeaway(runs_ln))
 
 # %% [markdown]
 # ## 3 · Estimated against actual gap, every run
 
 # %%
-sweeps = {"n_train": runs_nt, "label_noise": runs_ln}
-all_runs = pd.concat(sweeps.values(), ignore_index=True)
-gp.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
+runs_by_knob = {"n_train": runs_nt, "label_noise": runs_ln}
+all_runs = pd.concat(runs_by_knob.values(), ignore_index=True)
+plots.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
 
 # %%
-Markdown(kt.estimate_takeaway(all_runs))
+Markdown(takeaways.estimate_takeaway(all_runs))
 
 # %%
-effects = ks.effects_table(sweeps, profile)
-gp.knob_effects(effects)
+effects = sweeps.effects_table(runs_by_knob, profile)
+plots.knob_effects(effects)
 
 # %%
 effects
@@ -140,4 +134,4 @@ effects
 # ## Recorded numbers
 
 # %%
-ks.record_sweeps(sweeps, profile)
+sweeps.record_sweeps(runs_by_knob, profile)

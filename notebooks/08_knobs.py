@@ -48,18 +48,13 @@ store: str = ""  # knobs store folder (empty: the grid shipped in awbench/apps/k
 mode: str = "auto"  # auto | live | static: widgets, or static figures (auto: static when headless)
 
 # %%
-import awbench.apps.knobs.effects as ke
-import awbench.apps.knobs.grid as kg
-import awbench.apps.knobs.panels as kp
-import awbench.apps.knobs.sentences as kt
-import awbench.apps.knobs.widgets as kw
-from awbench.experiments import grids
-from awbench.viz.notebook_setup import setup
-from awbench.experiments.records import record
 from IPython.display import Markdown, display
 
-grids.check_profile(profile)
-setup()
+import awbench as aw
+from awbench import knob_panel, plots, sweeps
+
+sweeps.check_profile(profile)
+plots.setup()
 
 # %% [markdown]
 # ## 1 · The panel
@@ -75,7 +70,7 @@ setup()
 # %%
 start = dict(weight_decay=weight_decay, dropout=dropout, batch_size=batch_size, lr=lr,
              label_noise=label_noise, n_train=n_train, init_scale=init_scale, seed=seed)
-panel = kw.KnobPanel(store or None, mode=mode, start=start)
+panel = knob_panel.KnobPanel(store or None, mode=mode, start=start)
 if not panel.on_grid and profile != "smoke":
     panel.train()
 panel
@@ -90,7 +85,7 @@ panel
 
 # %%
 # The panel's own takeaway box follows the sliders; this one is the starting setting's.
-Markdown(kw.takeaway(panel))
+Markdown(knob_panel.takeaway(panel))
 
 # %% [markdown]
 # ## 2 · What each knob does on this grid
@@ -99,13 +94,13 @@ Markdown(kw.takeaway(panel))
 # counted). Which factor moves is measured here, not assumed.
 
 # %%
-effects = ke.grid_effects(panel.grid)
-Markdown(kt.effects_takeaway(effects))
+effects = knob_panel.grid_effects(panel.grid)
+Markdown(knob_panel.effects_takeaway(effects))
 
 # %%
 if profile == "paper":
-    for knob in kg.KNOBS[:-1]:
-        display(kp.sweep_figure(panel.grid, knob))
+    for knob in knob_panel.KNOBS[:-1]:
+        display(knob_panel.sweep_figure(panel.grid, knob))
 
 # %% [markdown]
 # ## 3 · Recorded numbers
@@ -113,14 +108,14 @@ if profile == "paper":
 
 # %%
 shown = panel.setting
-record("knobs.grid_runs", len(panel.grid.grid_keys))
-record("knobs.on_grid", shown is not None)
-record("knobs.config", panel.config.diff(panel.grid.base))
+aw.record("knobs.grid_runs", len(panel.grid.grid_keys))
+aw.record("knobs.on_grid", shown is not None)
+aw.record("knobs.config", panel.config.diff(panel.grid.base))
 if shown is not None:
     for name in ("real_gap", "estimated_gap", "sharp_gap", "flat_gap", "sharpness", "size", "weight_norm",
                  "lam_max", "test_error", "duality_error", "identity_error"):
-        record(f"knobs.{name}", shown[name])
+        aw.record(f"knobs.{name}", shown[name])
 for row in effects.dropna().itertuples(index=False):
-    record(f"knobs.{row.knob}.sharpness_change", row.sharpness_change)
-    record(f"knobs.{row.knob}.size_change", row.size_change)
-    record(f"knobs.{row.knob}.real_gap_change", row.real_gap_change)
+    aw.record(f"knobs.{row.knob}.sharpness_change", row.sharpness_change)
+    aw.record(f"knobs.{row.knob}.size_change", row.size_change)
+    aw.record(f"knobs.{row.knob}.real_gap_change", row.real_gap_change)

@@ -46,16 +46,10 @@ overrides: str = ""  # more Config fields, name: value pairs, e.g. batch_size: 5
 from IPython.display import Markdown
 
 import awbench as aw
-from awbench.experiments import record_names as rn
-from awbench.viz import knob_takeaways as kt
-from awbench.viz import learner_comparison as lc
-from awbench.experiments import claims
-from awbench.experiments import notebook_params as params
-from awbench.experiments import knob_sweeps as ks
-from awbench.viz.notebook_setup import setup
-from awbench.progress import interactive
+from awbench import plots, sweeps, takeaways
+from awbench import record_names as rn
 
-setup()
+plots.setup()
 
 # %%
 ALGORITHMS = {"smoke": ["ssgd", "dpsgd"], "quick": ["ssgd", "dpsgd"], "paper": ["ssgd", "dpsgd", "local_sgd"]}
@@ -67,10 +61,10 @@ COUNTS = {
     "quick": [n_learners],
     "paper": [c for c in (2, 4, 8, 16, 32) if c < n_learners] + [n_learners],
 }
-base = params.base_config(profile, dataset, overrides, seed=seed, topology=topology)
+base = sweeps.base_config(profile, dataset, overrides, seed=seed, topology=topology)
 algorithms = ALGORITHMS[profile]
 counts = sorted(set(COUNTS[profile]))
-seed_list = params.seeds(profile, seed, n_seeds or SEEDS[profile])
+seed_list = sweeps.seeds(profile, seed, n_seeds or SEEDS[profile])
 grid = {"algorithm": algorithms, "n_learners": counts}
 Markdown(f"Base: `{base.diff()}`; grid `{grid}`, seeds {seed_list}.")
 
@@ -81,19 +75,13 @@ Markdown(f"Base: `{base.diff()}`; grid `{grid}`, seeds {seed_list}.")
 # (the same grid runs on Dask with `awbench sweep --grid ... --dask-local 2`).
 
 # %%
-report = aw.run_sweep(
-    grid,
-    ks.store_path(store),
-    seeds=seed_list,
-    base=base,
+all_runs = sweeps.sweep_grid(
+    base, grid, seed_list, sweeps.workers_for(profile, workers), store,
     name=f"notebook-multilearner-{base.key()[:8]}",
-    workers=params.workers_for(profile, workers),
-    quiet=not interactive(),
 )
-all_runs = report.load().runs
 runs = all_runs[all_runs["status"] == "converged"]
 COLS = ["real_gap", "sharp_gap", "flat_gap", "sharpness", "size", "test_error"]
-Markdown(kt.convergence_takeaway(all_runs, ["algorithm", "n_learners"]))
+Markdown(takeaways.convergence_takeaway(all_runs, ["algorithm", "n_learners"]))
 
 # %%
 table = runs.groupby(["n_learners", "algorithm"])[COLS].agg(["mean", "std"])
@@ -103,22 +91,22 @@ table  # noqa: B018
 # ## 2 · Gap per algorithm (converged runs; error bars: standard deviation over seeds)
 
 # %%
-lc.gap_by_algorithm(table, algorithms)
+plots.gap_by_algorithm(table, algorithms)
 
 # %% [markdown]
 # ## 3 · The two factors side by side
 
 # %%
-lc.factors_by_algorithm(table, algorithms)
+plots.factors_by_algorithm(table, algorithms)
 
 # %% [markdown]
 # ## 4 · Takeaway
 
 # %%
 n_top = counts[-1]
-pairs = claims.algorithm_pairs(all_runs, n_top, ["real_gap", "sharpness", "size", "sharp_gap"])
-comparison = claims.compare_algorithms(pairs)
-Markdown(lc.dpsgd_takeaway(comparison, n_top, topology))
+pairs = sweeps.algorithm_pairs(all_runs, n_top, ["real_gap", "sharpness", "size", "sharp_gap"])
+comparison = sweeps.compare_algorithms(pairs)
+Markdown(takeaways.dpsgd_takeaway(comparison, n_top, topology))
 
 # %% [markdown]
 # ## Recorded numbers

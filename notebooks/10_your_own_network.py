@@ -46,19 +46,14 @@ from IPython.display import Markdown
 from torch import nn
 
 import awbench as aw
-from awbench.analysis.dimensionless import COLUMNS, dimensionless_table
-from awbench.experiments import record_names as rn
-from awbench.training.run import stopping_rule_met
-from awbench.viz import decomposition_plots as dp
-from awbench.experiments import notebook_params as params
-from awbench.viz.notebook_setup import setup
-from awbench.viz.run_takeaways import run_takeaway
+from awbench import measures, plots, sweeps, takeaways
+from awbench import record_names as rn
 
-setup()
+plots.setup()
 
 # %%
 EPOCHS = {"smoke": 100, "quick": 300, "paper": 500}
-cfg = params.base_config(profile, "digits", seed=seed)  # the MLP's Config; the CNN uses its data
+cfg = sweeps.base_config(profile, "digits", seed=seed)  # the MLP's Config; the CNN uses its data
 n_epochs = epochs or EPOCHS[profile]
 data = aw.load_data(cfg)
 x, y = data.x_train.reshape(-1, 1, 8, 8), data.y_train  # 64 pixels -> one 8x8 channel
@@ -99,9 +94,9 @@ for epoch in range(n_epochs):
         logits = model(x)
     loss, hits = F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
     history.append({"train_loss": float(loss), "train_acc": float(hits)})
-    if stopping_rule_met(history, cfg):
+    if aw.stopping_rule_met(history, cfg):
         break
-cnn_converged = stopping_rule_met(history, cfg)
+cnn_converged = aw.stopping_rule_met(history, cfg)
 with torch.no_grad():
     acc = [float((model(a).argmax(1) == b).float().mean()) for a, b in [(x, y), (x_test, y_test)]]
 Markdown(
@@ -159,7 +154,7 @@ cnn["fc1"].plot()
 cnn["fc2"]
 
 # %%
-dp.gap_budget(cnn["fc2"].scalars(), title="CNN fc2 (hidden → logits): where the gap comes from")
+plots.gap_budget(cnn["fc2"].scalars(), title="CNN fc2 (hidden → logits): where the gap comes from")
 
 # %%
 Markdown(
@@ -177,17 +172,17 @@ Markdown(
 
 # %%
 mlp_run = aw.run_experiment(cfg)
-Markdown("MLP: " + run_takeaway(mlp_run))
+Markdown("MLP: " + takeaways.run_takeaway(mlp_run))
 
 # %%
 n_hidden = len(cfg.widths)
 mlp = {name: mlp_run.analysis(layer=name) for name in (f"fc{n_hidden}", f"fc{n_hidden + 1}")}
 analyses = {f"CNN {k}": a for k, a in cnn.items()} | {f"MLP {k}": a for k, a in mlp.items()}
-table = dimensionless_table(analyses)
+table = measures.dimensionless_table(analyses)
 table.round(4)
 
 # %%
-legend = "\n".join(f"- `{col}`: {text}" for col, text in COLUMNS.items())
+legend = "\n".join(f"- `{col}`: {text}" for col, text in measures.DIMENSIONLESS_COLUMNS.items())
 best = table["sharp_fraction"].idxmax()
 unconverged = [name for name, ok in [("CNN", cnn_converged), ("MLP", mlp_run.converged)] if not ok]
 Markdown(

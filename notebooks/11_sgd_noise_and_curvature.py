@@ -47,25 +47,18 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 import awbench as aw
-from awbench.experiments import record_names as rn
-from awbench.experiments.claims import GAMMA_MARGIN, claim_verdicts
-from awbench.experiments.verdicts import verdict_table
-from awbench.viz import noise_plots as npl
-from awbench.viz import noise_takeaways as nt
-from awbench.experiments import notebook_params as params
-from awbench.viz.notebook_setup import setup
-from awbench.experiments import noise_runs as nr
-from awbench.analysis.noise import minibatch_trace, per_sample_gradients
+from awbench import measures, plots, sweeps, takeaways
+from awbench import record_names as rn
 
-setup()
+plots.setup()
 
 # %%
-seed_list = nr.noise_seeds(profile, n_seeds, seed)
-ce_cfg = params.base_config(profile, dataset, seed=seed, loss="ce")
-mse_cfg = ce_cfg.replace(loss="mse", lr=nr.mse_lr(profile, mse_lr))
+seed_list = sweeps.noise_seeds(profile, n_seeds, seed)
+ce_cfg = sweeps.base_config(profile, dataset, seed=seed, loss="ce")
+mse_cfg = ce_cfg.replace(loss="mse", lr=sweeps.mse_lr(profile, mse_lr))
 lrs = {"ce": ce_cfg.lr, "mse": mse_cfg.lr}
 Markdown(
-    params.config_text(ce_cfg)
+    sweeps.config_text(ce_cfg)
     + f" Seeds {seed_list[0]}–{seed_list[-1]} for each loss. MSE's gradients are about "
     f"{aw.load_data(ce_cfg).n_classes} times smaller than cross-entropy's (the mean over classes "
     f"of squared probability errors), so at cross-entropy's lr {ce_cfg.lr:g} MSE runs crawl "
@@ -81,8 +74,8 @@ Markdown(
 # %%
 tables, results = {}, {}
 for loss, cfg in (("ce", ce_cfg), ("mse", mse_cfg)):
-    tables[loss], results[loss] = nr.noise_over_seeds(nr.train_seeds(cfg, seed_list))
-Markdown(nt.status_sentence(tables, lrs))
+    tables[loss], results[loss] = sweeps.noise_over_seeds(sweeps.train_seeds(cfg, seed_list))
+Markdown(takeaways.status_sentence(tables, lrs))
 
 # %%
 pd.concat(tables.values())[
@@ -97,14 +90,14 @@ pd.concat(tables.values())[
 
 # %%
 shown = {
-    f"{npl.LOSS_NAMES[loss]} seed {s}": found[s]
+    f"{plots.LOSS_NAMES[loss]} seed {s}": found[s]
     for loss, found in results.items()
     for s in sorted(found)[:1]
 }
-npl.noise_against_curvature(shown)
+plots.noise_against_curvature(shown)
 
 # %%
-Markdown("\n\n".join(nt.gamma_sentence(tables[loss], loss) for loss in tables))
+Markdown("\n\n".join(takeaways.gamma_sentence(tables[loss], loss) for loss in tables))
 
 # %% [markdown]
 # ## 3 · C against E[h²]
@@ -112,10 +105,10 @@ Markdown("\n\n".join(nt.gamma_sentence(tables[loss], loss) for loss in tables))
 # C ~ E[h²], not H itself. An exponent of 1 here is C ∝ E[h²] along H's eigenvectors.
 
 # %%
-npl.noise_against_eh2(shown)
+plots.noise_against_eh2(shown)
 
 # %%
-Markdown("\n\n".join(nt.eh2_sentence(tables[loss], loss) for loss in tables))
+Markdown("\n\n".join(takeaways.eh2_sentence(tables[loss], loss) for loss in tables))
 
 # %% [markdown]
 # ## 4 · Cross-entropy against MSE, seed by seed
@@ -123,7 +116,7 @@ Markdown("\n\n".join(nt.eh2_sentence(tables[loss], loss) for loss in tables))
 # superlinearity the follow-up reports for cross-entropy (γ up to about 1.4).
 
 # %%
-npl.gamma_over_seeds(tables, margin=GAMMA_MARGIN)
+plots.gamma_over_seeds(tables, margin=sweeps.GAMMA_MARGIN)
 
 # %% [markdown]
 # ## 5 · Does C commute with H?
@@ -132,10 +125,10 @@ npl.gamma_over_seeds(tables, margin=GAMMA_MARGIN)
 # better than chance; above it, worse.
 
 # %%
-npl.commutator_against_baseline(tables)
+plots.commutator_against_baseline(tables)
 
 # %%
-Markdown("\n\n".join(nt.commutator_sentence(tables[loss], loss) for loss in tables))
+Markdown("\n\n".join(takeaways.commutator_sentence(tables[loss], loss) for loss in tables))
 
 # %% [markdown]
 # ## 6 · Batch size as a knob
@@ -145,14 +138,14 @@ Markdown("\n\n".join(nt.commutator_sentence(tables[loss], loss) for loss in tabl
 # per-sample gradients: 1/B for B ≪ N, zero at B = N.
 
 # %%
-first = nr.first_converged(nr.train_seeds(ce_cfg, seed_list))
+first = sweeps.first_converged(sweeps.train_seeds(ce_cfg, seed_list))
 if first is None:
     display(Markdown("**No converged cross-entropy seed:** no batch-size figure."))
 else:
-    grads = per_sample_gradients(first.load_run())
-    trace = minibatch_trace(grads, nr.batch_sizes(len(grads)), seed=seed)
-    display(npl.noise_against_batch_size(trace, len(grads)))
-    display(Markdown(nt.batch_sentence(trace)))
+    grads = measures.per_sample_gradients(first.load_run())
+    trace = measures.minibatch_trace(grads, sweeps.batch_sizes(len(grads)), seed=seed)
+    display(plots.noise_against_batch_size(trace, len(grads)))
+    display(Markdown(takeaways.batch_sentence(trace)))
 
 # %% [markdown]
 # ## 7 · The follow-up's claims
@@ -163,13 +156,13 @@ else:
 # they count as p = 1), so a verdict needs more than a couple of seeds.
 
 # %%
-evidence = nr.noise_evidence(tables["ce"], tables["mse"])
+evidence = sweeps.noise_evidence(tables["ce"], tables["mse"])
 aw.record(rn.NOISE_GAMMA_CE, evidence["gamma_ce"])
 aw.record(rn.NOISE_GAMMA_MSE, evidence["gamma_mse"])
 aw.record(rn.NOISE_COMMUTATOR, evidence["commutator"])
 aw.record(rn.NOISE_COMMUTATOR_BASELINE, evidence["commutator_baseline"])
-claims = claim_verdicts(verdict_table({}, ()), noise=evidence)
-Markdown(nt.claims_sentence(claims))
+claims = sweeps.claim_verdicts(sweeps.verdict_table({}, ()), noise=evidence)
+Markdown(takeaways.claims_sentence(claims))
 
 # %% [markdown]
 # ## 8 · MNIST-1D
@@ -181,14 +174,14 @@ Markdown(nt.claims_sentence(claims))
 if profile != "smoke" and (also_mnist1d or profile == "paper") and dataset != "mnist1d":
     m1d = {}
     for loss, lr in lrs.items():
-        cfg = params.base_config(profile, "mnist1d", seed=seed, loss=loss, lr=lr)
-        m1d[loss], _ = nr.noise_over_seeds(nr.train_seeds(cfg, seed_list))
-    display(Markdown(nt.status_sentence(m1d, lrs)))
-    display(npl.gamma_over_seeds(m1d, margin=GAMMA_MARGIN))
+        cfg = sweeps.base_config(profile, "mnist1d", seed=seed, loss=loss, lr=lr)
+        m1d[loss], _ = sweeps.noise_over_seeds(sweeps.train_seeds(cfg, seed_list))
+    display(Markdown(takeaways.status_sentence(m1d, lrs)))
+    display(plots.gamma_over_seeds(m1d, margin=sweeps.GAMMA_MARGIN))
     display(
         Markdown(
             "\n\n".join(
-                nt.gamma_sentence(m1d[loss], loss) + " " + nt.commutator_sentence(m1d[loss], loss)
+                takeaways.gamma_sentence(m1d[loss], loss) + " " + takeaways.commutator_sentence(m1d[loss], loss)
                 for loss in m1d
             )
         )

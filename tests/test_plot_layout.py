@@ -17,8 +17,8 @@ import pytest
 from awbench.viz import decomposition_plots as dp
 from awbench.viz import gap_plots as gp
 from awbench.viz import knob_plots as kp
+from awbench.viz import landscape_plots
 from awbench.viz import learner_comparison as lc
-from awbench.viz import plots
 from awbench.viz.gap_plots import TEMPLATE
 
 KNOB = "batch_size"
@@ -172,7 +172,7 @@ def test_log_axes_tick_in_numbers():
         gp.size_vs_weight_norm(runs),
         kp.gap_vs_knob(runs, KNOB),
         kp.factors_vs_knob(runs, KNOB),
-        plots.spectrum_figure(np.array([5.0, 1.0, 1e-9]), density),
+        landscape_plots.spectrum_figure(np.array([5.0, 1.0, 1e-9]), density),
         lc.factors_by_algorithm(_learner_table(counts=(2, 4, 8, 16)), ["ssgd", "dpsgd"]),
     ]
     assert sum(_numbers_on_log_axes(f) for f in figs) >= 10
@@ -255,7 +255,7 @@ def _texts(fig: go.Figure) -> list[str]:
 
 
 def test_c_means_correlation_only():
-    fig = plots.slice_figure(_slice(2.0), title="Slices")
+    fig = landscape_plots.slice_figure(_slice(2.0), title="Slices")
     for text in _texts(fig):
         assert " c t" not in text and "c=" not in text and "c =" not in text, text
     assert any("½λt²" in t for t in _texts(fig))
@@ -288,21 +288,21 @@ def _quadratics(fig: go.Figure) -> list:
 
 @pytest.mark.parametrize("lam", [0.0, -0.3, float("nan")])
 def test_quadratic_absent_without_positive_curvature(lam):
-    fig = plots.slice_figure(_slice(lam), title="Slices")
+    fig = landscape_plots.slice_figure(_slice(lam), title="Slices")
     assert _quadratics(fig) == []
     assert len(fig.data) == 1  # the measured slice is still drawn
     title = fig.layout.title.text
-    assert plots.QUADRATIC_RULE in title and "not drawn for v1" in title
+    assert landscape_plots.QUADRATIC_RULE in title and "not drawn for v1" in title
     assert "≤ 0" in title or "nan" in title
 
 
 def test_quadratic_present_for_positive_curvature_with_note():
-    fig = plots.slice_figure([_slice(2.0), _slice(-1.0, label="v2")], title="Slices")
+    fig = landscape_plots.slice_figure([_slice(2.0), _slice(-1.0, label="v2")], title="Slices")
     quads = _quadratics(fig)
     assert len(quads) == 1 and quads[0].name.startswith("v1: ½λt², λ = 2")
     assert "where it holds" in quads[0].name
     title = fig.layout.title.text
-    assert plots.QUADRATIC_RULE in title and "λ > 0" in title
+    assert landscape_plots.QUADRATIC_RULE in title and "λ > 0" in title
     assert "v2 (λ = -1 ≤ 0)" in title and "v1 (" not in title
     # exact quadratic: drawn over the whole slice
     assert np.allclose(sorted(quads[0].x), np.linspace(-1, 1, 21))
@@ -311,13 +311,13 @@ def test_quadratic_present_for_positive_curvature_with_note():
 def test_quadratic_clipped_to_where_it_holds():
     # loss = 0.5 + t² + 2 t⁴: the quadratic 0.5 + t² is within 10 % of it only for small |t|.
     s = _slice(2.0, cubic=2.0)
-    mask = plots.quadratic_range(s)
+    mask = landscape_plots.quadratic_range(s)
     t = s.t[mask]
     err = np.abs(s.quadratic - s.loss) / s.loss
     assert mask.any() and not mask.all()
-    assert np.all(err[mask] <= plots.QUADRATIC_TOLERANCE)
+    assert np.all(err[mask] <= landscape_plots.QUADRATIC_TOLERANCE)
     assert np.abs(t).max() < 1  # the ends, where the quartic dominates, are left out
-    (quad,) = _quadratics(plots.slice_figure(s))
+    (quad,) = _quadratics(landscape_plots.slice_figure(s))
     assert np.isclose(np.abs(quad.x).max(), np.abs(t).max())
     assert f"|t| ≤ {np.abs(t).max():.3g}" in quad.name
 
@@ -325,18 +325,18 @@ def test_quadratic_clipped_to_where_it_holds():
 def test_quadratic_left_out_when_it_holds_nowhere():
     s = _slice(2.0)
     s.loss = s.loss + 10 * np.abs(s.t)  # a kink at 0: no quadratic fits beyond t = 0
-    fig = plots.slice_figure(s)
+    fig = landscape_plots.slice_figure(s)
     assert _quadratics(fig) == []
     assert "nowhere beyond t = 0" in fig.layout.title.text
 
 
 def test_no_overlay_no_quadratic_and_no_note():
-    fig = plots.slice_figure(_slice(2.0), title="Slices", overlay=False)
+    fig = landscape_plots.slice_figure(_slice(2.0), title="Slices", overlay=False)
     assert _quadratics(fig) == [] and fig.layout.title.text == "Slices"
 
 
 def test_eigen_label_keeps_its_lambda_once():
-    (quad,) = _quadratics(plots.slice_figure(_slice(2.0, label="v1 (λ=2)")))
+    (quad,) = _quadratics(landscape_plots.slice_figure(_slice(2.0, label="v1 (λ=2)")))
     assert quad.name.startswith("v1 (λ=2): ½λt² (|t| ≤") and quad.name.count("λ") == 2
 
 

@@ -86,7 +86,7 @@ def written_records(path: Path) -> set[str]:
                 out.update(loops.get(arg.id, []))
         elif _callee(node) == "record_sweeps":
             # what record_sweeps writes per knob is checked by test_knob_records_write_...
-            assert isinstance(arg, ast.Name), "record_sweeps wants a named dict of sweeps"
+            assert isinstance(arg, ast.Name), "record_sweeps wants a named dict of runs by knob"
             for knob in _dict_keys(tree, arg.id):
                 out.update(rn.knob_record(knob, q) for q in rn.KNOB_QUANTITIES)
             out.update({rn.DUALITY_ERROR, rn.IDENTITY_ERROR})
@@ -104,7 +104,7 @@ def test_notebook_writes_every_record_the_report_expects(stem):
 def test_knob_notebooks_sweep_the_knobs_record_names_says():
     for stem, knobs in rn.NOTEBOOK_KNOBS.items():
         tree = ast.parse((NOTEBOOKS / f"{stem}.py").read_text(encoding="utf-8"))
-        assert tuple(_dict_keys(tree, "sweeps")) == knobs, stem
+        assert tuple(_dict_keys(tree, "runs_by_knob")) == knobs, stem
 
 
 def test_report_reads_only_expected_names():

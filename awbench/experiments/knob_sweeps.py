@@ -8,7 +8,7 @@ notebook rerun, the report and ``awbench sweep`` read the same rows.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,37 @@ def with_run_columns(runs: pd.DataFrame, knob: str | None) -> pd.DataFrame:
     )
 
 
+def sweep_grid(
+    base: Config,
+    grid: Mapping[str, Sequence],
+    seed_list: Sequence[int],
+    workers: int = 1,
+    store: str = "",
+    name: str = "",
+) -> pd.DataFrame:
+    """Run every combination of ``grid`` ({field: values}) x ``seed_list`` on ``base`` and
+    return its rows of the sweep store (:func:`store_path`).
+
+    One row per run: every Config field, status, timings and every Analysis scalar, plus
+    ``ok`` and ``converged`` (:func:`with_run_columns`). Runs already in the store are read
+    back; the rest go through ``run_experiment``'s cache on a process pool of ``workers``.
+    ``name`` names the sweep's plan in the store (default: the fields and the base's key).
+    """
+    from awbench.experiments.sweep import run_sweep
+    from awbench.progress import interactive
+
+    report = run_sweep(
+        {field: list(values) for field, values in grid.items()},
+        store_path(store),
+        seeds=list(seed_list),
+        base=base,
+        name=name or f"notebook-{'-'.join(grid)}-{base.key()[:8]}",
+        workers=workers,
+        quiet=not interactive(),
+    )
+    return with_run_columns(report.load().runs, None)
+
+
 def sweep(
     base: Config,
     knob: str,
@@ -68,26 +99,10 @@ def sweep(
     workers: int = 1,
     store: str = "",
 ) -> pd.DataFrame:
-    """Run ``knob`` over ``values`` x ``seed_list`` and return its rows of the sweep store.
-
-    One row per run: every Config field, status, timings and every Analysis scalar, plus
-    ``knob``, ``value``, ``ok`` and ``converged`` (:func:`with_run_columns`). Runs already in
-    the store are read back; the rest go through ``run_experiment``'s cache on a process pool
-    of ``workers``. Diverged runs are kept with ``ok`` False.
-    """
-    from awbench.experiments.sweep import run_sweep
-    from awbench.progress import interactive
-
-    report = run_sweep(
-        {knob: list(values)},
-        store_path(store),
-        seeds=list(seed_list),
-        base=base,
-        name=f"notebook-{knob}-{base.key()[:8]}",
-        workers=workers,
-        quiet=not interactive(),
-    )
-    return with_run_columns(report.load().runs, knob)
+    """One knob's :func:`sweep_grid`, with ``knob`` and ``value`` as its first columns and
+    sorted by value and seed. Diverged runs are kept with ``ok`` False."""
+    runs = sweep_grid(base, {knob: values}, seed_list, workers, store)
+    return with_run_columns(runs, knob)
 
 
 def runs_over_seeds(

@@ -1,4 +1,4 @@
-"""Plotly figure builders: pure functions, data in, ``go.Figure`` out.
+"""Spectrum and landscape figures (notebook 02): pure functions, data in, ``go.Figure`` out.
 
 No builder computes anything expensive, reads global state or touches a model; the same
 figure serves static output (papermill, HTML reports) and ``go.FigureWidget(fig)`` in a live
