@@ -26,7 +26,8 @@ from awbench.apps.knobs import effects as ke
 from awbench.apps.knobs import explorer as ex
 from awbench.apps.knobs import explorer_text as pt
 from awbench.apps.knobs import explorer_view as ev
-from awbench.apps.knobs.grid import KnobGrid, fmt
+from awbench.apps.knobs.grid import KnobGrid
+from awbench.formatting import number
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +166,7 @@ def _drive(page, payload: dict) -> None:
     first = page.evaluate(STATE)
     ref = payload["runs"][payload["ref"]]
     assert first["run"] == ref["key"]
-    assert first["gapTitle"].startswith(f"Gap {fmt(ref['gap'][0])} nats")
+    assert first["gapTitle"].startswith(f"Gap {number(ref['gap'][0])} nats")
     before, after = _press(page, "batch_size")  # 25 -> 100
     _check_together(before, after)
     assert after["note"] == ""

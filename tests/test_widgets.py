@@ -28,6 +28,7 @@ from awbench.apps.knobs import slices as ks
 from awbench.apps.knobs import widgets as kw
 from awbench.experiments.store import load_store
 from awbench.experiments.verdicts import verdict_table, verdict_words
+from awbench.formatting import number
 
 STORE = kg.shipped_store()
 NAMES = ("gap", "sharpness", "size", "curvature")  # the words of ke.QUANTITIES in a knob line
@@ -577,11 +578,11 @@ def test_warning_for_a_setting_that_hit_the_budget(small_store, tmp_path):
     warning = _warnings(status)
     assert len(warning) == 1 and warning[0] == (
         "⚠ not converged: stopped at the budget of 12 epochs with train loss "
-        f"{kg.fmt(row['final_train_loss'])} &gt; {s.config.stop_loss:g} — its numbers are not "
+        f"{number(row['final_train_loss'])} &gt; {s.config.stop_loss:g} — its numbers are not "
         "a result"
     )
     assert "color:#b00020" in status, "the warning is coloured"
-    assert f"final train loss {kg.fmt(row['final_train_loss'])}" in status
+    assert f"final train loss {number(row['final_train_loss'])}" in status
     assert f"train accuracy {100 * row['final_train_acc']:.2f} %" in status
     assert "after 12 epochs (budget 12)" in status
     for name in ("sharpness", "size", "gap"):
@@ -599,7 +600,7 @@ def test_no_warning_for_converged_runs_and_seeds_counted(mixed_store, tmp_path):
     status = p.widgets["status"].value
     assert _warnings(status) == [] and "⚠" not in status
     assert "converged</b> after 9 epochs (budget 12)" in status
-    assert f"final train loss {kg.fmt(row['final_train_loss'])}" in status
+    assert f"final train loss {number(row['final_train_loss'])}" in status
     assert "3/3 seeds converged at this point" in status
     for name in kw.PANELS:
         assert "⚠" not in p.figures[name].layout.title.text, name
@@ -614,7 +615,7 @@ def test_no_warning_for_converged_runs_and_seeds_counted(mixed_store, tmp_path):
     assert _warnings(status) == [
         (
             f"⚠ not converged: stopped at the budget of 12 epochs with train loss "
-            f"{kg.fmt(loss)} &gt; 1.5 — its numbers are not a result"
+            f"{number(loss)} &gt; 1.5 — its numbers are not a result"
         ),
         (
             "⚠ none of the 3 seeds at this point converged: the grid&#x27;s numbers here "
@@ -713,7 +714,7 @@ def test_a_store_without_the_convergence_columns_falls_back_to_status(mixed_stor
     assert (got["epoch_budget"] == 12).all() and got["final_train_acc"].isna().all()
     p = kw.KnobPanel(old, mode="static", extra_store=tmp_path / "u", start={"lr": 0.001})
     status = p._status_html()
-    assert "train accuracy – (not in this store)" in status
+    assert "train accuracy n/a (not in this store)" in status
     assert _warnings(status)[0].startswith("⚠ not converged: stopped at the budget of 12 epochs")
 
 

@@ -73,9 +73,10 @@ from awbench.apps.knobs.explorer_text import (
     takeaway,
     training_line,
 )
-from awbench.apps.knobs.grid import KnobGrid, Setting, fmt, native_value
+from awbench.apps.knobs.grid import KnobGrid, Setting, native_value
 from awbench.apps.knobs.panels import get_path
 from awbench.apps.knobs.sentences import option_label
+from awbench.formatting import number
 
 SPECTRUM_POINTS = 160  # thinned log-spaced ranks per spectrum (the axes are log)
 VERSION = 1  # of the payload's layout
@@ -123,8 +124,8 @@ def _point_label(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
 def _titles(cur: Setting, ref: Setting) -> dict[str, str]:
     """The titles that change with the setting (the gap and the spectra)."""
     gap = (
-        f"<b>Gap</b> {fmt(get_path(cur, 'real_gap'))} nats "
-        f'<span style="color:{DEFAULT}">(default {fmt(get_path(ref, "real_gap"))})</span>'
+        f"<b>Gap</b> {number(get_path(cur, 'real_gap'))} nats "
+        f'<span style="color:{DEFAULT}">(default {number(get_path(ref, "real_gap"))})</span>'
     )
     out = {"gap": gap}
     for name, symbol, total, color in (
@@ -133,8 +134,8 @@ def _titles(cur: Setting, ref: Setting) -> dict[str, str]:
     ):
         out[name] = (
             f'<b><span style="color:{color}">{symbol}</span></b> spectrum · {total} Σ{symbol}² '
-            f"{fmt(get_path(cur, total))} "
-            f'<span style="color:{DEFAULT}">(default {fmt(get_path(ref, total))})</span>'
+            f"{number(get_path(cur, total))} "
+            f'<span style="color:{DEFAULT}">(default {number(get_path(ref, total))})</span>'
         )
     return out
 
@@ -258,7 +259,7 @@ def _run(s: Setting, ref: Setting, values: Mapping[str, Any], defaults: Mapping)
     return {
         "own": _r4([get_path(s, "size"), get_path(s, "sharpness")]),
         "gap": _r4([get_path(s, c) for c in GAP_COLUMNS]),
-        "gapText": [fmt(get_path(s, c)) for c in GAP_COLUMNS],
+        "gapText": [number(get_path(s, c)) for c in GAP_COLUMNS],
         "r": _r4(s.rank[keep]),
         "g": _r4(s.sigma_g[keep]),
         "w": _r4(s.sigma_w[keep]),

@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from awbench.apps.knobs.grid import KNOB_TEXT, KNOBS, KnobGrid, Setting, fmt, native_value
+from awbench.apps.knobs.grid import KNOB_TEXT, KNOBS, KnobGrid, Setting, native_value
 from awbench.apps.knobs.panels import get_path, nested
+from awbench.formatting import number
 
 # Okabe & Ito (2008), "Color universal design": safe for the common colour-vision deficiencies
 OKABE_ITO = {
@@ -250,7 +251,7 @@ def gap_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], di
             "type": "bar",
             "x": list(GAP_BARS),
             "y": vals(cur),
-            "text": [fmt(v) for v in vals(cur)],
+            "text": [number(v) for v in vals(cur)],
             "textposition": "outside",
             "textfont": {"size": FONT},
             "marker": {"color": list(GAP_COLORS)},
@@ -259,8 +260,8 @@ def gap_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], di
         },
     ]
     title = (
-        f"<b>Gap</b> {fmt(get_path(cur, 'real_gap'))} nats "
-        f'<span style="color:{DEFAULT}">(default {fmt(get_path(ref, "real_gap"))})</span>'
+        f"<b>Gap</b> {number(get_path(cur, 'real_gap'))} nats "
+        f'<span style="color:{DEFAULT}">(default {number(get_path(ref, "real_gap"))})</span>'
     )
     return traces, {"title.text": title}
 
@@ -315,8 +316,8 @@ def spectrum_traces(name: str, cur: Setting | None, ref: Setting | None) -> tupl
     ]
     title = (
         f'<b><span style="color:{color}">{symbol}</span></b> spectrum · {total} Σ{symbol}² '
-        f"{fmt(get_path(cur, total))} "
-        f'<span style="color:{DEFAULT}">(default {fmt(get_path(ref, total))})</span>'
+        f"{number(get_path(cur, total))} "
+        f'<span style="color:{DEFAULT}">(default {number(get_path(ref, total))})</span>'
     )
     return traces, {"title.text": title}
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from awbench.apps.knobs.effects import REPORT_SEEDS
 from awbench.apps.knobs.explorer_panels import HERE, OKABE_ITO
-from awbench.apps.knobs.grid import Setting, fmt
+from awbench.apps.knobs.grid import Setting
 from awbench.apps.knobs.panels import get_path
 from awbench.apps.knobs.sentences import (
     beyond_paper_notes,
@@ -20,6 +20,7 @@ from awbench.apps.knobs.sentences import (
     not_converged_reason,
     verdict_parts,
 )
+from awbench.formatting import number, percent, percent_change
 
 # Words with the paper's symbols (docs/science.md, section 6); the Config field is the hint.
 LABELS = {
@@ -45,18 +46,12 @@ def _value(v: Any) -> str:
     return f"{v:g}" if isinstance(v, (int, float)) else str(v)
 
 
-def _pct(a: float, b: float) -> str:
-    if not (math.isfinite(a) and math.isfinite(b)) or a == 0:
-        return "n/a"
-    return f"{100 * (b - a) / abs(a):+.0f} %"
-
-
 def training_line(s: Setting | None) -> str:
     """HTML: how this run trained (convergence, epochs, final train loss and accuracy)."""
     if s is None:
         return ""
     acc = s.final_train_acc
-    acc_text = f"{100 * acc:.1f} %" if math.isfinite(acc) else "–"
+    acc_text = percent(acc)
     if s.converged:
         head = f'<span style="color:{OKABE_ITO["green"]}">✓ converged</span>'
     else:
@@ -64,7 +59,7 @@ def training_line(s: Setting | None) -> str:
     seeds = f" · {s.point.text}" if s.point is not None and s.point.n > 1 else ""
     line = (
         f"<b>{head}</b> after {s.epochs} of {s.epoch_budget} epochs{seeds}<br>"
-        f"train loss <b>{fmt(s.final_train_loss)}</b> · train accuracy <b>{acc_text}</b>"
+        f"train loss <b>{number(s.final_train_loss)}</b> · train accuracy <b>{acc_text}</b>"
     )
     if not s.converged:
         line += f'<br><span style="color:{HERE}">{html.escape(not_converged_reason(s))}</span>'
@@ -144,14 +139,14 @@ def takeaway(
             warn
             + beyond
             + (
-                f"<b>The default setting</b>: gap {fmt(b)} nats, {fmt(100 * share, 2)} % of it "
+                f"<b>The default setting</b>: gap {number(b)} nats, {number(100 * share, 2)} % of it "
                 "in the sharpest directions. Move a knob: does it act through sharpness or size?"
             )
         )
     verb = "rises" if b > a else "falls" if b < a else "stays"
     text = (
-        f"With <b>{', '.join(moved)}</b> the gap {verb} to <b>{fmt(b)}</b> nats "
-        f"({_pct(a, b)} on the default)."
+        f"With <b>{', '.join(moved)}</b> the gap {verb} to <b>{number(b)}</b> nats "
+        f"({percent_change(a, b)} on the default)."
     )
     if line is not None and knob is not None and knob != "seed":
         text += line_verdicts(line, knob)

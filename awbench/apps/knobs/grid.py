@@ -45,6 +45,7 @@ from awbench.apps.knobs.stores import (  # noqa: F401 - shipped_store: the grid'
 )
 from awbench.config import Config
 from awbench.experiments.store import Store, config_from_row, load_store
+from awbench.formatting import number
 from awbench.status import CONVERGED, DONE_STATUSES
 from awbench.viz.gap_plots import KNOB_LABELS
 
@@ -421,7 +422,7 @@ class KnobGrid:
             shown[0] = now
             text = f"training: epoch {epoch} of at most {budget}"
             if math.isfinite(loss):
-                text += f", train loss {fmt(loss)} (the stopping rule needs < {cfg.stop_loss:g})"
+                text += f", train loss {number(loss)} (the stopping rule needs < {cfg.stop_loss:g})"
             report(0.85 * done[0], text)
 
         res = experiment.run_experiment(cfg, show_progress=False, on_epoch=on_epoch)
@@ -467,10 +468,6 @@ SCALARS = (
 
 
 CURVE_COLUMNS = ("real_gap", "sharpness", "size")
-
-
-def fmt(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
 
 
 def describe(cfg: Config, base: Config | None = None) -> str:

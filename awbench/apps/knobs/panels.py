@@ -31,9 +31,9 @@ from awbench.apps.knobs.grid import (
     KNOB_TEXT,
     KnobGrid,
     Setting,
-    fmt,
     native_value,
 )
+from awbench.formatting import number
 from awbench.viz.gap_plots import COLORS, TEMPLATE
 
 CURRENT = "#d62728"  # this setting
@@ -225,9 +225,9 @@ def _sharpness_layout(c: Setting | None, r: Setting | None) -> dict:
     """The sharpness panel's title and axis ranges."""
     layer = (c or r).config.layer if (c or r) is not None else "layer"
     title = _unconverged_flag(c, r) + (
-        f"<b>Sharpness</b>  Σσg² = {fmt(get_path(c, 'sharpness'))} "
-        f"(default {fmt(get_path(r, 'sharpness'))}) · λmax of the {layer} Hessian = "
-        f"{fmt(get_path(c, 'lam_max'))} (default {fmt(get_path(r, 'lam_max'))})"
+        f"<b>Sharpness</b>  Σσg² = {number(get_path(c, 'sharpness'))} "
+        f"(default {number(get_path(r, 'sharpness'))}) · λmax of the {layer} Hessian = "
+        f"{number(get_path(c, 'lam_max'))} (default {number(get_path(r, 'lam_max'))})"
     )
     ymax = [np.max(s.slice_loss) for s in (c, r) if s is not None and len(s.slice_loss)]
     ymin = [np.min(s.slice_loss) for s in (c, r) if s is not None and len(s.slice_loss)]
@@ -295,7 +295,7 @@ def size_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], d
             "marker": {"color": [REFERENCE, SIZE_COLOR]},
             "x": ["default", "this setting"],
             "y": [get_path(r, "weight_norm"), get_path(c, "weight_norm")],
-            "text": [fmt(get_path(r, "weight_norm")), fmt(get_path(c, "weight_norm"))],
+            "text": [number(get_path(r, "weight_norm")), number(get_path(c, "weight_norm"))],
             "textposition": "auto",
             "xaxis": "x2",
             "yaxis": "y2",
@@ -307,7 +307,7 @@ def size_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], d
             "marker": {"color": [REFERENCE, SIZE_COLOR], "opacity": 0.6},
             "x": ["default", "this setting"],
             "y": [get_path(r, "size"), get_path(c, "size")],
-            "text": [fmt(get_path(r, "size")), fmt(get_path(c, "size"))],
+            "text": [number(get_path(r, "size")), number(get_path(c, "size"))],
             "textposition": "auto",
             "xaxis": "x3",
             "yaxis": "y3",
@@ -315,8 +315,8 @@ def size_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], d
         },
     ]
     title = _unconverged_flag(c, r) + (
-        f"<b>Size</b>  Σσw² = {fmt(get_path(c, 'size'))} (default {fmt(get_path(r, 'size'))})"
-        f" · ‖W‖F = {fmt(get_path(c, 'weight_norm'))} (default {fmt(get_path(r, 'weight_norm'))})"
+        f"<b>Size</b>  Σσw² = {number(get_path(c, 'size'))} (default {number(get_path(r, 'size'))})"
+        f" · ‖W‖F = {number(get_path(c, 'weight_norm'))} (default {number(get_path(r, 'weight_norm'))})"
     )
     return traces, {
         "title.text": title,
@@ -354,7 +354,7 @@ def gap_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], di
             "marker": {"color": REFERENCE},
             "x": list(GAP_BARS),
             "y": vals(r),
-            "text": [fmt(v) for v in vals(r)],
+            "text": [number(v) for v in vals(r)],
             "textposition": "auto",
             "xaxis": "x",
             "yaxis": "y",
@@ -367,7 +367,7 @@ def gap_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], di
             "marker": {"color": COLORS["estimated_gap"]},
             "x": list(GAP_BARS),
             "y": vals(c),
-            "text": [fmt(v) for v in vals(c)],
+            "text": [number(v) for v in vals(c)],
             "textposition": "auto",
             "xaxis": "x",
             "yaxis": "y",
@@ -383,7 +383,7 @@ def gap_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], di
             "xaxis": "x2",
             "yaxis": "y2",
             "offsetgroup": "split",
-            "text": [fmt(v) for v in sharp],
+            "text": [number(v) for v in sharp],
             "textposition": "inside",
             "hovertemplate": "%{x}: sharp part %{y:.4g} nats<extra></extra>",
         },
@@ -397,7 +397,7 @@ def gap_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], di
             "xaxis": "x2",
             "yaxis": "y2",
             "offsetgroup": "split",
-            "text": [fmt(v) for v in flat],
+            "text": [number(v) for v in flat],
             "textposition": "inside",
             "hovertemplate": "%{x}: flat part %{y:.4g} nats<extra></extra>",
         },
@@ -408,10 +408,10 @@ def gap_traces(cur: Setting | None, ref: Setting | None) -> tuple[list[dict], di
         else float("nan")
     )
     title = _unconverged_flag(c, r) + (
-        f"<b>Gap</b>  real {fmt(get_path(c, 'real_gap'))} nats "
-        f"(default {fmt(get_path(r, 'real_gap'))}) · estimate {fmt(get_path(c, 'estimated_gap'))} · "
-        f"sharp directions carry {fmt(100 * share, 2)} % · "
-        f"test error {fmt(100 * get_path(c, 'test_error'), 3)} %"
+        f"<b>Gap</b>  real {number(get_path(c, 'real_gap'))} nats "
+        f"(default {number(get_path(r, 'real_gap'))}) · estimate {number(get_path(c, 'estimated_gap'))} · "
+        f"sharp directions carry {number(100 * share, 2)} % · "
+        f"test error {number(100 * get_path(c, 'test_error'), 3)} %"
     )
     return traces, {"title.text": title}
 

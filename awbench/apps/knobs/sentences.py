@@ -15,13 +15,10 @@ from typing import Any
 import pandas as pd
 
 from awbench.apps.knobs.effects import FAMILY, REPORT_SEEDS, effect, held_values
-from awbench.apps.knobs.grid import KNOB_TEXT, KNOBS, Setting, fmt
+from awbench.apps.knobs.grid import KNOB_TEXT, KNOBS, Setting
 from awbench.config import Config
 from awbench.experiments.grids import PAPER_VALUES
-
-
-def pct(x: float) -> str:
-    return "n/a" if not math.isfinite(x) else f"{100 * x:+.0f} %"
+from awbench.formatting import number
 
 
 def not_converged_reason(s: Setting) -> str:
@@ -34,12 +31,12 @@ def not_converged_reason(s: Setting) -> str:
         where = f"stopped after {s.epochs} of {s.epoch_budget} epochs"
     loss, acc = s.final_train_loss, s.final_train_acc
     if math.isfinite(loss) and loss >= cfg.stop_loss:
-        why = f"train loss {fmt(loss)} {'>' if loss > cfg.stop_loss else '='} {cfg.stop_loss:g}"
+        why = f"train loss {number(loss)} {'>' if loss > cfg.stop_loss else '='} {cfg.stop_loss:g}"
     elif math.isfinite(acc) and acc <= cfg.stop_acc:
-        why = f"train accuracy {fmt(acc, 4)} ≤ {cfg.stop_acc:g}"
+        why = f"train accuracy {number(acc, 4)} ≤ {cfg.stop_acc:g}"
     elif math.isfinite(loss):
         why = (
-            f"train loss {fmt(loss)} but a mean train accuracy over the last "
+            f"train loss {number(loss)} but a mean train accuracy over the last "
             f"{cfg.stop_window} epochs ≤ {cfg.stop_acc:g}"
         )
     else:

@@ -68,7 +68,6 @@ from awbench.apps.knobs.grid import (
     Setting,
     add_slices,
     describe,
-    fmt,
     native_value,
 )
 from awbench.apps.knobs.panels import (
@@ -83,10 +82,10 @@ from awbench.apps.knobs.panels import (
 from awbench.apps.knobs.sentences import (
     beyond_paper_text,
     not_converged_reason,
-    pct,
     warnings_of,
 )
 from awbench.config import Config, ConfigError
+from awbench.formatting import BLANK, number, percent, percent_change
 
 PANELS = ("sharpness", "size", "gap", "sweep")  # the static figures
 
@@ -135,20 +134,20 @@ def takeaway(panel: KnobPanel) -> str:
     parts = []
     for col, label in TAKEAWAY_SCALARS:
         a, b = get_path(ref, col), get_path(cur, col)
-        change = "" if same else f" ({pct((b - a) / abs(a) if a else float('nan'))})"
-        parts.append(f"{label} {fmt(b)}{change}")
+        change = "" if same else f" ({percent_change(a, b)})"
+        parts.append(f"{label} {number(b)}{change}")
     share = cur["sharp_gap"] / cur["pair_gap"] if cur["pair_gap"] else float("nan")
     text = (
         f"{head}: " + "; ".join(parts) + f". The {cur.config.n_sharp} sharpest directions carry "
-        f"{fmt(100 * share, 2)} % of the exact gap, and "
-        f"Σ cσgσw = {fmt(cur['estimated_gap'])} estimates "
-        f"the real gap {fmt(cur['real_gap'])} nats."
+        f"{number(100 * share, 2)} % of the exact gap, and "
+        f"Σ cσgσw = {number(cur['estimated_gap'])} estimates "
+        f"the real gap {number(cur['real_gap'])} nats."
     )
     tail = []
     p = cur.point
     if p is not None and p.n > 1:
         means = ", ".join(
-            f"{label} {fmt(p.scalars.get(col, float('nan')))}"
+            f"{label} {number(p.scalars.get(col, float('nan')))}"
             for col, label in TAKEAWAY_SCALARS[:3]
         )
         if p.n_converged == p.n:
@@ -376,8 +375,8 @@ class KnobPanel:
         acc = s.final_train_acc
         line = (
             f"<b>{html.escape(s.status)}</b> after {s.epochs} epochs (budget "
-            f"{s.epoch_budget}) · final train loss {fmt(s.final_train_loss)}, train accuracy "
-            + (f"{100 * acc:.2f} %" if math.isfinite(acc) else "– (not in this store)")
+            f"{s.epoch_budget}) · final train loss {number(s.final_train_loss)}, train accuracy "
+            + (percent(acc, 2) if math.isfinite(acc) else f"{BLANK} (not in this store)")
         )
         if s.point is not None and s.point.n > 1:
             line += f" · {s.point.text} at this point"
