@@ -1,7 +1,9 @@
 """Every figure the notebooks draw, in one namespace: ``from awbench import plots``.
 
 Plotly figures in the house style (:mod:`awbench.viz.gap_plots`), pure builders: data in,
-``go.Figure`` out. :func:`setup` is every notebook's first call. The builders live in
+``go.Figure`` out. :func:`setup` is every notebook's first call; :func:`knob_section` and
+:func:`all_runs_section` show the sections the knob notebooks (04-07) are made of, one knob's
+sweep with its figures and sentences and the closing figures over every run. They live in
 ``awbench.viz``, one module per subject; this module only gathers them for notebooks.
 """
 
@@ -24,6 +26,7 @@ from awbench.viz.duality_plots import (
 )
 from awbench.viz.gap_plots import estimated_vs_actual, knob_effects, size_vs_weight_norm
 from awbench.viz.knob_plots import factor_plane, factors_vs_knob, gap_vs_knob, metric_vs_knob
+from awbench.viz.knob_section import all_runs_section, knob_section
 from awbench.viz.landscape_plots import (
     contour_figure,
     slice_figure,
@@ -44,6 +47,7 @@ from awbench.viz.notebook_setup import setup
 __all__ = [
     # SGD noise against curvature (11)
     "LOSS_NAMES",
+    "all_runs_section",
     "analysis_figure",
     "basis_share_curves",
     "commutator_against_baseline",
@@ -66,6 +70,7 @@ __all__ = [
     "gap_vs_knob",
     "general_family",
     "knob_effects",
+    "knob_section",
     "metric_vs_knob",
     "noise_against_batch_size",
     "noise_against_curvature",

@@ -43,10 +43,9 @@ store: str = ""  # sweep store folder (empty: the shared store in the awbench ca
 overrides: str = ""  # more Config fields, name: value pairs, e.g. weight_decay: 0.01, dropout: 0.1
 
 # %%
-import pandas as pd
 from IPython.display import Markdown
 
-from awbench import plots, sweeps, takeaways
+from awbench import plots, sweeps
 
 plots.setup()
 
@@ -64,69 +63,20 @@ Markdown(
 # ## 1 · Batch size
 
 # %%
-runs_bs = sweeps.sweep(base, "batch_size", bs_values, seed_list, workers, store)
-sweeps.summary_table(runs_bs, "batch_size")
-
-# %%
-plots.gap_vs_knob(runs_bs, "batch_size")
-
-# %%
-Markdown(takeaways.gap_takeaway(runs_bs, "batch_size"))
-
-# %%
-plots.factors_vs_knob(runs_bs, "batch_size")
-
-# %%
-Markdown(takeaways.factor_takeaway(runs_bs, "batch_size", profile))
-
-# %%
-plots.factor_plane(runs_bs, "batch_size")
-
-# %%
-Markdown(takeaways.plane_takeaway(runs_bs))
+runs_bs = plots.knob_section(base, "batch_size", bs_values, seed_list, profile, workers, store)
 
 # %% [markdown]
 # ## 2 · Learning rate
 
 # %%
-runs_lr = sweeps.sweep(base, "lr", lr_values, seed_list, workers, store)
-sweeps.summary_table(runs_lr, "lr")
-
-# %%
-plots.gap_vs_knob(runs_lr, "lr")
-
-# %%
-Markdown(takeaways.gap_takeaway(runs_lr, "lr"))
-
-# %%
-plots.factors_vs_knob(runs_lr, "lr")
-
-# %%
-Markdown(takeaways.factor_takeaway(runs_lr, "lr", profile))
-
-# %%
-plots.factor_plane(runs_lr, "lr")
-
-# %%
-Markdown(takeaways.plane_takeaway(runs_lr))
+runs_lr = plots.knob_section(base, "lr", lr_values, seed_list, profile, workers, store)
 
 # %% [markdown]
 # ## 3 · Estimated against actual gap, every run
 
 # %%
 runs_by_knob = {"batch_size": runs_bs, "lr": runs_lr}
-all_runs = pd.concat(runs_by_knob.values(), ignore_index=True)
-plots.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
-
-# %%
-Markdown(takeaways.estimate_takeaway(all_runs))
-
-# %%
-effects = sweeps.effects_table(runs_by_knob, profile)
-plots.knob_effects(effects)
-
-# %%
-effects
+plots.all_runs_section(runs_by_knob, profile)
 
 # %% [markdown]
 # ## Recorded numbers

@@ -72,48 +72,13 @@ Markdown(
 # ## 1 · Weight decay
 
 # %%
-runs_wd = sweeps.sweep(base, "weight_decay", weight_decay_values, seed_list, workers, store)
-sweeps.summary_table(runs_wd, "weight_decay")
-
-# %%
-plots.gap_vs_knob(runs_wd, "weight_decay")
-
-# %%
-Markdown(takeaways.gap_takeaway(runs_wd, "weight_decay"))
-
-# %%
-plots.factors_vs_knob(runs_wd, "weight_decay")
-
-# %%
-Markdown(takeaways.factor_takeaway(runs_wd, "weight_decay", profile))
-
-# %%
-plots.factor_plane(runs_wd, "weight_decay")
-
-# %%
-Markdown(takeaways.plane_takeaway(runs_wd))
+runs_wd = plots.knob_section(base, "weight_decay", weight_decay_values, seed_list, profile, workers, store)
 
 # %% [markdown]
 # ## 2 · Initial weight scale
 
 # %%
-runs_init = sweeps.sweep(base, "init_scale", init_scale_values, seed_list, workers, store)
-sweeps.summary_table(runs_init, "init_scale")
-
-# %%
-plots.gap_vs_knob(runs_init, "init_scale")
-
-# %%
-Markdown(takeaways.gap_takeaway(runs_init, "init_scale"))
-
-# %%
-plots.factors_vs_knob(runs_init, "init_scale")
-
-# %%
-Markdown(takeaways.factor_takeaway(runs_init, "init_scale", profile))
-
-# %%
-plots.factor_plane(runs_init, "init_scale")
+runs_init = plots.knob_section(base, "init_scale", init_scale_values, seed_list, profile, workers, store)
 
 # %% [markdown]
 # The verdicts above judge the paper's init scales (4–7) on their own. The default s = 1, the
@@ -121,9 +86,6 @@ plots.factor_plane(runs_init, "init_scale")
 
 # %%
 Markdown(takeaways.context_takeaway(runs_init, runs_wd[runs_wd["weight_decay"] == weight_decay], "init_scale"))
-
-# %%
-Markdown(takeaways.plane_takeaway(runs_init))
 
 # %% [markdown]
 # ## 3 · Size against the weight norm (figure 5)
@@ -141,25 +103,12 @@ Markdown(takeaways.size_norm_takeaway(sized))
 
 # %%
 runs_by_knob = {"weight_decay": runs_wd, "init_scale": runs_init}
-all_runs = pd.concat(runs_by_knob.values(), ignore_index=True)
-plots.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
-
-# %%
-Markdown(takeaways.estimate_takeaway(all_runs))
-
-# %%
-aw.record(rn.SIZE_NORM_SLOPE, sweeps.size_norm_slope(sized))
-aw.record(rn.SIZE_NORM_RHO, measures.spearman(sized["weight_norm"], sized["size"]))
-
-# %%
-effects = sweeps.effects_table(runs_by_knob, profile)
-plots.knob_effects(effects)
-
-# %%
-effects
+plots.all_runs_section(runs_by_knob, profile)
 
 # %% [markdown]
 # ## Recorded numbers
 
 # %%
+aw.record(rn.SIZE_NORM_SLOPE, sweeps.size_norm_slope(sized))
+aw.record(rn.SIZE_NORM_RHO, measures.spearman(sized["weight_norm"], sized["size"]))
 sweeps.record_sweeps(runs_by_knob, profile)

@@ -39,7 +39,6 @@ store: str = ""  # sweep store folder (empty: the shared store in the awbench ca
 overrides: str = ""  # more Config fields, name: value pairs, e.g. weight_decay: 0.01, dropout: 0.1
 
 # %%
-import pandas as pd
 from IPython.display import Markdown
 
 from awbench import plots, sweeps, takeaways
@@ -57,26 +56,7 @@ Markdown(f"Base: `{base.diff()}`; dropout {dropout_values}, seeds {seed_list}.")
 # ## 1 · Dropout
 
 # %%
-runs_do = sweeps.sweep(base, "dropout", dropout_values, seed_list, workers, store)
-sweeps.summary_table(runs_do, "dropout")
-
-# %%
-plots.gap_vs_knob(runs_do, "dropout")
-
-# %%
-Markdown(takeaways.gap_takeaway(runs_do, "dropout"))
-
-# %%
-plots.factors_vs_knob(runs_do, "dropout")
-
-# %%
-Markdown(takeaways.factor_takeaway(runs_do, "dropout", profile))
-
-# %%
-plots.factor_plane(runs_do, "dropout")
-
-# %%
-Markdown(takeaways.plane_takeaway(runs_do))
+runs_do = plots.knob_section(base, "dropout", dropout_values, seed_list, profile, workers, store)
 
 # %% [markdown]
 # ## 2 · Test error
@@ -92,18 +72,7 @@ Markdown(takeaways.metric_takeaway(runs_do, "dropout", "test_error"))
 
 # %%
 runs_by_knob = {"dropout": runs_do}
-all_runs = pd.concat(runs_by_knob.values(), ignore_index=True)
-plots.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
-
-# %%
-Markdown(takeaways.estimate_takeaway(all_runs))
-
-# %%
-effects = sweeps.effects_table(runs_by_knob, profile)
-plots.knob_effects(effects)
-
-# %%
-effects
+plots.all_runs_section(runs_by_knob, profile)
 
 # %% [markdown]
 # ## Recorded numbers

@@ -42,10 +42,9 @@ store: str = ""  # sweep store folder (empty: the shared store in the awbench ca
 overrides: str = ""  # more Config fields, name: value pairs, e.g. weight_decay: 0.01, dropout: 0.1
 
 # %%
-import pandas as pd
 from IPython.display import Markdown
 
-from awbench import plots, sweeps, takeaways
+from awbench import plots, sweeps
 
 plots.setup()
 
@@ -66,69 +65,20 @@ Markdown(
 # ## 1 · Training-set size
 
 # %%
-runs_nt = sweeps.sweep(base, "n_train", n_train_values, seed_list, workers, store)
-sweeps.summary_table(runs_nt, "n_train")
-
-# %%
-plots.gap_vs_knob(runs_nt, "n_train")
-
-# %%
-Markdown(takeaways.gap_takeaway(runs_nt, "n_train"))
-
-# %%
-plots.factors_vs_knob(runs_nt, "n_train")
-
-# %%
-Markdown(takeaways.factor_takeaway(runs_nt, "n_train", profile))
-
-# %%
-plots.factor_plane(runs_nt, "n_train")
-
-# %%
-Markdown(takeaways.plane_takeaway(runs_nt))
+runs_nt = plots.knob_section(base, "n_train", n_train_values, seed_list, profile, workers, store)
 
 # %% [markdown]
 # ## 2 · Label noise
 
 # %%
-runs_ln = sweeps.sweep(noise_base, "label_noise", label_noise_values, seed_list, workers, store)
-sweeps.summary_table(runs_ln, "label_noise")
-
-# %%
-plots.gap_vs_knob(runs_ln, "label_noise")
-
-# %%
-Markdown(takeaways.gap_takeaway(runs_ln, "label_noise"))
-
-# %%
-plots.factors_vs_knob(runs_ln, "label_noise")
-
-# %%
-Markdown(takeaways.factor_takeaway(runs_ln, "label_noise", profile))
-
-# %%
-plots.factor_plane(runs_ln, "label_noise")
-
-# %%
-Markdown(takeaways.plane_takeaway(runs_ln))
+runs_ln = plots.knob_section(noise_base, "label_noise", label_noise_values, seed_list, profile, workers, store)
 
 # %% [markdown]
 # ## 3 · Estimated against actual gap, every run
 
 # %%
 runs_by_knob = {"n_train": runs_nt, "label_noise": runs_ln}
-all_runs = pd.concat(runs_by_knob.values(), ignore_index=True)
-plots.estimated_vs_actual(all_runs[all_runs["ok"]], color="knob")
-
-# %%
-Markdown(takeaways.estimate_takeaway(all_runs))
-
-# %%
-effects = sweeps.effects_table(runs_by_knob, profile)
-plots.knob_effects(effects)
-
-# %%
-effects
+plots.all_runs_section(runs_by_knob, profile)
 
 # %% [markdown]
 # ## Recorded numbers
