@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import shlex
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,8 @@ NAMES = ("gap", "sharpness", "size", "curvature")  # the words of ke.QUANTITIES 
 @pytest.fixture(scope="module")
 def truth():
     runs, directions = load_store(STORE)
-    slices = {p.stem: pd.read_parquet(p) for p in (STORE / "slices").glob("*.parquet")}
+    parts = pd.concat(pd.read_parquet(p) for p in (STORE / "slices").glob("*.parquet"))
+    slices = {key: s.reset_index(drop=True) for key, s in parts.groupby("key")}
     return runs, directions, slices
 
 
@@ -171,19 +173,20 @@ def test_every_slider_over_every_option_matches_the_store(panel, truth):
 
 def test_combination_and_reset(panel, truth):
     panel.explorer.browser_move("batch_size", 400)
-    panel.explorer.browser_move("weight_decay", 0.02)  # batch x weight decay: a full grid
+    panel.explorer.browser_move("weight_decay", 0.02)  # crossed with batch size: on the grid
     assert panel.on_grid and panel.last_knob == "weight_decay"
     _assert_panels_match(panel, truth)
     panel.explorer.browser_move("seed", 1)
     _assert_panels_match(panel, truth)
-    panel.explorer.browser_move("dropout", 0.1)  # dropout was only moved alone: off the grid
+    panel.explorer.browser_move("label_noise", 0.1)  # only moved alone: off the grid
     # the explorer snapped to the nearest grid point and says so; the panel keeps what was
     # asked for, to train it
-    assert panel.values["dropout"] == 0.1 and panel.values["batch_size"] == 400
+    assert panel.values["label_noise"] == 0.1 and panel.values["batch_size"] == 400
     assert not panel.on_grid
     note = panel.explorer.state["note"]
-    assert "dropout d = 0.1" in note and "snapped to the nearest grid point" in note
-    assert ev.run_values(panel.explorer.payload, panel.explorer.state["run"])["dropout"] == 0.1
+    assert "label noise ρ = 0.1" in note and "snapped to the nearest grid point" in note
+    shown = ev.run_values(panel.explorer.payload, panel.explorer.state["run"])
+    assert shown["label_noise"] == 0.1
     assert panel.widgets["train"].disabled is False
     assert "Off the grid" in panel.widgets["status"].value
     assert len(panel.figures["sharpness"].data[1].y) == 0, "no stale data for an off-grid setting"
@@ -354,6 +357,30 @@ def small_store(tmp_path_factory):
     torch.set_num_threads(1)
     assert kg.add_slices(path, log=lambda *_: None) == 3
     return path
+
+
+def test_a_packed_store_keeps_what_the_panels_read(small_store, tmp_path):
+    """pack_store (the shipped grid's layout): one part per table, the directions thinned to
+    the ranks a spectrum shows and the top eigenvalues' rows; the panels read the same."""
+    packed = tmp_path / "packed"
+    shutil.copytree(small_store, packed)
+    assert kg.pack_store(packed) > 0
+    assert sorted(p.name for p in packed.glob("*/*.parquet")) == ["_packed.parquet"] * 3
+    assert kg.add_slices(packed, log=lambda *_: None) == 0, "packed slices count as there"
+    full = kg.KnobGrid(small_store, extra=tmp_path / "none")
+    thin = kg.KnobGrid(packed, extra=tmp_path / "none")
+    assert len(thin.runs) == len(full.runs) == 3
+    for values in ({"batch_size": 25}, {"batch_size": 100}, {"dropout": 0.1}):
+        a, b = full.lookup(values), thin.lookup(values)
+        assert a.scalars == b.scalars and a.key == b.key
+        np.testing.assert_array_equal(a.slice_loss, b.slice_loss)
+        np.testing.assert_allclose(b.top_lam, a.top_lam, rtol=1e-6)
+        shown = kg.thin_ranks(len(a.rank))
+        assert len(b.rank) <= len(shown) + kg.TOP_EIGENVALUES < len(a.rank)
+        at = np.searchsorted(b.rank, a.rank[shown])
+        np.testing.assert_array_equal(b.rank[at], a.rank[shown])
+        np.testing.assert_allclose(b.sigma_g[at], a.sigma_g[shown], rtol=1e-6)
+        np.testing.assert_allclose(b.sigma_w[at], a.sigma_w[shown], rtol=1e-6)
 
 
 def test_train_this_setting(small_store, tmp_path, monkeypatch):

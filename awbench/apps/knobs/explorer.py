@@ -73,12 +73,11 @@ from awbench.apps.knobs.explorer_text import (
     takeaway,
     training_line,
 )
-from awbench.apps.knobs.grid import KnobGrid, Setting, native_value
+from awbench.apps.knobs.grid import KnobGrid, Setting, native_value, thin_ranks
 from awbench.apps.knobs.panels import get_path
 from awbench.apps.knobs.sentences import option_label
 from awbench.formatting import number
 
-SPECTRUM_POINTS = 160  # thinned log-spaced ranks per spectrum (the axes are log)
 VERSION = 1  # of the payload's layout
 # One colour scheme (Okabe-Ito, colour-blind safe; greys for the default and the context).
 COLORS = {
@@ -100,12 +99,6 @@ def _r4(values: Any) -> list:
         float(f"{v:.4g}") if np.isfinite(v) else None
         for v in np.asarray(values, dtype=float).ravel()
     ]
-
-
-def _thin(n: int) -> np.ndarray:
-    if n <= SPECTRUM_POINTS:
-        return np.arange(n)
-    return np.unique(np.round(np.geomspace(1, n, SPECTRUM_POINTS)).astype(int)) - 1
 
 
 def _value(v: Any) -> str:
@@ -255,7 +248,7 @@ def _point(s: Setting, label: str) -> dict:
 def _run(s: Setting, ref: Setting, values: Mapping[str, Any], defaults: Mapping) -> dict:
     """One run's numbers and words: its own sharpness and size, gap bars, thinned spectra,
     titles, training line and takeaway head."""
-    keep = _thin(len(s.rank))
+    keep = thin_ranks(len(s.rank))
     return {
         "own": _r4([get_path(s, "size"), get_path(s, "sharpness")]),
         "gap": _r4([get_path(s, c) for c in GAP_COLUMNS]),
@@ -274,10 +267,15 @@ def _line(grid: KnobGrid, knob: str, values: Mapping[str, Any]) -> dict:
     """The plane's curve along ``knob`` through ``values`` (its points' converged-seed means)
     and, for a knob (not the seed), the verdicts along it as the takeaway states them."""
     curve = grid.curve(knob, values)
-    verdicts = ""
-    if knob != "seed":
-        verdicts = line_verdicts(effect(grid, knob, values)[0], knob)
     n = len(curve)
+    verdicts = ""
+    if knob != "seed" and n >= 2:
+        verdicts = line_verdicts(effect(grid, knob, values)[0], knob)
+    elif knob != "seed":
+        # A one-point line compares nothing, so its verdicts are not worth computing (most
+        # lines of the cross through a knob moved alone are such); line_verdicts' sentence for
+        # it depends only on whether the point converged.
+        verdicts = line_verdicts({"left_out": int(n and curve["converged"].iloc[0] == 0)}, knob)
     return {
         "x": _r4(curve["size_mean"]) if n else [],
         "y": _r4(curve["sharpness_mean"]) if n else [],

@@ -34,8 +34,9 @@ import pandas as pd
 from awbench.apps.knobs.slices import (
     SLICE_POINTS,
     loss_slice,
+    pack_slices,
     read_slices,
-    slice_path,
+    slice_keys,
     write_slice,
 )
 from awbench.apps.knobs.stores import (  # noqa: F401 - shipped_store: the grid's API too
@@ -62,6 +63,17 @@ KNOBS = (
 )
 KNOB_TEXT = {**KNOB_LABELS, "seed": "seed"}
 TOP_EIGENVALUES = 10
+SPECTRUM_POINTS = 160  # thinned log-spaced ranks per spectrum (the axes are log)
+# The directions columns the panels read; the shipped grid keeps only these (pack_store).
+SHIPPED_DIRECTIONS = ("key", "rank", "lam", "sigma_w", "sigma_g")
+
+
+def thin_ranks(n: int) -> np.ndarray:
+    """Positions of about :data:`SPECTRUM_POINTS` log-spaced ranks among ``n`` (all of them
+    when there are no more): what a spectrum on log axes shows."""
+    if n <= SPECTRUM_POINTS:
+        return np.arange(n)
+    return np.unique(np.round(np.geomspace(1, n, SPECTRUM_POINTS)).astype(int)) - 1
 
 
 # --- the grid: lookups, curves, slices ----------------------------------------------------
@@ -515,10 +527,11 @@ def add_slices(
         )
     )
     t = np.linspace(-t_max, t_max, points)
+    have = slice_keys(store)
     written = 0
     for _, row in grid.runs.iterrows():
         key = row["key"]
-        if slice_path(store, key).exists() and not force:
+        if key in have and not force:
             continue
         res = run_experiment(config_from_row(row), show_progress=False)
         if not res.ok:
@@ -527,3 +540,27 @@ def add_slices(
         written += 1
         log(f"slice {written}: {key} ({describe(config_from_row(row), grid.base)})")
     return written
+
+
+def shipped_directions(directions: pd.DataFrame) -> pd.DataFrame:
+    """What the panels read of each run's directions (:data:`SHIPPED_DIRECTIONS`), at the
+    ranks a spectrum shows (:func:`thin_ranks`) and the rows of the
+    :data:`TOP_EIGENVALUES` largest eigenvalues."""
+    parts = []
+    for _, d in directions.groupby("key", sort=False):
+        d = d.sort_values("rank")
+        lam = d["lam"].to_numpy(dtype=float)
+        top = np.argsort(-lam, kind="stable")[:TOP_EIGENVALUES]
+        rows = np.union1d(thin_ranks(len(d)), top)
+        parts.append(d.iloc[rows][list(SHIPPED_DIRECTIONS)])
+    if not parts:
+        return directions[[c for c in SHIPPED_DIRECTIONS if c in directions]]
+    return pd.concat(parts, ignore_index=True)
+
+
+def pack_store(store: str | os.PathLike) -> int:
+    """Make a knobs store fit to ship as package data: runs, directions (thinned to
+    :func:`shipped_directions`, float32) and slices packed into one zstd part each. A run
+    trained into it later is stored as in any store. Returns the bytes saved."""
+    store = Path(store)
+    return Store(store).pack(thin=shipped_directions) + pack_slices(store)

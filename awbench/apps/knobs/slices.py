@@ -1,19 +1,19 @@
 """Loss slices of the knobs grid: the training loss along the top eigenvector of the analysed
 layer's Hessian, computed for one run (:func:`loss_slice`) and kept per run as
 ``slices/<key>.parquet`` in a store (:func:`~awbench.apps.knobs.grid.add_slices` fills a
-whole store)."""
+whole store), or packed with the store's other parts (``slices/_packed.parquet``,
+:func:`pack_slices`) in the shipped grid."""
 
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from awbench.experiments.store import atomic_write_table
+from awbench.experiments.store import atomic_write_table, pack_parts, read_parts
 
 SLICE_POINTS = 41
 
@@ -23,15 +23,26 @@ def slice_path(store: Path, key: str) -> Path:
 
 
 def read_slices(store: Path, keys: Iterable[str]) -> dict[str, pd.DataFrame]:
-    out = {}
-    for key in keys:
-        path = slice_path(store, key)
-        if path.exists():
-            try:
-                out[key] = pd.read_parquet(path)
-            except Exception as exc:  # noqa: BLE001 - a damaged part: show the run without its slice
-                warnings.warn(f"skipping unreadable slice {path}: {exc}", stacklevel=3)
-    return out
+    """The slices of ``keys`` that ``store`` holds (a damaged part is skipped with a warning:
+    its runs are shown without a slice)."""
+    table = read_parts(store / "slices", list(keys))
+    if table is None:
+        return {}
+    frame = table.to_pandas()
+    return {str(key): part.reset_index(drop=True) for key, part in frame.groupby("key", sort=False)}
+
+
+def slice_keys(store: Path) -> set[str]:
+    """The runs of ``store`` that have a slice."""
+    table = read_parts(store / "slices")
+    return set() if table is None else set(table.column("key").to_pylist())
+
+
+def pack_slices(store: Path) -> int:
+    """Pack ``store``'s slices into one part (as :meth:`Store.pack
+    <awbench.experiments.store.Store.pack>` does runs and directions; numbers kept float64);
+    returns the bytes saved."""
+    return pack_parts(store / "slices")
 
 
 def loss_slice(run, t: np.ndarray, layer: str | None = None) -> pd.DataFrame:

@@ -43,7 +43,7 @@ The shipped store is package data (``awbench/apps/knobs/store``, in a wheel too;
 README.md). Build it again with::
 
     awbench sweep --preset knobs --store awbench/apps/knobs/store
-    python -m awbench.apps.knobs.widgets awbench/apps/knobs/store        # adds slices/
+    python -m awbench.apps.knobs.widgets awbench/apps/knobs/store --pack  # slices/, packed
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ from awbench.apps.knobs.grid import (
     add_slices,
     describe,
     native_value,
+    pack_store,
 )
 from awbench.apps.knobs.panels import (
     WARNING,
@@ -449,7 +450,8 @@ class KnobPanel:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m awbench.apps.knobs.widgets STORE [--t-max T] [--force]``: add loss slices to a store."""
+    """``python -m awbench.apps.knobs.widgets STORE [--t-max T] [--force] [--pack]``: add loss
+    slices to a store (and pack it to ship as package data)."""
     import argparse
 
     p = argparse.ArgumentParser(
@@ -460,12 +462,22 @@ def main(argv: list[str] | None = None) -> int:
         "--t-max", type=float, default=None, help="slice half-width (default from the default run)"
     )
     p.add_argument("--force", action="store_true", help="recompute slices that exist")
+    p.add_argument(
+        "--pack",
+        action="store_true",
+        help="then keep only what the explorer and the panels read, one zstd part per table "
+        "(the shipped grid: awbench/apps/knobs/store)",
+    )
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     n = add_slices(args.store, t_max=args.t_max, force=args.force)
     print(f"{n} slice(s) written to {Path(args.store) / 'slices'}")
+    if args.pack:
+        saved = pack_store(args.store)
+        size = sum(f.stat().st_size for f in Path(args.store).rglob("*") if f.is_file())
+        print(f"packed: {saved / 2**20:.2f} MB saved, the store is {size / 2**20:.2f} MB")
     return 0
 
 
