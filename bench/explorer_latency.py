@@ -34,8 +34,9 @@ from pathlib import Path
 
 CHROMIUM = os.environ.get("AWBENCH_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-# The knobs moved in turn, each one step up (down at its last value): batch size and weight
-# decay are crossed, so the others snap where those are off the default.
+# The knobs moved in turn, each one step up (down at its last value): batch size, learning
+# rate, weight decay and dropout are crossed (lookups), the init scale snaps where they are off
+# the default.
 CYCLE = ["batch_size", "weight_decay", "init_scale", "lr", "batch_size", "dropout", "seed"]
 
 INSTRUMENT = """() => {

@@ -59,12 +59,14 @@ plots.setup()
 # %% [markdown]
 # ## 1 · The panel
 # Each slider offers the grid's values of one Config field (its name is the slider's hint).
-# Grid: batch size × weight decay, plus every other knob moved alone from the default; three
-# seeds each, every run trained to the stopping rule (see `awbench/apps/knobs/store/README.md`).
-# The status line under the explorer shows the run's final train loss and accuracy and warns
-# when a run did not converge. Combine knobs freely: a combination the grid lacks snaps with a
-# note, and the train button trains the one you asked for (to the stopping rule too: a few
-# seconds, up to about 20 s with weight decay). The text box holds the Config asked for, ready
+# Grid: batch size × learning rate × weight decay × dropout, fully crossed, plus label noise,
+# training set size and init scale moved alone from the default; three seeds each, every run
+# trained to the stopping rule (see `awbench/apps/knobs/store/README.md`). A value beyond the
+# paper's range carries ⚠ on its slider. The status line under the explorer shows the run's
+# final train loss and accuracy and warns when a run did not converge. Combine knobs freely: a
+# combination the grid lacks snaps to the nearest grid point with a note naming every knob that
+# moved, and the train button trains the one you asked for (to the stopping rule too: a few
+# seconds, up to about half a minute at batch 400). The text box holds the Config asked for, ready
 # to paste into Python, a papermill call or a sweep.
 
 # %%

@@ -13,6 +13,7 @@ that a combination the grid lacks snaps with its note, that no request leaves th
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -27,6 +28,7 @@ from awbench.apps.knobs import explorer as ex
 from awbench.apps.knobs import explorer_text as pt
 from awbench.apps.knobs import explorer_view as ev
 from awbench.apps.knobs.grid import KnobGrid
+from awbench.experiments.grids import KNOBS_CROSSED, PAPER_VALUES
 from awbench.formatting import number
 
 
@@ -58,13 +60,13 @@ def test_a_missing_combination_snaps_by_the_rule_with_present_texts_note(payload
     at = {**ev.run_values(payload, payload["ref"]), "batch_size": 100, "weight_decay": 0.01}
     run, note = ev.nearest(payload, at, "weight_decay")
     assert note == "" and ev.run_values(payload, run) == at
-    wanted = {**at, "dropout": opts["dropout"][1]}  # dropout was only swept alone
-    run, note = ev.nearest(payload, wanted, "dropout")
+    wanted = {**at, "label_noise": opts["label_noise"][1]}  # only moved alone
+    run, note = ev.nearest(payload, wanted, "label_noise")
     got = ev.run_values(payload, run)
-    assert got["dropout"] == wanted["dropout"] and got["batch_size"] == 25
+    assert got["label_noise"] == wanted["label_noise"] and got["batch_size"] == 25
     assert got["weight_decay"] == 0
     defaults = ev.run_values(payload, payload["ref"])
-    assert note == pt.snap_note("dropout", wanted, got, defaults)
+    assert note == pt.snap_note("label_noise", wanted, got, defaults)
     assert "batch size B 100 → 25" in note and "weight decay β 0.01 → 0" in note
     # every one-knob move from every run lands on a run (a lookup or a precomputed snap)
     for r in payload["runs"]:
@@ -74,6 +76,63 @@ def test_a_missing_combination_snaps_by_the_rule_with_present_texts_note(payload
                 key[j] = v
                 text = ",".join(map(str, key))
                 assert text in payload["index"] or f"{text}|{j}" in payload["snap"]
+
+
+def test_moves_within_the_cross_never_snap_and_a_snap_says_what_moved(payload):
+    opts, knobs = payload["options"], payload["knobs"]
+    crossed = [knobs.index(k) for k in KNOBS_CROSSED]
+    alone = [j for j, k in enumerate(knobs) if k not in KNOBS_CROSSED and k != "seed"]
+    default = payload["default"]
+    on_cross = [r for r in payload["runs"] if all(r["k"][j] == default[j] for j in alone)]
+    assert len(on_cross) == 3 * math.prod(len(v) for v in KNOBS_CROSSED.values())
+    for r in on_cross:
+        for j in crossed:
+            for v in range(len(opts[knobs[j]])):
+                key = list(r["k"])
+                key[j] = v
+                assert ",".join(map(str, key)) in payload["index"], (r["key"], knobs[j], v)
+    # from a point with all four crossed knobs moved, a knob moved alone snaps back to the
+    # default of the other four, and the note names each of them with both values
+    at = {
+        **ev.run_values(payload, payload["ref"]),
+        "batch_size": 400,
+        "lr": 0.2,
+        "weight_decay": 0.02,
+        "dropout": 0.1,
+    }
+    run, note = ev.nearest(payload, {**at, "init_scale": 4.0}, "init_scale")
+    assert ev.run_values(payload, run) == {
+        **ev.run_values(payload, payload["ref"]),
+        "init_scale": 4.0,
+    }
+    assert note == (
+        "⚠ init scale s = 4 with the other knobs as they were is not on the grid: snapped to "
+        "the nearest grid point (batch size B 400 → 25, learning rate α 0.2 → 0.1, weight "
+        "decay β 0.02 → 0, dropout d 0.1 → 0)."
+    )
+
+
+def test_values_beyond_the_papers_range_are_flagged_on_the_sliders(payload):
+    flagged = {
+        (k, v)
+        for k in payload["knobs"]
+        for v, label in zip(payload["options"][k], payload["optionLabels"][k])
+        if label.endswith(" ⚠")
+    }
+    assert flagged == {("lr", 0.2), ("init_scale", 2.0)}
+    for knob, values in KNOBS_CROSSED.items():
+        lo, hi = min(PAPER_VALUES[knob]), max(PAPER_VALUES[knob])
+        inside = [v for v in values if lo <= v <= hi]
+        assert len(inside) >= 2 and set(values) - set(inside) <= {0.2}, knob
+    i = payload["index"][
+        ",".join(
+            str(payload["options"][k].index(0.2) if k == "lr" else d)
+            for k, d in zip(payload["knobs"], payload["default"])
+        )
+    ]
+    assert "learning rate α 0.2 is beyond the paper&#x27;s range (0.005–0.1)" in ev.takeaway_of(
+        payload, i, "lr"
+    )
 
 
 def test_one_choice_of_axes_labels_order_and_star(payload):
@@ -124,9 +183,9 @@ def test_present_app_snaps_and_resets(payload):
     app = PresentApp()
     app.set(batch_size=100, weight_decay=0.01)
     assert app.note == "" and app.setting is not None
-    app.set(dropout=0.1)
+    app.set(label_noise=0.1)
     assert "snapped" in app.note and "batch size B 100 → 25" in app.note
-    assert app.values["dropout"] == 0.1 and app.values["batch_size"] == 25
+    assert app.values["label_noise"] == 0.1 and app.values["batch_size"] == 25
     app.reset()
     assert app.values == app.grid.defaults and app.note == ""
 
@@ -172,7 +231,7 @@ def _drive(page, payload: dict) -> None:
     assert after["note"] == ""
     i = payload["index"][",".join(map(str, [*payload["runs"][payload["ref"]]["k"]]))]
     assert i == payload["ref"]
-    before, after = _press(page, "dropout")  # only swept alone: snaps back to batch 25
+    before, after = _press(page, "label_noise")  # only moved alone: snaps back to batch 25
     _check_together(before, after)
     assert "snapped to the nearest grid point" in after["note"]
     assert "batch size B 100 → 25" in after["note"]

@@ -1,19 +1,24 @@
-"""Issue 21 item 6: the shipped knob grid holds the numbers of today's code.
+"""The shipped knob grid: what it holds, and that it holds the numbers of today's code.
 
-The grid (``awbench/apps/knobs/store``, package data) was once trained by older code and kept
-its numbers after the training engine's rounding changed. Every runs row records the
-NUMERICS_VERSION of the code that computed it, and a retrain of one shipped point reproduces it.
-When NUMERICS_VERSION is bumped, regenerate the grid (awbench/apps/knobs/store/README.md).
+The grid (``awbench/apps/knobs/store``, package data) crosses batch size, learning rate, weight
+decay and dropout (three values each) with every point's seeds converged, and stays small
+enough to ship. It was once trained by older code and kept its numbers after the training
+engine's rounding changed: every runs row records the NUMERICS_VERSION of the code that
+computed it, and a retrain of one shipped point reproduces it. When NUMERICS_VERSION is
+bumped, regenerate the grid (awbench/apps/knobs/store/README.md).
 """
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
-from awbench.apps.knobs.grid import shipped_store
+from awbench.apps.knobs.grid import KNOBS, shipped_store
 from awbench.config import NUMERICS_VERSION
 from awbench.experiments import experiment
+from awbench.experiments.grids import KNOBS_CROSSED, KNOBS_SEEDS
 from awbench.experiments.store import config_from_row, load_store
 from awbench.status import CONVERGED
 from awbench.training.sgd import train
@@ -22,6 +27,7 @@ REBUILD = "regenerate it as awbench/apps/knobs/store/README.md says ('Rebuild')"
 # the numbers a retrain must reproduce, and how closely (BLAS rounding only, one torch thread)
 REPRODUCED = ("real_gap", "sharpness", "size")
 REL = 1e-6
+MAX_BYTES = 5 * 2**20  # package data
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +38,32 @@ def shipped_runs():
     runs, _ = load_store(store)
     assert len(runs), "the shipped knob grid has no runs"
     return runs
+
+
+def test_four_knobs_are_fully_crossed_with_three_converged_seeds_at_every_point(shipped_runs):
+    assert len(KNOBS_CROSSED) == 4 and all(len(v) >= 3 for v in KNOBS_CROSSED.values())
+    assert KNOBS_SEEDS >= 3
+    runs = shipped_runs
+    assert (runs["status"] == CONVERGED).all(), "a run that did not converge is not a result"
+    alone = [k for k in KNOBS if k not in KNOBS_CROSSED and k != "seed"]
+    defaults = {k: runs[k].mode().iloc[0] for k in alone}
+    cross = runs
+    for k, v in defaults.items():
+        cross = cross[cross[k] == v]
+    found = {tuple(row) for row in cross[list(KNOBS_CROSSED)].itertuples(index=False)}
+    assert found == set(itertools.product(*KNOBS_CROSSED.values()))
+    seeds = runs.groupby([k for k in KNOBS if k != "seed"])["seed"].nunique()
+    assert (seeds >= KNOBS_SEEDS).all(), seeds[seeds < KNOBS_SEEDS]
+    for k in alone:  # the other knobs, moved alone from the default: three values each
+        assert runs[k].nunique() >= 3, k
+
+
+def test_the_shipped_store_fits_in_5_mb():
+    store = shipped_store()
+    if not (store / "runs").is_dir():
+        pytest.skip("awbench/apps/knobs/store is not there")
+    size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+    assert size <= MAX_BYTES, f"the shipped store is {size / 2**20:.2f} MB"
 
 
 def test_every_shipped_row_is_of_the_current_numerics_version(shipped_runs):

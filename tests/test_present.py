@@ -62,9 +62,9 @@ def test_every_move_is_drawn_in_the_browser_from_one_payload(app):
 def test_an_off_grid_combination_snaps_with_a_note(app):
     app.reset()
     app.set(batch_size=100, weight_decay=0.01)
-    app.set(dropout=0.1)  # dropout was only swept alone
+    app.set(label_noise=0.1)  # label noise was only moved alone
     assert app.setting is not None, "a combination the grid lacks is never shown"
-    assert app.values["dropout"] == 0.1 and app.values["batch_size"] == 25
+    assert app.values["label_noise"] == 0.1 and app.values["batch_size"] == 25
     assert "snapped" in app.note and "batch size B 100 → 25" in app.note
     app.reset()
     assert app.note == ""

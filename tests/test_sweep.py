@@ -55,7 +55,7 @@ def test_plan_seeds_dedupe_and_labels():
     assert sweep.varying == ("batch_size", "seed")
     assert sweep.label(sweep.configs[-1]) == "bs=400_seed=9"
     knobs = plan_sweep("knobs", base="smoke")
-    assert len(knobs) == (3 * 3 + 5 * 2) * 3  # 3 seeds by default
+    assert len(knobs) == (3**4 + 3 * 2) * 3  # 3 seeds by default
     assert {c.n_train for c in knobs.configs} == {100, 200, 400}
     assert knobs.configs[0].max_epochs == Config.preset("smoke").max_epochs  # the base's budget
     # Overlapping blocks and an explicit seed: every config once.
