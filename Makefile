@@ -28,6 +28,9 @@ $(STAMP): pyproject.toml
 	@# JupyterLab saves notebooks/NN_*.ipynb without outputs: running one leaves git clean
 	@# (.venv/etc/jupyter/jupyter_server_config.json, read by every Jupyter server of the venv)
 	$(BIN)/python -m awbench.apps.jupyter_hooks
+	@# present mode's explorer payload, built once now so that the first `make present` is
+	@# usable in seconds (it is cached per grid and code version: awbench/apps/knobs/payload_cache.py)
+	$(BIN)/python -c "from awbench.apps.present.app import PresentApp; PresentApp()"
 	touch $(STAMP)
 
 # Layer contract, formatting and lint: the package, tests and benches (notebooks are
@@ -37,9 +40,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check awbench tests bench
 	$(BIN)/ruff check awbench tests bench
 
-# The fast developer lane: lint plus every test not marked slow (no notebooks, no browser).
+# The fast developer lane: lint plus every test not marked slow (no notebooks, no browser),
+# one worker process per core (the tests run torch on one thread each: tests/conftest.py).
 check: lint
-	$(BIN)/python -m pytest -q -x -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -x -n auto --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 # The full suite; .ci/run calls this.
 test: lint

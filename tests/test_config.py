@@ -267,6 +267,7 @@ def test_loss_mse_is_refused_for_multi_learner_training():
         Config(loss="mse", n_learners=4, algorithm="ssgd")
 
 
+@pytest.mark.slow
 def test_key_stable_across_processes():
     # Load config.py on its own (it needs only the standard library) to skip importing torch.
     import awbench.config

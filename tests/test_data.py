@@ -394,6 +394,7 @@ def test_teacher_deterministic_and_any_size():
     assert not torch.equal(a.x_train[:700], a.x_test)  # test inputs are a separate draw
 
 
+@pytest.mark.slow
 def test_mnist1d_standard_split_and_cache():
     cfg = Config.preset("mnist1d")
     d = load_data(cfg)

@@ -42,6 +42,7 @@ def payload(grid):
     return ex.explorer_payload(grid)
 
 
+@pytest.mark.slow
 def test_the_takeaway_of_every_run_and_knob_is_present_texts(grid, payload):
     ref, defaults = grid.default(), grid.defaults
     for i in range(0, len(payload["runs"]), 5):
@@ -153,6 +154,7 @@ def test_one_choice_of_axes_labels_order_and_star(payload):
     assert (own["x"], own["y"]) == ([ref["own"][0]], [ref["own"][1]])  # this seed's run
 
 
+@pytest.mark.slow
 def test_the_three_views_ship_the_same_payload(payload, tmp_path):
     pytest.importorskip("anywidget")
     from awbench.apps.knobs.widgets import KnobPanel

@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pytest
 
-papermill = pytest.importorskip("papermill")
-jupytext = pytest.importorskip("jupytext")
-
 from awbench import read_records
 
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -23,6 +20,8 @@ EXACT = 1e-10
 @pytest.mark.slow
 def test_smoke_run_records_exact_and_finite(tmp_path):
     out = tmp_path / SRC.name
+    import papermill  # seconds to import (nbconvert, jsonschema): only where a test runs it
+
     papermill.execute_notebook(
         str(SRC),
         str(out),
@@ -69,6 +68,8 @@ def test_committed_stripped_and_paired():
     assert nb["metadata"].get("jupytext", {}).get("formats") == "ipynb,py:percent"
     py = SRC.with_suffix(".py")
     assert py.exists(), f"{py.name} (the py:percent pair) is missing"
+    import jupytext
+
     text = jupytext.read(py, fmt="py:percent")
     assert [(c["cell_type"], "".join(c["source"]).strip()) for c in nb["cells"]] == [
         (c.cell_type, c.source.strip()) for c in text.cells
@@ -76,6 +77,8 @@ def test_committed_stripped_and_paired():
 
 
 def test_parameters_typed_with_help():
+    import papermill
+
     params = papermill.inspect_notebook(str(SRC))
     for name in ("profile", "seed", "dataset", "n_learners", "topology"):
         assert name in params, sorted(params)

@@ -17,9 +17,6 @@ from pathlib import Path
 
 import pytest
 
-papermill = pytest.importorskip("papermill")
-jupytext = pytest.importorskip("jupytext")
-
 from awbench.experiments import record_names as rn
 from awbench.experiments.records import read_records
 
@@ -35,8 +32,16 @@ SERIES = ("00", "01", "02", "03", "04", "05", "06", "07")
 pytestmark = pytest.mark.slow
 
 
+def _papermill():
+    """papermill, imported when a test uses it: its import takes seconds (nbconvert,
+    jsonschema), which every collection (make check's too) would otherwise pay."""
+    import papermill
+
+    return papermill
+
+
 def _execute(src: Path, dst: Path, **parameters):
-    return papermill.execute_notebook(
+    return _papermill().execute_notebook(
         str(src),
         str(dst),
         parameters=parameters,
@@ -123,7 +128,7 @@ def test_smoke_run_has_figures_and_takeaways(src, executed):
 
 @pytest.mark.parametrize("src", NOTEBOOKS, ids=IDS)
 def test_parameters_declared_with_help(src):
-    params = papermill.inspect_notebook(str(src))
+    params = _papermill().inspect_notebook(str(src))
     assert "profile" in params and "seed" in params, sorted(params)
     assert params["profile"]["inferred_type_name"] == "str"
     assert params["profile"]["default"] in ('"quick"', "'quick'")
@@ -144,7 +149,7 @@ def test_help_notebook_lists_parameters():
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    for name, p in papermill.inspect_notebook(str(src)).items():
+    for name, p in _papermill().inspect_notebook(str(src)).items():
         assert name in out.stdout
         assert p["help"].strip()[:20] in out.stdout
 
@@ -158,7 +163,7 @@ def test_help_notebook_lists_parameters():
     ],
 )
 def test_bad_parameter_fails_naming_it(notebook, parameters, named, tmp_path):
-    with pytest.raises(papermill.PapermillExecutionError) as info:
+    with pytest.raises(_papermill().PapermillExecutionError) as info:
         _execute(NB_DIR / f"{notebook}.ipynb", tmp_path / "bad.ipynb", **parameters)
     assert named in info.value.evalue, info.value.evalue
 
@@ -189,6 +194,8 @@ def test_paired_with_py_percent(src):
     assert nb["metadata"].get("jupytext", {}).get("formats") == "ipynb,py:percent"
     py = src.with_suffix(".py")
     assert py.exists(), f"{py.name} (the py:percent pair) is missing"
+    import jupytext
+
     text = jupytext.read(py, fmt="py:percent")
     ipynb_cells = [(c["cell_type"], "".join(c["source"]).strip()) for c in nb["cells"]]
     py_cells = [(c.cell_type, c.source.strip()) for c in text.cells]

@@ -185,6 +185,7 @@ def _page(stem: str, records: dict) -> report_pages.NotebookPage:
     return report_pages.NotebookPage(stem, stem, Path(f"{stem}.ipynb"), records=records)
 
 
+@pytest.mark.slow
 def test_missing_record_is_shown_as_a_failure():
     records = {name: 1e-15 for name in rn.EXPECTED["01_duality"]}
     del records[rn.FLOAT32_LOGIT_ERROR]
@@ -198,6 +199,7 @@ def test_missing_record_is_shown_as_a_failure():
     assert f'<span class="fail">missing record: {rn.FLOAT32_LOGIT_ERROR}</span>' in timing
 
 
+@pytest.mark.slow
 def test_complete_records_show_no_missing_record():
     page = _page("01_duality", {name: 1e-15 for name in rn.EXPECTED["01_duality"]})
     assert "missing record" not in report_render.render([page])

@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -50,6 +49,8 @@ def _dirs(n: int) -> pd.DataFrame:
 
 
 def _notebook(path: Path, source: str = "x = 1") -> Path:
+    import nbformat  # a second to import (jsonschema's grammars): not at every collection
+
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(source)]
     nb.metadata["kernelspec"] = {
@@ -82,6 +83,7 @@ def _fake_execute(interrupt_at: str | None = None):
     return execute
 
 
+@pytest.mark.slow
 def test_interrupted_reproduce_keeps_earlier_notebooks(tmp_path, monkeypatch, capsys):
     src = tmp_path / "src"
     for name in ("00_a", "01_b"):

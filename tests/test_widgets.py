@@ -140,6 +140,7 @@ def test_shipped_store_is_small_complete_and_documented(truth):
         assert mid["t"] == 0.0 and mid["loss"] == pytest.approx(row["train_loss"], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_every_slider_over_every_option_matches_the_store(panel, truth):
     default = {k: panel.values[k] for k in kg.KNOBS}
     reference = {
@@ -317,6 +318,7 @@ def test_grid_effects_is_cached_by_the_runs_of_each_line():
     pd.testing.assert_frame_equal(ke.grid_effects(grid), first)
 
 
+@pytest.mark.slow
 def test_values_beyond_the_paper_are_flagged_on_the_slider_and_in_the_takeaway(tmp_path):
     pytest.importorskip("ipywidgets")
     p = kw.KnobPanel(STORE, mode="live", extra_store=tmp_path / "u")
