@@ -8,12 +8,14 @@ Cases (each in its own process, so each peak is its own):
   either route: <= 30 s and <= 2 GB at the same exactness (identity and duality errors).
 - ``head1000``: a 512 -> 1000 classifier head (513,000 weights with the bias: ResNet-18's
   head) over 2000 training samples of 1000 classes, top-100 + complement, exact identity;
-  two threads. Target (issue 23) <= 120 s and <= 4 GB on 2 cores. Measured on a 2-core
-  machine shared with other jobs (load average ~7): 403 s wall, 224 CPU-s, 2.0 GB above the
-  RSS before (process peak 2.4 GB); identity error 0, duality error 2e-14. Where the time
-  goes (--profile): ARPACK about 96 %: 408 products H v (62 %: the two GEMMs with the layer
-  inputs and the backward pass through the loss, about half each) and ARPACK's own
-  orthogonalisation (dsaupd, 30 %); the projection on the basis 3 %.
+  two threads. Target (issue 23) <= 120 s and <= 4 GB on 2 cores. On the idle 2-core
+  machine (2026-12-07, load 2.0 = the bench's two threads): 101.0 s wall, 193 CPU-s, 1.84 GB
+  above the RSS before (process peak 2.24 GB); identity error 1e-16, duality error 2e-14.
+  Before the head's closed-form curvature and the factor-first projection: 118 s idle (403 s
+  at load 7). Where the time goes (--profile, at load 3): ARPACK about 90 %: 408 products
+  H v (two GEMMs with the layer inputs, 0.11 s, plus the softmax curvature product, 0.03 s)
+  and ARPACK's own orthogonalisation over its 201 basis vectors of 513,000 numbers (dsaupd,
+  43 s, memory-bound) and Ritz vectors (dseupd, 9 s); the projection on the basis 4 s.
 
 For the first two it also prints one Hessian-vector product of the layer by the structured
 route (awbench/curvature/layer_operator.py: two GEMMs with the layer inputs and a backward
