@@ -128,3 +128,18 @@ def test_log_lines_reach_the_stdout_of_the_command_that_runs(capsys):
         for h in list(logger.handlers):
             if h not in before:
                 logger.removeHandler(h)
+
+
+def test_every_library_logger_is_under_the_one_the_command_line_configures():
+    import importlib
+
+    from awbench.progress import LOGGER_NAME
+
+    # build runs as `python -m` too, where __name__ would be "__main__" and its lines lost
+    for name in (
+        "awbench.apps.report.build",
+        "awbench.apps.report.export",
+        "awbench.experiments.sweep",
+        "awbench.experiments.notebook_runs",
+    ):
+        assert importlib.import_module(name).LOG.name.startswith(LOGGER_NAME + "."), name

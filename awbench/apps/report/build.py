@@ -41,7 +41,8 @@ from awbench.experiments.notebook_runs import CELL_TIMEOUT
 from awbench.experiments.store import pid_alive
 from awbench.progress import cli_logging
 
-LOG = logging.getLogger(__name__)
+# named, not __name__: run as `python -m` this module is __main__, outside the awbench logger
+LOG = logging.getLogger("awbench.apps.report.build")
 
 __all__ = ["build_report", "export_figures", "reproduce"]
 
