@@ -360,6 +360,9 @@ def verdict_words(row: Mapping[str, Any] | Any) -> str:
     text = f"{verdict}: {change_text(row)}"
     if verdict == "inconclusive":
         text += f", not significant with {seeds}"
+    elif verdict == "no clear change":
+        # the interval may exclude 0 (a small, consistent change): say what the words mean
+        text += f", within ±{LARGE_CHANGE * 100:.0f} % (no significant trend with {seeds})"
     elif verdict == "non-monotone":
         text += " between the ends, but the values differ along the sweep"
     return text
