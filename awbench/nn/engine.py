@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 
 from awbench.activations import ACTIVATIONS, Activation
-from awbench.nn.losses import check_loss, logit_derivatives, mse_error
+from awbench.nn.losses import LogitHessian, check_loss, logit_derivatives, mse_error
 from awbench.nn.mlp import MLP
 
 
@@ -288,7 +288,8 @@ class OutputCurvature:
         loss="ce",
     ):
         fp = forward(layers, x, act)
-        g, self.logit_hessian = logit_derivatives(loss, fp.logits, y)
+        self.logit_hessian = LogitHessian(loss, fp.logits, y)
+        g = self.logit_hessian.gradient
         self.layers, self.depth = layers, depth
         self.d1, self.d2, self.back = {}, {}, {}
         for i in range(len(layers) - 2, depth - 1, -1):
@@ -306,8 +307,7 @@ class OutputCurvature:
         tangents = {self.depth: u}
         for i in range(self.depth, top):
             tangents[i + 1] = (self.d1[i] * tangents[i]) @ self.layers[i + 1][2]
-        # elementwise, not bmm: N products of C x C matrices are N tiny GEMMs
-        r = (self.logit_hessian * tangents[top][:, None, :]).sum(2)
+        r = self.logit_hessian.products(tangents[top])  # closed form: no (N, C, C) stack
         for i in range(top - 1, self.depth - 1, -1):
             r = (r @ self.layers[i + 1][0]) * self.d1[i]
             if self.d2[i] is not None:

@@ -89,9 +89,12 @@ class LogitHessian:
     def __init__(self, loss: str, logits: torch.Tensor, y: torch.Tensor):
         self.loss = check_loss(loss)
         self.p = torch.softmax(logits, dim=-1)
+        onehot = F.one_hot(y, logits.shape[-1]).to(logits.dtype)
+        # gradient: (N, C) per-sample gradients in the logits (the g of the module docstring)
         if self.loss == "mse":
-            onehot = F.one_hot(y, logits.shape[-1]).to(logits.dtype)
-            self.g, self.q, self.s = _mse_parts(self.p, onehot)
+            self.gradient, self.q, self.s = _mse_parts(self.p, onehot)
+        else:
+            self.gradient = self.p - onehot
 
     def _jacobian_products(self, u: torch.Tensor) -> torch.Tensor:
         """J u per row, J = diag(p) - p p^T."""
@@ -104,7 +107,7 @@ class LogitHessian:
         """(N, C) rows G_k u_k for (N, C) rows u_k."""
         if self.loss == "ce":
             return self._jacobian_products(u)
-        p, q, g, s = self.p, self.q, self.g, self.s
+        p, q, g, s = self.p, self.q, self.gradient, self.s
         pu = (p * u).sum(-1, keepdim=True)
         qu = (q * u).sum(-1, keepdim=True)
         out = self._jacobian_products(self._jacobian_products(u)).mul_(2.0 / p.shape[-1])
