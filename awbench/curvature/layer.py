@@ -94,6 +94,20 @@ def output_as_leaf(model: nn.Module, layer: str):
         handle.remove()
 
 
+def output_gradient_graph(model, layer, x, y, loss="ce"):
+    """(a, z, dL/dz, is_head) for one chunk, dL/dz with its graph (its graph None when it has
+    none: G = 0); ``is_head`` when the model returned the layer's output itself (the hook's
+    copy, untouched), so that the logits are z."""
+    with output_as_leaf(model, layer) as captured, torch.enable_grad():
+        out = model(x)
+        total = summed_loss(loss, out, y)
+        z = captured["z"]
+        (grad_z,) = torch.autograd.grad(total, z, create_graph=True)
+    # the hook's copy, returned as it was made (an in-place op on it bumps its version)
+    is_head = out is captured["downstream"] and out._version == 0
+    return captured["a"], z, grad_z, is_head
+
+
 def output_hessians(
     model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, loss: str = "ce"
 ) -> tuple:
@@ -106,21 +120,16 @@ def output_hessians(
     # the backend's check is of the model; its engine serves both losses
     if mlp_backend_reason(model, "cross_entropy", "train" if model.training else "eval") is None:
         return _mlp_output_hessians(model, layer, x, y, loss)
-    with output_as_leaf(model, layer) as captured, torch.enable_grad():
-        total = summed_loss(loss, model(x), y)
-        z = captured["z"]
-        (grad_z,) = torch.autograd.grad(total, z, create_graph=True)
-        n_out = z.shape[1]
-        if not grad_z.requires_grad:  # downstream is piecewise linear and loss-free: G = 0
-            return torch.zeros(z.shape[0], n_out, n_out, dtype=torch.float64), captured[
-                "a"
-            ].double()
-        unit = torch.eye(n_out, dtype=z.dtype, device=z.device)
-        tangents = unit[:, None, :].expand(n_out, z.shape[0], n_out)
-        (cols,) = torch.autograd.grad(grad_z, z, grad_outputs=tangents, is_grads_batched=True)
+    a, z, grad_z, _ = output_gradient_graph(model, layer, x, y, loss)
+    n_out = z.shape[1]
+    if not grad_z.requires_grad:  # downstream is piecewise linear and loss-free: G = 0
+        return torch.zeros(z.shape[0], n_out, n_out, dtype=torch.float64), a.double()
+    unit = torch.eye(n_out, dtype=z.dtype, device=z.device)
+    tangents = unit[:, None, :].expand(n_out, z.shape[0], n_out)
+    (cols,) = torch.autograd.grad(grad_z, z, grad_outputs=tangents, is_grads_batched=True)
     # cols[i, k, :] = G_k[:, i]
     G = cols.permute(1, 2, 0).double().contiguous()
-    return _symmetrize_(G), captured["a"].double()
+    return _symmetrize_(G), a.double()
 
 
 def _symmetrize_(G: torch.Tensor, block: int = 256) -> torch.Tensor:

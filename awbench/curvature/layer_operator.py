@@ -24,8 +24,8 @@ import contextlib
 import torch
 from torch import nn
 
-from awbench.curvature.layer import linear_layer, output_as_leaf, row_chunks
-from awbench.nn.losses import LogitHessian, check_loss, summed_loss
+from awbench.curvature.layer import linear_layer, output_gradient_graph, row_chunks
+from awbench.nn.losses import LogitHessian, check_loss
 
 
 @contextlib.contextmanager
@@ -40,20 +40,6 @@ def frozen_parameters(model: nn.Module):
     finally:
         for p, flag in was:
             p.requires_grad_(flag)
-
-
-def _output_gradient_graph(model, layer, x, y, loss="ce"):
-    """(a, z, dL/dz, is_head) for one chunk, dL/dz with its graph (its graph None when it has
-    none: G = 0); ``is_head`` when the model returned the layer's output itself (the hook's
-    copy, untouched), so that the logits are z."""
-    with output_as_leaf(model, layer) as captured, torch.enable_grad():
-        out = model(x)
-        total = summed_loss(loss, out, y)
-        z = captured["z"]
-        (grad_z,) = torch.autograd.grad(total, z, create_graph=True)
-    # the hook's copy, returned as it was made (an in-place op on it bumps its version)
-    is_head = out is captured["downstream"] and out._version == 0
-    return captured["a"], z, grad_z, is_head
 
 
 class LayerHessianProducts:
@@ -92,7 +78,7 @@ class LayerHessianProducts:
         head = True
         with frozen_parameters(model), hooks:
             for rows in row_chunks(len(x)):
-                a, z, grad_z, is_head = _output_gradient_graph(model, layer, x[rows], y[rows], loss)
+                a, z, grad_z, is_head = output_gradient_graph(model, layer, x[rows], y[rows], loss)
                 head = head and is_head
                 inputs.append(a)
                 gradients.append(grad_z.detach())
