@@ -28,6 +28,12 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, 
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
+def _estimate(m: float, lo: float, hi: float, bold: bool = True) -> str:
+    """ "**1.123** [1.050, 1.196]": an exponent and its interval, three decimals."""
+    mean = formatted(m, ".3f")
+    return f"{f'**{mean}**' if bold else mean} [{formatted(lo, '.3f')}, {formatted(hi, '.3f')}]"
+
+
 def status_sentence(tables: Mapping[str, pd.DataFrame], lrs: Mapping[str, float]) -> str:
     """Which seeds met the stopping rule, per loss, at which learning rate."""
     parts = []
@@ -60,10 +66,10 @@ def gamma_sentence(table: pd.DataFrame, loss: str) -> str:
         else "one seed: no interval"
     )
     return (
-        f"{name}: γ = **{formatted(m, '.3f')}** [{formatted(lo, '.3f')}, {formatted(hi, '.3f')}] over {len(ok)} converged seeds "
+        f"{name}: γ = {_estimate(m, lo, hi)} over {len(ok)} converged seeds "
         f"(95 % t-interval), {where}; per seed from {formatted(ok['gamma'].min(), '.3f')} to "
         f"{formatted(ok['gamma'].max(), '.3f')}. The exponent E[h²] predicts, of E[h²]_ii ~ H_ii^γ: "
-        f"{formatted(pm, '.3f')} [{formatted(plo, '.3f')}, {formatted(phi, '.3f')}]."
+        f"{_estimate(pm, plo, phi, bold=False)}."
     )
 
 
@@ -82,8 +88,8 @@ def eh2_sentence(table: pd.DataFrame, loss: str) -> str:
     else:
         verdict = f"not proportional: C grows {'faster' if m > 1 else 'slower'} than E[h²]"
     return (
-        f"{LOSS_NAMES.get(loss, loss)}: C_ii ~ E[h²]_ii^x with x = **{formatted(m, '.3f')}** "
-        f"[{formatted(lo, '.3f')}, {formatted(hi, '.3f')}] over {len(ok)} seeds, {verdict}."
+        f"{LOSS_NAMES.get(loss, loss)}: C_ii ~ E[h²]_ii^x with x = {_estimate(m, lo, hi)} "
+        f"over {len(ok)} seeds, {verdict}."
     )
 
 
