@@ -23,17 +23,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-CHROMIUM = os.environ.get("AWBENCH_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from browser_support import (
+    CHROMIUM_ARGS,
+    find_chromium,
+    start_present,
+    stop_group,
+)
+
+CHROMIUM = find_chromium() or "/usr/bin/chromium"
 # The knobs moved in turn, each one step up (down at its last value): batch size, learning
 # rate, weight decay and dropout are crossed (lookups), the init scale snaps where they are off
 # the default.
@@ -64,12 +68,6 @@ STATE = """() => {
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def drive(page, moves: int, label: str) -> None:
@@ -111,29 +109,12 @@ def drive(page, moves: int, label: str) -> None:
 
 
 def present(pw, moves: int) -> None:
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("AWBENCH_QUIET", "AWBENCH_WIDGETS")}
     env.setdefault("OMP_NUM_THREADS", "1")
-    cmd = [sys.executable, "-m", "awbench.apps.cli", "present", "--no-browser", f"--port={port}"]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc, url = start_present(env)
     try:
-        url = None
-        for line in proc.stdout:
-            m = re.search(r"awbench present: (http://127\.0\.0\.1:\d+/\S*)", line)
-            if m:
-                url = m.group(1)
-                break
-        if url is None:
-            raise RuntimeError("awbench present printed no URL")
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 720})
         deadline = time.monotonic() + 120
         while True:
@@ -150,13 +131,7 @@ def present(pw, moves: int) -> None:
         page.screenshot(path="/tmp/explorer_present.png")
         browser.close()
     finally:
-        import signal
-
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
 
 
 def report(pw, moves: int) -> None:
@@ -173,7 +148,7 @@ def report(pw, moves: int) -> None:
     )
     path = Path(tempfile.mkdtemp(prefix="awbench-explorer-")) / "report.html"
     path.write_text(page_html, encoding="utf-8")
-    browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(path.as_uri())
     page.wait_for_selector(".awbench-explorer[data-seq] .aw-panel .main-svg")

@@ -4,10 +4,13 @@ it, a free local port, and stopping a server with the processes it started."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,31 @@ def stop_group(proc: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+PRESENT_URL = re.compile(r"awbench present: (http://127\.0\.0\.1:\d+/\S*)")
+
+
+def start_present(env: dict[str, str], port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """``awbench present --no-browser`` in a process group of its own (end it with
+    :func:`stop_group`) and the URL it printed; RuntimeError, with what it printed, when it
+    exits first. Its later output is read by a thread, so a full pipe never stalls it."""
+    cmd = [sys.executable, "-m", "awbench.apps.cli", "present", "--no-browser"]
+    cmd.append(f"--port={port or free_port()}")
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    printed = []
+    for line in proc.stdout:
+        printed.append(line)
+        found = PRESENT_URL.search(line)
+        if found:
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return proc, found.group(1)
+    stop_group(proc)
+    raise RuntimeError("awbench present printed no URL:\n" + "".join(printed[-20:]))

@@ -16,12 +16,15 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 import time
 
 import pytest
-from browser_support import CHROMIUM_ARGS, free_port, playwright_and_chromium, stop_group
+from browser_support import (
+    CHROMIUM_ARGS,
+    playwright_and_chromium,
+    start_present,
+    stop_group,
+)
 
 from awbench.apps.knobs import effects as ke
 from awbench.apps.knobs import explorer as ex
@@ -300,32 +303,8 @@ def present_url(tmp_path):
         IPYTHONDIR=str(tmp_path / "ipython"),
         OMP_NUM_THREADS="1",
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "awbench.apps.cli",
-        "present",
-        "--no-browser",
-        f"--port={free_port()}",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc, url = start_present(env)
     try:
-        url, deadline = None, time.monotonic() + 60
-        for line in proc.stdout:
-            m = re.search(r"awbench present: (http://127\.0\.0\.1:\d+/\S*)", line)
-            if m:
-                url = m.group(1)
-                break
-            if time.monotonic() > deadline:
-                break
-        assert url, "awbench present printed no URL"
         yield url
     finally:
         stop_group(proc)
